@@ -1,0 +1,1 @@
+"""The platform's services: incident, change, config and reporting."""

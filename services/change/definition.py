@@ -1,0 +1,14 @@
+"""The change service as the shared runtime runs it."""
+
+from pathlib import Path
+
+from services.change.settings import ChangeSettings
+from shared.service import ServiceDefinition
+
+DEFINITION = ServiceDefinition(
+    name="change",
+    settings_class=ChangeSettings,
+    migrations=Path(__file__).parent / "migrations",
+    shared_components=("outbox", "inbox", "idempotency"),
+    description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
+)

@@ -1,0 +1,14 @@
+"""The config service as the shared runtime runs it."""
+
+from pathlib import Path
+
+from services.config.settings import ConfigSettings
+from shared.service import ServiceDefinition
+
+DEFINITION = ServiceDefinition(
+    name="config",
+    settings_class=ConfigSettings,
+    migrations=Path(__file__).parent / "migrations",
+    shared_components=("outbox", "inbox", "idempotency"),
+    description="Configuration management, service catalogue and SLA policies (ISO/IEC 20000-1 8.2.6, 8.3.3).",
+)

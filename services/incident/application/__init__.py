@@ -1,0 +1,1 @@
+"""Incident service: application layer."""

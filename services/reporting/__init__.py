@@ -1,0 +1,1 @@
+"""Service reporting, monitoring and audit evidence (ISO/IEC 20000-1 9.1, 9.4)."""

@@ -1,0 +1,62 @@
+"""The ledger table: append one event, read a tenant's events in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shared.inbox import ReceivedEvent
+
+_COLUMNS = (
+    "position, event_id, type, source, subject, sequence, time, correlation_id, causation_id,"
+    " actor, data, recorded_at"
+)
+
+
+async def append(conn: asyncpg.Connection, event: ReceivedEvent) -> None:
+    """Record one event (the inbox guarantees each event arrives here once)."""
+    e = event.envelope
+    await conn.execute(
+        "INSERT INTO ledger (tenant_id, event_id, type, source, subject, sequence, time,"
+        " correlation_id, causation_id, actor, data, topic, partition, kafka_offset)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        e.tenantid,
+        e.id,
+        e.type,
+        e.source,
+        e.subject,
+        e.sequence,
+        e.time,
+        e.correlationid,
+        e.causationid,
+        e.actor,
+        e.data,
+        event.record.topic,
+        event.record.partition,
+        event.record.offset,
+    )
+
+
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    tenant_id: str,
+    *,
+    subject: str | None,
+    event_type: str | None,
+    after: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` of the tenant's entries after a position, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM ledger"  # noqa: S608 - constant column list
+        " WHERE tenant_id = $1 AND position > $2"
+        " AND ($3::text IS NULL OR subject = $3) AND ($4::text IS NULL OR type = $4)"
+        " ORDER BY position LIMIT $5",
+        tenant_id,
+        after,
+        subject,
+        event_type,
+        limit,
+    )
+    return [dict(r) for r in rows]

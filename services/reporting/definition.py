@@ -1,0 +1,18 @@
+"""The reporting service as the shared runtime runs it."""
+
+from pathlib import Path
+
+from services.reporting.entrypoints.consumers import consumers
+from services.reporting.entrypoints.http import router
+from services.reporting.settings import ReportingSettings
+from shared.service import ServiceDefinition
+
+DEFINITION = ServiceDefinition(
+    name="reporting",
+    settings_class=ReportingSettings,
+    migrations=Path(__file__).parent / "migrations",
+    routers=[router],
+    shared_components=("inbox",),
+    consumers=consumers,
+    description="The ledger of every event, KPIs and service reports (ISO/IEC 20000-1 9.4).",
+)

@@ -1,0 +1,34 @@
+"""The reporting service's consumers: every event of every service into the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from services.reporting.adapters import ledger
+from shared.events.catalogue import CHANGE_EVENTS, CONFIG_EVENTS, INCIDENT_EVENTS
+from shared.inbox import EventConsumer
+
+if TYPE_CHECKING:
+    from shared.service import ServiceRuntime
+
+LEDGER_CONSUMER = "reporting-ledger"
+
+
+def ledger_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Records every catalogued event of every topic in the ledger, once."""
+    return EventConsumer(
+        name=LEDGER_CONSUMER,
+        topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS],
+        handlers={},
+        default_handler=ledger.append,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
+def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
+    """All consumers of the reporting service."""
+    return [ledger_consumer(runtime)]

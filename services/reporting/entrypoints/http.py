@@ -1,0 +1,52 @@
+"""Reporting HTTP API: the ledger, read in order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from services.reporting.adapters import ledger
+from shared.events.envelope import TYPE_PATTERN
+from shared.http.context import Context
+from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, decode_cursor, page_of
+from shared.service import ServiceRuntime, runtime_of
+
+router = APIRouter(tags=["ledger"])
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+
+class LedgerEntry(BaseModel):
+    """One recorded event."""
+
+    position: int
+    event_id: uuid.UUID
+    type: str
+    source: str
+    subject: str
+    sequence: int
+    time: datetime
+    correlation_id: str
+    causation_id: str | None
+    actor: str
+    data: dict[str, Any]
+    recorded_at: datetime
+
+
+@router.get("/ledger", response_model=Page[LedgerEntry], summary="The tenant's recorded events")
+async def read_ledger(
+    context: Context,
+    runtime: Runtime,
+    subject: Annotated[str | None, Query(min_length=1, max_length=200, description="Aggregate id")] = None,
+    type: Annotated[str | None, Query(pattern=TYPE_PATTERN, description="Event type")] = None,  # noqa: A002
+    cursor: Cursor = None,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+) -> Page[dict[str, Any]]:
+    after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+    rows = await ledger.page(
+        runtime.pool, context.tenant_id, subject=subject, event_type=type, after=after, limit=limit + 1
+    )
+    return page_of(rows, limit, key=lambda r: [r["position"]])

@@ -1,0 +1,1 @@
+"""What every service uses: events, outbox, inbox, database, settings, logging, metrics, HTTP."""

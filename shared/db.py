@@ -1,0 +1,138 @@
+"""PostgreSQL plumbing: one pool per service bound to its schema, and numbered SQL migrations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb columns to Python values and back."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str, *, schema: str, application_name: str, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see only the service's own schema on their search path."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": application_name},
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file of one component."""
+
+    component: str
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file, to notice an applied migration that was edited afterwards."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    """A component (a shared building block or the service itself) and its migrations folder."""
+
+    component: str
+    directory: Path
+
+    def load(self) -> list[Migration]:
+        """The folder's migrations in version order; a misnamed or duplicate file is an error."""
+        found: dict[int, Migration] = {}
+        for path in sorted(self.directory.glob("*.sql")):
+            match = _MIGRATION_NAME.match(path.name)
+            if not match:
+                raise ValueError(f"{path}: migration files are named NNNN_snake_case.sql")
+            version = int(match.group(1))
+            if version in found:
+                raise ValueError(f"{path}: version {version} appears twice in {self.directory}")
+            found[version] = Migration(self.component, version, match.group(2), path.read_text())
+        return [found[v] for v in sorted(found)]
+
+
+def shared_source(component: str) -> MigrationSource:
+    """Migrations of a shared building block (outbox, inbox, idempotency)."""
+    return MigrationSource(component, SHARED_MIGRATIONS / component)
+
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    component  text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version)
+)
+"""
+
+
+async def migrate(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) -> list[str]:
+    """Apply pending migrations, each in its own transaction; return the names applied."""
+    applied_now: list[str] = []
+    # Replicas starting together queue here instead of racing on the same DDL.
+    await conn.execute("SELECT pg_advisory_lock(hashtext(current_schema()))")
+    try:
+        await conn.execute(_BOOKKEEPING)
+        for source in sources:
+            for migration in source.load():
+                row = await conn.fetchrow(
+                    "SELECT checksum FROM schema_migrations WHERE component = $1 AND version = $2",
+                    migration.component,
+                    migration.version,
+                )
+                label = f"{migration.component}/{migration.version:04d}_{migration.name}"
+                if row is not None:
+                    if row["checksum"] != migration.checksum:
+                        raise RuntimeError(f"migration {label} was edited after it was applied")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (component, version, name, checksum)"
+                        " VALUES ($1, $2, $3, $4)",
+                        migration.component,
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                log.info("applied migration", extra={"migration": label})
+                applied_now.append(label)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext(current_schema()))")
+    return applied_now
+
+
+async def pending_migrations(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) -> int:
+    """How many known migrations are not yet applied (readiness needs zero)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    known = {(m.component, m.version) for s in sources for m in s.load()}
+    if not exists:
+        return len(known)
+    rows = await conn.fetch("SELECT component, version FROM schema_migrations")
+    return len(known - {(r["component"], r["version"]) for r in rows})

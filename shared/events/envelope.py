@@ -1,0 +1,66 @@
+"""CloudEvents 1.0 envelope with the platform's extension attributes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+# CloudEvents: `source` is a URI-reference; ours are `itsm/<service>`.
+SOURCE_PATTERN = r"^itsm/[a-z][a-z0-9-]*$"
+# Past-tense, versioned names: itsm.<domain>.<event>.v<N>
+TYPE_PATTERN = r"^itsm\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*\.v[1-9][0-9]*$"
+TYPE_RE = re.compile(TYPE_PATTERN)
+
+
+class Envelope(BaseModel):
+    """One event: CloudEvents attributes, our extensions, and the JSON payload as `data`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: uuid.UUID
+    source: str = Field(pattern=SOURCE_PATTERN)
+    type: str = Field(pattern=TYPE_PATTERN)
+    subject: str = Field(min_length=1, max_length=200)
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    tenantid: str = Field(min_length=1, max_length=100)
+    sequence: int = Field(ge=1, description="Aggregate version, gap-free per aggregate.")
+    correlationid: str = Field(min_length=1, max_length=200)
+    causationid: str | None = Field(default=None, max_length=200)
+    actor: str = Field(min_length=1, max_length=200)
+    data: dict[str, Any]
+
+
+def new_envelope(
+    *,
+    source: str,
+    type: str,  # noqa: A002 - the CloudEvents attribute's own name
+    subject: str,
+    tenantid: str,
+    sequence: int,
+    actor: str,
+    data: dict[str, Any],
+    correlationid: str | None = None,
+    causationid: str | None = None,
+    time: datetime | None = None,
+) -> Envelope:
+    """Build an envelope with a fresh id; the event is its own correlation root if none is given."""
+    event_id = uuid.uuid4()
+    return Envelope(
+        id=event_id,
+        source=source,
+        type=type,
+        subject=subject,
+        time=time or datetime.now(UTC),
+        tenantid=tenantid,
+        sequence=sequence,
+        correlationid=correlationid or str(event_id),
+        causationid=causationid,
+        actor=actor,
+        data=data,
+    )

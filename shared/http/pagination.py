@@ -1,0 +1,60 @@
+"""Cursor pagination: opaque cursors over a stable sort key, capped page sizes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from shared.http.problems import Problem
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of results; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(key: list[Any]) -> str:
+    """An opaque cursor for the last item's sort key."""
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The sort key inside a cursor; a cursor that is not ours is a 422 naming `cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        key = None
+    if not isinstance(key, list) or len(key) != arity:
+        raise Problem(
+            422,
+            "Request validation failed",
+            "invalid: cursor",
+            errors=[{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}],
+        )
+    return key
+
+
+PageSize = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, at most {MAX_PAGE_SIZE}.")
+]
+Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
+
+
+def page_of(rows: list[T], limit: int, key: Any) -> Page[T]:
+    """Build a page from up to limit+1 fetched rows; `key` gives an item's sort key."""
+    has_more = len(rows) > limit
+    items = rows[:limit]
+    return Page[T](items=items, next_cursor=encode_cursor(key(items[-1])) if has_more else None)

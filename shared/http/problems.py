@@ -1,0 +1,137 @@
+"""RFC 9457 problem details: the one error format of every HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "urn:itsm:problem:"  # problem type URIs: urn:itsm:problem:<name>
+
+
+class Problem(Exception):  # noqa: N818 - named after the RFC's concept
+    """An error the client can act on, rendered as application/problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type_ or "about:blank"
+        self.errors = errors
+        self.headers = headers
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """Build a problem+json response for the current request."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    if extensions:
+        body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _pointer(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """FastAPI's error location as (where, field): ('body', 'impact') or ('query', 'limit')."""
+    where = str(loc[0]) if loc else "body"
+    field = ".".join(str(p) for p in loc[1:]) or where
+    return where, field
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        where, field = _pointer(tuple(error.get("loc", ())))
+        item: dict[str, Any] = {"in": where, "field": field, "detail": error.get("msg", "")}
+        if where == "body":
+            item["pointer"] = "#/" + field.replace(".", "/")
+        errors.append(item)
+    fields = ", ".join(e["field"] for e in errors)
+    return problem_response(
+        request,
+        422,
+        "Request validation failed",
+        f"invalid: {fields}",
+        type_=PROBLEM_BASE + "validation",
+        errors=errors,
+    )
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request,
+        exc.status,
+        exc.title,
+        exc.detail,
+        type_=exc.type,
+        errors=exc.errors,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    from http import HTTPStatus
+
+    title = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    return problem_response(
+        request, exc.status_code, title, detail, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return problem_response(request, 500, "Internal Server Error")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error of the app as problem+json."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+def not_found(what: str, ident: str) -> Problem:
+    """The one 404 for a missing object (also used for objects of another tenant)."""
+    return Problem(404, "Not Found", f"{what} {ident} does not exist")

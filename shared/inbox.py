@@ -1,0 +1,242 @@
+"""Idempotent event consumers: inbox row and effect in one transaction, offsets after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import Consumer, KafkaMessage
+
+from shared.events.binding import DecodeError, from_kafka, parse_payload
+from shared.events.catalogue import EventPayload
+from shared.events.envelope import Envelope
+from shared.kafka import DEAD_LETTER_TOPIC
+from shared.logging import bound_correlation_id
+from shared.metrics import PlatformMetrics
+
+log = logging.getLogger(__name__)
+
+# Errors that say "try again later", not "this message is bad": the whole batch is redelivered.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A decoded, validated event and where it was read from."""
+
+    envelope: Envelope
+    payload: EventPayload
+    record: ConsumerRecord[bytes, bytes]
+
+
+EventHandler = Callable[[asyncpg.Connection, ReceivedEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the consumer gives up on, and why."""
+
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+    detail: str
+
+
+class EventConsumer:
+    """Consumes topics in batches into one transaction each; safe to run as N replicas."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, EventHandler],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: PlatformMetrics,
+        default_handler: EventHandler | None = None,
+        max_records: int = 1000,
+        retry_delay: float = 1.0,
+        after_commit: Callable[[Sequence[ReceivedEvent]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.topics = tuple(topics)
+        self.handlers = dict(handlers)
+        self.default_handler = default_handler
+        self.pool = pool
+        self.producer = producer
+        self.metrics = metrics
+        self.max_records = max_records
+        self.retry_delay = retry_delay
+        self.after_commit = after_commit
+
+    def subscribe(self, broker: KafkaBroker) -> None:
+        """Attach this consumer to a broker as a batch subscriber in its own consumer group."""
+
+        async def on_batch(message: KafkaMessage, consumer: Consumer) -> None:
+            records: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message  # type: ignore[assignment]
+            await self.process(records, consumer)
+
+        broker.subscriber(
+            *self.topics,
+            group_id=self.name,
+            batch=True,
+            max_records=self.max_records,
+            auto_offset_reset="earliest",
+            # Offsets are committed only after the database commit; an error rewinds the batch.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_undecoded,
+            title=self.name,
+        )(on_batch)
+
+    def handler_for(self, event_type: str) -> EventHandler | None:
+        """The handler for a type, the default one, or None when this consumer ignores it."""
+        return self.handlers.get(event_type, self.default_handler)
+
+    async def process(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer | None
+    ) -> None:
+        """Apply a batch exactly once in effect; dead-letter what cannot be applied."""
+        events: list[ReceivedEvent] = []
+        dead: list[DeadLetter] = []
+        for record in records:
+            try:
+                envelope = from_kafka(record.value, record.headers)
+                payload = parse_payload(envelope)
+            except DecodeError as exc:
+                dead.append(DeadLetter(record, exc.reason, exc.detail))
+                continue
+            if self.handler_for(envelope.type) is not None:
+                events.append(ReceivedEvent(envelope, payload, record))
+        try:
+            applied, duplicates = await self._apply(events, dead)
+        except TRANSIENT_ERRORS:
+            log.warning("batch failed on a transient error; it will be redelivered", exc_info=True)
+            await asyncio.sleep(self.retry_delay)
+            raise
+        if self.after_commit is not None:
+            await self.after_commit(applied)
+        for event in applied:
+            self.metrics.consumed.labels(self.name, event.envelope.type).inc()
+        if duplicates:
+            self.metrics.inbox_duplicates.labels(self.name).inc(duplicates)
+        for letter in dead:
+            self.metrics.dead_lettered.labels(self.name, letter.reason).inc()
+        if consumer is not None:
+            self._report_lag(records, consumer)
+
+    async def _apply(
+        self, events: list[ReceivedEvent], dead: list[DeadLetter]
+    ) -> tuple[list[ReceivedEvent], int]:
+        applied: list[ReceivedEvent] = []
+        duplicates = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh: set[Any] = set()
+            if events:
+                rows = await conn.fetch(
+                    "INSERT INTO inbox (consumer, event_id, tenant_id, event_type)"
+                    " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING event_id",
+                    self.name,
+                    [e.envelope.id for e in events],
+                    [e.envelope.tenantid for e in events],
+                    [e.envelope.type for e in events],
+                )
+                fresh = {r["event_id"] for r in rows}
+            for event in events:
+                if event.envelope.id not in fresh:
+                    duplicates += 1
+                    continue
+                fresh.discard(event.envelope.id)  # the same event twice in one batch
+                handler = self.handler_for(event.envelope.type)
+                assert handler is not None
+                try:
+                    with bound_correlation_id(event.envelope.correlationid):
+                        async with conn.transaction():  # a savepoint per event
+                            await handler(conn, event)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    log.exception(
+                        "handler failed; dead-lettering the event",
+                        extra={"event_id": str(event.envelope.id), "type": event.envelope.type},
+                    )
+                    # Forget it in the inbox so that a replay from the dead-letter topic applies.
+                    await conn.execute(
+                        "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2",
+                        self.name,
+                        event.envelope.id,
+                    )
+                    dead.append(DeadLetter(event.record, "handler-failed", repr(exc)))
+                    continue
+                applied.append(event)
+            # Dead letters are acknowledged by Kafka before the batch commits: none is lost.
+            await self._dead_letter(dead)
+        return applied, duplicates
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        pending = []
+        for letter in dead:
+            record = letter.record
+            log.warning(
+                "dead-lettering a message",
+                extra={
+                    "reason": letter.reason,
+                    "detail": letter.detail,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            headers = [
+                *[(k, v) for k, v in record.headers if not k.startswith("dlq_")],
+                ("dlq_reason", letter.reason.encode()),
+                ("dlq_detail", letter.detail[:2000].encode()),
+                ("dlq_consumer", self.name.encode()),
+                ("dlq_source_topic", record.topic.encode()),
+                ("dlq_source_partition", str(record.partition).encode()),
+                ("dlq_source_offset", str(record.offset).encode()),
+                ("dlq_time", datetime.now(UTC).isoformat().encode()),
+            ]
+            pending.append(
+                await self.producer.send(
+                    DEAD_LETTER_TOPIC, value=record.value, key=record.key, headers=headers
+                )
+            )
+        for future in pending:
+            await future
+
+    def _report_lag(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer
+    ) -> None:
+        last: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            last[tp] = max(last.get(tp, -1), record.offset)
+        for tp, offset in last.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
+                    max(0, highwater - offset - 1)
+                )
+
+
+async def _undecoded(message: Any) -> None:
+    """Leave bodies undecoded: the consumer decodes them itself and dead-letters failures."""
+    return None

@@ -1,0 +1,280 @@
+"""Transactional outbox: write events with the state change, relay them to Kafka afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.events.binding import encode_json, header_map
+from shared.events.catalogue import EventPayload, spec_of
+from shared.events.envelope import Envelope, new_envelope
+from shared.metrics import PlatformMetrics
+
+log = logging.getLogger(__name__)
+
+
+async def append(
+    conn: asyncpg.Connection,
+    payload: EventPayload,
+    *,
+    subject: str,
+    tenant_id: str,
+    sequence: int,
+    actor: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Add an event to the outbox inside the caller's transaction; return its envelope."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.append must run inside the state change's transaction")
+    spec = spec_of(payload)
+    envelope = new_envelope(
+        source=spec.source,
+        type=spec.type,
+        subject=subject,
+        tenantid=tenant_id,
+        sequence=sequence,
+        actor=actor,
+        data=payload.model_dump(mode="json"),
+        correlationid=correlation_id,
+        causationid=causation_id,
+    )
+    await conn.execute(
+        "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        envelope.id,
+        tenant_id,
+        spec.topic,
+        subject,
+        spec.type,
+        header_map(envelope),
+        encode_json(envelope.data),
+    )
+    return envelope
+
+
+# Claim the oldest due rows that no other relay holds, but only rows whose earlier rows of the
+# same aggregate are all in this very batch: per-aggregate order survives N relays and retries.
+_CLAIM = """
+WITH candidates AS (
+    SELECT position, message_key
+    FROM outbox
+    WHERE next_attempt_at <= now()
+    ORDER BY position
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT o.position, o.topic, o.message_key, o.headers, o.payload, o.created_at, o.attempts
+FROM outbox o
+JOIN candidates c USING (position)
+WHERE NOT EXISTS (
+    SELECT 1 FROM outbox e
+    WHERE e.message_key = c.message_key
+      AND e.position < c.position
+      AND e.position NOT IN (SELECT position FROM candidates)
+)
+ORDER BY o.position
+"""
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to Kafka; safe to run in every replica of a service."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: PlatformMetrics,
+        schema: str,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        max_backoff: float = 60.0,
+        metrics_interval: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.metrics = metrics
+        self.channel = f"outbox_{schema}"
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.metrics_interval = metrics_interval
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def run(self) -> None:
+        """Publish until cancelled: on every NOTIFY, and at least every poll interval."""
+        metrics_task = asyncio.create_task(self._report_backlog_forever())
+        try:
+            while True:
+                await self._ensure_listener()
+                try:
+                    published = await self.publish_batch()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    log.exception("outbox relay could not reach the database; retrying")
+                    published = 0
+                    await asyncio.sleep(self.poll_interval)
+                if published >= self.batch_size:
+                    continue  # more backlog waiting: do not sleep
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            metrics_task.cancel()
+            await self._close_listener()
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of due rows; return how many Kafka acknowledged."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self.batch_size)
+            if not rows:
+                return 0
+            outcomes = await self._send(rows)
+            published, failed = self._settle(rows, outcomes)
+            if published:
+                await self._mark_published(conn, [rows[i]["position"] for i in published])
+            if failed:
+                await self._schedule_retry(conn, [(rows[i], outcomes[i]) for i in failed])
+        now = datetime.now(UTC)
+        for i in published:
+            self.metrics.outbox_published.labels(rows[i]["topic"]).inc()
+            self.metrics.outbox_publish_latency.observe((now - rows[i]["created_at"]).total_seconds())
+        for i in failed:
+            self.metrics.outbox_publish_failures.labels(rows[i]["topic"]).inc()
+        return len(published)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
+        """Hand every row to the producer, then wait for each acknowledgement."""
+        pending: list[asyncio.Future[Any] | BaseException] = []
+        for row in rows:
+            try:
+                pending.append(
+                    await self.producer.send(
+                        row["topic"],
+                        value=row["payload"],
+                        key=row["message_key"].encode(),
+                        headers=[(k, v.encode()) for k, v in row["headers"].items()],
+                    )
+                )
+            except Exception as exc:  # the producer refused it before sending (metadata, size)
+                pending.append(exc)
+        outcomes: list[BaseException | None] = []
+        for item in pending:
+            if isinstance(item, BaseException):
+                outcomes.append(item)
+                continue
+            try:
+                await item
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @staticmethod
+    def _settle(
+        rows: Sequence[asyncpg.Record], outcomes: Sequence[BaseException | None]
+    ) -> tuple[list[int], list[int]]:
+        """Split the batch into published and failed rows; after a failure, an aggregate's
+        later rows count as failed too, so they are re-sent after it and never overtake it."""
+        published: list[int] = []
+        failed: list[int] = []
+        broken_keys: set[str] = set()
+        for i, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
+            if outcome is None and row["message_key"] not in broken_keys:
+                published.append(i)
+            else:
+                broken_keys.add(row["message_key"])
+                failed.append(i)
+        return published, failed
+
+    async def _mark_published(self, conn: asyncpg.Connection, positions: list[int]) -> None:
+        """Forget rows Kafka has acknowledged."""
+        await conn.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])", positions)
+
+    async def _schedule_retry(
+        self, conn: asyncpg.Connection, failures: list[tuple[asyncpg.Record, BaseException | None]]
+    ) -> None:
+        """Keep failed rows and try them again later, backing off exponentially with jitter."""
+        positions, delays, errors = [], [], []
+        for row, error in failures:
+            backoff = min(self.max_backoff, 0.5 * 2 ** row["attempts"])
+            positions.append(row["position"])
+            delays.append(backoff * random.uniform(0.8, 1.2))
+            errors.append(repr(error) if error else "held back behind a failed earlier event")
+        await conn.execute(
+            """
+            UPDATE outbox o
+            SET attempts = o.attempts + 1,
+                next_attempt_at = now() + make_interval(secs => f.delay),
+                last_error = f.error
+            FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS f(position, delay, error)
+            WHERE o.position = f.position
+            """,
+            positions,
+            delays,
+            errors,
+        )
+        log.warning(
+            "outbox publish failed; will retry",
+            extra={"rows": len(positions), "first_error": errors[0]},
+        )
+
+    async def report_backlog(self) -> tuple[int, float]:
+        """Refresh the backlog gauges; return (rows, age of the oldest in seconds)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS n,"
+                " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"
+                " FROM outbox"
+            )
+        assert row is not None
+        self.metrics.outbox_backlog.set(row["n"])
+        self.metrics.outbox_oldest_age.set(row["age"])
+        return row["n"], row["age"]
+
+    async def _report_backlog_forever(self) -> None:
+        while True:
+            try:
+                await self.report_backlog()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("could not measure the outbox backlog", exc_info=True)
+            await asyncio.sleep(self.metrics_interval)
+
+    async def _ensure_listener(self) -> None:
+        """Hold a dedicated connection that LISTENs; polling covers the gaps while it is down."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._close_listener()
+        try:
+            conn = await self.pool.acquire()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.pool.release(conn)
+            return
+        self._listener = conn
+
+    async def _close_listener(self) -> None:
+        if self._listener is None:
+            return
+        conn, self._listener = self._listener, None
+        try:
+            await conn.remove_listener(self.channel, self._on_notify)
+            await self.pool.release(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            conn.terminate()
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()

@@ -1,0 +1,233 @@
+"""A service process: its pool, migrations, producer, consumers, outbox relay and HTTP app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, Request
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+
+from shared.db import MigrationSource, create_pool, migrate, pending_migrations, shared_source
+from shared.http.app import create_app
+from shared.http.idempotency import purge_expired
+from shared.inbox import EventConsumer
+from shared.kafka import create_producer
+from shared.logging import configure_logging
+from shared.metrics import PlatformMetrics
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 600.0
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """Everything that makes one service different from another."""
+
+    name: str
+    settings_class: type[ServiceSettings]
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    shared_components: Sequence[str] = ()
+    consumers: Callable[[ServiceRuntime], Sequence[EventConsumer]] = lambda _: ()
+    service_metrics: Callable[[CollectorRegistry], Any] | None = None
+    description: str = ""
+    version: str = "0.1.0"
+    openapi_tags: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def publishes(self) -> bool:
+        """Whether the service writes events (and so runs an outbox relay)."""
+        return "outbox" in self.shared_components
+
+    def migration_sources(self) -> list[MigrationSource]:
+        """Shared building blocks first, then the service's own migrations."""
+        return [*(shared_source(c) for c in self.shared_components), MigrationSource(self.name, self.migrations)]
+
+
+class ServiceRuntime:
+    """Owns a service's connections and background tasks between start() and stop()."""
+
+    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = PlatformMetrics(self.registry)
+        self.service_metrics = (
+            definition.service_metrics(self.registry) if definition.service_metrics else None
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.broker: KafkaBroker | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[EventConsumer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The service's database pool (only between start and stop)."""
+        if self._pool is None:
+            raise RuntimeError(f"{self.definition.name} is not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The service's idempotent Kafka producer (only between start and stop)."""
+        if self._producer is None:
+            raise RuntimeError(f"{self.definition.name} is not started")
+        return self._producer
+
+    async def start(self) -> None:
+        """Connect, migrate, and start consumers and the relay."""
+        s = self.settings
+        name = self.definition.name
+        self._pool = await create_pool(
+            s.database_url.get_secret_value(),
+            schema=name,
+            application_name=f"itsm-{name}",
+            min_size=s.db_pool_min_size,
+            max_size=s.db_pool_max_size,
+        )
+        if s.migrate_on_start:
+            async with self._pool.acquire() as conn:
+                await migrate(conn, self.definition.migration_sources())
+        self._producer = create_producer(s.kafka_bootstrap_servers, s.client_id)
+        await self._producer.start()
+        self.broker = KafkaBroker(
+            s.kafka_bootstrap_servers,
+            client_id=s.client_id,
+            allow_auto_create_topics=False,
+            middlewares=[KafkaPrometheusMiddleware(registry=self.registry, app_name=name)],
+            logger=logging.getLogger(f"faststream.{name}"),
+            log_level=logging.DEBUG,
+        )
+        self.consumers = list(self.definition.consumers(self))
+        for consumer in self.consumers:
+            consumer.subscribe(self.broker)
+        await self.broker.start()
+        if self.definition.publishes:
+            self.relay = OutboxRelay(
+                pool=self._pool,
+                producer=self._producer,
+                metrics=self.metrics,
+                schema=name,
+                batch_size=s.outbox_batch_size,
+                poll_interval=s.outbox_poll_interval_seconds,
+                max_backoff=s.outbox_max_backoff_seconds,
+                metrics_interval=s.outbox_metrics_interval_seconds,
+            )
+            self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{name}-outbox-relay"))
+        if "idempotency" in self.definition.shared_components:
+            self._tasks.append(asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping"))
+        log.info("service started", extra={"service": name})
+
+    async def stop(self) -> None:
+        """Stop consuming first, then publishing, then close the pool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.broker is not None:
+            await self.broker.stop()
+            self.broker = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state: "ok" or what is wrong."""
+        checks = {"database": "ok", "migrations": "ok", "kafka": "ok"}
+        try:
+            async with asyncio.timeout(2):
+                async with self.pool.acquire() as conn:
+                    pending = await pending_migrations(conn, self.definition.migration_sources())
+            if pending:
+                checks["migrations"] = f"{pending} pending"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+            checks["migrations"] = "unknown"
+        if self.broker is None or not await self.broker.ping(timeout=2):
+            checks["kafka"] = "unreachable"
+        return checks
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                purged = await purge_expired(self.pool)
+                if purged:
+                    log.info("purged idempotency keys", extra={"count": purged})
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("housekeeping failed", exc_info=True)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    """The runtime serving a request (a FastAPI dependency)."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def build_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
+    """The service's ASGI app with a runtime for the given (or environment) settings."""
+    runtime = ServiceRuntime(definition, settings or definition.settings_class())  # type: ignore[call-arg]
+    return create_app(
+        runtime,
+        definition.routers,
+        title=f"ITSM {definition.name} service",
+        description=definition.description,
+        version=definition.version,
+    )
+
+
+async def migrate_only(definition: ServiceDefinition, settings: ServiceSettings) -> list[str]:
+    """Apply the service's migrations and return the names applied."""
+    conn = await asyncpg.connect(
+        settings.database_url.get_secret_value(), server_settings={"search_path": definition.name}
+    )
+    try:
+        return await migrate(conn, definition.migration_sources())
+    finally:
+        await conn.close()
+
+
+def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> None:
+    """Command line of a service: `serve` (default) or `migrate`."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{definition.name}")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    args = parser.parse_args(argv)
+    settings = definition.settings_class()  # type: ignore[call-arg]
+    configure_logging(definition.name, settings.log_level)
+    if args.command == "migrate":
+        applied = asyncio.run(migrate_only(definition, settings))
+        log.info("migrations applied", extra={"applied": applied})
+        return
+    app = build_app(definition, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()

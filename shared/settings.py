@@ -1,0 +1,56 @@
+"""One settings loader for every service: environment variables with one prefix per service."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Variables that configure the whole installation; a service-prefixed variable wins over them.
+GLOBAL_FALLBACKS = ("KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service; subclasses set the prefix and the service name."""
+
+    service_name: ClassVar[str] = "service"
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        description="PostgreSQL DSN for this service's own login role.",
+    )
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_client_id: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    migrate_on_start: bool = True
+
+    db_pool_min_size: int = Field(default=2, ge=1)
+    db_pool_max_size: int = Field(default=10, ge=1)
+
+    outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    outbox_metrics_interval_seconds: float = Field(default=5.0, gt=0)
+
+    consumer_max_records: int = Field(default=1000, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _global_fallbacks(cls, data: Any) -> Any:
+        """Fill a field from its installation-wide variable when the prefixed one is unset."""
+        if not isinstance(data, dict):
+            return data
+        for name in GLOBAL_FALLBACKS:
+            field = name.lower()
+            if field not in data and name in os.environ:
+                data[field] = os.environ[name]
+        return data
+
+    @property
+    def client_id(self) -> str:
+        """Kafka client id: configured, or the service name."""
+        return self.kafka_client_id or f"itsm-{self.service_name}"

@@ -1,0 +1,44 @@
+import pytest
+
+from shared.events.catalogue import CATALOGUE, EventPayload, event, spec_for, spec_of
+from shared.events.catalogue import IncidentCreatedV1
+from shared.kafka import TOPICS
+
+
+def test_every_catalogued_type_names_a_declared_topic_and_its_service():
+    assert CATALOGUE, "the catalogue is empty"
+    for spec in CATALOGUE.values():
+        assert spec.topic in TOPICS
+        assert spec.source == "itsm/" + spec.type.split(".")[1]
+
+
+def test_a_payload_instance_leads_back_to_its_type():
+    payload = IncidentCreatedV1(title="t", description="", impact=1, urgency=1, priority=1, state="new")
+    assert spec_of(payload).type == "itsm.incident.created.v1"
+    assert spec_for("itsm.incident.created.v1").model is IncidentCreatedV1
+
+
+def test_unknown_types_are_not_found():
+    assert spec_for("itsm.nothing.happened.v1") is None
+
+
+def test_registering_a_type_twice_is_refused():
+    with pytest.raises(ValueError, match="twice"):
+        event("itsm.incident.created.v1", topic="itsm.incident.events", source="itsm/incident")(
+            type("Again", (EventPayload,), {})
+        )
+
+
+def test_type_names_must_be_versioned_and_namespaced():
+    with pytest.raises(ValueError, match="itsm"):
+        event("incident-created", topic="itsm.incident.events", source="itsm/incident")(
+            type("Bad", (EventPayload,), {})
+        )
+
+
+def test_an_unregistered_payload_class_is_an_error():
+    class Stray(EventPayload):
+        pass
+
+    with pytest.raises(LookupError):
+        spec_of(Stray())

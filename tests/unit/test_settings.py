@@ -1,0 +1,45 @@
+import pytest
+from pydantic import ValidationError
+
+from services.incident.settings import IncidentSettings
+from services.reporting.settings import ReportingSettings
+
+
+def test_settings_come_from_the_service_prefix(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://incident:pw@db/itsm")
+    monkeypatch.setenv("INCIDENT_HTTP_PORT", "9101")
+    settings = IncidentSettings()
+    assert settings.database_url.get_secret_value() == "postgresql://incident:pw@db/itsm"
+    assert settings.http_port == 9101
+
+
+def test_each_service_has_its_own_default_port(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("REPORTING_DATABASE_URL", "postgresql://y")
+    assert IncidentSettings().http_port != ReportingSettings().http_port
+
+
+def test_installation_wide_kafka_servers_apply_unless_the_service_overrides(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    assert IncidentSettings().kafka_bootstrap_servers == "kafka-1:9092"
+    monkeypatch.setenv("INCIDENT_KAFKA_BOOTSTRAP_SERVERS", "kafka-2:9092")
+    assert IncidentSettings().kafka_bootstrap_servers == "kafka-2:9092"
+
+
+def test_a_missing_database_url_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("INCIDENT_DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match="database_url"):
+        IncidentSettings()
+
+
+def test_the_database_password_never_shows_in_the_settings_repr(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://incident:s3cret@db/itsm")
+    assert "s3cret" not in repr(IncidentSettings())
+
+
+def test_invalid_values_are_refused(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("INCIDENT_HTTP_PORT", "not-a-port")
+    with pytest.raises(ValidationError, match="http_port"):
+        IncidentSettings()
