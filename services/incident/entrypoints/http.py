@@ -62,11 +62,14 @@ async def create_incident(
     headers = {"Location": f"/incidents/{created.body['id']}"}
     if created.replayed:
         headers[REPLAYED_HEADER] = "true"
-    return JSONResponse(created.body, status_code=201, headers=headers)
+    body_out = IncidentOut.model_validate(created.body).model_dump(mode="json")
+    return JSONResponse(body_out, status_code=201, headers=headers)
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut, summary="Read an incident")
-async def read_incident(incident_id: uuid.UUID, context: Context, runtime: Runtime) -> dict[str, object]:
+async def read_incident(
+    incident_id: uuid.UUID, context: Context, runtime: Runtime
+) -> dict[str, object]:
     incident = await repository.get(runtime.pool, context.tenant_id, incident_id)
     if incident is None:
         raise not_found("incident", str(incident_id))

@@ -1,0 +1,50 @@
+"""`python -m shared.devstack run`: the whole platform locally, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from shared.devstack.kafka import REPO_ROOT
+from shared.devstack.platform import DEFAULT_HTTP_PORTS, LocalPlatform
+
+
+def run(state_dir: Path) -> int:
+    """Start Kafka, PostgreSQL and the four services; print where they listen; stop on Ctrl-C."""
+    platform = LocalPlatform(state_dir)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print("starting Kafka and PostgreSQL ...", flush=True)
+        infra = platform.start_infra()
+        print("starting the services ...", flush=True)
+        services = platform.start_services(infra, DEFAULT_HTTP_PORTS)
+        print()
+        print(f"  Kafka       {infra.bootstrap_servers}")
+        print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
+        for service in services:
+            print(f"  {service.name:<11} {service.url}   docs {service.url}/docs   log {service.log_path}")
+        print("\nThe platform is running. Ctrl-C stops everything.", flush=True)
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...", flush=True)
+        platform.stop()
+    return 0
+
+
+def main() -> None:
+    """Command line of the local platform."""
+    parser = argparse.ArgumentParser(prog="python -m shared.devstack")
+    parser.add_argument("command", choices=["run"])
+    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "run")
+    args = parser.parse_args()
+    sys.exit(run(args.state_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The whole platform on one machine: Kafka, PostgreSQL, provisioning, topics and the services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shared.devstack.kafka import REPO_ROOT, LocalKafka
+from shared.devstack.postgres import LocalPostgres
+from shared.kafka import ensure_topics
+from shared.provision import DEFAULT_DATABASE, SERVICES, dsn_for, provision
+
+DEFAULT_HTTP_PORTS = {"incident": 8001, "change": 8002, "config": 8003, "reporting": 8004}
+
+
+@dataclass
+class Infra:
+    """Where Kafka and PostgreSQL are, and each service's own database credentials."""
+
+    bootstrap_servers: str
+    admin_dsn: str
+    service_dsns: dict[str, str]
+
+    def service_env(self, service: str, http_port: int, extra: Mapping[str, str] = ()) -> dict[str, str]:  # type: ignore[assignment]
+        """Environment variables that configure one service process."""
+        prefix = service.upper()
+        return {
+            f"{prefix}_DATABASE_URL": self.service_dsns[service],
+            f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            f"{prefix}_HTTP_PORT": str(http_port),
+            **dict(extra),
+        }
+
+
+@dataclass
+class ServiceProcess:
+    """A service started as its own OS process."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the service's HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (graceful shutdown), SIGKILL after the timeout."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+
+
+class LocalPlatform:
+    """Starts what is not configured from outside: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL win."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        kafka_port: int = 19092,
+        kafka_controller_port: int = 19093,
+        postgres_port: int = 55432,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.environ = dict(os.environ if environ is None else environ)
+        self.kafka: LocalKafka | None = None
+        self.postgres: LocalPostgres | None = None
+        if not self.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            self.kafka = LocalKafka(
+                self.state_dir / "kafka", port=kafka_port, controller_port=kafka_controller_port
+            )
+        if not self.environ.get("DATABASE_URL"):
+            self.postgres = LocalPostgres(self.state_dir / "postgres", port=postgres_port)
+        self.services: list[ServiceProcess] = []
+
+    def _passwords(self) -> dict[str, str]:
+        """Each service role's password, made once and kept in the state directory."""
+        path = self.state_dir / "service-passwords.json"
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        for service in SERVICES:
+            stored.setdefault(service, secrets.token_urlsafe(18))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=2))
+        path.chmod(0o600)
+        return stored
+
+    def start_infra(self) -> Infra:
+        """Start Kafka and PostgreSQL as needed, provision roles and schemas, create topics."""
+        if self.postgres is not None:
+            self.postgres.start()
+            admin_dsn = self.postgres.admin_dsn
+        else:
+            admin_dsn = self.environ["DATABASE_URL"]
+        if self.kafka is not None:
+            self.kafka.start()
+            bootstrap = self.kafka.bootstrap_servers
+        else:
+            bootstrap = self.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        passwords = self._passwords()
+        asyncio.run(provision(admin_dsn, passwords))
+        asyncio.run(ensure_topics(bootstrap))
+        return Infra(
+            bootstrap_servers=bootstrap,
+            admin_dsn=admin_dsn,
+            service_dsns={
+                s: dsn_for(admin_dsn, user=s, password=passwords[s], database=DEFAULT_DATABASE)
+                for s in SERVICES
+            },
+        )
+
+    def start_services(
+        self,
+        infra: Infra,
+        ports: Mapping[str, int] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> list[ServiceProcess]:
+        """Start each service as `python -m services.<name>` and wait until it is ready."""
+        ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
+        log_dir = self.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        base_env = {k: v for k, v in self.environ.items() if not k.endswith("_DATABASE_URL")}
+        base_env["PYTHONPATH"] = str(REPO_ROOT)
+        started = []
+        for name, port in ports.items():
+            log_path = log_dir / f"{name}.log"
+            log_file = log_path.open("ab")
+            env = {**base_env, **infra.service_env(name, port, extra_env or {})}
+            process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            started.append(ServiceProcess(name, port, process, log_path, log_file))
+        self.services.extend(started)
+        for service in started:
+            wait_ready(service, timeout)
+        return started
+
+    def stop(self) -> None:
+        """Stop the services, then Kafka and PostgreSQL if this platform started them."""
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def wait_ready(service: ServiceProcess, timeout: float) -> None:
+    """Poll /health/ready until 200; fail with the log's tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited early:\n{_tail(service.log_path)}")
+        try:
+            with urllib.request.urlopen(f"{service.url}/health/ready", timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{service.name} was not ready after {timeout}s:\n{_tail(service.log_path)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

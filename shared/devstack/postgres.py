@@ -1,0 +1,128 @@
+"""A private PostgreSQL cluster for local runs and tests, from the server binaries on the machine."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+ADMIN_USER = "itsm_admin"
+
+
+def find_bindir() -> Path:
+    """The newest PostgreSQL server bin directory installed (Debian's layout, then PATH)."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if candidates:
+        return candidates[-1].parent
+    found = shutil.which("postgres") or shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise RuntimeError(
+        "PostgreSQL server binaries not found: run `make install` (it installs Debian's "
+        "postgresql package) or set DATABASE_URL to an existing server"
+    )
+
+
+class LocalPostgres:
+    """One cluster in a state directory, listening on 127.0.0.1 only; fsync stays on."""
+
+    def __init__(self, state_dir: Path, port: int = 55432) -> None:
+        self.state_dir = state_dir.resolve()
+        self.data_dir = self.state_dir / "data"
+        self.port = port
+        self.bindir = find_bindir()
+        self._password_file = self.state_dir / "admin-password"
+
+    @property
+    def password(self) -> str:
+        """The admin password, made once per cluster and kept in the state directory."""
+        if not self._password_file.exists():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._password_file.write_text(secrets.token_urlsafe(24))
+            self._password_file.chmod(0o600)
+        return self._password_file.read_text().strip()
+
+    @property
+    def admin_dsn(self) -> str:
+        """Superuser DSN for provisioning."""
+        return f"postgresql://{ADMIN_USER}:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def _run_as_owner(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        # PostgreSQL refuses to run as root; use the `postgres` account then.
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        result = subprocess.run(args, check=False, text=True, capture_output=True)  # noqa: S603
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {result.stderr or result.stdout}")
+        return result
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            for p in [path, *path.rglob("*")]:
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+
+    def initialised(self) -> bool:
+        """Whether initdb already ran here."""
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """initdb on first use, then start the server and wait until it accepts connections."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.initialised():
+            pwfile = self.state_dir / "initdb-pw"
+            pwfile.write_text(self.password + "\n")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._chown(self.state_dir)
+            try:
+                self._run_as_owner([
+                    str(self.bindir / "initdb"),
+                    "-D", str(self.data_dir),
+                    "-U", ADMIN_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ])
+            finally:
+                pwfile.unlink(missing_ok=True)
+        if self.is_running():
+            return
+        options = " ".join([
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={self.port}",
+            f"-c unix_socket_directories={self.state_dir}",
+            "-c fsync=on",
+            "-c synchronous_commit=on",
+            "-c max_connections=300",
+            "-c shared_buffers=256MB",
+            "-c log_min_messages=warning",
+        ])
+        self._chown(self.state_dir)
+        self._run_as_owner([
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.data_dir),
+            "-l", str(self.state_dir / "postgres.log"),
+            "-o", options,
+            "-w", "-t", str(int(timeout)),
+            "start",
+        ])
+
+    def is_running(self) -> bool:
+        """Whether the cluster's postmaster is up."""
+        if not self.initialised():
+            return False
+        status = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        return self._run_as_owner(status, check=False).returncode == 0
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, checkpoint, exit."""
+        if self.is_running():
+            self._run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])

@@ -1,0 +1,138 @@
+"""Fixtures: the real Kafka broker and PostgreSQL server, started once per test session.
+
+Integration, fault and end-to-end tests need them; unit tests never start them. Set
+KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL to run against servers of your own instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.change.definition import DEFINITION as CHANGE
+from services.config.definition import DEFINITION as CONFIG
+from services.incident.definition import DEFINITION as INCIDENT
+from services.reporting.definition import DEFINITION as REPORTING
+from shared.db import migrate
+from shared.devstack.kafka import REPO_ROOT
+from shared.devstack.platform import Infra, LocalPlatform
+from shared.service import ServiceDefinition, ServiceRuntime
+
+DEFINITIONS: dict[str, ServiceDefinition] = {
+    d.name: d for d in (INCIDENT, CHANGE, CONFIG, REPORTING)
+}
+STATE_DIR = REPO_ROOT / ".state" / "test"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def local_platform() -> Iterator[LocalPlatform]:
+    """A fresh broker and cluster for this session (or the ones named by the environment)."""
+    platform = LocalPlatform(
+        STATE_DIR,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        postgres_port=free_port(),
+    )
+    # A session starts clean: stop what a killed earlier run may have left, then wipe its state.
+    if platform.postgres is not None:
+        platform.postgres.stop()
+    if platform.kafka is not None:
+        platform.kafka.stop()
+    for sub in ("kafka", "postgres", "logs"):
+        shutil.rmtree(STATE_DIR / sub, ignore_errors=True)
+    yield platform
+    platform.stop()
+
+
+@pytest.fixture(scope="session")
+def infra(local_platform: LocalPlatform) -> Infra:
+    """Kafka and PostgreSQL up, roles and schemas provisioned, topics created."""
+    return local_platform.start_infra()
+
+
+@pytest.fixture(scope="session")
+async def migrated(infra: Infra) -> Infra:
+    """Every service's schema migrated, as each service would at start-up."""
+    for name, definition in DEFINITIONS.items():
+        conn = await asyncpg.connect(infra.service_dsns[name])
+        try:
+            await migrate(conn, definition.migration_sources())
+        finally:
+            await conn.close()
+    return infra
+
+
+@pytest.fixture(scope="session")
+async def pools(migrated: Infra) -> AsyncIterator[dict[str, asyncpg.Pool]]:
+    """A pool per service, each logged in as that service's own role."""
+    from shared.db import create_pool
+
+    created = {
+        name: await create_pool(dsn, schema=name, application_name=f"test-{name}", min_size=1, max_size=5)
+        for name, dsn in migrated.service_dsns.items()
+    }
+    yield created
+    for pool in created.values():
+        await pool.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of its own for each test, so tests never see each other's data."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings_for(migrated: Infra) -> Callable[..., object]:
+    """Settings for an in-process service, pointed at the session's broker and database."""
+
+    def make(name: str, **overrides: object) -> object:
+        definition = DEFINITIONS[name]
+        return definition.settings_class(  # type: ignore[call-arg]
+            database_url=migrated.service_dsns[name],
+            kafka_bootstrap_servers=migrated.bootstrap_servers,
+            outbox_poll_interval_seconds=0.2,
+            **overrides,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def start_runtime(settings_for: Callable[..., object]) -> AsyncIterator[Callable[..., object]]:
+    """Start services in this process; every one started is stopped after the test."""
+    started: list[ServiceRuntime] = []
+
+    async def start(name: str, definition: ServiceDefinition | None = None, **overrides: object) -> ServiceRuntime:
+        runtime = ServiceRuntime(definition or DEFINITIONS[name], settings_for(name, **overrides))  # type: ignore[arg-type]
+        await runtime.start()
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in reversed(started):
+        await runtime.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder so `-m "not integration"` runs the unit tier alone."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "faults" in parts:
+            item.add_marker(pytest.mark.integration)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.integration)

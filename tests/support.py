@@ -1,0 +1,83 @@
+"""Helpers for tests that read real topics and wait for asynchronous effects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+T = TypeVar("T")
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """Each partition's next offset: read from here to see only what is produced later."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    start: dict[TopicPartition, int],
+    *,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    timeout: float = 30.0,
+    settle: float = 0.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records from the given offsets until `until(records)` holds, then `settle` seconds more."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        settled_at: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+            if settled_at is None and until(records):
+                settled_at = time.monotonic() + settle
+            if settled_at is not None and time.monotonic() >= settled_at:
+                return records
+        raise AssertionError(f"condition not met within {timeout}s; read {len(records)} records")
+    finally:
+        await consumer.stop()
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Poll `probe` until `check` accepts its value; fail with the last value after the timeout."""
+    deadline = time.monotonic() + timeout
+    value = await probe()
+    while not check(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not as expected after {timeout}s: {value!r}")
+        await asyncio.sleep(0.2)
+        value = await probe()
+    return value
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """A header's value as text, or None."""
+    for key, value in record.headers:
+        if key == name:
+            return value.decode()
+    return None
+
+
+def sample_value(registry: Any, name: str, labels: dict[str, str] | None = None) -> float:
+    """The value of one sample in a prometheus_client registry (0 when absent)."""
+    value = registry.get_sample_value(name, labels or {})
+    return float(value or 0.0)
