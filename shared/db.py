@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import asyncpg.pool
 
 log = logging.getLogger(__name__)
+
+# A connection of our own or one borrowed from a pool: repositories accept either.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     """Decode json/jsonb columns to Python values and back."""
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -92,7 +96,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-async def migrate(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) -> list[str]:
+async def migrate(conn: Connection, sources: Sequence[MigrationSource]) -> list[str]:
     """Apply pending migrations, each in its own transaction; return the names applied."""
     applied_now: list[str] = []
     # Replicas starting together queue here instead of racing on the same DDL.
@@ -128,7 +132,7 @@ async def migrate(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) 
     return applied_now
 
 
-async def pending_migrations(conn: asyncpg.Connection, sources: Sequence[MigrationSource]) -> int:
+async def pending_migrations(conn: Connection, sources: Sequence[MigrationSource]) -> int:
     """How many known migrations are not yet applied (readiness needs zero)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     known = {(m.component, m.version) for s in sources for m in s.load()}

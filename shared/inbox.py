@@ -15,6 +15,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import Consumer, KafkaMessage
 
+from shared.db import Connection
 from shared.events.binding import DecodeError, from_kafka, parse_payload
 from shared.events.catalogue import EventPayload
 from shared.events.envelope import Envelope
@@ -46,7 +47,7 @@ class ReceivedEvent:
     record: ConsumerRecord[bytes, bytes]
 
 
-EventHandler = Callable[[asyncpg.Connection, ReceivedEvent], Awaitable[None]]
+EventHandler = Callable[[Connection, ReceivedEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class EventConsumer:
         """Attach this consumer to a broker as a batch subscriber in its own consumer group."""
 
         async def on_batch(message: KafkaMessage, consumer: Consumer) -> None:
-            records: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message  # type: ignore[assignment]
+            records: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message
             await self.process(records, consumer)
 
         broker.subscriber(

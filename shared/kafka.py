@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -57,10 +58,9 @@ async def ensure_topics(
             if name not in existing
         ]
         if missing:
-            try:
+            # Another process may create one between the listing and now.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between the listing and now
             log.info("created topics", extra={"topics": [t.name for t in missing]})
         return [t.name for t in missing]
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -10,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 from aiokafka import AIOKafkaProducer
 
+from shared.db import Connection
 from shared.events.binding import encode_json, header_map
 from shared.events.catalogue import EventPayload, spec_of
 from shared.events.envelope import Envelope, new_envelope
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: Connection,
     payload: EventPayload,
     *,
     subject: str,
@@ -108,7 +111,7 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.metrics_interval = metrics_interval
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        self._listener: asyncpg.pool.PoolConnectionProxy | None = None
 
     async def run(self) -> None:
         """Publish until cancelled: on every NOTIFY, and at least every poll interval."""
@@ -125,10 +128,8 @@ class OutboxRelay:
                 if published >= self.batch_size:
                     continue  # more backlog waiting: do not sleep
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-                except TimeoutError:
-                    pass
         finally:
             metrics_task.cancel()
             await self._close_listener()
@@ -148,7 +149,9 @@ class OutboxRelay:
         now = datetime.now(UTC)
         for i in published:
             self.metrics.outbox_published.labels(rows[i]["topic"]).inc()
-            self.metrics.outbox_publish_latency.observe((now - rows[i]["created_at"]).total_seconds())
+            self.metrics.outbox_publish_latency.observe(
+                (now - rows[i]["created_at"]).total_seconds()
+            )
         for i in failed:
             self.metrics.outbox_publish_failures.labels(rows[i]["topic"]).inc()
         return len(published)
@@ -197,12 +200,12 @@ class OutboxRelay:
                 failed.append(i)
         return published, failed
 
-    async def _mark_published(self, conn: asyncpg.Connection, positions: list[int]) -> None:
+    async def _mark_published(self, conn: Connection, positions: list[int]) -> None:
         """Forget rows Kafka has acknowledged."""
         await conn.execute("DELETE FROM outbox WHERE position = ANY($1::bigint[])", positions)
 
     async def _schedule_retry(
-        self, conn: asyncpg.Connection, failures: list[tuple[asyncpg.Record, BaseException | None]]
+        self, conn: Connection, failures: list[tuple[asyncpg.Record, BaseException | None]]
     ) -> None:
         """Keep failed rows and try them again later, backing off exponentially with jitter."""
         positions, delays, errors = [], [], []
@@ -270,11 +273,9 @@ class OutboxRelay:
         if self._listener is None:
             return
         conn, self._listener = self._listener, None
-        try:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await conn.remove_listener(self.channel, self._on_notify)
-            await self.pool.release(conn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            conn.terminate()
+        await self.pool.release(conn)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -42,7 +42,9 @@ async def provision(
     admin = await asyncpg.connect(admin_dsn)
     try:
         if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
-            await admin.execute(f"CREATE DATABASE {_ident(database)} ENCODING 'UTF8' TEMPLATE template0")
+            await admin.execute(
+                f"CREATE DATABASE {_ident(database)} ENCODING 'UTF8' TEMPLATE template0"
+            )
         for service in SERVICES:
             role = _ident(service)
             exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service)
@@ -63,11 +65,15 @@ async def provision(
             await db.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             for service in SERVICES:
                 role = _ident(service)
-                await db.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} TO {role}")
+                await db.execute(
+                    f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} TO {role}"
+                )
                 await db.execute(f"CREATE SCHEMA IF NOT EXISTS {role} AUTHORIZATION {role}")
                 await db.execute(f"ALTER SCHEMA {role} OWNER TO {role}")
                 await db.execute(f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC")
-                await db.execute(f"ALTER ROLE {role} IN DATABASE {_ident(database)} SET search_path = {role}")
+                await db.execute(
+                    f"ALTER ROLE {role} IN DATABASE {_ident(database)} SET search_path = {role}"
+                )
     finally:
         await db.close()
 

@@ -56,7 +56,10 @@ class ServiceDefinition:
 
     def migration_sources(self) -> list[MigrationSource]:
         """Shared building blocks first, then the service's own migrations."""
-        return [*(shared_source(c) for c in self.shared_components), MigrationSource(self.name, self.migrations)]
+        return [
+            *(shared_source(c) for c in self.shared_components),
+            MigrationSource(self.name, self.migrations),
+        ]
 
 
 class ServiceRuntime:
@@ -132,7 +135,9 @@ class ServiceRuntime:
             )
             self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{name}-outbox-relay"))
         if "idempotency" in self.definition.shared_components:
-            self._tasks.append(asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping"))
+            self._tasks.append(
+                asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping")
+            )
         log.info("service started", extra={"service": name})
 
     async def stop(self) -> None:
@@ -188,7 +193,7 @@ def runtime_of(request: Request) -> ServiceRuntime:
 
 def build_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
     """The service's ASGI app with a runtime for the given (or environment) settings."""
-    runtime = ServiceRuntime(definition, settings or definition.settings_class())  # type: ignore[call-arg]
+    runtime = ServiceRuntime(definition, settings or definition.settings_class())
     return create_app(
         runtime,
         definition.routers,
@@ -214,7 +219,7 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
     parser = argparse.ArgumentParser(prog=f"python -m services.{definition.name}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args(argv)
-    settings = definition.settings_class()  # type: ignore[call-arg]
+    settings = definition.settings_class()
     configure_logging(definition.name, settings.log_level)
     if args.command == "migrate":
         applied = asyncio.run(migrate_only(definition, settings))

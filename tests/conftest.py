@@ -81,7 +81,9 @@ async def pools(migrated: Infra) -> AsyncIterator[dict[str, asyncpg.Pool]]:
     from shared.db import create_pool
 
     created = {
-        name: await create_pool(dsn, schema=name, application_name=f"test-{name}", min_size=1, max_size=5)
+        name: await create_pool(
+            dsn, schema=name, application_name=f"test-{name}", min_size=1, max_size=5
+        )
         for name, dsn in migrated.service_dsns.items()
     }
     yield created
@@ -112,11 +114,15 @@ def settings_for(migrated: Infra) -> Callable[..., object]:
 
 
 @pytest.fixture
-async def start_runtime(settings_for: Callable[..., object]) -> AsyncIterator[Callable[..., object]]:
+async def start_runtime(
+    settings_for: Callable[..., object],
+) -> AsyncIterator[Callable[..., object]]:
     """Start services in this process; every one started is stopped after the test."""
     started: list[ServiceRuntime] = []
 
-    async def start(name: str, definition: ServiceDefinition | None = None, **overrides: object) -> ServiceRuntime:
+    async def start(
+        name: str, definition: ServiceDefinition | None = None, **overrides: object
+    ) -> ServiceRuntime:
         runtime = ServiceRuntime(definition or DEFINITIONS[name], settings_for(name, **overrides))  # type: ignore[arg-type]
         await runtime.start()
         started.append(runtime)

@@ -20,7 +20,9 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
             await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
@@ -57,7 +59,9 @@ async def read_topic(
         await consumer.stop()
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 30.0) -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 30.0
+) -> T:
     """Poll `probe` until `check` accepts its value; fail with the last value after the timeout."""
     deadline = time.monotonic() + timeout
     value = await probe()

@@ -10,5 +10,8 @@ DEFINITION = ServiceDefinition(
     settings_class=ConfigSettings,
     migrations=Path(__file__).parent / "migrations",
     shared_components=("outbox", "inbox", "idempotency"),
-    description="Configuration management, service catalogue and SLA policies (ISO/IEC 20000-1 8.2.6, 8.3.3).",
+    description=(
+        "Configuration management, service catalogue and SLA policies"
+        " (ISO/IEC 20000-1 8.2.6, 8.3.3)."
+    ),
 )

@@ -26,7 +26,10 @@ def run(state_dir: Path) -> int:
         print(f"  Kafka       {infra.bootstrap_servers}")
         print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
         for service in services:
-            print(f"  {service.name:<11} {service.url}   docs {service.url}/docs   log {service.log_path}")
+            print(
+                f"  {service.name:<11} {service.url}   docs {service.url}/docs"
+                f"   log {service.log_path}"
+            )
         print("\nThe platform is running. Ctrl-C stops everything.", flush=True)
         stop.wait()
     except KeyboardInterrupt:

@@ -33,14 +33,16 @@ class Infra:
     admin_dsn: str
     service_dsns: dict[str, str]
 
-    def service_env(self, service: str, http_port: int, extra: Mapping[str, str] = ()) -> dict[str, str]:  # type: ignore[assignment]
+    def service_env(
+        self, service: str, http_port: int, extra: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Environment variables that configure one service process."""
         prefix = service.upper()
         return {
             f"{prefix}_DATABASE_URL": self.service_dsns[service],
             f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             f"{prefix}_HTTP_PORT": str(http_port),
-            **dict(extra),
+            **dict(extra or {}),
         }
 
 
@@ -174,7 +176,7 @@ class LocalPlatform:
 
 
 def wait_ready(service: ServiceProcess, timeout: float) -> None:
-    """Poll /health/ready until 200; fail with the log's tail if the process dies or time runs out."""
+    """Poll /health/ready until 200; fail with the log's tail if the process dies or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:

@@ -1,4 +1,4 @@
-"""A private PostgreSQL cluster for local runs and tests, from the server binaries on the machine."""
+"""A private PostgreSQL cluster for local runs and tests, from the machine's server binaries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pwd
 import secrets
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 ADMIN_USER = "itsm_admin"
@@ -54,7 +53,9 @@ class LocalPostgres:
         """Superuser DSN for provisioning."""
         return f"postgresql://{ADMIN_USER}:{self.password}@127.0.0.1:{self.port}/postgres"
 
-    def _run_as_owner(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run_as_owner(
+        self, args: list[str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         # PostgreSQL refuses to run as root; use the `postgres` account then.
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
@@ -82,38 +83,51 @@ class LocalPostgres:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._chown(self.state_dir)
             try:
-                self._run_as_owner([
-                    str(self.bindir / "initdb"),
-                    "-D", str(self.data_dir),
-                    "-U", ADMIN_USER,
-                    f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                ])
+                self._run_as_owner(
+                    [
+                        str(self.bindir / "initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        ADMIN_USER,
+                        f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                    ]
+                )
             finally:
                 pwfile.unlink(missing_ok=True)
         if self.is_running():
             return
-        options = " ".join([
-            "-c listen_addresses=127.0.0.1",
-            f"-c port={self.port}",
-            f"-c unix_socket_directories={self.state_dir}",
-            "-c fsync=on",
-            "-c synchronous_commit=on",
-            "-c max_connections=300",
-            "-c shared_buffers=256MB",
-            "-c log_min_messages=warning",
-        ])
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-c port={self.port}",
+                f"-c unix_socket_directories={self.state_dir}",
+                "-c fsync=on",
+                "-c synchronous_commit=on",
+                "-c max_connections=300",
+                "-c shared_buffers=256MB",
+                "-c log_min_messages=warning",
+            ]
+        )
         self._chown(self.state_dir)
-        self._run_as_owner([
-            str(self.bindir / "pg_ctl"),
-            "-D", str(self.data_dir),
-            "-l", str(self.state_dir / "postgres.log"),
-            "-o", options,
-            "-w", "-t", str(int(timeout)),
-            "start",
-        ])
+        self._run_as_owner(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.state_dir / "postgres.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ]
+        )
 
     def is_running(self) -> bool:
         """Whether the cluster's postmaster is up."""
@@ -125,4 +139,6 @@ class LocalPostgres:
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, checkpoint, exit."""
         if self.is_running():
-            self._run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+            self._run_as_owner(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+            )

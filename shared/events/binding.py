@@ -116,7 +116,8 @@ def parse_payload(envelope: Envelope) -> EventPayload:
     if spec is None:
         raise DecodeError("unknown-event-type", f"type {envelope.type!r} is not in the catalogue")
     try:
-        return spec.model.model_validate(envelope.data)
+        payload: EventPayload = spec.model.model_validate(envelope.data)
+        return payload
     except ValidationError as exc:
         raise DecodeError("invalid-payload", _describe(exc)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -22,7 +23,7 @@ class EventSpec:
     """What the catalogue knows of one event type."""
 
     type: str
-    model: type[EventPayload]
+    model: builtins.type[EventPayload]
     topic: str
     source: str
 

@@ -39,7 +39,7 @@ class Envelope(BaseModel):
 def new_envelope(
     *,
     source: str,
-    type: str,  # noqa: A002 - the CloudEvents attribute's own name
+    type: str,
     subject: str,
     tenantid: str,
     sequence: int,

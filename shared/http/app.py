@@ -91,7 +91,9 @@ def operations_router(runtime: ServiceRuntime) -> APIRouter:
     return router
 
 
-def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], **fastapi_args: Any) -> FastAPI:
+def create_app(
+    runtime: ServiceRuntime, routers: Sequence[APIRouter], **fastapi_args: Any
+) -> FastAPI:
     """A service's app: its runtime started in the lifespan, shared conventions, its routes."""
 
     @asynccontextmanager

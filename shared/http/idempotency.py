@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Header
 
+from shared.db import Connection
 from shared.http.problems import PROBLEM_BASE, Problem
 
 IdempotencyKey = Annotated[
@@ -20,7 +21,7 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[\x21-\x7e]+$",
-        description="Any unique printable string; a retry with the same key returns the first result.",
+        description="A unique printable string; a retry with it returns the first result.",
     ),
 ]
 
@@ -43,7 +44,7 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
 
 
 async def claim(
-    conn: asyncpg.Connection, tenant_id: str, key: str | None, fingerprint: str
+    conn: Connection, tenant_id: str, key: str | None, fingerprint: str
 ) -> StoredResponse | None:
     """Inside the creating transaction: claim the key (None) or return its stored response.
 
@@ -80,7 +81,7 @@ async def claim(
 
 
 async def remember(
-    conn: asyncpg.Connection, tenant_id: str, key: str | None, status: int, body: Any
+    conn: Connection, tenant_id: str, key: str | None, status: int, body: Any
 ) -> None:
     """Store the response for a claimed key, in the same transaction as the creation."""
     if key is None:

@@ -50,7 +50,9 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
 PageSize = Annotated[
     int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, at most {MAX_PAGE_SIZE}.")
 ]
-Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")]
+Cursor = Annotated[
+    str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+]
 
 
 def page_of(rows: list[T], limit: int, key: Any) -> Page[T]:

@@ -16,7 +16,7 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:itsm:problem:"  # problem type URIs: urn:itsm:problem:<name>
 
 
-class Problem(Exception):  # noqa: N818 - named after the RFC's concept
+class Problem(Exception):
     """An error the client can act on, rendered as application/problem+json."""
 
     def __init__(

@@ -35,7 +35,12 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
     async with httpx.AsyncClient() as client:
         created = await client.post(
             f"{services['incident']}/incidents",
-            json={"title": "Checkout is slow", "description": "p95 at 4 s", "impact": 2, "urgency": 1},
+            json={
+                "title": "Checkout is slow",
+                "description": "p95 at 4 s",
+                "impact": 2,
+                "urgency": 1,
+            },
             headers={"X-Tenant-Id": tenant, "X-Actor": "monitoring", "X-Correlation-Id": "e2e-1"},
         )
         assert created.status_code == 201, created.text
@@ -43,7 +48,9 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
 
         async def ledger():
             response = await client.get(
-                f"{services['reporting']}/ledger", params={"subject": incident["id"]}, headers={"X-Tenant-Id": tenant}
+                f"{services['reporting']}/ledger",
+                params={"subject": incident["id"]},
+                headers={"X-Tenant-Id": tenant},
             )
             assert response.status_code == 200, response.text
             return response.json()["items"]
@@ -56,7 +63,9 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
         assert entry["data"]["priority"] == incident["priority"] == 2
 
         other_tenant = await client.get(
-            f"{services['reporting']}/ledger", params={"subject": incident["id"]}, headers={"X-Tenant-Id": "not-" + tenant}
+            f"{services['reporting']}/ledger",
+            params={"subject": incident["id"]},
+            headers={"X-Tenant-Id": "not-" + tenant},
         )
         assert other_tenant.json()["items"] == []
 
@@ -65,6 +74,7 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
             s.value
             for f in text_string_to_metric_families(metrics)
             for s in f.samples
-            if s.name == "itsm_consumer_events_total" and s.labels.get("type") == "itsm.incident.created.v1"
+            if s.name == "itsm_consumer_events_total"
+            and s.labels.get("type") == "itsm.incident.created.v1"
         ]
         assert counted and counted[0] >= 1

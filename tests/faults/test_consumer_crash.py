@@ -18,15 +18,28 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
     infra, pools, tenant, start_runtime
 ):
     event = new_envelope(
-        source="itsm/incident", type="itsm.incident.created.v1", subject=str(uuid.uuid4()),
-        tenantid=tenant, sequence=1, actor="t",
-        data={"title": "Printer on fire", "description": "", "impact": 3, "urgency": 1, "priority": 3, "state": "new"},
+        source="itsm/incident",
+        type="itsm.incident.created.v1",
+        subject=str(uuid.uuid4()),
+        tenantid=tenant,
+        sequence=1,
+        actor="t",
+        data={
+            "title": "Printer on fire",
+            "description": "",
+            "impact": 3,
+            "urgency": 1,
+            "priority": 3,
+            "state": "new",
+        },
     )
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
     await producer.start()
     try:
         wire = to_kafka(event)
-        await producer.send_and_wait(INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers)
+        await producer.send_and_wait(
+            INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
+        )
     finally:
         await producer.stop()
 
@@ -37,8 +50,12 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
         "REPORTING_KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(REPO_ROOT / "tests" / "faults" / "crashing_ledger_consumer.py"),
-        env=env, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        str(REPO_ROOT / "tests" / "faults" / "crashing_ledger_consumer.py"),
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=150)
     assert process.returncode == 137, output.decode()[-3000:]
@@ -50,7 +67,9 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
     reporting = await start_runtime("reporting")
 
     async def duplicates():
-        return sample_value(reporting.registry, "itsm_inbox_duplicates_total", {"consumer": "reporting-ledger"})
+        return sample_value(
+            reporting.registry, "itsm_inbox_duplicates_total", {"consumer": "reporting-ledger"}
+        )
 
     await eventually(duplicates, lambda n: n >= 1, timeout=60)
     # ... and its inbox drops it: still one ledger row.

@@ -30,7 +30,10 @@ async def test_a_service_role_cannot_create_objects_outside_its_schema(migrated,
         assert await conn.fetchval("SHOW search_path") == role
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CREATE TABLE public.intruder (x int)")
-        assert not await conn.fetchval("SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        assert not await conn.fetchval(
+            "SELECT rolsuper OR rolcreatedb OR rolcreaterole"
+            " FROM pg_roles WHERE rolname = current_user"
+        )
     finally:
         await conn.close()
 

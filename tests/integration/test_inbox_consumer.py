@@ -16,7 +16,9 @@ from shared.metrics import PlatformMetrics
 from shared.outbox import OutboxRelay
 from tests.support import end_offsets, eventually, header, read_topic, sample_value
 
-PAYLOAD = IncidentCreatedV1(title="VPN flapping", description="", impact=1, urgency=1, priority=1, state="new")
+PAYLOAD = IncidentCreatedV1(
+    title="VPN flapping", description="", impact=1, urgency=1, priority=1, state="new"
+)
 
 
 @pytest.fixture
@@ -53,21 +55,32 @@ async def test_relay_killed_after_publish_republishes_and_the_inbox_drops_the_du
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subject = str(uuid.uuid4())
     async with pools["incident"].acquire() as conn, conn.transaction():
-        envelope = await outbox.append(conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="t")
+        envelope = await outbox.append(
+            conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="t"
+        )
 
     producer = create_producer(infra.bootstrap_servers, "test-crashing-relay")
     await producer.start()
     try:
         crashing = RelayKilledAfterPublish(
-            pool=pools["incident"], producer=producer, schema="incident",
+            pool=pools["incident"],
+            producer=producer,
+            schema="incident",
             metrics=PlatformMetrics(CollectorRegistry()),
         )
         with pytest.raises(CrashBeforeMark):
             await crashing.publish_batch()
         # The row survived the crash, so a restarted relay publishes it again.
-        assert await pools["incident"].fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", envelope.id) == 1
+        assert (
+            await pools["incident"].fetchval(
+                "SELECT count(*) FROM outbox WHERE event_id = $1", envelope.id
+            )
+            == 1
+        )
         restarted = OutboxRelay(
-            pool=pools["incident"], producer=producer, schema="incident",
+            pool=pools["incident"],
+            producer=producer,
+            schema="incident",
             metrics=PlatformMetrics(CollectorRegistry()),
         )
         while await restarted.publish_batch():
@@ -76,15 +89,19 @@ async def test_relay_killed_after_publish_republishes_and_the_inbox_drops_the_du
         await producer.stop()
 
     copies = await read_topic(
-        infra.bootstrap_servers, start,
+        infra.bootstrap_servers,
+        start,
         until=lambda rs: sum(header(r, "ce_id") == str(envelope.id) for r in rs) >= 2,
     )
     assert sum(header(r, "ce_id") == str(envelope.id) for r in copies) == 2
 
     reporting = await start_runtime("reporting")
     await eventually(lambda: ledger_rows(pools, tenant, subject), lambda rows: len(rows) >= 1)
+
     async def duplicates():
-        return sample_value(reporting.registry, "itsm_inbox_duplicates_total", {"consumer": "reporting-ledger"})
+        return sample_value(
+            reporting.registry, "itsm_inbox_duplicates_total", {"consumer": "reporting-ledger"}
+        )
 
     await eventually(duplicates, lambda n: n >= 1)
     rows = await ledger_rows(pools, tenant, subject)
@@ -101,18 +118,32 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_and_the_next_go
     await raw_producer.send_and_wait(INCIDENT_EVENTS, b"\x00not an event", key=garbage_key)
 
     unknown = new_envelope(
-        source="itsm/incident", type="itsm.incident.teleported.v1", subject=str(uuid.uuid4()),
-        tenantid=tenant, sequence=1, actor="t", data={"to": "mars"},
+        source="itsm/incident",
+        type="itsm.incident.teleported.v1",
+        subject=str(uuid.uuid4()),
+        tenantid=tenant,
+        sequence=1,
+        actor="t",
+        data={"to": "mars"},
     )
     wire = to_kafka(unknown)
-    await raw_producer.send_and_wait(INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers)
+    await raw_producer.send_and_wait(
+        INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
+    )
 
     good = new_envelope(
-        source="itsm/incident", type="itsm.incident.created.v1", subject=str(uuid.uuid4()),
-        tenantid=tenant, sequence=1, actor="t", data=PAYLOAD.model_dump(mode="json"),
+        source="itsm/incident",
+        type="itsm.incident.created.v1",
+        subject=str(uuid.uuid4()),
+        tenantid=tenant,
+        sequence=1,
+        actor="t",
+        data=PAYLOAD.model_dump(mode="json"),
     )
     wire = to_kafka(good)
-    await raw_producer.send_and_wait(INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers)
+    await raw_producer.send_and_wait(
+        INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
+    )
 
     rows = await eventually(lambda: ledger_rows(pools, tenant), lambda rows: len(rows) >= 1)
     assert [r["event_id"] for r in rows] == [good.id]
@@ -120,9 +151,14 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_and_the_next_go
     def ours(records):
         return [r for r in records if r.key in (garbage_key, unknown.subject.encode())]
 
-    dead = ours(await read_topic(infra.bootstrap_servers, dlq_start, until=lambda rs: len(ours(rs)) >= 2))
+    dead = ours(
+        await read_topic(infra.bootstrap_servers, dlq_start, until=lambda rs: len(ours(rs)) >= 2)
+    )
     reasons = {r.key: header(r, "dlq_reason") for r in dead}
-    assert reasons == {garbage_key: "not-a-cloudevent", unknown.subject.encode(): "unknown-event-type"}
+    assert reasons == {
+        garbage_key: "not-a-cloudevent",
+        unknown.subject.encode(): "unknown-event-type",
+    }
     for record in dead:
         assert header(record, "dlq_consumer") == "reporting-ledger"
         assert header(record, "dlq_source_topic") == INCIDENT_EVENTS
@@ -133,22 +169,35 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_and_the_next_go
     assert sample_value(reporting.registry, "itsm_dead_lettered_total", labels) >= 1
 
 
-async def test_the_official_cloudevents_sdk_reads_our_messages_off_the_topic(infra, pools, tenant, start_runtime):
+async def test_the_official_cloudevents_sdk_reads_our_messages_off_the_topic(
+    infra, pools, tenant, start_runtime
+):
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subject = str(uuid.uuid4())
     async with pools["incident"].acquire() as conn, conn.transaction():
         envelope = await outbox.append(
-            conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="alice", correlation_id="corr-7"
+            conn,
+            PAYLOAD,
+            subject=subject,
+            tenant_id=tenant,
+            sequence=1,
+            actor="alice",
+            correlation_id="corr-7",
         )
     await start_runtime("incident")  # its relay publishes the row
 
     [record] = [
-        r for r in await read_topic(
-            infra.bootstrap_servers, start, until=lambda rs: any(header(r, "ce_id") == str(envelope.id) for r in rs)
+        r
+        for r in await read_topic(
+            infra.bootstrap_servers,
+            start,
+            until=lambda rs: any(header(r, "ce_id") == str(envelope.id) for r in rs),
         )
         if header(r, "ce_id") == str(envelope.id)
     ]
-    event = from_binary_event(KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value))
+    event = from_binary_event(
+        KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    )
     assert event.get_specversion() == "1.0"
     assert event.get_id() == str(envelope.id)
     assert event.get_type() == "itsm.incident.created.v1"

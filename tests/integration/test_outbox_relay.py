@@ -14,7 +14,9 @@ from shared.metrics import PlatformMetrics
 from shared.outbox import OutboxRelay
 from tests.support import end_offsets, read_topic
 
-PAYLOAD = IncidentCreatedV1(title="Disk full", description="", impact=2, urgency=2, priority=3, state="new")
+PAYLOAD = IncidentCreatedV1(
+    title="Disk full", description="", impact=2, urgency=2, priority=3, state="new"
+)
 
 
 @pytest.fixture
@@ -54,10 +56,14 @@ async def drain(relay):
 
 
 def ours(tenant):
-    return lambda records: [r for r in records if dict(r.headers).get("ce_tenantid") == tenant.encode()]
+    return lambda records: [
+        r for r in records if dict(r.headers).get("ce_tenantid") == tenant.encode()
+    ]
 
 
-async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(infra, pools, producer, tenant):
+async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(
+    infra, pools, producer, tenant
+):
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subjects = [str(uuid.uuid4()) for _ in range(3)]
     committed = await write_events(pools["incident"], tenant, subjects, per_subject=20)
@@ -70,7 +76,12 @@ async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(i
         async with pools["incident"].acquire() as conn, conn.transaction():
             for seq in range(1, 6):
                 envelope = await outbox.append(
-                    conn, PAYLOAD, subject=str(uuid.uuid4()), tenant_id=tenant, sequence=seq, actor="test"
+                    conn,
+                    PAYLOAD,
+                    subject=str(uuid.uuid4()),
+                    tenant_id=tenant,
+                    sequence=seq,
+                    actor="test",
                 )
                 aborted.append(envelope.id)
             raise Abort
@@ -78,9 +89,14 @@ async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(i
     await drain(relay_for(pools, producer, batch_size=7))
 
     mine = ours(tenant)
-    records = mine(await read_topic(
-        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= len(committed), settle=1.0
-    ))
+    records = mine(
+        await read_topic(
+            infra.bootstrap_servers,
+            start,
+            until=lambda rs: len(mine(rs)) >= len(committed),
+            settle=1.0,
+        )
+    )
     events = [from_kafka(r.value, r.headers) for r in records]
     assert sorted(e.id for e in events) == sorted(committed)
     assert not set(aborted) & {e.id for e in events}
@@ -105,9 +121,14 @@ async def test_several_relays_at_once_keep_each_aggregates_order(infra, pools, p
     await asyncio.gather(*(run(r) for r in relays))
 
     mine = ours(tenant)
-    records = mine(await read_topic(
-        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= len(committed), settle=1.0
-    ))
+    records = mine(
+        await read_topic(
+            infra.bootstrap_servers,
+            start,
+            until=lambda rs: len(mine(rs)) >= len(committed),
+            settle=1.0,
+        )
+    )
     events = [from_kafka(r.value, r.headers) for r in records]
     assert len(events) == len(committed)
     for subject in subjects:
@@ -125,16 +146,25 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
 
     broken = relay_for(pools, BrokenProducer(), max_backoff=0.01)
     assert await broken.publish_batch() == 0
-    row = await pools["incident"].fetchrow("SELECT attempts, last_error FROM outbox WHERE event_id = $1", event_id)
+    row = await pools["incident"].fetchrow(
+        "SELECT attempts, last_error FROM outbox WHERE event_id = $1", event_id
+    )
     assert row["attempts"] == 1
     assert "broker unreachable" in row["last_error"]
 
     await asyncio.sleep(0.05)  # past the (tiny) backoff
     await drain(relay_for(pools, producer))
     mine = ours(tenant)
-    records = mine(await read_topic(infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= 1))
+    records = mine(
+        await read_topic(infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= 1)
+    )
     assert [from_kafka(r.value, r.headers).id for r in records] == [event_id]
-    assert await pools["incident"].fetchval("SELECT count(*) FROM outbox WHERE event_id = $1", event_id) == 0
+    assert (
+        await pools["incident"].fetchval(
+            "SELECT count(*) FROM outbox WHERE event_id = $1", event_id
+        )
+        == 0
+    )
 
 
 async def test_backlog_metrics_report_unpublished_rows_and_their_age(pools, producer, tenant):

@@ -1,7 +1,13 @@
 import pytest
 
-from shared.events.catalogue import CATALOGUE, EventPayload, event, spec_for, spec_of
-from shared.events.catalogue import IncidentCreatedV1
+from shared.events.catalogue import (
+    CATALOGUE,
+    EventPayload,
+    IncidentCreatedV1,
+    event,
+    spec_for,
+    spec_of,
+)
 from shared.kafka import TOPICS
 
 
@@ -13,7 +19,9 @@ def test_every_catalogued_type_names_a_declared_topic_and_its_service():
 
 
 def test_a_payload_instance_leads_back_to_its_type():
-    payload = IncidentCreatedV1(title="t", description="", impact=1, urgency=1, priority=1, state="new")
+    payload = IncidentCreatedV1(
+        title="t", description="", impact=1, urgency=1, priority=1, state="new"
+    )
     assert spec_of(payload).type == "itsm.incident.created.v1"
     assert spec_for("itsm.incident.created.v1").model is IncidentCreatedV1
 

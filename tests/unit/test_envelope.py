@@ -19,7 +19,14 @@ def make(**overrides):
         tenantid="acme",
         sequence=1,
         actor="alice",
-        data={"title": "Mail down", "description": "", "impact": 1, "urgency": 2, "priority": 2, "state": "new"},
+        data={
+            "title": "Mail down",
+            "description": "",
+            "impact": 1,
+            "urgency": 2,
+            "priority": 2,
+            "state": "new",
+        },
     )
     fields.update(overrides)
     return new_envelope(**fields)
@@ -55,7 +62,11 @@ def test_a_new_event_is_its_own_correlation_root():
     tenant=st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True),
     sequence=st.integers(min_value=1, max_value=2**53),
     actor=st.text(min_size=1, max_size=50).filter(lambda s: s.strip() == s and s),
-    data=st.dictionaries(st.text(max_size=10), st.one_of(st.integers(), st.text(max_size=20), st.booleans(), st.none()), max_size=5),
+    data=st.dictionaries(
+        st.text(max_size=10),
+        st.one_of(st.integers(), st.text(max_size=20), st.booleans(), st.none()),
+        max_size=5,
+    ),
 )
 def test_any_valid_envelope_round_trips(tenant, sequence, actor, data):
     envelope = make(tenantid=tenant, sequence=sequence, actor=actor, data=data)
@@ -93,13 +104,36 @@ def test_an_unknown_type_is_reported_as_such():
 
 def test_a_payload_that_breaks_its_model_names_the_field():
     with pytest.raises(DecodeError) as err:
-        parse_payload(make(data={"title": "x", "description": "", "impact": 9, "urgency": 1, "priority": 1, "state": "new"}))
+        parse_payload(
+            make(
+                data={
+                    "title": "x",
+                    "description": "",
+                    "impact": 9,
+                    "urgency": 1,
+                    "priority": 1,
+                    "state": "new",
+                }
+            )
+        )
     assert err.value.reason == "invalid-payload"
     assert "impact" in err.value.detail
 
 
 def test_payloads_ignore_fields_added_by_a_newer_producer():
-    payload = parse_payload(make(data={"title": "x", "description": "", "impact": 1, "urgency": 1, "priority": 1, "state": "new", "added_later": 1}))
+    payload = parse_payload(
+        make(
+            data={
+                "title": "x",
+                "description": "",
+                "impact": 1,
+                "urgency": 1,
+                "priority": 1,
+                "state": "new",
+                "added_later": 1,
+            }
+        )
+    )
     assert isinstance(payload, IncidentCreatedV1)
 
 

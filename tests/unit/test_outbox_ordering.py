@@ -10,7 +10,9 @@ def test_every_acknowledged_row_is_published():
 
 
 def test_a_failed_row_holds_back_later_rows_of_its_aggregate_only():
-    published, failed = OutboxRelay._settle(rows("a", "b", "a", "b"), [RuntimeError("x"), None, None, None])
+    published, failed = OutboxRelay._settle(
+        rows("a", "b", "a", "b"), [RuntimeError("x"), None, None, None]
+    )
     assert published == [1, 3]
     assert failed == [0, 2]
 

@@ -5,7 +5,17 @@ from services.incident.domain.priority import DEFAULT_MATRIX, priority_of
 
 @pytest.mark.parametrize(
     ("impact", "urgency", "priority"),
-    [(1, 1, 1), (1, 2, 2), (2, 1, 2), (1, 3, 3), (2, 2, 3), (3, 1, 3), (2, 3, 4), (3, 2, 4), (3, 3, 5)],
+    [
+        (1, 1, 1),
+        (1, 2, 2),
+        (2, 1, 2),
+        (1, 3, 3),
+        (2, 2, 3),
+        (3, 1, 3),
+        (2, 3, 4),
+        (3, 2, 4),
+        (3, 3, 5),
+    ],
 )
 def test_default_matrix_is_the_itil_three_by_three(impact, urgency, priority):
     assert priority_of(impact, urgency) == priority

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 
 from services.incident.domain.incident import Incident
+from shared.db import Connection
 
 _COLUMNS = (
     "id, tenant_id, title, description, impact, urgency, priority, state, version,"
@@ -14,7 +15,7 @@ _COLUMNS = (
 )
 
 
-async def insert(conn: asyncpg.Connection, incident: Incident) -> None:
+async def insert(conn: Connection, incident: Incident) -> None:
     """Store a new incident."""
     await conn.execute(
         f"INSERT INTO incidents ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",  # noqa: S608 - constant column list
@@ -32,7 +33,9 @@ async def insert(conn: asyncpg.Connection, incident: Incident) -> None:
     )
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: str, incident_id: uuid.UUID) -> Incident | None:
+async def get(
+    conn: Connection | asyncpg.Pool, tenant_id: str, incident_id: uuid.UUID
+) -> Incident | None:
     """The tenant's incident with this id, or None."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM incidents WHERE tenant_id = $1 AND id = $2",  # noqa: S608 - constant column list

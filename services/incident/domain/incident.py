@@ -28,7 +28,14 @@ class Incident:
 
 
 def log_incident(
-    *, tenant_id: str, title: str, description: str, impact: int, urgency: int, actor: str, now: datetime
+    *,
+    tenant_id: str,
+    title: str,
+    description: str,
+    impact: int,
+    urgency: int,
+    actor: str,
+    now: datetime,
 ) -> tuple[Incident, IncidentCreatedV1]:
     """A new incident in state `new`, and the event that announces it."""
     incident = Incident(
@@ -47,8 +54,8 @@ def log_incident(
     event = IncidentCreatedV1(
         title=title,
         description=description,
-        impact=impact,  # type: ignore[arg-type]
-        urgency=urgency,  # type: ignore[arg-type]
+        impact=impact,
+        urgency=urgency,
         priority=incident.priority,
         state="new",
     )

@@ -18,4 +18,6 @@ def priority_of(impact: int, urgency: int) -> int:
     try:
         return DEFAULT_MATRIX[(impact, urgency)]
     except KeyError:
-        raise ValueError(f"impact and urgency must be 1, 2 or 3, not {impact} and {urgency}") from None
+        raise ValueError(
+            f"impact and urgency must be 1, 2 or 3, not {impact} and {urgency}"
+        ) from None

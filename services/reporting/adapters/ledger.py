@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Connection
 from shared.inbox import ReceivedEvent
 
 _COLUMNS = (
@@ -14,7 +15,7 @@ _COLUMNS = (
 )
 
 
-async def append(conn: asyncpg.Connection, event: ReceivedEvent) -> None:
+async def append(conn: Connection, event: ReceivedEvent) -> None:
     """Record one event (the inbox guarantees each event arrives here once)."""
     e = event.envelope
     await conn.execute(
@@ -39,7 +40,7 @@ async def append(conn: asyncpg.Connection, event: ReceivedEvent) -> None:
 
 
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Connection | asyncpg.Pool,
     tenant_id: str,
     *,
     subject: str | None,

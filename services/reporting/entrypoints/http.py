@@ -40,13 +40,20 @@ class LedgerEntry(BaseModel):
 async def read_ledger(
     context: Context,
     runtime: Runtime,
-    subject: Annotated[str | None, Query(min_length=1, max_length=200, description="Aggregate id")] = None,
-    type: Annotated[str | None, Query(pattern=TYPE_PATTERN, description="Event type")] = None,  # noqa: A002
+    subject: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Aggregate id")
+    ] = None,
+    type: Annotated[str | None, Query(pattern=TYPE_PATTERN, description="Event type")] = None,
     cursor: Cursor = None,
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> Page[dict[str, Any]]:
     after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
     rows = await ledger.page(
-        runtime.pool, context.tenant_id, subject=subject, event_type=type, after=after, limit=limit + 1
+        runtime.pool,
+        context.tenant_id,
+        subject=subject,
+        event_type=type,
+        after=after,
+        limit=limit + 1,
     )
     return page_of(rows, limit, key=lambda r: [r["position"]])
