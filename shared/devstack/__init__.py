@@ -1,0 +1,1 @@
+"""Local platform: Kafka and PostgreSQL started by the project."""
