@@ -38,6 +38,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class _HandlerFailedError(Exception):
+    """A handler failed in a batch applied without savepoints."""
+
+
 @dataclass(frozen=True)
 class ReceivedEvent:
     """A decoded, validated event and where it was read from."""
@@ -48,6 +52,8 @@ class ReceivedEvent:
 
 
 EventHandler = Callable[[Connection, ReceivedEvent], Awaitable[None]]
+# Applies many events at once with the same effect as their EventHandlers one after another.
+BulkHandler = Callable[[Connection, Sequence[ReceivedEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class EventConsumer:
         producer: AIOKafkaProducer,
         metrics: PlatformMetrics,
         default_handler: EventHandler | None = None,
+        bulk_handler: BulkHandler | None = None,
         max_records: int = 1000,
         retry_delay: float = 1.0,
         after_commit: Callable[[Sequence[ReceivedEvent]], Awaitable[None]] | None = None,
@@ -80,6 +87,7 @@ class EventConsumer:
         self.topics = tuple(topics)
         self.handlers = dict(handlers)
         self.default_handler = default_handler
+        self.bulk_handler = bulk_handler
         self.pool = pool
         self.producer = producer
         self.metrics = metrics
@@ -145,7 +153,18 @@ class EventConsumer:
     async def _apply(
         self, events: list[ReceivedEvent], dead: list[DeadLetter]
     ) -> tuple[list[ReceivedEvent], int]:
+        """Apply the batch in one transaction; if a handler fails, redo it event by event."""
+        try:
+            return await self._apply_batch(events, dead, isolate=False)
+        except _HandlerFailedError:
+            # Rare: pay for a savepoint per event only when a batch holds a failing event.
+            return await self._apply_batch(events, dead, isolate=True)
+
+    async def _apply_batch(
+        self, events: list[ReceivedEvent], dead: list[DeadLetter], *, isolate: bool
+    ) -> tuple[list[ReceivedEvent], int]:
         applied: list[ReceivedEvent] = []
+        failed: list[DeadLetter] = []
         duplicates = 0
         async with self.pool.acquire() as conn, conn.transaction():
             fresh: set[Any] = set()
@@ -160,20 +179,36 @@ class EventConsumer:
                     [e.envelope.type for e in events],
                 )
                 fresh = {r["event_id"] for r in rows}
+            todo: list[ReceivedEvent] = []
             for event in events:
                 if event.envelope.id not in fresh:
                     duplicates += 1
                     continue
                 fresh.discard(event.envelope.id)  # the same event twice in one batch
+                todo.append(event)
+            if self.bulk_handler is not None and not isolate and todo:
+                try:
+                    await self.bulk_handler(conn, todo)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    raise _HandlerFailedError from exc
+                todo, applied = [], todo
+            for event in todo:
                 handler = self.handler_for(event.envelope.type)
                 assert handler is not None
                 try:
                     with bound_correlation_id(event.envelope.correlationid):
-                        async with conn.transaction():  # a savepoint per event
+                        if isolate:
+                            async with conn.transaction():  # a savepoint per event
+                                await handler(conn, event)
+                        else:
                             await handler(conn, event)
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as exc:
+                    if not isolate:
+                        raise _HandlerFailedError from exc
                     log.exception(
                         "handler failed; dead-lettering the event",
                         extra={"event_id": str(event.envelope.id), "type": event.envelope.type},
@@ -184,11 +219,12 @@ class EventConsumer:
                         self.name,
                         event.envelope.id,
                     )
-                    dead.append(DeadLetter(event.record, "handler-failed", repr(exc)))
+                    failed.append(DeadLetter(event.record, "handler-failed", repr(exc)))
                     continue
                 applied.append(event)
             # Dead letters are acknowledged by Kafka before the batch commits: none is lost.
-            await self._dead_letter(dead)
+            await self._dead_letter([*dead, *failed])
+        dead.extend(failed)
         return applied, duplicates
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:

@@ -63,27 +63,25 @@ async def append(
     return envelope
 
 
-# Claim the oldest due rows that no other relay holds, but only rows whose earlier rows of the
-# same aggregate are all in this very batch: per-aggregate order survives N relays and retries.
+# Claim the oldest due rows that no other relay holds.
 _CLAIM = """
-WITH candidates AS (
-    SELECT position, message_key
-    FROM outbox
-    WHERE next_attempt_at <= now()
-    ORDER BY position
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-SELECT o.position, o.topic, o.message_key, o.headers, o.payload, o.created_at, o.attempts
-FROM outbox o
-JOIN candidates c USING (position)
-WHERE NOT EXISTS (
-    SELECT 1 FROM outbox e
-    WHERE e.message_key = c.message_key
-      AND e.position < c.position
-      AND e.position NOT IN (SELECT position FROM candidates)
-)
-ORDER BY o.position
+SELECT position, topic, message_key, headers, payload, created_at, attempts
+FROM outbox
+WHERE next_attempt_at <= now()
+ORDER BY position
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+# Earlier rows of the claimed aggregates that this batch does not hold (another relay has them,
+# or they wait for a retry): a claimed row behind one of them must wait, to keep the order.
+_BLOCKERS = """
+SELECT message_key, min(position) AS position
+FROM outbox
+WHERE message_key = ANY($1::text[])
+  AND position < $2
+  AND NOT (position = ANY($3::bigint[]))
+GROUP BY message_key
 """
 
 
@@ -137,7 +135,7 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish one batch of due rows; return how many Kafka acknowledged."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM, self.batch_size)
+            rows = await self._claim(conn)
             if not rows:
                 return 0
             outcomes = await self._send(rows)
@@ -155,6 +153,22 @@ class OutboxRelay:
         for i in failed:
             self.metrics.outbox_publish_failures.labels(rows[i]["topic"]).inc()
         return len(published)
+
+    async def _claim(self, conn: Connection) -> list[asyncpg.Record]:
+        """Lock a batch of due rows, less those that would overtake an earlier row of theirs."""
+        claimed = await conn.fetch(_CLAIM, self.batch_size)
+        if not claimed:
+            return []
+        positions = [r["position"] for r in claimed]
+        blockers = {
+            r["message_key"]: r["position"]
+            for r in await conn.fetch(
+                _BLOCKERS, list({r["message_key"] for r in claimed}), positions[-1], positions
+            )
+        }
+        return [
+            r for r in claimed if r["position"] <= blockers.get(r["message_key"], r["position"])
+        ]
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
         """Hand every row to the producer, then wait for each acknowledgement."""

@@ -210,3 +210,82 @@ async def test_the_official_cloudevents_sdk_reads_our_messages_off_the_topic(
     assert event.get_extension("actor") == "alice"
     assert str(event.get_extension("sequence")) == "1"
     assert event.get_data()["title"] == "VPN flapping"
+
+
+async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the_batch_applies(
+    infra, pools, tenant
+):
+    from aiokafka import ConsumerRecord
+
+    from shared.inbox import EventConsumer
+
+    def record(offset, title):
+        envelope = new_envelope(
+            source="itsm/incident",
+            type="itsm.incident.created.v1",
+            subject=str(uuid.uuid4()),
+            tenantid=tenant,
+            sequence=1,
+            actor="t",
+            data={**PAYLOAD.model_dump(mode="json"), "title": title},
+        )
+        wire = to_kafka(envelope)
+        return envelope, ConsumerRecord(
+            INCIDENT_EVENTS,
+            0,
+            offset,
+            0,
+            0,
+            wire.key,
+            wire.value,
+            None,
+            len(wire.key),
+            len(wire.value),
+            wire.headers,
+        )
+
+    batch = [record(1, "fine"), record(2, "poison"), record(3, "also fine")]
+
+    async def handler(conn, event):
+        if event.payload.title == "poison":
+            raise ValueError("cannot digest poison")
+
+    committed = []
+
+    async def remember(applied):
+        committed.extend(e.envelope.id for e in applied)
+
+    producer = create_producer(infra.bootstrap_servers, "test-poison")
+    await producer.start()
+    dlq_start = await end_offsets(infra.bootstrap_servers, DEAD_LETTER_TOPIC)
+    try:
+        consumer = EventConsumer(
+            name=f"test-poison-{tenant}",
+            topics=[INCIDENT_EVENTS],
+            handlers={"itsm.incident.created.v1": handler},
+            pool=pools["reporting"],
+            producer=producer,
+            metrics=PlatformMetrics(CollectorRegistry()),
+            after_commit=remember,
+        )
+        await consumer.process([r for _, r in batch], None)
+    finally:
+        await producer.stop()
+
+    fine, poison, also_fine = (e for e, _ in batch)
+    assert committed == [fine.id, also_fine.id]
+    inboxed = await pools["reporting"].fetch(
+        "SELECT event_id FROM inbox WHERE consumer = $1", consumer.name
+    )
+    assert {r["event_id"] for r in inboxed} == {fine.id, also_fine.id}
+    dead = [
+        r
+        for r in await read_topic(
+            infra.bootstrap_servers,
+            dlq_start,
+            until=lambda rs: any(header(r, "ce_id") == str(poison.id) for r in rs),
+        )
+        if header(r, "ce_id") == str(poison.id)
+    ]
+    assert [header(r, "dlq_reason") for r in dead] == ["handler-failed"]
+    assert "cannot digest poison" in header(dead[0], "dlq_detail")

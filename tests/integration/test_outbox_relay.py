@@ -184,3 +184,38 @@ async def test_appending_outside_a_transaction_is_refused(pools, tenant):
     async with pools["incident"].acquire() as conn:
         with pytest.raises(RuntimeError, match="transaction"):
             await outbox.append(conn, PAYLOAD, subject="x", tenant_id=tenant, sequence=1, actor="t")
+
+
+async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggregate(
+    infra, pools, producer, tenant
+):
+    start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
+    subject, other = str(uuid.uuid4()), str(uuid.uuid4())
+    [first] = await write_events(pools["incident"], tenant, [subject], per_subject=1)
+
+    class BrokenProducer:
+        async def send(self, *args, **kwargs):
+            raise ConnectionError("broker unreachable")
+
+    assert await relay_for(pools, BrokenProducer(), max_backoff=3600).publish_batch() == 0
+    async with pools["incident"].acquire() as conn, conn.transaction():
+        second = await outbox.append(
+            conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=2, actor="t"
+        )
+        unrelated = await outbox.append(
+            conn, PAYLOAD, subject=other, tenant_id=tenant, sequence=1, actor="t"
+        )
+
+    await drain(relay_for(pools, producer))
+    mine = ours(tenant)
+    records = mine(
+        await read_topic(
+            infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= 1, settle=1.0
+        )
+    )
+    assert [from_kafka(r.value, r.headers).id for r in records] == [unrelated.id]
+    waiting = await pools["incident"].fetch(
+        "SELECT event_id FROM outbox WHERE message_key = $1 ORDER BY position", subject
+    )
+    assert [r["event_id"] for r in waiting] == [first, second.id]
+    await pools["incident"].execute("DELETE FROM outbox WHERE message_key = $1", subject)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,12 @@ from shared.inbox import ReceivedEvent
 _COLUMNS = (
     "position, event_id, type, source, subject, sequence, time, correlation_id, causation_id,"
     " actor, data, recorded_at"
+)
+
+
+_INSERTED = (
+    "tenant_id, event_id, type, source, subject, sequence, time, correlation_id, causation_id,"
+    " actor, data, topic, partition, kafka_offset"
 )
 
 
@@ -36,6 +43,32 @@ async def append(conn: Connection, event: ReceivedEvent) -> None:
         event.record.topic,
         event.record.partition,
         event.record.offset,
+    )
+
+
+async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+    """Record many events in one statement, in order (the same effect as `append` for each)."""
+    envelopes = [e.envelope for e in events]
+    await conn.execute(
+        f"INSERT INTO ledger ({_INSERTED}) SELECT {_INSERTED}"  # noqa: S608 - constant columns
+        " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+        " $6::bigint[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::jsonb[],"
+        f" $12::text[], $13::int[], $14::bigint[]) WITH ORDINALITY AS r({_INSERTED}, n)"
+        " ORDER BY n",
+        [e.tenantid for e in envelopes],
+        [e.id for e in envelopes],
+        [e.type for e in envelopes],
+        [e.source for e in envelopes],
+        [e.subject for e in envelopes],
+        [e.sequence for e in envelopes],
+        [e.time for e in envelopes],
+        [e.correlationid for e in envelopes],
+        [e.causationid for e in envelopes],
+        [e.actor for e in envelopes],
+        [e.data for e in envelopes],
+        [event.record.topic for event in events],
+        [event.record.partition for event in events],
+        [event.record.offset for event in events],
     )
 
 

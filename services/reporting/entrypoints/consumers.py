@@ -22,6 +22,7 @@ def ledger_consumer(runtime: ServiceRuntime) -> EventConsumer:
         topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS],
         handlers={},
         default_handler=ledger.append,
+        bulk_handler=ledger.append_many,
         pool=runtime.pool,
         producer=runtime.producer,
         metrics=runtime.metrics,
