@@ -65,3 +65,24 @@ async def ensure_topics(
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+def main() -> None:
+    """`python -m shared.kafka create-topics`: create every platform topic that is missing."""
+    import argparse
+    import asyncio
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m shared.kafka")
+    parser.add_argument("command", choices=["create-topics"])
+    parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--replication-factor", type=int, default=1)
+    args = parser.parse_args()
+    if not args.bootstrap_servers:
+        parser.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
+    created = asyncio.run(ensure_topics(args.bootstrap_servers, None, args.replication_factor))
+    print("created: " + (", ".join(created) or "nothing (all topics exist)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each installs what is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: install run test test-unit bench lint lock clean
+
+install: $(VENV)/.installed .state/.system-packages
+	$(PY) -m shared.devstack.kafka fetch-jars
+
+# Python packages, pinned with hashes in requirements.lock.
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	touch $@
+
+# PostgreSQL server binaries, Java 17 and Maven from Debian's packages when they are missing.
+.state/.system-packages:
+	@mkdir -p .state
+	bash deploy/local/install-system-packages.sh
+	touch $@
+
+run: install
+	$(PY) -m shared.devstack run
+
+# pytest's exit code 5 (no tests collected) is a failure here, never a silent pass.
+test: install
+	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+bench: install
+	$(PY) -m tests.benchmarks.pipeline
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared services
+
+# Re-pin requirements.lock after changing pyproject.toml's dependencies.
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet uv
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 --no-header --no-annotate -o requirements.lock
+
+clean:
+	rm -rf .state $(VENV)
