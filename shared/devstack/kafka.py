@@ -140,8 +140,12 @@ def _find_java() -> str:
 
 
 def _new_cluster_id() -> str:
-    # Same shape as `kafka-storage random-uuid`: 16 random bytes, url-safe base64, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    # Same shape as `kafka-storage random-uuid`: 16 random bytes, url-safe base64, no padding;
+    # like Kafka's Uuid.randomUuid, never one that starts with "-" (it would parse as an option).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail_text(text: str, lines: int) -> str:
