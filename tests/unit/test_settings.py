@@ -43,10 +43,3 @@ def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("INCIDENT_HTTP_PORT", "not-a-port")
     with pytest.raises(ValidationError, match="http_port"):
         IncidentSettings()
-
-
-def test_local_kafka_cluster_ids_never_look_like_command_line_options():
-    from shared.devstack.kafka import _new_cluster_id
-
-    ids = [_new_cluster_id() for _ in range(2000)]
-    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
