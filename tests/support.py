@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from shared.events.binding import to_kafka
+from shared.events.envelope import Envelope, new_envelope
 
 T = TypeVar("T")
 
@@ -71,6 +75,35 @@ async def eventually(
         await asyncio.sleep(0.2)
         value = await probe()
     return value
+
+
+def incident_event(tenant: str, *, type: str = "itsm.incident.created.v1", **data: Any) -> Envelope:
+    """An incident event as the incident service would send it (data overridable)."""
+    payload = {
+        "title": "Disk full",
+        "description": "",
+        "impact": 2,
+        "urgency": 2,
+        "priority": 3,
+        "state": "new",
+    }
+    return new_envelope(
+        source="itsm/incident",
+        type=type,
+        subject=str(uuid.uuid4()),
+        tenantid=tenant,
+        sequence=1,
+        actor="t",
+        data={**payload, **data} if type.endswith("created.v1") else data,
+    )
+
+
+async def send_event(
+    producer: Any, envelope: Envelope, topic: str = "itsm.incident.events"
+) -> None:
+    """Put an event on a topic with the CloudEvents binding, bypassing the outbox."""
+    wire = to_kafka(envelope)
+    await producer.send_and_wait(topic, wire.value, key=wire.key, headers=wire.headers)
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:

@@ -3,43 +3,21 @@
 import asyncio
 import os
 import sys
-import uuid
 
 from aiokafka import AIOKafkaProducer
 
 from shared.devstack.kafka import REPO_ROOT
-from shared.events.binding import to_kafka
-from shared.events.catalogue import INCIDENT_EVENTS
-from shared.events.envelope import new_envelope
-from tests.support import eventually, sample_value
+from tests.support import eventually, incident_event, sample_value, send_event
 
 
 async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_event_twice(
     infra, pools, tenant, start_runtime
 ):
-    event = new_envelope(
-        source="itsm/incident",
-        type="itsm.incident.created.v1",
-        subject=str(uuid.uuid4()),
-        tenantid=tenant,
-        sequence=1,
-        actor="t",
-        data={
-            "title": "Printer on fire",
-            "description": "",
-            "impact": 3,
-            "urgency": 1,
-            "priority": 3,
-            "state": "new",
-        },
-    )
+    event = incident_event(tenant, title="Printer on fire", impact=3, urgency=1)
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
     await producer.start()
     try:
-        wire = to_kafka(event)
-        await producer.send_and_wait(
-            INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
-        )
+        await send_event(producer, event)
     finally:
         await producer.stop()
 

@@ -10,11 +10,18 @@ from prometheus_client import CollectorRegistry
 from shared import outbox
 from shared.events.binding import to_kafka
 from shared.events.catalogue import INCIDENT_EVENTS, IncidentCreatedV1
-from shared.events.envelope import new_envelope
 from shared.kafka import DEAD_LETTER_TOPIC, create_producer
 from shared.metrics import PlatformMetrics
 from shared.outbox import OutboxRelay
-from tests.support import end_offsets, eventually, header, read_topic, sample_value
+from tests.support import (
+    end_offsets,
+    eventually,
+    header,
+    incident_event,
+    read_topic,
+    sample_value,
+    send_event,
+)
 
 PAYLOAD = IncidentCreatedV1(
     title="VPN flapping", description="", impact=1, urgency=1, priority=1, state="new"
@@ -117,33 +124,10 @@ async def test_unreadable_and_unknown_messages_are_dead_lettered_and_the_next_go
     garbage_key = f"garbage-{tenant}".encode()
     await raw_producer.send_and_wait(INCIDENT_EVENTS, b"\x00not an event", key=garbage_key)
 
-    unknown = new_envelope(
-        source="itsm/incident",
-        type="itsm.incident.teleported.v1",
-        subject=str(uuid.uuid4()),
-        tenantid=tenant,
-        sequence=1,
-        actor="t",
-        data={"to": "mars"},
-    )
-    wire = to_kafka(unknown)
-    await raw_producer.send_and_wait(
-        INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
-    )
-
-    good = new_envelope(
-        source="itsm/incident",
-        type="itsm.incident.created.v1",
-        subject=str(uuid.uuid4()),
-        tenantid=tenant,
-        sequence=1,
-        actor="t",
-        data=PAYLOAD.model_dump(mode="json"),
-    )
-    wire = to_kafka(good)
-    await raw_producer.send_and_wait(
-        INCIDENT_EVENTS, wire.value, key=wire.key, headers=wire.headers
-    )
+    unknown = incident_event(tenant, type="itsm.incident.teleported.v1", to="mars")
+    await send_event(raw_producer, unknown)
+    good = incident_event(tenant)
+    await send_event(raw_producer, good)
 
     rows = await eventually(lambda: ledger_rows(pools, tenant), lambda rows: len(rows) >= 1)
     assert [r["event_id"] for r in rows] == [good.id]
@@ -220,15 +204,7 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
     from shared.inbox import EventConsumer
 
     def record(offset, title):
-        envelope = new_envelope(
-            source="itsm/incident",
-            type="itsm.incident.created.v1",
-            subject=str(uuid.uuid4()),
-            tenantid=tenant,
-            sequence=1,
-            actor="t",
-            data={**PAYLOAD.model_dump(mode="json"), "title": title},
-        )
+        envelope = incident_event(tenant, title=title)
         wire = to_kafka(envelope)
         return envelope, ConsumerRecord(
             INCIDENT_EVENTS,

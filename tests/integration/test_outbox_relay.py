@@ -27,6 +27,13 @@ async def producer(infra):
     await p.stop()
 
 
+class BrokenProducer:
+    """A producer whose broker is unreachable."""
+
+    async def send(self, *args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+
 def relay_for(pools, producer, cls=OutboxRelay, **kwargs):
     return cls(
         pool=pools["incident"],
@@ -140,10 +147,6 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
     subject = str(uuid.uuid4())
     [event_id] = await write_events(pools["incident"], tenant, [subject], per_subject=1)
 
-    class BrokenProducer:
-        async def send(self, *args, **kwargs):
-            raise ConnectionError("broker unreachable")
-
     broken = relay_for(pools, BrokenProducer(), max_backoff=0.01)
     assert await broken.publish_batch() == 0
     row = await pools["incident"].fetchrow(
@@ -192,10 +195,6 @@ async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggre
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subject, other = str(uuid.uuid4()), str(uuid.uuid4())
     [first] = await write_events(pools["incident"], tenant, [subject], per_subject=1)
-
-    class BrokenProducer:
-        async def send(self, *args, **kwargs):
-            raise ConnectionError("broker unreachable")
 
     assert await relay_for(pools, BrokenProducer(), max_backoff=3600).publish_batch() == 0
     async with pools["incident"].acquire() as conn, conn.transaction():

@@ -11,6 +11,7 @@ import asyncpg
 from services.incident.adapters import repository
 from services.incident.domain.incident import Incident, log_incident
 from shared import outbox
+from shared.db import Connection
 from shared.http import idempotency
 from shared.http.context import RequestContext
 
@@ -41,6 +42,32 @@ def incident_view(incident: Incident) -> dict[str, Any]:
     return view
 
 
+async def record_incident(
+    conn: Connection, command: LogIncident, context: RequestContext
+) -> Incident:
+    """Inside the caller's transaction: store a new incident and its created event."""
+    incident, event = log_incident(
+        tenant_id=context.tenant_id,
+        title=command.title,
+        description=command.description,
+        impact=command.impact,
+        urgency=command.urgency,
+        actor=context.actor,
+        now=datetime.now(UTC),
+    )
+    await repository.insert(conn, incident)
+    await outbox.append(
+        conn,
+        event,
+        subject=str(incident.id),
+        tenant_id=incident.tenant_id,
+        sequence=incident.version,
+        actor=context.actor,
+        correlation_id=context.correlation_id,
+    )
+    return incident
+
+
 async def log_new_incident(
     pool: asyncpg.Pool,
     command: LogIncident,
@@ -53,25 +80,7 @@ async def log_new_incident(
         earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
         if earlier is not None:
             return Created(earlier.body, replayed=True)
-        incident, event = log_incident(
-            tenant_id=context.tenant_id,
-            title=command.title,
-            description=command.description,
-            impact=command.impact,
-            urgency=command.urgency,
-            actor=context.actor,
-            now=datetime.now(UTC),
-        )
-        await repository.insert(conn, incident)
-        await outbox.append(
-            conn,
-            event,
-            subject=str(incident.id),
-            tenant_id=incident.tenant_id,
-            sequence=incident.version,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
-        )
+        incident = await record_incident(conn, command, context)
         body = incident_view(incident)
         await idempotency.remember(conn, context.tenant_id, idempotency_key, 201, body)
     return Created(body, replayed=False)
