@@ -1,0 +1,1 @@
+"""Authentication (signed JWTs), roles and the permission matrix every endpoint declares."""

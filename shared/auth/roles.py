@@ -1,0 +1,47 @@
+"""The role matrix: which roles may do what. The one place to read or change it."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+ROLES = frozenset(
+    {
+        "requester",
+        "agent",
+        "problem_manager",
+        "change_manager",
+        "cab_member",
+        "config_manager",
+        "auditor",
+        "tenant_admin",
+        "integration",
+        "provider_admin",
+    }
+)
+
+_READERS = frozenset(
+    {"agent", "problem_manager", "change_manager", "auditor", "tenant_admin", "provider_admin"}
+)
+
+# permission -> roles allowed. Endpoints name a permission, never a role.
+PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
+    {
+        "incident:create": frozenset(
+            {
+                "requester",
+                "agent",
+                "problem_manager",
+                "integration",
+                "tenant_admin",
+                "provider_admin",
+            }
+        ),
+        "incident:read": _READERS | {"requester", "integration"},
+        "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
+    }
+)
+
+
+def allowed(permission: str, roles: frozenset[str]) -> bool:
+    """Whether any of the roles grants the permission (an unknown permission grants nothing)."""
+    return bool(PERMISSIONS.get(permission, frozenset()) & roles)
