@@ -25,6 +25,12 @@ class PlatformMetrics:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "itsm_auth_failures",
+            "Requests refused with 401, by reason (missing-token, expired, wrong-audience, ...).",
+            ["reason"],
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "itsm_outbox_backlog",
             "Outbox rows committed but not yet acknowledged by Kafka.",

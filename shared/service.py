@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
+from shared.auth.tokens import TokenVerifier
 from shared.db import MigrationSource, create_pool, migrate, pending_migrations, shared_source
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
@@ -72,6 +73,9 @@ class ServiceRuntime:
         self.metrics = PlatformMetrics(self.registry)
         self.service_metrics = (
             definition.service_metrics(self.registry) if definition.service_metrics else None
+        )
+        self.verifier = TokenVerifier.from_file(
+            settings.auth_jwks_file, issuer=settings.auth_issuer, audience=settings.auth_audience
         )
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None

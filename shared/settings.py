@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Variables that configure the whole installation; a service-prefixed variable wins over them.
-GLOBAL_FALLBACKS = ("KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL")
+GLOBAL_FALLBACKS = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "LOG_LEVEL",
+    "AUTH_JWKS_FILE",
+    "AUTH_ISSUER",
+    "AUTH_AUDIENCE",
+)
 
 
 class ServiceSettings(BaseSettings):
@@ -26,6 +33,12 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+
+    auth_jwks_file: Path = Field(
+        description="JSON Web Key Set with the public keys that sign access tokens (by kid).",
+    )
+    auth_issuer: str = "itsm"
+    auth_audience: str = "itsm-api"
     migrate_on_start: bool = True
 
     db_pool_min_size: int = Field(default=2, ge=1)

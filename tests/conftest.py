@@ -97,6 +97,21 @@ def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session")
+def auth(infra: Infra) -> Callable[..., dict[str, str]]:
+    """Headers with a valid bearer token: auth(tenant, *roles, subject=..., tenants=[...])."""
+    issuer = infra.keys.issuer()
+
+    def headers(
+        tenant: str, *roles: str, subject: str = "tester", **extra: object
+    ) -> dict[str, str]:
+        tenants = extra.pop("tenants", [tenant])
+        token = issuer.mint(subject=subject, tenants=tenants, roles=list(roles), ttl_seconds=600)  # type: ignore[arg-type]
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
+
+
 @pytest.fixture
 def settings_for(migrated: Infra) -> Callable[..., object]:
     """Settings for an in-process service, pointed at the session's broker and database."""
@@ -107,6 +122,7 @@ def settings_for(migrated: Infra) -> Callable[..., object]:
             database_url=migrated.service_dsns[name],
             kafka_bootstrap_servers=migrated.bootstrap_servers,
             outbox_poll_interval_seconds=0.2,
+            auth_jwks_file=migrated.keys.jwks_file,
             **overrides,
         )
 

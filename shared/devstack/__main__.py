@@ -30,6 +30,19 @@ def run(state_dir: Path) -> int:
                 f"  {service.name:<11} {service.url}   docs {service.url}/docs"
                 f"   log {service.log_path}"
             )
+        issuer = infra.keys.issuer()
+        day = 24 * 3600
+        admin = issuer.mint(
+            subject="demo-admin", tenants=["demo"], roles=["tenant_admin"], ttl_seconds=day
+        )
+        agent = issuer.mint(
+            subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day
+        )
+        print(
+            "\nTokens for the demo tenant (24 h; more with `python -m shared.auth token create`):"
+        )
+        print(f"  admin  {admin}")
+        print(f"  agent  {agent}")
         print("\nThe platform is running. Ctrl-C stops everything.", flush=True)
         stop.wait()
     except KeyboardInterrupt:

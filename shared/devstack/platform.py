@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
 from shared.devstack.kafka import REPO_ROOT, LocalKafka
 from shared.devstack.postgres import LocalPostgres
 from shared.kafka import ensure_topics
@@ -32,6 +33,7 @@ class Infra:
     bootstrap_servers: str
     admin_dsn: str
     service_dsns: dict[str, str]
+    keys: LocalKeys
 
     def service_env(
         self, service: str, http_port: int, extra: Mapping[str, str] | None = None
@@ -42,6 +44,9 @@ class Infra:
             f"{prefix}_DATABASE_URL": self.service_dsns[service],
             f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             f"{prefix}_HTTP_PORT": str(http_port),
+            f"{prefix}_AUTH_JWKS_FILE": str(self.keys.jwks_file),
+            f"{prefix}_AUTH_ISSUER": DEFAULT_ISSUER,
+            f"{prefix}_AUTH_AUDIENCE": DEFAULT_AUDIENCE,
             **dict(extra or {}),
         }
 
@@ -121,12 +126,15 @@ class LocalPlatform:
             bootstrap = self.kafka.bootstrap_servers
         else:
             bootstrap = self.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        keys = LocalKeys(self.state_dir / "auth")
+        keys.issuer()  # makes the signing key and the JWKS on first use
         passwords = self._passwords()
         asyncio.run(provision(admin_dsn, passwords))
         asyncio.run(ensure_topics(bootstrap))
         return Infra(
             bootstrap_servers=bootstrap,
             admin_dsn=admin_dsn,
+            keys=keys,
             service_dsns={
                 s: dsn_for(admin_dsn, user=s, password=passwords[s], database=DEFAULT_DATABASE)
                 for s in SERVICES

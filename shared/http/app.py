@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -110,5 +111,16 @@ def create_app(
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
     app.include_router(operations_router(runtime))
     for router in routers:
+        _refuse_unguarded_routes(router)
         app.include_router(router)
     return app
+
+
+def _refuse_unguarded_routes(router: APIRouter) -> None:
+    """Fail at start-up if a service route does not declare `authorize(permission)`."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            # Nested routers and mounts would hide routes from this check: not allowed.
+            raise RuntimeError(f"{route!r}: service routers may hold API routes only")
+        if not any(hasattr(d.call, "permission") for d in route.dependant.dependencies):
+            raise RuntimeError(f"{route.path} declares no authorize(permission) dependency")

@@ -1,28 +1,37 @@
-"""Who is asking, for which tenant, under which correlation id: the context of every request."""
+"""Who is asking, for which tenant, under which correlation id: every endpoint's context.
+
+Every endpoint outside /health and /metrics takes its context from `authorize(permission)`:
+the bearer token is verified, the tenant is resolved, and the permission is checked against
+the role matrix. `create_app` refuses to start a service with a route that does not.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from shared.http.problems import Problem
+from shared.auth.roles import allowed
+from shared.auth.tokens import AuthenticationError
+from shared.http.problems import PROBLEM_BASE, Problem
 
 CORRELATION_HEADER = "X-Correlation-Id"
+TENANT_HEADER = "X-Tenant-Id"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _CORRELATION_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 @dataclass(frozen=True)
 class RequestContext:
-    """The caller's tenant and identity, and the correlation id of the request."""
+    """The caller's tenant, identity and roles, and the correlation id of the request."""
 
     tenant_id: str
     actor: str
     correlation_id: str
+    roles: frozenset[str] = frozenset()
 
 
 def correlation_id_from(header_value: str | None) -> str:
@@ -32,29 +41,59 @@ def correlation_id_from(header_value: str | None) -> str:
     return str(uuid.uuid4())
 
 
-async def request_context(
-    request: Request,
-    tenant: Annotated[
-        str | None,
-        Header(alias="X-Tenant-Id", description="The tenant the request acts for."),
-    ] = None,
-    actor: Annotated[str | None, Header(alias="X-Actor", max_length=200)] = None,
-) -> RequestContext:
-    """Resolve the request's context.
+def _unauthenticated(request: Request, reason: str) -> Problem:
+    runtime = request.app.state.runtime
+    runtime.metrics.auth_failures.labels(reason).inc()
+    return Problem(
+        401,
+        "Unauthorized",
+        "a valid bearer token is required",
+        type_=PROBLEM_BASE + "unauthenticated",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
-    The walking skeleton takes the tenant from the X-Tenant-Id header; the identity issue
-    replaces this one dependency with token verification, so every endpoint that depends on
-    it gains authentication without changing.
-    """
-    if tenant is None or not re.match(TENANT_PATTERN, tenant):
-        raise Problem(
-            400,
-            "Tenant required",
-            "X-Tenant-Id must name a tenant (lowercase letters, digits and hyphens)",
-            errors=[{"in": "header", "field": "X-Tenant-Id", "detail": "missing or malformed"}],
-        )
+
+def _resolve(request: Request, authorization: str | None, tenant: str | None) -> RequestContext:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise _unauthenticated(request, "missing-token")
+    try:
+        principal = request.app.state.runtime.verifier.verify(authorization[7:].strip())
+    except AuthenticationError as exc:
+        raise _unauthenticated(request, exc.reason) from None
+    if tenant is None:
+        if len(principal.tenants) != 1:
+            raise Problem(
+                400,
+                "Tenant required",
+                f"this token serves several tenants: name one in {TENANT_HEADER}",
+                errors=[{"in": "header", "field": TENANT_HEADER, "detail": "required"}],
+            )
+        tenant = principal.tenants[0]
+    elif tenant not in principal.tenants:
+        raise Problem(403, "Forbidden", "the token does not serve this tenant")
     correlation = getattr(request.state, "correlation_id", None) or str(uuid.uuid4())
-    return RequestContext(tenant_id=tenant, actor=actor or "anonymous", correlation_id=correlation)
+    return RequestContext(tenant, principal.subject, correlation, principal.roles)
 
 
-Context = Annotated[RequestContext, Depends(request_context)]
+def authorize(permission: str) -> Any:
+    """A dependency: the verified context of a caller whose roles grant `permission`, or 401/403."""
+
+    async def dependency(
+        request: Request,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        tenant: Annotated[
+            str | None,
+            Header(
+                alias=TENANT_HEADER,
+                pattern=TENANT_PATTERN,
+                description="Which tenant to act for, when the token serves several.",
+            ),
+        ] = None,
+    ) -> RequestContext:
+        context = _resolve(request, authorization, tenant)
+        if not allowed(permission, context.roles):
+            raise Problem(403, "Forbidden", f"the caller's roles do not grant {permission}")
+        return context
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency)

@@ -31,7 +31,7 @@ async def test_every_service_process_is_live_ready_and_exposes_metrics(services)
             assert openapi.status_code == 200, name
 
 
-async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(services, tenant):
+async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(services, auth, tenant):
     async with httpx.AsyncClient() as client:
         created = await client.post(
             f"{services['incident']}/incidents",
@@ -41,7 +41,10 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
                 "impact": 2,
                 "urgency": 1,
             },
-            headers={"X-Tenant-Id": tenant, "X-Actor": "monitoring", "X-Correlation-Id": "e2e-1"},
+            headers={
+                **auth(tenant, "integration", subject="monitoring"),
+                "X-Correlation-Id": "e2e-1",
+            },
         )
         assert created.status_code == 201, created.text
         incident = created.json()
@@ -50,7 +53,7 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
             response = await client.get(
                 f"{services['reporting']}/ledger",
                 params={"subject": incident["id"]},
-                headers={"X-Tenant-Id": tenant},
+                headers=auth(tenant, "auditor"),
             )
             assert response.status_code == 200, response.text
             return response.json()["items"]
@@ -65,7 +68,7 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
         other_tenant = await client.get(
             f"{services['reporting']}/ledger",
             params={"subject": incident["id"]},
-            headers={"X-Tenant-Id": "not-" + tenant},
+            headers=auth("not-" + tenant, "auditor"),
         )
         assert other_tenant.json()["items"] == []
 

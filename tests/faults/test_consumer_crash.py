@@ -24,8 +24,7 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT),
-        "REPORTING_DATABASE_URL": infra.service_dsns["reporting"],
-        "REPORTING_KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+        **infra.service_env("reporting", http_port=0),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

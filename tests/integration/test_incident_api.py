@@ -1,4 +1,4 @@
-"""The skeleton's incident API on the real database: create, read, idempotency, errors."""
+"""The skeleton's incident API on the real database: create, read, idempotency, errors, access."""
 
 import uuid
 
@@ -24,22 +24,23 @@ async def api(start_runtime):
 NEW = {"title": "Payroll app returns 500", "description": "since 09:00", "impact": 1, "urgency": 2}
 
 
-async def test_a_logged_incident_can_be_read_back_with_its_priority(api, tenant):
-    created = await api.post(
-        "/incidents", json=NEW, headers={"X-Tenant-Id": tenant, "X-Actor": "alice"}
-    )
+async def test_a_logged_incident_can_be_read_back_with_its_priority(api, auth, tenant):
+    created = await api.post("/incidents", json=NEW, headers=auth(tenant, "agent", subject="alice"))
     assert created.status_code == 201
     body = created.json()
     assert body["priority"] == 2
     assert body["state"] == "new"
+    assert body["created_by"] == "alice"
     assert created.headers["location"] == f"/incidents/{body['id']}"
-    read = await api.get(f"/incidents/{body['id']}", headers={"X-Tenant-Id": tenant})
+    read = await api.get(f"/incidents/{body['id']}", headers=auth(tenant, "auditor"))
     assert read.status_code == 200
     assert read.json() == body
 
 
-async def test_creating_an_incident_writes_its_event_in_the_same_transaction(api, pools, tenant):
-    created = (await api.post("/incidents", json=NEW, headers={"X-Tenant-Id": tenant})).json()
+async def test_creating_an_incident_writes_its_event_in_the_same_transaction(
+    api, auth, pools, tenant
+):
+    created = (await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))).json()
     # Either still in the outbox or already published; in both cases exactly one event exists.
     pending = await pools["incident"].fetchval(
         "SELECT count(*) FROM outbox WHERE message_key = $1", created["id"]
@@ -51,9 +52,9 @@ async def test_creating_an_incident_writes_its_event_in_the_same_transaction(api
 
 
 async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_incident(
-    api, pools, tenant
+    api, auth, pools, tenant
 ):
-    headers = {"X-Tenant-Id": tenant, "Idempotency-Key": str(uuid.uuid4())}
+    headers = {**auth(tenant, "integration"), "Idempotency-Key": str(uuid.uuid4())}
     first = await api.post("/incidents", json=NEW, headers=headers)
     second = await api.post("/incidents", json=NEW, headers=headers)
     assert first.status_code == second.status_code == 201
@@ -65,17 +66,19 @@ async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_in
     assert count == 1
 
 
-async def test_an_idempotency_key_reused_for_a_different_request_is_refused(api, tenant):
-    headers = {"X-Tenant-Id": tenant, "Idempotency-Key": "key-1"}
+async def test_an_idempotency_key_reused_for_a_different_request_is_refused(api, auth, tenant):
+    headers = {**auth(tenant, "agent"), "Idempotency-Key": "key-1"}
     await api.post("/incidents", json=NEW, headers=headers)
     reused = await api.post("/incidents", json={**NEW, "title": "Something else"}, headers=headers)
     assert reused.status_code == 422
     assert reused.json()["errors"][0]["field"] == "Idempotency-Key"
 
 
-async def test_invalid_input_is_a_problem_naming_the_field_and_stores_nothing(api, pools, tenant):
+async def test_invalid_input_is_a_problem_naming_the_field_and_stores_nothing(
+    api, auth, pools, tenant
+):
     response = await api.post(
-        "/incidents", json={**NEW, "urgency": 5}, headers={"X-Tenant-Id": tenant}
+        "/incidents", json={**NEW, "urgency": 5}, headers=auth(tenant, "agent")
     )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
@@ -88,27 +91,69 @@ async def test_invalid_input_is_a_problem_naming_the_field_and_stores_nothing(ap
     )
 
 
-async def test_another_tenants_incident_reads_as_not_found(api, tenant):
-    created = (await api.post("/incidents", json=NEW, headers={"X-Tenant-Id": tenant})).json()
-    other = await api.get(f"/incidents/{created['id']}", headers={"X-Tenant-Id": "someone-else"})
-    missing = await api.get(f"/incidents/{uuid.uuid4()}", headers={"X-Tenant-Id": tenant})
+async def test_another_tenants_incident_reads_as_not_found(api, auth, tenant):
+    created = (await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))).json()
+    other = await api.get(f"/incidents/{created['id']}", headers=auth("someone-else", "agent"))
+    missing = await api.get(f"/incidents/{uuid.uuid4()}", headers=auth(tenant, "agent"))
     assert other.status_code == missing.status_code == 404
     assert other.json()["title"] == missing.json()["title"]
 
 
-async def test_requests_get_a_correlation_id_and_are_counted(api, tenant):
+async def test_requests_get_a_correlation_id_and_are_counted(api, auth, tenant):
     response = await api.get(
-        f"/incidents/{uuid.uuid4()}", headers={"X-Tenant-Id": tenant, "X-Correlation-Id": "abc-123"}
+        f"/incidents/{uuid.uuid4()}",
+        headers={**auth(tenant, "agent"), "X-Correlation-Id": "abc-123"},
     )
     assert response.headers["x-correlation-id"] == "abc-123"
     labels = {"method": "GET", "route": "/incidents/{incident_id}", "status": "404"}
     assert sample_value(api.runtime.registry, "itsm_http_requests_total", labels) >= 1
 
 
-async def test_health_and_metrics_need_no_tenant(api):
+async def test_health_and_metrics_need_no_token(api):
     assert (await api.get("/health/live")).status_code == 200
     ready = await api.get("/health/ready")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "kafka": "ok"}
     metrics = await api.get("/metrics")
     assert "itsm_outbox_backlog" in metrics.text
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic dXNlcjpwdw==", "Bearer not-a-token", "Bearer "],
+    ids=["missing", "not-bearer", "garbage", "empty"],
+)
+async def test_requests_without_a_valid_token_are_401_problems(api, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await api.post("/incidents", json=NEW, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_an_expired_token_is_401_and_counted(api, infra, tenant):
+    token = infra.keys.issuer().mint(
+        subject="late", tenants=[tenant], roles=["agent"], ttl_seconds=-600
+    )
+    response = await api.get(
+        f"/incidents/{uuid.uuid4()}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401
+    assert (
+        sample_value(api.runtime.registry, "itsm_auth_failures_total", {"reason": "expired"}) >= 1
+    )
+
+
+async def test_a_role_without_the_permission_is_403(api, auth, tenant):
+    response = await api.post("/incidents", json=NEW, headers=auth(tenant, "auditor"))
+    assert response.status_code == 403
+
+
+async def test_provider_staff_name_one_of_their_tenants_and_are_refused_others(api, auth, tenant):
+    several = auth(tenant, "agent", tenants=[tenant, "other-customer"])
+    assert (await api.post("/incidents", json=NEW, headers=several)).status_code == 400
+    chosen = await api.post("/incidents", json=NEW, headers={**several, "X-Tenant-Id": tenant})
+    assert chosen.status_code == 201
+    assert chosen.json()["tenant_id"] == tenant
+    refused = await api.post("/incidents", json=NEW, headers={**several, "X-Tenant-Id": "not-mine"})
+    assert refused.status_code == 403

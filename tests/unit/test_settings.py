@@ -5,6 +5,11 @@ from services.incident.settings import IncidentSettings
 from services.reporting.settings import ReportingSettings
 
 
+@pytest.fixture(autouse=True)
+def signing_keys(monkeypatch, tmp_path):
+    monkeypatch.setenv("AUTH_JWKS_FILE", str(tmp_path / "jwks.json"))
+
+
 def test_settings_come_from_the_service_prefix(monkeypatch):
     monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://incident:pw@db/itsm")
     monkeypatch.setenv("INCIDENT_HTTP_PORT", "9101")
@@ -36,6 +41,13 @@ def test_a_missing_database_url_is_a_clear_error(monkeypatch):
 def test_the_database_password_never_shows_in_the_settings_repr(monkeypatch):
     monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://incident:s3cret@db/itsm")
     assert "s3cret" not in repr(IncidentSettings())
+
+
+def test_a_service_without_verification_keys_refuses_to_configure(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.delenv("AUTH_JWKS_FILE")
+    with pytest.raises(ValidationError, match="auth_jwks_file"):
+        IncidentSettings()
 
 
 def test_invalid_values_are_refused(monkeypatch):

@@ -16,7 +16,7 @@ from services.incident.application.handlers import (
     incident_view,
     log_new_incident,
 )
-from shared.http.context import Context
+from shared.http.context import RequestContext, authorize
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
@@ -54,7 +54,10 @@ class IncidentOut(BaseModel):
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")
 async def create_incident(
-    body: NewIncident, context: Context, runtime: Runtime, idempotency_key: IdempotencyKey = None
+    body: NewIncident,
+    context: Annotated[RequestContext, authorize("incident:create")],
+    runtime: Runtime,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     created = await log_new_incident(
         runtime.pool, LogIncident(**body.model_dump()), context, idempotency_key
@@ -68,7 +71,9 @@ async def create_incident(
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut, summary="Read an incident")
 async def read_incident(
-    incident_id: uuid.UUID, context: Context, runtime: Runtime
+    incident_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("incident:read")],
+    runtime: Runtime,
 ) -> dict[str, object]:
     incident = await repository.get(runtime.pool, context.tenant_id, incident_id)
     if incident is None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from services.reporting.adapters import ledger
 from shared.events.envelope import TYPE_PATTERN
-from shared.http.context import Context
+from shared.http.context import RequestContext, authorize
 from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, decode_cursor, page_of
 from shared.service import ServiceRuntime, runtime_of
 
@@ -38,7 +38,7 @@ class LedgerEntry(BaseModel):
 
 @router.get("/ledger", response_model=Page[LedgerEntry], summary="The tenant's recorded events")
 async def read_ledger(
-    context: Context,
+    context: Annotated[RequestContext, authorize("ledger:read")],
     runtime: Runtime,
     subject: Annotated[
         str | None, Query(min_length=1, max_length=200, description="Aggregate id")
