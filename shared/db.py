@@ -132,10 +132,14 @@ async def migrate(conn: Connection, sources: Sequence[MigrationSource]) -> list[
     return applied_now
 
 
-async def pending_migrations(conn: Connection, sources: Sequence[MigrationSource]) -> int:
-    """How many known migrations are not yet applied (readiness needs zero)."""
+def known_versions(sources: Sequence[MigrationSource]) -> frozenset[tuple[str, int]]:
+    """(component, version) of every migration the sources hold; read once, compared often."""
+    return frozenset((m.component, m.version) for s in sources for m in s.load())
+
+
+async def pending_migrations(conn: Connection, known: frozenset[tuple[str, int]]) -> int:
+    """How many of the known migrations are not yet applied (readiness needs zero)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    known = {(m.component, m.version) for s in sources for m in s.load()}
     if not exists:
         return len(known)
     rows = await conn.fetch("SELECT component, version FROM schema_migrations")

@@ -20,7 +20,14 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
 from shared.auth.tokens import TokenVerifier
-from shared.db import MigrationSource, create_pool, migrate, pending_migrations, shared_source
+from shared.db import (
+    MigrationSource,
+    create_pool,
+    known_versions,
+    migrate,
+    pending_migrations,
+    shared_source,
+)
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
 from shared.inbox import EventConsumer
@@ -77,6 +84,8 @@ class ServiceRuntime:
         self.verifier = TokenVerifier.from_file(
             settings.auth_jwks_file, issuer=settings.auth_issuer, audience=settings.auth_audience
         )
+        # Readiness compares against these on every probe; the files are read once, here.
+        self._known_migrations = known_versions(definition.migration_sources())
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.broker: KafkaBroker | None = None
@@ -168,7 +177,7 @@ class ServiceRuntime:
         try:
             async with asyncio.timeout(2):
                 async with self.pool.acquire() as conn:
-                    pending = await pending_migrations(conn, self.definition.migration_sources())
+                    pending = await pending_migrations(conn, self._known_migrations)
             if pending:
                 checks["migrations"] = f"{pending} pending"
         except Exception as exc:

@@ -62,10 +62,16 @@ async def drain(relay):
         pass
 
 
-def ours(tenant):
-    return lambda records: [
-        r for r in records if dict(r.headers).get("ce_tenantid") == tenant.encode()
-    ]
+async def published(infra, start, tenant, count, settle=1.0):
+    """The tenant's records on the incident topic since `start`, once there are `count`."""
+
+    def mine(records):
+        return [r for r in records if dict(r.headers).get("ce_tenantid") == tenant.encode()]
+
+    records = await read_topic(
+        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= count, settle=settle
+    )
+    return mine(records)
 
 
 async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(
@@ -95,15 +101,7 @@ async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(
 
     await drain(relay_for(pools, producer, batch_size=7))
 
-    mine = ours(tenant)
-    records = mine(
-        await read_topic(
-            infra.bootstrap_servers,
-            start,
-            until=lambda rs: len(mine(rs)) >= len(committed),
-            settle=1.0,
-        )
-    )
+    records = await published(infra, start, tenant, len(committed))
     events = [from_kafka(r.value, r.headers) for r in records]
     assert sorted(e.id for e in events) == sorted(committed)
     assert not set(aborted) & {e.id for e in events}
@@ -127,15 +125,7 @@ async def test_several_relays_at_once_keep_each_aggregates_order(infra, pools, p
 
     await asyncio.gather(*(run(r) for r in relays))
 
-    mine = ours(tenant)
-    records = mine(
-        await read_topic(
-            infra.bootstrap_servers,
-            start,
-            until=lambda rs: len(mine(rs)) >= len(committed),
-            settle=1.0,
-        )
-    )
+    records = await published(infra, start, tenant, len(committed))
     events = [from_kafka(r.value, r.headers) for r in records]
     assert len(events) == len(committed)
     for subject in subjects:
@@ -157,10 +147,7 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
 
     await asyncio.sleep(0.05)  # past the (tiny) backoff
     await drain(relay_for(pools, producer))
-    mine = ours(tenant)
-    records = mine(
-        await read_topic(infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= 1)
-    )
+    records = await published(infra, start, tenant, 1, settle=0.0)
     assert [from_kafka(r.value, r.headers).id for r in records] == [event_id]
     assert (
         await pools["incident"].fetchval(
@@ -206,12 +193,7 @@ async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggre
         )
 
     await drain(relay_for(pools, producer))
-    mine = ours(tenant)
-    records = mine(
-        await read_topic(
-            infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= 1, settle=1.0
-        )
-    )
+    records = await published(infra, start, tenant, 1)
     assert [from_kafka(r.value, r.headers).id for r in records] == [unrelated.id]
     waiting = await pools["incident"].fetch(
         "SELECT event_id FROM outbox WHERE message_key = $1 ORDER BY position", subject
