@@ -48,7 +48,7 @@ def local_platform() -> Iterator[LocalPlatform]:
     )
     # A session starts clean: stop what a killed earlier run may have left, then wipe its state.
     if platform.postgres is not None:
-        platform.postgres.stop()
+        platform.postgres.destroy()
     if platform.kafka is not None:
         platform.kafka.stop()
     for sub in ("kafka", "postgres", "logs"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import secrets
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -29,12 +31,31 @@ def find_bindir() -> Path:
     )
 
 
+def _reachable_by_others(path: Path) -> bool:
+    """Whether every folder down to path lets other accounts pass (o+x)."""
+    return all(
+        p.stat().st_mode & stat.S_IXOTH for p in [*reversed(path.parents), path] if p.exists()
+    )
+
+
+def _cluster_dir_for(state_dir: Path) -> Path:
+    """Where the cluster's files live: in the state directory, unless we are root and the
+    `postgres` account (which must run the server) cannot reach it, as in a private temp
+    folder; then in that account's home, one folder per state directory."""
+    if os.geteuid() != 0 or _reachable_by_others(state_dir):
+        return state_dir
+    home = Path(pwd.getpwnam("postgres").pw_dir)
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
+    return home / "itsm-clusters" / digest
+
+
 class LocalPostgres:
     """One cluster in a state directory, listening on 127.0.0.1 only; fsync stays on."""
 
     def __init__(self, state_dir: Path, port: int = 55432) -> None:
         self.state_dir = state_dir.resolve()
-        self.data_dir = self.state_dir / "data"
+        self.cluster_dir = _cluster_dir_for(self.state_dir)
+        self.data_dir = self.cluster_dir / "data"
         self.port = port
         self.bindir = find_bindir()
         self._password_file = self.state_dir / "admin-password"
@@ -59,7 +80,8 @@ class LocalPostgres:
         # PostgreSQL refuses to run as root; use the `postgres` account then.
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
-        result = subprocess.run(args, check=False, text=True, capture_output=True)  # noqa: S603
+        # cwd "/": the postgres account may not be allowed into the caller's directory.
+        result = subprocess.run(args, check=False, text=True, capture_output=True, cwd="/")  # noqa: S603
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed: {result.stderr or result.stdout}")
         return result
@@ -78,10 +100,11 @@ class LocalPostgres:
         """initdb on first use, then start the server and wait until it accepts connections."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if not self.initialised():
-            pwfile = self.state_dir / "initdb-pw"
+            self.cluster_dir.mkdir(parents=True, exist_ok=True)
+            pwfile = self.cluster_dir / "initdb-pw"
             pwfile.write_text(self.password + "\n")
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._chown(self.state_dir)
+            self._chown(self.cluster_dir)
             try:
                 self._run_as_owner(
                     [
@@ -104,7 +127,7 @@ class LocalPostgres:
             [
                 "-c listen_addresses=127.0.0.1",
                 f"-c port={self.port}",
-                f"-c unix_socket_directories={self.state_dir}",
+                f"-c unix_socket_directories={self.cluster_dir}",
                 "-c fsync=on",
                 "-c synchronous_commit=on",
                 "-c max_connections=300",
@@ -112,14 +135,14 @@ class LocalPostgres:
                 "-c log_min_messages=warning",
             ]
         )
-        self._chown(self.state_dir)
+        self._chown(self.cluster_dir)
         self._run_as_owner(
             [
                 str(self.bindir / "pg_ctl"),
                 "-D",
                 str(self.data_dir),
                 "-l",
-                str(self.state_dir / "postgres.log"),
+                str(self.cluster_dir / "postgres.log"),
                 "-o",
                 options,
                 "-w",
@@ -135,6 +158,12 @@ class LocalPostgres:
             return False
         status = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "status"]
         return self._run_as_owner(status, check=False).returncode == 0
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete it and its state, for a clean start."""
+        self.stop()
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, checkpoint, exit."""

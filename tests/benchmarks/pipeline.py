@@ -273,11 +273,14 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "bench")
     args = parser.parse_args()
 
-    for sub in ("kafka", "postgres", "logs"):
-        shutil.rmtree(args.state_dir / sub, ignore_errors=True)
     platform = LocalPlatform(
         args.state_dir, kafka_port=29092, kafka_controller_port=29093, postgres_port=55442
     )
+    # Each run starts from empty servers, so that rounds of different runs compare.
+    if platform.postgres is not None:
+        platform.postgres.destroy()
+    for sub in ("kafka", "logs"):
+        shutil.rmtree(args.state_dir / sub, ignore_errors=True)
     try:
         infra = platform.start_infra()
         services = platform.start_services(infra, {"incident": 28001, "reporting": 28004})
