@@ -276,12 +276,12 @@ class OutboxRelay:
             conn = await self.pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return
+        # Held from here on: the finally in run() releases it, even when cancelled right now.
+        self._listener = conn
         try:
             await conn.add_listener(self.channel, self._on_notify)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await self.pool.release(conn)
-            return
-        self._listener = conn
+            await self._close_listener()
 
     async def _close_listener(self) -> None:
         if self._listener is None:
