@@ -6,7 +6,8 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,13 @@ log = logging.getLogger(__name__)
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Row-level security keys every tenant-owned table on these per-transaction settings: a query
+# sees only the rows of the tenant set here, and nothing at all when none is set.
+TENANT_SETTING = "itsm.tenant_id"
+# Set only by platform jobs that serve every tenant (the outbox relay, housekeeping), and only
+# honoured by the policies of the platform's own tables (outbox, inbox, idempotency keys).
+ALL_TENANTS_SETTING = "itsm.all_tenants"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -41,6 +49,40 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+async def set_tenant(conn: Connection, tenant_id: str) -> None:
+    """Inside a transaction: make the tenant's rows (and only those) visible until it ends.
+
+    May be called again in the same transaction to switch tenant (consumers applying a batch
+    that holds several tenants' events do so between groups).
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("set_tenant must run inside a transaction (the setting is local)")
+    if not tenant_id:
+        raise ValueError("tenant_id must not be empty")
+    await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    pool: asyncpg.Pool, tenant_id: str, *, readonly: bool = False
+) -> AsyncIterator[Connection]:
+    """A connection in a transaction that sees one tenant's rows: how requests use the database."""
+    async with pool.acquire() as conn, conn.transaction(readonly=readonly):
+        await set_tenant(conn, tenant_id)
+        yield conn
+
+
+@asynccontextmanager
+async def all_tenants_transaction(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+    """A transaction for platform jobs that work across tenants on the platform's own tables.
+
+    Domain tables (incidents, the ledger, ...) do not honour it: their policies know tenants only.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT set_config($1, 'on', true)", ALL_TENANTS_SETTING)
+        yield conn
 
 
 @dataclass(frozen=True)

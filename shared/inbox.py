@@ -15,7 +15,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import Consumer, KafkaMessage
 
-from shared.db import Connection
+from shared.db import Connection, set_tenant
 from shared.events.binding import DecodeError, from_kafka, parse_payload
 from shared.events.catalogue import EventPayload
 from shared.events.envelope import Envelope
@@ -167,64 +167,83 @@ class EventConsumer:
         failed: list[DeadLetter] = []
         duplicates = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh: set[Any] = set()
-            if events:
-                rows = await conn.fetch(
-                    "INSERT INTO inbox (consumer, event_id, tenant_id, event_type)"
-                    " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])"
-                    " ON CONFLICT DO NOTHING RETURNING event_id",
-                    self.name,
-                    [e.envelope.id for e in events],
-                    [e.envelope.tenantid for e in events],
-                    [e.envelope.type for e in events],
-                )
-                fresh = {r["event_id"] for r in rows}
-            todo: list[ReceivedEvent] = []
-            for event in events:
-                if event.envelope.id not in fresh:
-                    duplicates += 1
-                    continue
-                fresh.discard(event.envelope.id)  # the same event twice in one batch
-                todo.append(event)
-            if self.bulk_handler is not None and not isolate and todo:
-                try:
-                    await self.bulk_handler(conn, todo)
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as exc:
-                    raise _HandlerFailedError from exc
-                todo, applied = [], todo
-            for event in todo:
-                handler = self.handler_for(event.envelope.type)
-                assert handler is not None
-                try:
-                    with bound_correlation_id(event.envelope.correlationid):
-                        if isolate:
-                            async with conn.transaction():  # a savepoint per event
-                                await handler(conn, event)
-                        else:
-                            await handler(conn, event)
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as exc:
-                    if not isolate:
-                        raise _HandlerFailedError from exc
-                    log.exception(
-                        "handler failed; dead-lettering the event",
-                        extra={"event_id": str(event.envelope.id), "type": event.envelope.type},
-                    )
-                    # Forget it in the inbox so that a replay from the dead-letter topic applies.
-                    await conn.execute(
-                        "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2",
-                        self.name,
-                        event.envelope.id,
-                    )
-                    failed.append(DeadLetter(event.record, "handler-failed", repr(exc)))
-                    continue
-                applied.append(event)
+            # Row-level security shows one tenant at a time: apply the batch tenant by tenant
+            # (order within a tenant, and so within every aggregate, is kept).
+            for tenant_id, group in _by_tenant(events).items():
+                await set_tenant(conn, tenant_id)
+                done, skipped = await self._apply_tenant(conn, group, failed, isolate=isolate)
+                applied.extend(done)
+                duplicates += skipped
             # Dead letters are acknowledged by Kafka before the batch commits: none is lost.
             await self._dead_letter([*dead, *failed])
         dead.extend(failed)
+        return applied, duplicates
+
+    async def _apply_tenant(
+        self,
+        conn: Connection,
+        events: list[ReceivedEvent],
+        failed: list[DeadLetter],
+        *,
+        isolate: bool,
+    ) -> tuple[list[ReceivedEvent], int]:
+        """Record one tenant's events in the inbox and apply the new ones; return (applied,
+        duplicates). Handler failures are appended to `failed` (isolate) or raised."""
+        rows = await conn.fetch(
+            "INSERT INTO inbox (consumer, event_id, tenant_id, event_type)"
+            " SELECT $1, * FROM unnest($2::uuid[], $3::text[], $4::text[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            self.name,
+            [e.envelope.id for e in events],
+            [e.envelope.tenantid for e in events],
+            [e.envelope.type for e in events],
+        )
+        fresh: set[Any] = {r["event_id"] for r in rows}
+        duplicates = 0
+        todo: list[ReceivedEvent] = []
+        for event in events:
+            if event.envelope.id not in fresh:
+                duplicates += 1
+                continue
+            fresh.discard(event.envelope.id)  # the same event twice in one batch
+            todo.append(event)
+        if self.bulk_handler is not None and not isolate and todo:
+            try:
+                await self.bulk_handler(conn, todo)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                raise _HandlerFailedError from exc
+            return todo, duplicates
+        applied: list[ReceivedEvent] = []
+        for event in todo:
+            handler = self.handler_for(event.envelope.type)
+            assert handler is not None
+            try:
+                with bound_correlation_id(event.envelope.correlationid):
+                    if isolate:
+                        async with conn.transaction():  # a savepoint per event
+                            await handler(conn, event)
+                    else:
+                        await handler(conn, event)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                if not isolate:
+                    raise _HandlerFailedError from exc
+                log.exception(
+                    "handler failed; dead-lettering the event",
+                    extra={"event_id": str(event.envelope.id), "type": event.envelope.type},
+                )
+                # Forget it in the inbox so that a replay from the dead-letter topic applies.
+                await conn.execute(
+                    "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2",
+                    self.name,
+                    event.envelope.id,
+                )
+                failed.append(DeadLetter(event.record, "handler-failed", repr(exc)))
+                continue
+            applied.append(event)
         return applied, duplicates
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
@@ -272,6 +291,14 @@ class EventConsumer:
                 self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - offset - 1)
                 )
+
+
+def _by_tenant(events: Sequence[ReceivedEvent]) -> dict[str, list[ReceivedEvent]]:
+    """The events grouped by tenant, each group in arrival order."""
+    groups: dict[str, list[ReceivedEvent]] = {}
+    for event in events:
+        groups.setdefault(event.envelope.tenantid, []).append(event)
+    return groups
 
 
 async def _undecoded(message: Any) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 import asyncpg.pool
 from aiokafka import AIOKafkaProducer
 
-from shared.db import Connection
+from shared.db import Connection, all_tenants_transaction
 from shared.events.binding import encode_json, header_map
 from shared.events.catalogue import EventPayload, spec_of
 from shared.events.envelope import Envelope, new_envelope
@@ -134,7 +134,7 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish one batch of due rows; return how many Kafka acknowledged."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with all_tenants_transaction(self.pool) as conn:
             rows = await self._claim(conn)
             if not rows:
                 return 0
@@ -248,7 +248,7 @@ class OutboxRelay:
 
     async def report_backlog(self) -> tuple[int, float]:
         """Refresh the backlog gauges; return (rows, age of the oldest in seconds)."""
-        async with self.pool.acquire() as conn:
+        async with all_tenants_transaction(self.pool) as conn:
             row = await conn.fetchrow(
                 "SELECT count(*) AS n,"
                 " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,7 +16,14 @@ GLOBAL_FALLBACKS = (
     "AUTH_JWKS_FILE",
     "AUTH_ISSUER",
     "AUTH_AUDIENCE",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SSL_CAFILE",
+    "METRICS_TENANTS",
 )
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
 
 
 class ServiceSettings(BaseSettings):
@@ -30,15 +37,35 @@ class ServiceSettings(BaseSettings):
     )
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     kafka_client_id: str | None = None
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signed the brokers' certificates (SSL)."
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "INFO"
+    http_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger request bodies are refused with 413."
+    )
+    metrics_tenants: str = Field(
+        default="*",
+        description=(
+            "Which tenants get their own `tenant` label value: `*` all, empty none, or a"
+            " comma-separated list (the rest are counted as `_other`)."
+        ),
+    )
 
     auth_jwks_file: Path = Field(
         description="JSON Web Key Set with the public keys that sign access tokens (by kid).",
     )
     auth_issuer: str = "itsm"
     auth_audience: str = "itsm-api"
+    auth_jwks_reload_seconds: float = Field(
+        default=5.0, gt=0, description="How often the key set file is checked for rotation."
+    )
     migrate_on_start: bool = True
 
     db_pool_min_size: int = Field(default=2, ge=1)

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from shared.db import tenant_transaction
 from shared.events.binding import to_kafka
 from shared.events.envelope import Envelope, new_envelope
 
@@ -118,3 +120,15 @@ def sample_value(registry: Any, name: str, labels: dict[str, str] | None = None)
     """The value of one sample in a prometheus_client registry (0 when absent)."""
     value = registry.get_sample_value(name, labels or {})
     return float(value or 0.0)
+
+
+async def fetch_as(pool: asyncpg.Pool, tenant: str, query: str, *args: Any) -> list[Any]:
+    """Rows of a query run as the tenant (row-level security shows nothing without one)."""
+    async with tenant_transaction(pool, tenant) as conn:
+        return list(await conn.fetch(query, *args))
+
+
+async def fetchval_as(pool: asyncpg.Pool, tenant: str, query: str, *args: Any) -> Any:
+    """The first value of a query run as the tenant."""
+    async with tenant_transaction(pool, tenant) as conn:
+        return await conn.fetchval(query, *args)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Header
 
-from shared.db import Connection
+from shared.db import Connection, all_tenants_transaction
 from shared.http.problems import PROBLEM_BASE, Problem
 
 IdempotencyKey = Annotated[
@@ -98,7 +98,8 @@ async def remember(
 
 async def purge_expired(pool: asyncpg.Pool, retention: timedelta = DEFAULT_RETENTION) -> int:
     """Forget keys older than the retention period; return how many."""
-    result: str = await pool.execute(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval", retention
-    )
+    async with all_tenants_transaction(pool) as conn:
+        result: str = await conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval", retention
+        )
     return int(result.split()[-1])

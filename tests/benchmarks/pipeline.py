@@ -23,13 +23,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.incident.application.handlers import LogIncident, record_incident
-from shared.db import create_pool
+from shared.db import create_pool, set_tenant
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import Infra, LocalPlatform, ServiceProcess
 from shared.events.binding import to_kafka
 from shared.events.envelope import new_envelope
 from shared.http.context import RequestContext
 from shared.kafka import DEFAULT_PARTITIONS, create_producer
+from tests.support import fetch_as, fetchval_as
 
 RAW_TOPIC = "bench.raw"
 
@@ -70,16 +71,19 @@ async def write_incidents(
     async with pool.acquire() as conn:
         if one_transaction:
             async with conn.transaction():
+                await set_tenant(conn, tenant)
                 for i in range(count):
                     await one(conn, i)
         else:
             for i in range(count):
                 async with conn.transaction():
+                    await set_tenant(conn, tenant)
                     await one(conn, i)
 
 
 async def ledger_count(reporting: asyncpg.Pool, tenant: str) -> int:
-    return int(await reporting.fetchval("SELECT count(*) FROM ledger WHERE tenant_id = $1", tenant))
+    query = "SELECT count(*) FROM ledger WHERE tenant_id = $1"
+    return int(await fetchval_as(reporting, tenant, query, tenant))
 
 
 async def wait_for_ledger(reporting: asyncpg.Pool, tenant: str, count: int, timeout: float) -> None:
@@ -98,8 +102,8 @@ async def pipeline_burst(incident: asyncpg.Pool, reporting: asyncpg.Pool, n: int
     await write_incidents(incident, tenant, n, one_transaction=True)
     committed = await incident.fetchval("SELECT clock_timestamp()")
     await wait_for_ledger(reporting, tenant, n, timeout=600)
-    last = await reporting.fetchval(
-        "SELECT max(recorded_at) FROM ledger WHERE tenant_id = $1", tenant
+    last = await fetchval_as(
+        reporting, tenant, "SELECT max(recorded_at) FROM ledger WHERE tenant_id = $1", tenant
     )
     return n / (last - committed).total_seconds()
 
@@ -119,6 +123,7 @@ async def pipeline_latency(
         async with incident.acquire() as conn:
             for i in range(per_writer):
                 async with conn.transaction():
+                    await set_tenant(conn, tenant)
                     await record_incident(conn, LogIncident(f"steady {k}-{i}", "", 3, 3), context)
                 delay = start + (i + 1) * interval - time.monotonic()
                 if delay > 0:
@@ -126,7 +131,9 @@ async def pipeline_latency(
 
     await asyncio.gather(*(writer(k) for k in range(writers)))
     await wait_for_ledger(reporting, tenant, per_writer * writers, timeout=300)
-    rows = await reporting.fetch(
+    rows = await fetch_as(
+        reporting,
+        tenant,
         "SELECT extract(epoch FROM recorded_at - time) * 1000 AS ms FROM ledger"
         " WHERE tenant_id = $1",
         tenant,

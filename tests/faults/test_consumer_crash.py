@@ -7,7 +7,7 @@ import sys
 from aiokafka import AIOKafkaProducer
 
 from shared.devstack.kafka import REPO_ROOT
-from tests.support import eventually, incident_event, sample_value, send_event
+from tests.support import eventually, fetchval_as, incident_event, sample_value, send_event
 
 
 async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_event_twice(
@@ -38,7 +38,7 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
     assert process.returncode == 137, output.decode()[-3000:]
 
     count = "SELECT count(*) FROM ledger WHERE event_id = $1"
-    assert await pools["reporting"].fetchval(count, event.id) == 1
+    assert await fetchval_as(pools["reporting"], event.tenantid, count, event.id) == 1
 
     # The offset was never committed: a restarted consumer receives the event again ...
     reporting = await start_runtime("reporting")
@@ -50,4 +50,4 @@ async def test_a_consumer_killed_after_its_database_commit_does_not_apply_the_ev
 
     await eventually(duplicates, lambda n: n >= 1, timeout=60)
     # ... and its inbox drops it: still one ledger row.
-    assert await pools["reporting"].fetchval(count, event.id) == 1
+    assert await fetchval_as(pools["reporting"], event.tenantid, count, event.id) == 1

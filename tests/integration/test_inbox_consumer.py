@@ -8,6 +8,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 from prometheus_client import CollectorRegistry
 
 from shared import outbox
+from shared.db import tenant_transaction
 from shared.events.binding import to_kafka
 from shared.events.catalogue import INCIDENT_EVENTS, IncidentCreatedV1
 from shared.kafka import DEAD_LETTER_TOPIC, create_producer
@@ -16,6 +17,8 @@ from shared.outbox import OutboxRelay
 from tests.support import (
     end_offsets,
     eventually,
+    fetch_as,
+    fetchval_as,
     header,
     incident_event,
     read_topic,
@@ -37,7 +40,9 @@ async def raw_producer(infra):
 
 
 async def ledger_rows(pools, tenant, subject=None):
-    return await pools["reporting"].fetch(
+    return await fetch_as(
+        pools["reporting"],
+        tenant,
         "SELECT event_id, type, subject, sequence FROM ledger"
         " WHERE tenant_id = $1 AND ($2::text IS NULL OR subject = $2) ORDER BY position",
         tenant,
@@ -61,7 +66,7 @@ async def test_relay_killed_after_publish_republishes_and_the_inbox_drops_the_du
 ):
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subject = str(uuid.uuid4())
-    async with pools["incident"].acquire() as conn, conn.transaction():
+    async with tenant_transaction(pools["incident"], tenant) as conn:
         envelope = await outbox.append(
             conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="t"
         )
@@ -79,8 +84,11 @@ async def test_relay_killed_after_publish_republishes_and_the_inbox_drops_the_du
             await crashing.publish_batch()
         # The row survived the crash, so a restarted relay publishes it again.
         assert (
-            await pools["incident"].fetchval(
-                "SELECT count(*) FROM outbox WHERE event_id = $1", envelope.id
+            await fetchval_as(
+                pools["incident"],
+                tenant,
+                "SELECT count(*) FROM outbox WHERE event_id = $1",
+                envelope.id,
             )
             == 1
         )
@@ -158,7 +166,7 @@ async def test_the_official_cloudevents_sdk_reads_our_messages_off_the_topic(
 ):
     start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
     subject = str(uuid.uuid4())
-    async with pools["incident"].acquire() as conn, conn.transaction():
+    async with tenant_transaction(pools["incident"], tenant) as conn:
         envelope = await outbox.append(
             conn,
             PAYLOAD,
@@ -250,8 +258,8 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
 
     fine, poison, also_fine = (e for e, _ in batch)
     assert committed == [fine.id, also_fine.id]
-    inboxed = await pools["reporting"].fetch(
-        "SELECT event_id FROM inbox WHERE consumer = $1", consumer.name
+    inboxed = await fetch_as(
+        pools["reporting"], tenant, "SELECT event_id FROM inbox WHERE consumer = $1", consumer.name
     )
     assert {r["event_id"] for r in inboxed} == {fine.id, also_fine.id}
     dead = [

@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.support import sample_value
+from tests.support import fetchval_as, sample_value
 
 
 @pytest.fixture
@@ -42,8 +42,11 @@ async def test_creating_an_incident_writes_its_event_in_the_same_transaction(
 ):
     created = (await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))).json()
     # Either still in the outbox or already published; in both cases exactly one event exists.
-    pending = await pools["incident"].fetchval(
-        "SELECT count(*) FROM outbox WHERE message_key = $1", created["id"]
+    pending = await fetchval_as(
+        pools["incident"],
+        tenant,
+        "SELECT count(*) FROM outbox WHERE message_key = $1",
+        created["id"],
     )
     published = sample_value(
         api.runtime.registry, "itsm_outbox_published_total", {"topic": "itsm.incident.events"}
@@ -60,8 +63,8 @@ async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_in
     assert first.status_code == second.status_code == 201
     assert second.json() == first.json()
     assert second.headers["idempotent-replayed"] == "true"
-    count = await pools["incident"].fetchval(
-        "SELECT count(*) FROM incidents WHERE tenant_id = $1", tenant
+    count = await fetchval_as(
+        pools["incident"], tenant, "SELECT count(*) FROM incidents WHERE tenant_id = $1", tenant
     )
     assert count == 1
 
@@ -84,8 +87,8 @@ async def test_invalid_input_is_a_problem_naming_the_field_and_stores_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in response.json()["errors"]] == ["urgency"]
     assert (
-        await pools["incident"].fetchval(
-            "SELECT count(*) FROM incidents WHERE tenant_id = $1", tenant
+        await fetchval_as(
+            pools["incident"], tenant, "SELECT count(*) FROM incidents WHERE tenant_id = $1", tenant
         )
         == 0
     )

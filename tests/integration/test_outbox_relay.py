@@ -7,12 +7,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared import outbox
+from shared.db import tenant_transaction
 from shared.events.binding import from_kafka
 from shared.events.catalogue import INCIDENT_EVENTS, IncidentCreatedV1
 from shared.kafka import create_producer
 from shared.metrics import PlatformMetrics
 from shared.outbox import OutboxRelay
-from tests.support import end_offsets, read_topic
+from tests.support import end_offsets, fetch_as, fetchval_as, read_topic
 
 PAYLOAD = IncidentCreatedV1(
     title="Disk full", description="", impact=2, urgency=2, priority=3, state="new"
@@ -49,7 +50,7 @@ async def write_events(pool, tenant, subjects, per_subject):
     ids = []
     for seq in range(1, per_subject + 1):
         for subject in subjects:
-            async with pool.acquire() as conn, conn.transaction():
+            async with tenant_transaction(pool, tenant) as conn:
                 envelope = await outbox.append(
                     conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=seq, actor="test"
                 )
@@ -86,7 +87,7 @@ async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(
 
     aborted = []
     with pytest.raises(Abort):
-        async with pools["incident"].acquire() as conn, conn.transaction():
+        async with tenant_transaction(pools["incident"], tenant) as conn:
             for seq in range(1, 6):
                 envelope = await outbox.append(
                     conn,
@@ -139,8 +140,11 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
 
     broken = relay_for(pools, BrokenProducer(), max_backoff=0.01)
     assert await broken.publish_batch() == 0
-    row = await pools["incident"].fetchrow(
-        "SELECT attempts, last_error FROM outbox WHERE event_id = $1", event_id
+    [row] = await fetch_as(
+        pools["incident"],
+        tenant,
+        "SELECT attempts, last_error FROM outbox WHERE event_id = $1",
+        event_id,
     )
     assert row["attempts"] == 1
     assert "broker unreachable" in row["last_error"]
@@ -150,8 +154,8 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
     records = await published(infra, start, tenant, 1, settle=0.0)
     assert [from_kafka(r.value, r.headers).id for r in records] == [event_id]
     assert (
-        await pools["incident"].fetchval(
-            "SELECT count(*) FROM outbox WHERE event_id = $1", event_id
+        await fetchval_as(
+            pools["incident"], tenant, "SELECT count(*) FROM outbox WHERE event_id = $1", event_id
         )
         == 0
     )
@@ -184,7 +188,7 @@ async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggre
     [first] = await write_events(pools["incident"], tenant, [subject], per_subject=1)
 
     assert await relay_for(pools, BrokenProducer(), max_backoff=3600).publish_batch() == 0
-    async with pools["incident"].acquire() as conn, conn.transaction():
+    async with tenant_transaction(pools["incident"], tenant) as conn:
         second = await outbox.append(
             conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=2, actor="t"
         )
@@ -195,8 +199,11 @@ async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggre
     await drain(relay_for(pools, producer))
     records = await published(infra, start, tenant, 1)
     assert [from_kafka(r.value, r.headers).id for r in records] == [unrelated.id]
-    waiting = await pools["incident"].fetch(
-        "SELECT event_id FROM outbox WHERE message_key = $1 ORDER BY position", subject
+    waiting = await fetch_as(
+        pools["incident"],
+        tenant,
+        "SELECT event_id FROM outbox WHERE message_key = $1 ORDER BY position",
+        subject,
     )
     assert [r["event_id"] for r in waiting] == [first, second.id]
-    await pools["incident"].execute("DELETE FROM outbox WHERE message_key = $1", subject)
+    await fetch_as(pools["incident"], tenant, "DELETE FROM outbox WHERE message_key = $1", subject)

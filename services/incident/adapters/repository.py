@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
-
 from services.incident.domain.incident import Incident
 from shared.db import Connection
 
@@ -33,9 +31,7 @@ async def insert(conn: Connection, incident: Incident) -> None:
     )
 
 
-async def get(
-    conn: Connection | asyncpg.Pool, tenant_id: str, incident_id: uuid.UUID
-) -> Incident | None:
+async def get(conn: Connection, tenant_id: str, incident_id: uuid.UUID) -> Incident | None:
     """The tenant's incident with this id, or None."""
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM incidents WHERE tenant_id = $1 AND id = $2",  # noqa: S608 - constant column list

@@ -11,7 +11,7 @@ import asyncpg
 from services.incident.adapters import repository
 from services.incident.domain.incident import Incident, log_incident
 from shared import outbox
-from shared.db import Connection
+from shared.db import Connection, tenant_transaction
 from shared.http import idempotency
 from shared.http.context import RequestContext
 
@@ -76,7 +76,7 @@ async def log_new_incident(
 ) -> Created:
     """Store the incident and its created event atomically; honour an idempotency key."""
     fingerprint = idempotency.request_fingerprint("POST", "/incidents", asdict(command))
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, context.tenant_id) as conn:
         earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
         if earlier is not None:
             return Created(earlier.body, replayed=True)

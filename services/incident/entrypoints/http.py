@@ -16,6 +16,7 @@ from services.incident.application.handlers import (
     incident_view,
     log_new_incident,
 )
+from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.problems import not_found
@@ -75,7 +76,8 @@ async def read_incident(
     context: Annotated[RequestContext, authorize("incident:read")],
     runtime: Runtime,
 ) -> dict[str, object]:
-    incident = await repository.get(runtime.pool, context.tenant_id, incident_id)
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        incident = await repository.get(conn, context.tenant_id, incident_id)
     if incident is None:
         raise not_found("incident", str(incident_id))
     return incident_view(incident)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
-
 from shared.db import Connection
 from shared.inbox import ReceivedEvent
 
@@ -73,7 +71,7 @@ async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None
 
 
 async def page(
-    conn: Connection | asyncpg.Pool,
+    conn: Connection,
     tenant_id: str,
     *,
     subject: str | None,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from services.reporting.adapters import ledger
+from shared.db import tenant_transaction
 from shared.events.envelope import TYPE_PATTERN
 from shared.http.context import RequestContext, authorize
 from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, decode_cursor, page_of
@@ -48,12 +49,13 @@ async def read_ledger(
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> Page[dict[str, Any]]:
     after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
-    rows = await ledger.page(
-        runtime.pool,
-        context.tenant_id,
-        subject=subject,
-        event_type=type,
-        after=after,
-        limit=limit + 1,
-    )
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        rows = await ledger.page(
+            conn,
+            context.tenant_id,
+            subject=subject,
+            event_type=type,
+            after=after,
+            limit=limit + 1,
+        )
     return page_of(rows, limit, key=lambda r: [r["position"]])

@@ -1,0 +1,150 @@
+"""Row-level security: a query that forgets its tenant filter sees one tenant, or nothing."""
+
+import uuid
+
+import asyncpg
+import pytest
+
+from services.incident.application.handlers import LogIncident, record_incident
+from shared import outbox
+from shared.db import all_tenants_transaction, set_tenant, tenant_transaction
+from shared.events.catalogue import IncidentCreatedV1
+from shared.http.context import RequestContext
+
+PAYLOAD = IncidentCreatedV1(title="t", description="", impact=3, urgency=3, priority=5, state="new")
+
+
+async def log(pool, tenant, title="Mail down"):
+    context = RequestContext(tenant, "tester", str(uuid.uuid4()))
+    async with tenant_transaction(pool, tenant) as conn:
+        return await record_incident(conn, LogIncident(title, "", 2, 2), context)
+
+
+@pytest.fixture
+def two_tenants():
+    return f"t-{uuid.uuid4().hex[:12]}", f"t-{uuid.uuid4().hex[:12]}"
+
+
+async def test_a_query_without_a_tenant_filter_returns_only_the_transactions_tenant(
+    pools, two_tenants
+):
+    a, b = two_tenants
+    mine = await log(pools["incident"], a)
+    await log(pools["incident"], b)
+    async with tenant_transaction(pools["incident"], a) as conn:
+        rows = await conn.fetch("SELECT id, tenant_id FROM incidents")  # no WHERE on purpose
+        outbox_rows = await conn.fetch("SELECT tenant_id FROM outbox")
+    assert {r["tenant_id"] for r in rows} == {a}
+    assert mine.id in {r["id"] for r in rows}
+    assert {r["tenant_id"] for r in outbox_rows} <= {a}
+
+
+async def test_a_query_with_no_tenant_set_returns_nothing(pools, two_tenants):
+    a, _ = two_tenants
+    await log(pools["incident"], a)
+    assert await pools["incident"].fetchval("SELECT count(*) FROM incidents") == 0
+    assert await pools["incident"].fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+async def test_filtering_by_another_tenant_inside_a_tenants_transaction_returns_nothing(
+    pools, two_tenants
+):
+    a, b = two_tenants
+    theirs = await log(pools["incident"], b)
+    async with tenant_transaction(pools["incident"], a) as conn:
+        found = await conn.fetchval(
+            "SELECT count(*) FROM incidents WHERE tenant_id = $1 AND id = $2", b, theirs.id
+        )
+    assert found == 0
+
+
+async def test_writing_a_row_for_another_tenant_is_refused_by_the_database(pools, two_tenants):
+    a, b = two_tenants
+    context = RequestContext(b, "intruder", "c")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with tenant_transaction(pools["incident"], a) as conn:
+            await record_incident(conn, LogIncident("Forged", "", 1, 1), context)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with tenant_transaction(pools["incident"], a) as conn:
+            await outbox.append(conn, PAYLOAD, subject="s", tenant_id=b, sequence=1, actor="x")
+
+
+async def test_updating_or_deleting_another_tenants_rows_touches_nothing(pools, two_tenants):
+    a, b = two_tenants
+    theirs = await log(pools["incident"], b, title="Theirs")
+    async with tenant_transaction(pools["incident"], a) as conn:
+        updated = await conn.execute("UPDATE incidents SET title = 'hijacked'")
+        deleted = await conn.execute("DELETE FROM incidents WHERE id = $1", theirs.id)
+    assert (updated, deleted) == ("UPDATE 0", "DELETE 0")
+    async with tenant_transaction(pools["incident"], b) as conn:
+        assert await conn.fetchval("SELECT title FROM incidents WHERE id = $1", theirs.id) == (
+            "Theirs"
+        )
+
+
+async def test_the_all_tenants_setting_opens_platform_tables_but_never_domain_tables(
+    pools, two_tenants
+):
+    a, b = two_tenants
+    await log(pools["incident"], a)
+    await log(pools["incident"], b)
+    async with all_tenants_transaction(pools["incident"]) as conn:
+        domain = await conn.fetchval(
+            "SELECT count(*) FROM incidents WHERE tenant_id = ANY($1)", [a, b]
+        )
+        platform = await conn.fetch(
+            "SELECT DISTINCT tenant_id FROM outbox WHERE tenant_id = ANY($1)", [a, b]
+        )
+    assert domain == 0
+    # The relay may already have published (and deleted) some rows; it sees every tenant's.
+    assert {r["tenant_id"] for r in platform} <= {a, b}
+
+
+async def test_the_reporting_ledger_is_isolated_the_same_way(pools, two_tenants):
+    a, b = two_tenants
+    async with pools["reporting"].acquire() as conn, conn.transaction():
+        for tenant in (a, b):
+            await set_tenant(conn, tenant)
+            await conn.execute(
+                "INSERT INTO ledger (tenant_id, event_id, type, source, subject, sequence, time,"
+                " correlation_id, actor, data, topic, partition, kafka_offset)"
+                " VALUES ($1, $2, 'itsm.test.v1', 'itsm/test', 's', 1, now(), 'c', 'x', '{}',"
+                " 'itsm.test', 0, 0)",
+                tenant,
+                uuid.uuid4(),
+            )
+    async with tenant_transaction(pools["reporting"], a) as conn:
+        seen = await conn.fetch("SELECT tenant_id FROM ledger")
+    assert {r["tenant_id"] for r in seen} == {a}
+    assert await pools["reporting"].fetchval("SELECT count(*) FROM ledger") == 0
+
+
+async def test_every_table_that_holds_a_tenant_column_forces_row_level_security(pools):
+    for name, pool in pools.items():
+        rows = await pool.fetch(
+            """
+            SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                   (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+            FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+              AND EXISTS (SELECT 1 FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                            AND NOT a.attisdropped)
+            """,
+            name,
+        )
+        for row in rows:
+            assert row["relrowsecurity"] and row["relforcerowsecurity"], (name, row["relname"])
+            assert row["policies"] >= 1, (name, row["relname"])
+        tenantless = await pool.fetch(
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'
+              AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
+                                AND NOT a.attisdropped)
+            """,
+            name,
+        )
+        assert [r["relname"] for r in tenantless] == [], f"{name}: every table carries its tenant"
