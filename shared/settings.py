@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Variables that configure the whole installation; a service-prefixed variable wins over them.
@@ -30,7 +30,8 @@ class ServiceSettings(BaseSettings):
     """Settings shared by every service; subclasses set the prefix and the service name."""
 
     service_name: ClassVar[str] = "service"
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # Validation errors never echo the input: it may hold passwords.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     database_url: SecretStr = Field(
         description="PostgreSQL DSN for this service's own login role.",
@@ -77,6 +78,14 @@ class ServiceSettings(BaseSettings):
     outbox_metrics_interval_seconds: float = Field(default=5.0, gt=0)
 
     consumer_max_records: int = Field(default=1000, ge=1, le=10_000)
+
+    @field_validator(
+        "kafka_ssl_cafile", "kafka_sasl_username", "kafka_sasl_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set."""
+        return None if value == "" else value
 
     @model_validator(mode="before")
     @classmethod

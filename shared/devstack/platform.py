@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import IO
 
 from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
-from shared.devstack.kafka import REPO_ROOT, LocalKafka
+from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, security_options
 from shared.provision import DEFAULT_DATABASE, SERVICES, dsn_for, provision
 
 DEFAULT_HTTP_PORTS = {"incident": 8001, "change": 8002, "config": 8003, "reporting": 8004}
@@ -34,15 +34,27 @@ class Infra:
     admin_dsn: str
     service_dsns: dict[str, str]
     keys: LocalKeys
+    # Each service's SCRAM (user, password) when the broker requires SASL; empty for PLAINTEXT.
+    kafka_users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     def service_env(
         self, service: str, http_port: int, extra: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """Environment variables that configure one service process."""
         prefix = service.upper()
+        kafka_auth: dict[str, str] = {}
+        if service in self.kafka_users:
+            user, password = self.kafka_users[service]
+            kafka_auth = {
+                f"{prefix}_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                f"{prefix}_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+                f"{prefix}_KAFKA_SASL_USERNAME": user,
+                f"{prefix}_KAFKA_SASL_PASSWORD": password,
+            }
         return {
             f"{prefix}_DATABASE_URL": self.service_dsns[service],
             f"{prefix}_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            **kafka_auth,
             f"{prefix}_HTTP_PORT": str(http_port),
             f"{prefix}_AUTH_JWKS_FILE": str(self.keys.jwks_file),
             f"{prefix}_AUTH_ISSUER": DEFAULT_ISSUER,
@@ -80,7 +92,11 @@ class ServiceProcess:
 
 
 class LocalPlatform:
-    """Starts what is not configured from outside: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL win."""
+    """Starts what is not configured from outside: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL win.
+
+    With kafka_scram, the broker it starts requires SASL/SCRAM-SHA-512: a user `itsm-admin`
+    (topics) and one `itsm-<service>` per service, handed to each service by service_env().
+    """
 
     def __init__(
         self,
@@ -90,6 +106,7 @@ class LocalPlatform:
         kafka_controller_port: int = 19093,
         postgres_port: int = 55432,
         environ: Mapping[str, str] | None = None,
+        kafka_scram: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.environ = dict(os.environ if environ is None else environ)
@@ -97,7 +114,11 @@ class LocalPlatform:
         self.postgres: LocalPostgres | None = None
         if not self.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             self.kafka = LocalKafka(
-                self.state_dir / "kafka", port=kafka_port, controller_port=kafka_controller_port
+                self.state_dir / "kafka",
+                port=kafka_port,
+                controller_port=kafka_controller_port,
+                # The first user is the admin: the broker's own inter-broker login.
+                scram_users=self._kafka_users() if kafka_scram else None,
             )
         if not self.environ.get("DATABASE_URL"):
             self.postgres = LocalPostgres(self.state_dir / "postgres", port=postgres_port)
@@ -114,6 +135,17 @@ class LocalPlatform:
         path.chmod(0o600)
         return stored
 
+    def _kafka_users(self) -> dict[str, str]:
+        """SCRAM users and passwords, kept with the broker's state (it is formatted with them)."""
+        path = self.state_dir / "kafka-users.json"
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        for user in ("itsm-admin", *(f"itsm-{service}" for service in SERVICES)):
+            stored.setdefault(user, secrets.token_urlsafe(18))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=2))
+        path.chmod(0o600)
+        return stored
+
     def start_infra(self) -> Infra:
         """Start Kafka and PostgreSQL as needed, provision roles and schemas, create topics."""
         if self.postgres is not None:
@@ -121,20 +153,31 @@ class LocalPlatform:
             admin_dsn = self.postgres.admin_dsn
         else:
             admin_dsn = self.environ["DATABASE_URL"]
+        kafka_users: dict[str, tuple[str, str]] = {}
+        admin_security = None
         if self.kafka is not None:
             self.kafka.start()
             bootstrap = self.kafka.bootstrap_servers
+            users = self.kafka.scram_users
+            if users:
+                kafka_users = {s: (f"itsm-{s}", users[f"itsm-{s}"]) for s in SERVICES}
+                admin_security = security_options(
+                    self.kafka.security_protocol,
+                    username="itsm-admin",
+                    password=users["itsm-admin"],
+                )
         else:
             bootstrap = self.environ["KAFKA_BOOTSTRAP_SERVERS"]
         keys = LocalKeys(self.state_dir / "auth")
         keys.issuer()  # makes the signing key and the JWKS on first use
         passwords = self._passwords()
         asyncio.run(provision(admin_dsn, passwords))
-        asyncio.run(ensure_topics(bootstrap))
+        asyncio.run(ensure_topics(bootstrap, security=admin_security))
         return Infra(
             bootstrap_servers=bootstrap,
             admin_dsn=admin_dsn,
             keys=keys,
+            kafka_users=kafka_users,
             service_dsns={
                 s: dsn_for(admin_dsn, user=s, password=passwords[s], database=DEFAULT_DATABASE)
                 for s in SERVICES

@@ -55,3 +55,23 @@ def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("INCIDENT_HTTP_PORT", "not-a-port")
     with pytest.raises(ValidationError, match="http_port"):
         IncidentSettings()
+
+
+def test_the_tenant_metric_label_is_bounded_by_configuration():
+    from shared.metrics import TenantLabel
+
+    assert TenantLabel("*")("acme") == "acme"
+    assert TenantLabel("")("acme") == "_all"
+    watched = TenantLabel("acme, globex")
+    assert (watched("acme"), watched("globex"), watched("initech")) == ("acme", "globex", "_other")
+    assert TenantLabel("*")(None) == "_none"
+
+
+def test_empty_kafka_security_variables_mean_unset(monkeypatch):
+    from services.incident.settings import IncidentSettings
+
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", "")
+    monkeypatch.setenv("INCIDENT_KAFKA_SASL_USERNAME", "")
+    settings = IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    assert settings.kafka_ssl_cafile is None
+    assert settings.kafka_sasl_username is None
