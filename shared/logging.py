@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -22,6 +23,41 @@ _STANDARD_ATTRS = frozenset(
 )
 
 
+# Secrets that must never reach a log line, wherever they hide: a message, an extra field, an
+# exception (pydantic echoes raw input, DSNs carry passwords, headers carry bearer tokens).
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1[redacted]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted]"),
+    (re.compile(r"(://[^/\s:@'\"]*:)[^@\s/'\"]+@"), r"\1[redacted]@"),
+    (
+        re.compile(r"(?i)(password|passwd|secret|token)(['\"]?\s*[:=]\s*['\"]?)[^'\"\s,;&})]+"),
+        r"\1\2[redacted]",
+    ),
+)
+_SECRET_KEY = re.compile(r"(?i)^(.*_)?(password|passwd|secret|token|authorization)$")
+
+
+def redact(text: str) -> str:
+    """The text with bearer tokens, JWTs, URL passwords and `password=...` values masked."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {
+            k: "[redacted]" if _SECRET_KEY.match(str(k)) else _redacted(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v) for v in value]
+    return redact(str(value))
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object per line."""
 
@@ -30,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render the record, its extra fields and any exception as JSON."""
+        """Render the record, its extra fields and any exception as JSON, secrets masked."""
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -46,7 +82,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(entry, default=str)
+        return json.dumps(_redacted(entry), default=str)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

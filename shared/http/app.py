@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.params import Form
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
+from shared.http.limits import BodySizeLimitMiddleware
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
@@ -58,7 +62,8 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope["method"]
-            self.metrics.http_requests.labels(method, template, str(status)).inc()
+            tenant = self.metrics.tenant(scope.get("state", {}).get("tenant_id"))
+            self.metrics.http_requests.labels(method, template, str(status), tenant).inc()
             self.metrics.http_duration.labels(method, template).observe(
                 time.perf_counter() - started
             )
@@ -108,10 +113,18 @@ def create_app(
     app = FastAPI(lifespan=lifespan, **fastapi_args)
     app.state.runtime = runtime
     install_problem_handlers(app)
+    operations = operations_router(runtime)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=lambda: runtime.settings.http_max_body_bytes,
+        routes=[route for router in (operations, *routers) for route in router.routes],
+    )
+    # Added last, so it runs first: the body limit's 413s are counted and carry the correlation id.
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
-    app.include_router(operations_router(runtime))
+    app.include_router(operations)
     for router in routers:
         _refuse_unguarded_routes(router)
+        _refuse_open_bodies(router)
         app.include_router(router)
     return app
 
@@ -124,3 +137,48 @@ def _refuse_unguarded_routes(router: APIRouter) -> None:
             raise RuntimeError(f"{route!r}: service routers may hold API routes only")
         if not any(hasattr(d.call, "permission") for d in route.dependant.dependencies):
             raise RuntimeError(f"{route.path} declares no authorize(permission) dependency")
+
+
+def _refuse_open_bodies(router: APIRouter) -> None:
+    """Fail at start-up if a route's JSON body would accept unknown fields without a 422."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        # Form and file fields are not JSON objects; everything else is the JSON body.
+        fields = [f for f in route.dependant.body_params if not isinstance(f.field_info, Form)]
+        if not fields:
+            continue
+        where = f"{','.join(sorted(route.methods or ()))} {route.path}"
+        # FastAPI wraps several (or embedded) body parameters in a model that ignores extras.
+        if len({f.name for f in fields}) > 1 or getattr(fields[0].field_info, "embed", False):
+            raise RuntimeError(f"{where}: take the body as one pydantic model, not several fields")
+        annotation = fields[0].field_info.annotation
+        if _free_form(annotation):
+            raise RuntimeError(f"{where}: the body must be a pydantic model, not a mapping")
+        open_models = _open_models(annotation, set())
+        if open_models:
+            raise RuntimeError(
+                f"{where}: body models must set extra='forbid': {', '.join(open_models)}"
+            )
+
+
+def _free_form(annotation: Any) -> bool:
+    """Whether a body annotation is a mapping or Any (directly, optionally or in a union)."""
+    origin = get_origin(annotation)
+    if origin in (Annotated, Union, UnionType):
+        return any(_free_form(arg) for arg in get_args(annotation))
+    origin = origin or annotation
+    return annotation is Any or (isinstance(origin, type) and issubclass(origin, Mapping))
+
+
+def _open_models(annotation: Any, seen: set[type[BaseModel]]) -> list[str]:
+    """Names of the models reachable from an annotation that do not forbid unknown fields."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return []
+        seen.add(annotation)
+        found = [] if annotation.model_config.get("extra") == "forbid" else [annotation.__name__]
+        for field in annotation.model_fields.values():
+            found += _open_models(field.annotation, seen)
+        return found
+    return [name for arg in get_args(annotation) for name in _open_models(arg, seen)]

@@ -38,13 +38,18 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
     if not isinstance(key, list) or len(key) != arity:
-        raise Problem(
-            422,
-            "Request validation failed",
-            "invalid: cursor",
-            errors=[{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}],
-        )
+        raise invalid_cursor()
     return key
+
+
+def invalid_cursor() -> Problem:
+    """The 422 for a cursor this API did not make (or whose key no longer parses)."""
+    return Problem(
+        422,
+        "Request validation failed",
+        "invalid: cursor",
+        errors=[{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}],
+    )
 
 
 PageSize = Annotated[

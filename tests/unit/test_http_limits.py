@@ -1,0 +1,304 @@
+"""API limits (OWASP API4/API3): body size, page size, list filters, unknown fields on writes."""
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Body
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict
+
+from services.reporting.entrypoints.http import router as ledger_router
+from shared.auth.revocations import RevocationList
+from shared.auth.tokens import TokenIssuer, TokenVerifier, new_signing_key
+from shared.http.app import create_app
+from shared.http.context import authorize
+from shared.http.pagination import MAX_PAGE_SIZE
+from shared.metrics import PlatformMetrics
+
+LIMIT = 2048
+ISSUER = TokenIssuer(new_signing_key(), kid="unit", issuer="itsm", audience="itsm-api")
+
+
+@dataclass
+class FakeRuntime:
+    """What the HTTP layer uses of a runtime; never started, so no database is touched."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    settings: Any = field(default_factory=lambda: SimpleNamespace(http_max_body_bytes=LIMIT))
+    verifier: TokenVerifier = field(
+        default_factory=lambda: TokenVerifier(
+            {"keys": [ISSUER.jwk()]}, issuer="itsm", audience="itsm-api"
+        )
+    )
+    revocations: RevocationList = field(default_factory=RevocationList)
+
+    def __post_init__(self) -> None:
+        self.metrics = PlatformMetrics(self.registry)
+
+
+class Thing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str
+
+
+def things_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/things", dependencies=[authorize("incident:create")])
+    async def create(body: Thing) -> dict[str, str]:
+        return {"title": body.title}
+
+    return router
+
+
+def bearer(*roles: str) -> dict[str, str]:
+    token = ISSUER.mint(subject="unit", tenants=["acme"], roles=list(roles), ttl_seconds=60)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def client():
+    runtime = FakeRuntime()
+    app = create_app(runtime, [things_router(), ledger_router])  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as c:
+        c.runtime = runtime  # type: ignore[attr-defined]
+        yield c
+
+
+def json_of_size(size: int) -> bytes:
+    """A JSON body of exactly `size` bytes."""
+    skeleton = b'{"title": ""}'
+    return skeleton[:-2] + b"x" * (size - len(skeleton)) + skeleton[-2:]
+
+
+def requests_counted(registry: CollectorRegistry, **labels: str) -> float:
+    """`itsm_http_requests_total` summed over the series whose labels include these."""
+    return sum(
+        sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "itsm_http_requests_total" and labels.items() <= sample.labels.items()
+    )
+
+
+def assert_too_large(response: httpx.Response) -> None:
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "urn:itsm:problem:body-too-large"
+    assert problem["title"] == "Content Too Large"
+    assert str(LIMIT) in problem["detail"]
+    assert problem["max_body_bytes"] == LIMIT
+    assert [(e["in"], e["field"]) for e in problem["errors"]] == [("body", "body")]
+
+
+# --- body size ----------------------------------------------------------------------------------
+
+
+async def test_a_declared_body_over_the_limit_is_413_problem_naming_the_limit(client):
+    response = await client.post(
+        "/things",
+        content=json_of_size(LIMIT + 1),
+        headers={**bearer("agent"), "Content-Type": "application/json"},
+    )
+    assert_too_large(response)
+    assert response.headers["connection"] == "close"
+
+
+async def test_a_body_of_exactly_the_limit_is_accepted(client):
+    body = json_of_size(LIMIT)
+    response = await client.post(
+        "/things", content=body, headers={**bearer("agent"), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert response.json()["title"] == "x" * (LIMIT - len(b'{"title": ""}'))
+
+
+async def test_a_chunked_body_growing_past_the_limit_is_413(client):
+    async def chunks():
+        yield b'{"title": "'
+        for _ in range(10):
+            yield b"x" * 512
+        yield b'"}'
+
+    response = await client.post(
+        "/things", content=chunks(), headers={**bearer("agent"), "Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_too_large(response)
+
+
+async def test_the_413_is_counted_and_carries_the_correlation_id(client):
+    declared = await client.post(
+        "/things",
+        content=json_of_size(LIMIT + 1),
+        headers={"X-Correlation-Id": "big-1", "Content-Type": "application/json"},
+    )
+
+    async def chunks():
+        yield json_of_size(LIMIT + 1)
+
+    streamed = await client.post(
+        "/things",
+        content=chunks(),
+        headers={"X-Correlation-Id": "big-2", "Content-Type": "application/json"},
+    )
+    assert declared.headers["x-correlation-id"] == "big-1"
+    assert streamed.headers["x-correlation-id"] == "big-2"
+    assert (
+        requests_counted(client.runtime.registry, method="POST", route="/things", status="413") == 2
+    )
+
+
+async def test_reading_stops_at_the_limit():
+    """An endless body: the app must answer after reading just past the limit, not hang."""
+    app = create_app(FakeRuntime(), [things_router()])  # type: ignore[arg-type]
+    chunk = b"x" * 1000
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def endless_body() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/things",
+        "raw_path": b"/things",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"unit"), (b"content-type", b"application/json")],
+        "server": ("unit", 80),
+        "client": ("127.0.0.1", 1234),
+        "state": {},
+    }
+    await app(scope, endless_body, send)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 413
+    assert LIMIT < pulled <= LIMIT + len(chunk)
+
+
+async def test_requests_without_a_body_are_unaffected(client):
+    assert (await client.get("/health/live")).status_code == 200
+
+
+# --- page sizes and list filters ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"limit": MAX_PAGE_SIZE + 1}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "many"}, "limit"),
+        ({"type": "not a type"}, "type"),
+        ({"type": "itsm.incident.created"}, "type"),
+        ({"subject": "s" * 201}, "subject"),
+        ({"subject": ""}, "subject"),
+        ({"cursor": "!!!"}, "cursor"),
+        ({"cursor": "A" * 501}, "cursor"),
+    ],
+    ids=[
+        "limit-over-cap",
+        "limit-zero",
+        "limit-not-a-number",
+        "type-free-text",
+        "type-without-version",
+        "subject-too-long",
+        "subject-empty",
+        "cursor-not-ours",
+        "cursor-too-long",
+    ],
+)
+async def test_list_filters_and_page_sizes_are_validated_naming_the_field(client, query, field):
+    response = await client.get("/ledger", params=query, headers=bearer("auditor"))
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [(e["in"], e["field"]) for e in response.json()["errors"]] == [("query", field)]
+
+
+# --- unknown fields on writes: every body model forbids them ------------------------------------
+
+
+class Open(BaseModel):
+    title: str
+
+
+class Inner(BaseModel):
+    name: str
+
+
+class OuterWithOpenInner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inner: list[Inner] | None = None
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str
+    attributes: dict[str, Any] = {}
+
+
+def router_with(method: str, endpoint: Any) -> APIRouter:
+    router = APIRouter()
+    router.add_api_route(
+        "/writes", endpoint, methods=[method], dependencies=[authorize("incident:create")]
+    )
+    return router
+
+
+def test_a_write_body_model_that_ignores_unknown_fields_refuses_to_start():
+    async def create(body: Open) -> None: ...
+
+    with pytest.raises(
+        RuntimeError, match="POST /writes: body models must set extra='forbid': Open"
+    ):
+        create_app(FakeRuntime(), [router_with("POST", create)])  # type: ignore[arg-type]
+
+
+def test_a_nested_model_that_ignores_unknown_fields_refuses_to_start():
+    async def update(body: OuterWithOpenInner) -> None: ...
+
+    with pytest.raises(RuntimeError, match=r"PATCH /writes: .*forbid.*: Inner"):
+        create_app(FakeRuntime(), [router_with("PATCH", update)])  # type: ignore[arg-type]
+
+
+def test_a_free_form_body_refuses_to_start():
+    async def replace(body: dict[str, Any]) -> None: ...
+
+    with pytest.raises(RuntimeError, match="PUT /writes: the body must be a pydantic model"):
+        create_app(FakeRuntime(), [router_with("PUT", replace)])  # type: ignore[arg-type]
+
+
+def test_a_body_split_into_several_fields_refuses_to_start():
+    """FastAPI wraps several body parameters in a model of its own that ignores extras."""
+
+    async def create(body: Closed, note: str = Body()) -> None: ...
+
+    with pytest.raises(RuntimeError, match="one pydantic model"):
+        create_app(FakeRuntime(), [router_with("POST", create)])  # type: ignore[arg-type]
+
+
+def test_write_bodies_that_forbid_unknown_fields_are_accepted():
+    async def create(body: Closed | None = None) -> None: ...
+
+    assert create_app(FakeRuntime(), [router_with("POST", create)])  # type: ignore[arg-type]
+
+
+def test_every_service_route_passes_the_start_up_guards():
+    from tests.conftest import DEFINITIONS
+
+    for definition in DEFINITIONS.values():
+        assert create_app(FakeRuntime(), definition.routers)  # type: ignore[arg-type]
