@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
+from shared.auth.revocations import RevocationList, RevocationListener, RevocationMetrics
 from shared.auth.tokens import TokenVerifier
 from shared.db import (
     MigrationSource,
@@ -31,9 +32,9 @@ from shared.db import (
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
 from shared.inbox import EventConsumer
-from shared.kafka import create_producer
+from shared.kafka import broker_security, create_producer, kafka_options
 from shared.logging import configure_logging
-from shared.metrics import PlatformMetrics
+from shared.metrics import PlatformMetrics, TenantLabel
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -77,13 +78,19 @@ class ServiceRuntime:
         self.definition = definition
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.metrics = PlatformMetrics(self.registry)
+        self.metrics = PlatformMetrics(self.registry, TenantLabel(settings.metrics_tenants))
         self.service_metrics = (
             definition.service_metrics(self.registry) if definition.service_metrics else None
         )
         self.verifier = TokenVerifier.from_file(
-            settings.auth_jwks_file, issuer=settings.auth_issuer, audience=settings.auth_audience
+            settings.auth_jwks_file,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            reload_seconds=settings.auth_jwks_reload_seconds,
         )
+        self.revocations = RevocationList()
+        self._revocation_metrics = RevocationMetrics(self.registry)
+        self.revocation_listener: RevocationListener | None = None
         # Readiness compares against these on every probe; the files are read once, here.
         self._known_migrations = known_versions(definition.migration_sources())
         self._pool: asyncpg.Pool | None = None
@@ -111,6 +118,7 @@ class ServiceRuntime:
         """Connect, migrate, and start consumers and the relay."""
         s = self.settings
         name = self.definition.name
+        kafka = kafka_options(s)  # first: a KafkaConfigError names the variables to fix
         self._pool = await create_pool(
             s.database_url.get_secret_value(),
             schema=name,
@@ -121,11 +129,17 @@ class ServiceRuntime:
         if s.migrate_on_start:
             async with self._pool.acquire() as conn:
                 await migrate(conn, self.definition.migration_sources())
-        self._producer = create_producer(s.kafka_bootstrap_servers, s.client_id)
+        self._producer = create_producer(s.kafka_bootstrap_servers, s.client_id, security=kafka)
         await self._producer.start()
+        # Before the first request: every token revoked so far is known, then followed live.
+        self.revocation_listener = RevocationListener(
+            self.revocations, kafka, self._revocation_metrics
+        )
+        await self.revocation_listener.start()
         self.broker = KafkaBroker(
             s.kafka_bootstrap_servers,
             client_id=s.client_id,
+            security=broker_security(kafka),
             allow_auto_create_topics=False,
             middlewares=[KafkaPrometheusMiddleware(registry=self.registry, app_name=name)],
             logger=logging.getLogger(f"faststream.{name}"),
@@ -161,6 +175,9 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.revocation_listener is not None:
+            await self.revocation_listener.stop()
+            self.revocation_listener = None
         if self.broker is not None:
             await self.broker.stop()
             self.broker = None
@@ -185,6 +202,8 @@ class ServiceRuntime:
             checks["migrations"] = "unknown"
         if self.broker is None or not await self.broker.ping(timeout=2):
             checks["kafka"] = "unreachable"
+        elif self.revocation_listener is None or not self.revocation_listener.following:
+            checks["kafka"] = "not following the token revocations"
         return checks
 
     async def _housekeeping(self) -> None:

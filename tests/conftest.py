@@ -6,6 +6,7 @@ KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL to run against servers of your own inst
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import uuid
@@ -27,7 +28,8 @@ from shared.service import ServiceDefinition, ServiceRuntime
 DEFINITIONS: dict[str, ServiceDefinition] = {
     d.name: d for d in (INCIDENT, CHANGE, CONFIG, REPORTING)
 }
-STATE_DIR = REPO_ROOT / ".state" / "test"
+# ITSM_TEST_STATE lets two test sessions run side by side (each wipes its own folder).
+STATE_DIR = Path(os.environ.get("ITSM_TEST_STATE") or REPO_ROOT / ".state" / "test")
 
 
 def free_port() -> int:

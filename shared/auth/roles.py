@@ -38,6 +38,8 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         ),
         "incident:read": _READERS | {"requester", "integration"},
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
+        "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
+        "token:read": frozenset({"tenant_admin", "provider_admin", "auditor"}),
     }
 )
 

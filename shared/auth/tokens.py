@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,8 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from shared.auth.roles import ROLES
 
+log = logging.getLogger(__name__)
+
 ALGORITHMS = ("EdDSA",)  # pinned: a token signed any other way (or not at all) is refused
 LEEWAY_SECONDS = 30
+FORCED_RELOAD_INTERVAL = 1.0  # an unknown kid reloads the key set at most this often
 
 
 class AuthenticationError(Exception):
@@ -39,24 +44,70 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies tokens against a JWKS (public keys by kid), one issuer and one audience."""
+    """Verifies tokens against a JWKS (public keys by kid), one issuer and one audience.
 
-    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
-        self.keys: dict[str, Any] = {}
-        for jwk in jwks.get("keys", []):
-            key = jwt.PyJWK.from_dict(jwk)
-            if key.key_id is None:
-                raise ValueError("every verification key needs a kid")
-            self.keys[key.key_id] = key
-        if not self.keys:
-            raise ValueError("the key set has no keys")
+    Built from a file, it follows key rotation without a restart: the file is checked at most
+    every `reload_seconds`, and at once (at most once a second) when a token names a kid it
+    does not know. A file that cannot be read or parsed keeps the keys already loaded.
+    """
+
+    def __init__(
+        self,
+        jwks: dict[str, Any],
+        *,
+        issuer: str,
+        audience: str,
+        source: Path | None = None,
+        reload_seconds: float = 5.0,
+    ) -> None:
+        self.keys = _keys_of(jwks)
         self.issuer = issuer
         self.audience = audience
+        self.source = source
+        self.reload_seconds = reload_seconds
+        self._stamp = _stamp_of(source) if source is not None else None
+        self._checked_at = time.monotonic()
+        self._forced_at = 0.0
 
     @classmethod
-    def from_file(cls, path: Path, *, issuer: str, audience: str) -> TokenVerifier:
-        """A verifier for the JWKS file at path."""
-        return cls(json.loads(path.read_text()), issuer=issuer, audience=audience)
+    def from_file(
+        cls, path: Path, *, issuer: str, audience: str, reload_seconds: float = 5.0
+    ) -> TokenVerifier:
+        """A verifier for the JWKS file at path, reloading it when it changes."""
+        return cls(
+            json.loads(path.read_text()),
+            issuer=issuer,
+            audience=audience,
+            source=path,
+            reload_seconds=reload_seconds,
+        )
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Reload the key set if its file changed (when due, or now if forced); True if it did."""
+        if self.source is None:
+            return False
+        now = time.monotonic()
+        if force:
+            if now - self._forced_at < FORCED_RELOAD_INTERVAL:
+                return False
+            self._forced_at = now
+        elif now - self._checked_at < self.reload_seconds:
+            return False
+        self._checked_at = now
+        try:
+            stamp = _stamp_of(self.source)
+            if stamp == self._stamp:
+                return False
+            keys = _keys_of(json.loads(self.source.read_text()))
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            log.error(
+                "the key set file could not be loaded; keeping the current keys",
+                extra={"path": str(self.source), "error": repr(exc)},
+            )
+            return False
+        self.keys, self._stamp = keys, stamp
+        log.info("key set reloaded", extra={"kids": sorted(keys)})
+        return True
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; AuthenticationError otherwise."""
@@ -66,7 +117,11 @@ class TokenVerifier:
             raise AuthenticationError("malformed-token") from None
         if header.get("alg") not in ALGORITHMS:
             raise AuthenticationError("algorithm-not-allowed")
-        key = self.keys.get(str(header.get("kid")))
+        self.refresh()
+        kid = str(header.get("kid"))
+        key = self.keys.get(kid)
+        if key is None and self.refresh(force=True):
+            key = self.keys.get(kid)
         if key is None:
             raise AuthenticationError("unknown-key")
         try:
@@ -102,6 +157,24 @@ class TokenVerifier:
         )
 
 
+def _keys_of(jwks: dict[str, Any]) -> dict[str, Any]:
+    """The verification keys of a JWKS by kid; a key without a kid, or no key, is an error."""
+    keys: dict[str, Any] = {}
+    for jwk in jwks.get("keys", []):
+        key = jwt.PyJWK.from_dict(jwk)
+        if key.key_id is None:
+            raise ValueError("every verification key needs a kid")
+        keys[key.key_id] = key
+    if not keys:
+        raise ValueError("the key set has no keys")
+    return keys
+
+
+def _stamp_of(path: Path) -> str:
+    """What tells us the file changed: a digest of its content (it is small)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
@@ -118,9 +191,18 @@ class TokenIssuer:
         self.audience = audience
 
     def mint(
-        self, *, subject: str, tenants: Sequence[str], roles: Sequence[str], ttl_seconds: int
+        self,
+        *,
+        subject: str,
+        tenants: Sequence[str],
+        roles: Sequence[str],
+        ttl_seconds: int,
+        token_id: str | None = None,
     ) -> str:
-        """A signed token for a subject acting for tenants with roles, valid for ttl_seconds."""
+        """A signed token for a subject acting for tenants with roles, valid for ttl_seconds.
+
+        `token_id` (the jti, a fresh UUID by default) is what a revocation names.
+        """
         unknown = set(roles) - ROLES
         if unknown:
             raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
@@ -134,7 +216,7 @@ class TokenIssuer:
             "iat": now,
             "nbf": now,
             "exp": now + ttl_seconds,
-            "jti": str(uuid.uuid4()),
+            "jti": token_id or str(uuid.uuid4()),
         }
         return jwt.encode(claims, self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
 

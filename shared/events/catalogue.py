@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,6 +69,8 @@ def spec_of(payload: EventPayload) -> EventSpec:
 INCIDENT_EVENTS = "itsm.incident.events"
 CHANGE_EVENTS = "itsm.change.events"
 CONFIG_EVENTS = "itsm.config.events"
+# Compacted: every replica of every service reads it from the beginning at start-up.
+AUTH_REVOCATIONS = "itsm.auth.revocations"
 
 Impact = Literal[1, 2, 3]
 Urgency = Literal[1, 2, 3]
@@ -86,3 +89,28 @@ class IncidentCreatedV1(EventPayload):
     urgency: Urgency
     priority: int = Field(ge=1, le=5)
     state: Literal["new"]
+
+
+# --- Access control (tenant administration, published by the config service) ----------------
+
+TOKEN_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"  # noqa: S105 - a pattern, not a secret
+
+
+@event("itsm.config.token.revoked.v1", topic=AUTH_REVOCATIONS, source="itsm/config")
+class TokenRevokedV1(EventPayload):
+    """A tenant administrator revoked a token (by its `jti`) for their tenant.
+
+    Every service refuses the token for that tenant from the moment it reads this event.
+    The subject (and so the Kafka key of the compacted topic) is `<tenant>/<token id>`.
+    """
+
+    token_id: str = Field(pattern=TOKEN_ID_PATTERN)
+    reason: str = Field(min_length=1, max_length=500)
+    expires_at: datetime | None = Field(
+        default=None, description="When the token expires anyway; the entry may be forgotten then."
+    )
+
+
+def revocation_subject(tenant_id: str, token_id: str) -> str:
+    """The aggregate id (and Kafka key) of one tenant's revocation of one token."""
+    return f"{tenant_id}/{token_id}"

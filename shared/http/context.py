@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.auth.roles import allowed
 from shared.auth.tokens import AuthenticationError
@@ -22,6 +23,14 @@ CORRELATION_HEADER = "X-Correlation-Id"
 TENANT_HEADER = "X-Tenant-Id"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _CORRELATION_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+# Declares the scheme in OpenAPI; a missing or malformed header is our own 401, not FastAPI's.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    scheme_name="bearer",
+    description="An EdDSA-signed JWT naming the caller's tenants and roles (see SECURITY.md).",
+)
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,14 @@ def _unauthenticated(request: Request, reason: str) -> Problem:
     )
 
 
-def _resolve(request: Request, authorization: str | None, tenant: str | None) -> RequestContext:
-    if not authorization or not authorization.startswith("Bearer "):
+def _resolve(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, tenant: str | None
+) -> RequestContext:
+    if credentials is None or not credentials.credentials:
         raise _unauthenticated(request, "missing-token")
+    runtime = request.app.state.runtime
     try:
-        principal = request.app.state.runtime.verifier.verify(authorization[7:].strip())
+        principal = runtime.verifier.verify(credentials.credentials.strip())
     except AuthenticationError as exc:
         raise _unauthenticated(request, exc.reason) from None
     if tenant is None:
@@ -71,6 +83,9 @@ def _resolve(request: Request, authorization: str | None, tenant: str | None) ->
         tenant = principal.tenants[0]
     elif tenant not in principal.tenants:
         raise Problem(403, "Forbidden", "the token does not serve this tenant")
+    if runtime.revocations.is_revoked(tenant, principal.token_id):
+        raise _unauthenticated(request, "revoked")
+    request.state.tenant_id = tenant  # for the request metrics
     correlation = getattr(request.state, "correlation_id", None) or str(uuid.uuid4())
     return RequestContext(tenant, principal.subject, correlation, principal.roles)
 
@@ -80,7 +95,7 @@ def authorize(permission: str) -> Any:
 
     async def dependency(
         request: Request,
-        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
         tenant: Annotated[
             str | None,
             Header(
@@ -90,7 +105,7 @@ def authorize(permission: str) -> Any:
             ),
         ] = None,
     ) -> RequestContext:
-        context = _resolve(request, authorization, tenant)
+        context = _resolve(request, credentials, tenant)
         if not allowed(permission, context.roles):
             raise Problem(403, "Forbidden", f"the caller's roles do not grant {permission}")
         return context

@@ -119,3 +119,95 @@ def test_an_auditor_reads_the_ledger_but_cannot_create_incidents():
     assert allowed("ledger:read", frozenset({"auditor"}))
     assert not allowed("incident:create", frozenset({"auditor"}))
     assert not allowed("no-such-permission", ROLES)
+
+
+def file_verifier(path, reload_seconds=0.0):
+    return TokenVerifier.from_file(path, issuer=ISS, audience=AUD, reload_seconds=reload_seconds)
+
+
+def publish(path, *issuers):
+    path.write_text(json.dumps({"keys": [i.jwk() for i in issuers]}))
+
+
+def test_a_key_added_to_the_key_set_file_is_accepted_without_a_restart(tmp_path):
+    old, new = issuer("old"), issuer("new")
+    jwks = tmp_path / "jwks.json"
+    publish(jwks, old)
+    v = file_verifier(jwks, reload_seconds=3600)  # only an unknown kid can trigger the reload
+    assert reason(v, mint(new)) == "unknown-key"
+    publish(jwks, new, old)
+    time.sleep(1.1)  # unknown kids force a reload at most once a second
+    assert v.verify(mint(new)).subject == "alice"
+    assert v.verify(mint(old)).subject == "alice"
+
+
+def test_a_key_removed_from_the_key_set_file_stops_verifying_once_reloaded(tmp_path):
+    old, new = issuer("old"), issuer("new")
+    jwks = tmp_path / "jwks.json"
+    publish(jwks, new, old)
+    v = file_verifier(jwks)
+    token = mint(old)
+    assert v.verify(token).subject == "alice"
+    publish(jwks, new)
+    assert reason(v, token) == "unknown-key"
+
+
+def test_a_broken_key_set_file_keeps_the_keys_already_loaded(tmp_path):
+    key = issuer()
+    jwks = tmp_path / "jwks.json"
+    publish(jwks, key)
+    v = file_verifier(jwks)
+    jwks.write_text("{not json")
+    assert v.verify(mint(key)).subject == "alice"
+    jwks.write_text(json.dumps({"keys": []}))
+    assert v.verify(mint(key)).subject == "alice"
+
+
+def test_local_key_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired(tmp_path):
+    from shared.auth.local import LocalKeys
+
+    local = LocalKeys(tmp_path / "auth")
+    first = local.issuer(ISS, AUD)
+    old_token = mint(first)
+    v = file_verifier(local.jwks_file)
+    new_kid = local.rotate()
+    second = local.issuer(ISS, AUD)
+    assert second.kid == new_kid != first.kid
+    assert v.verify(mint(second)).subject == "alice"
+    assert v.verify(old_token).subject == "alice"
+    with pytest.raises(ValueError, match="current signing key"):
+        local.retire(new_kid)
+    local.retire(first.kid)
+    assert reason(v, old_token) == "unknown-key"
+    assert [k["kid"] for k in local.published_keys()] == [new_kid]
+
+
+def test_the_token_cli_prints_the_token_and_its_id_for_revocation(tmp_path, capsys):
+    from shared.auth.__main__ import main
+
+    keys = tmp_path / "auth"
+    main(["token", "create", "--tenant", "acme", "--role", "agent", "--keys", str(keys)])
+    out, err = capsys.readouterr()
+    claims = jwt.decode(out.strip(), options={"verify_signature": False})
+    assert err.strip() == f"token id: {claims['jti']}"
+    assert claims["tenants"] == ["acme"]
+    assert claims["roles"] == ["agent"]
+
+
+def test_the_role_matrix_in_security_md_is_the_one_in_shared_auth_roles():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "SECURITY.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| role |")]
+    assert len(lines) == 1, "SECURITY.md has one role matrix"
+    rows = text[text.index(lines[0]) :].splitlines()
+    header = [c.strip(" `") for c in rows[0].strip("|").split("|")][1:]
+    documented = {p: set() for p in header}
+    for row in rows[2:]:
+        if not row.startswith("|"):
+            break
+        role, *cells = [c.strip(" `") for c in row.strip("|").split("|")]
+        for permission, cell in zip(header, cells, strict=True):
+            if cell == "yes":
+                documented[permission].add(role)
+    assert documented == {p: set(r) for p, r in PERMISSIONS.items()}
