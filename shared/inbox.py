@@ -142,7 +142,8 @@ class EventConsumer:
         if self.after_commit is not None:
             await self.after_commit(applied)
         for event in applied:
-            self.metrics.consumed.labels(self.name, event.envelope.type).inc()
+            tenant = self.metrics.tenant(event.envelope.tenantid)
+            self.metrics.consumed.labels(self.name, event.envelope.type, tenant).inc()
         if duplicates:
             self.metrics.inbox_duplicates.labels(self.name).inc(duplicates)
         for letter in dead:

@@ -6,16 +6,46 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+ALL_TENANTS = "_all"  # the label value when tenants are not told apart
+OTHER_TENANTS = "_other"  # tenants outside a configured list
+NO_TENANT = "_none"  # requests refused before a tenant was known
+
+
+class TenantLabel:
+    """The `tenant` label value of a tenant, bounded by configuration (METRICS_TENANTS).
+
+    `*` gives every tenant its own value; an empty setting gives none (`_all`); a comma-separated
+    list names the tenants that get their own value, the rest count as `_other`. A provider with
+    hundreds of tenants keeps the series count in check by listing the ones it watches.
+    """
+
+    def __init__(self, setting: str = "*") -> None:
+        setting = setting.strip()
+        self.every = setting == "*"
+        self.listed = frozenset(t.strip() for t in setting.split(",") if t.strip() and t != "*")
+
+    def __call__(self, tenant_id: str | None) -> str:
+        if tenant_id is None:
+            return NO_TENANT
+        if self.every:
+            return tenant_id
+        if not self.listed:
+            return ALL_TENANTS
+        return tenant_id if tenant_id in self.listed else OTHER_TENANTS
+
 
 class PlatformMetrics:
     """Metrics every service exposes: HTTP, outbox, consumers and dead letters."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, tenant_label: TenantLabel | None = None
+    ) -> None:
         self.registry = registry
+        self.tenant = tenant_label or TenantLabel()
         self.http_requests = Counter(
             "itsm_http_requests",
-            "HTTP requests handled, by route template and status code.",
-            ["method", "route", "status"],
+            "HTTP requests handled, by route template, status code and tenant.",
+            ["method", "route", "status", "tenant"],
             registry=registry,
         )
         self.http_duration = Histogram(
@@ -43,8 +73,8 @@ class PlatformMetrics:
         )
         self.outbox_published = Counter(
             "itsm_outbox_published",
-            "Outbox rows published to Kafka and acknowledged, by topic.",
-            ["topic"],
+            "Outbox rows published to Kafka and acknowledged, by topic and tenant.",
+            ["topic", "tenant"],
             registry=registry,
         )
         self.outbox_publish_failures = Counter(
@@ -61,8 +91,8 @@ class PlatformMetrics:
         )
         self.consumed = Counter(
             "itsm_consumer_events",
-            "Events applied by a consumer, by consumer and event type.",
-            ["consumer", "type"],
+            "Events applied by a consumer, by consumer, event type and tenant.",
+            ["consumer", "type", "tenant"],
             registry=registry,
         )
         self.inbox_duplicates = Counter(

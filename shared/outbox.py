@@ -65,7 +65,7 @@ async def append(
 
 # Claim the oldest due rows that no other relay holds.
 _CLAIM = """
-SELECT position, topic, message_key, headers, payload, created_at, attempts
+SELECT position, tenant_id, topic, message_key, headers, payload, created_at, attempts
 FROM outbox
 WHERE next_attempt_at <= now()
 ORDER BY position
@@ -146,7 +146,8 @@ class OutboxRelay:
                 await self._schedule_retry(conn, [(rows[i], outcomes[i]) for i in failed])
         now = datetime.now(UTC)
         for i in published:
-            self.metrics.outbox_published.labels(rows[i]["topic"]).inc()
+            tenant = self.metrics.tenant(rows[i]["tenant_id"])
+            self.metrics.outbox_published.labels(rows[i]["topic"], tenant).inc()
             self.metrics.outbox_publish_latency.observe(
                 (now - rows[i]["created_at"]).total_seconds()
             )

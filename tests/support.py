@@ -117,9 +117,16 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
 
 
 def sample_value(registry: Any, name: str, labels: dict[str, str] | None = None) -> float:
-    """The value of one sample in a prometheus_client registry (0 when absent)."""
-    value = registry.get_sample_value(name, labels or {})
-    return float(value or 0.0)
+    """The sum of a sample over the label values not given (0 when absent)."""
+    wanted = labels or {}
+    return float(
+        sum(
+            sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items())
+        )
+    )
 
 
 async def fetch_as(pool: asyncpg.Pool, tenant: str, query: str, *args: Any) -> list[Any]:
