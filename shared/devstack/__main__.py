@@ -12,9 +12,13 @@ from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import DEFAULT_HTTP_PORTS, LocalPlatform
 
 
-def run(state_dir: Path) -> int:
-    """Start Kafka, PostgreSQL and the four services; print where they listen; stop on Ctrl-C."""
-    platform = LocalPlatform(state_dir)
+def run(state_dir: Path, kafka_scram: bool = False) -> int:
+    """Start Kafka, PostgreSQL and the four services; print where they listen; stop on Ctrl-C.
+
+    With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own
+    user (passwords in the state folder's kafka-users.json), as in production.
+    """
+    platform = LocalPlatform(state_dir, kafka_scram=kafka_scram)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -23,7 +27,8 @@ def run(state_dir: Path) -> int:
         print("starting the services ...", flush=True)
         services = platform.start_services(infra, DEFAULT_HTTP_PORTS)
         print()
-        print(f"  Kafka       {infra.bootstrap_servers}")
+        mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
+        print(f"  Kafka       {infra.bootstrap_servers}  ({mode})")
         print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
         for service in services:
             print(
@@ -58,8 +63,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.devstack")
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "run")
+    parser.add_argument(
+        "--kafka-scram",
+        action="store_true",
+        help="require SCRAM logins on Kafka, one user per service (needs a fresh --state-dir)",
+    )
     args = parser.parse_args()
-    sys.exit(run(args.state_dir))
+    sys.exit(run(args.state_dir, kafka_scram=args.kafka_scram))
 
 
 if __name__ == "__main__":

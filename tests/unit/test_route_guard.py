@@ -39,3 +39,21 @@ def test_routes_that_declare_a_permission_are_accepted():
         return {}
 
     assert create_app(runtime(), [router]).openapi()["paths"]["/guarded"]
+
+
+@pytest.mark.parametrize("service", ["incident", "config", "reporting"])
+def test_openapi_declares_the_bearer_scheme_on_every_service_route(service):
+    from tests.conftest import DEFINITIONS
+
+    spec = create_app(runtime(), DEFINITIONS[service].routers).openapi()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    operations = [
+        (path, method, op)
+        for path, item in spec["paths"].items()
+        if not path.startswith(("/health", "/metrics"))
+        for method, op in item.items()
+    ]
+    assert operations
+    for path, method, op in operations:
+        assert op.get("security") == [{"bearer": []}], (method, path)
+    assert "security" not in spec["paths"]["/health/live"]["get"]
