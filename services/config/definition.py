@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from services.config.entrypoints.cis_http import router as ci_router
 from services.config.entrypoints.http import router
 from services.config.settings import ConfigSettings
 from shared.service import ServiceDefinition
@@ -10,7 +11,7 @@ DEFINITION = ServiceDefinition(
     name="config",
     settings_class=ConfigSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[ci_router, router],
     shared_components=("outbox", "inbox", "idempotency"),
     description=(
         "Configuration management, service catalogue and SLA policies"

@@ -39,6 +39,9 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "incident:read": _READERS | {"requester", "integration"},
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
+        "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
+        "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),
+        "ci_class:define": frozenset({"tenant_admin", "provider_admin"}),
         "token:read": frozenset({"tenant_admin", "provider_admin", "auditor"}),
     }
 )

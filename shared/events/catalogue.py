@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,6 +89,68 @@ class IncidentCreatedV1(EventPayload):
     urgency: Urgency
     priority: int = Field(ge=1, le=5)
     state: Literal["new"]
+
+
+# --- Configuration management (ISO/IEC 20000-1 8.2.6) -----------------------------------------
+
+CiStatus = Literal["planned", "active", "maintenance", "retired"]
+
+
+class CiStateV1(BaseModel):
+    """A configuration item in full, as every CI event carries it (consumers never call back)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    ci_class: str
+    name: str
+    status: CiStatus
+    owner_team: str | None
+    criticality: int = Field(ge=1, le=4)
+    attributes: dict[str, Any]
+    external_ids: dict[str, str]
+    controlled: bool
+    version: int = Field(ge=1)
+    updated_at: datetime
+    updated_by: str
+
+
+@event("itsm.config.ci.created.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class CiCreatedV1(EventPayload):
+    """A configuration item was registered."""
+
+    ci: CiStateV1
+    source: str | None = Field(default=None, description="Discovery source, when imported.")
+
+
+@event("itsm.config.ci.updated.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class CiUpdatedV1(EventPayload):
+    """A configuration item changed: its full new state and the fields that changed."""
+
+    ci: CiStateV1
+    changed: list[str]
+    reason: str | None = None
+    change_ref: str | None = None
+    source: str | None = None
+
+
+@event("itsm.config.ci.retired.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class CiRetiredV1(EventPayload):
+    """A configuration item was retired (its last state)."""
+
+    ci: CiStateV1
+    reason: str | None = None
+    change_ref: str | None = None
+
+
+@event("itsm.config.ci_class.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class CiClassDefinedV1(EventPayload):
+    """A tenant defined (or redefined) a CI class and its attribute schema."""
+
+    name: str
+    description: str
+    attribute_schema: dict[str, Any]
+    version: int = Field(ge=1)
 
 
 # --- Access control (tenant administration, published by the config service) ----------------

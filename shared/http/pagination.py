@@ -42,6 +42,16 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return key
 
 
+def cursor_int(cursor: str | None) -> int:
+    """The integer position in a one-key cursor (0 without a cursor); 422 for a foreign one."""
+    if not cursor:
+        return 0
+    value = decode_cursor(cursor, 1)[0]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise invalid_cursor()
+    return value
+
+
 def invalid_cursor() -> Problem:
     """The 422 for a cursor this API did not make (or whose key no longer parses)."""
     return Problem(

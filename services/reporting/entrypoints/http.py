@@ -13,7 +13,7 @@ from services.reporting.adapters import ledger
 from shared.db import tenant_transaction
 from shared.events.envelope import TYPE_PATTERN
 from shared.http.context import RequestContext, authorize
-from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, decode_cursor, page_of
+from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["ledger"])
@@ -48,7 +48,7 @@ async def read_ledger(
     cursor: Cursor = None,
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> Page[dict[str, Any]]:
-    after = int(decode_cursor(cursor, 1)[0]) if cursor else 0
+    after = cursor_int(cursor)
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         rows = await ledger.page(
             conn,

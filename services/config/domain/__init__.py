@@ -1,0 +1,1 @@
+"""The config service's domain: pure rules, no I/O."""

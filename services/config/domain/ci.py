@@ -1,0 +1,155 @@
+"""The configuration item aggregate: registration, modification under change control, retirement."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from shared.events.catalogue import CiCreatedV1, CiRetiredV1, CiStateV1, CiUpdatedV1
+
+# Fields a modification may change; the class of a CI never changes (register a new CI instead).
+EDITABLE = (
+    "name",
+    "status",
+    "owner_team",
+    "criticality",
+    "attributes",
+    "external_ids",
+    "controlled",
+)
+
+
+class CiRuleError(Exception):
+    """A modification the rules of configuration management refuse; `field` names the culprit."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ConfigurationItem:
+    """A CI as the service stores it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    ci_class: str
+    name: str
+    status: str
+    owner_team: str | None
+    criticality: int
+    attributes: dict[str, Any]
+    external_ids: dict[str, str]
+    controlled: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+
+    def state(self) -> CiStateV1:
+        """The full state, as events and the history carry it."""
+        return CiStateV1(
+            id=str(self.id),
+            ci_class=self.ci_class,
+            name=self.name,
+            status=self.status,
+            owner_team=self.owner_team,
+            criticality=self.criticality,
+            attributes=self.attributes,
+            external_ids=self.external_ids,
+            controlled=self.controlled,
+            version=self.version,
+            updated_at=self.updated_at,
+            updated_by=self.updated_by,
+        )
+
+
+def register(
+    *,
+    tenant_id: str,
+    ci_class: str,
+    name: str,
+    status: str,
+    owner_team: str | None,
+    criticality: int,
+    attributes: dict[str, Any],
+    external_ids: dict[str, str],
+    controlled: bool,
+    actor: str,
+    now: datetime,
+    source: str | None = None,
+) -> tuple[ConfigurationItem, CiCreatedV1]:
+    """A new CI at version 1, and the event that announces it."""
+    ci = ConfigurationItem(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        ci_class=ci_class,
+        name=name,
+        status=status,
+        owner_team=owner_team,
+        criticality=criticality,
+        attributes=attributes,
+        external_ids=external_ids,
+        controlled=controlled,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        updated_by=actor,
+    )
+    return ci, CiCreatedV1(ci=ci.state(), source=source)
+
+
+@dataclass(frozen=True)
+class Modification:
+    """The outcome of a modification: the new CI, what changed, and the event (None: no-op)."""
+
+    ci: ConfigurationItem
+    changed: list[str]
+    event: CiUpdatedV1 | CiRetiredV1 | None
+
+
+def modify(
+    ci: ConfigurationItem,
+    changes: Mapping[str, Any],
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    change_ref: str | None = None,
+    source: str | None = None,
+) -> Modification:
+    """Apply changes as a new version; the same values again change nothing (no new version).
+
+    A controlled CI changes only with a change reference; a retired CI does not change at all.
+    """
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise CiRuleError(sorted(unknown)[0], "this field cannot be changed")
+    changed = [f for f in EDITABLE if f in changes and changes[f] != getattr(ci, f)]
+    if not changed:
+        return Modification(ci, [], None)
+    if ci.status == "retired":
+        raise CiRuleError("status", "a retired configuration item cannot be modified")
+    if ci.controlled and not change_ref:
+        raise CiRuleError(
+            "change_ref", "this configuration item is under change control: name the change"
+        )
+    new = replace(
+        ci,
+        **{f: changes[f] for f in changed},
+        version=ci.version + 1,
+        updated_at=now,
+        updated_by=actor,
+    )
+    if new.status == "retired":
+        return Modification(
+            new, changed, CiRetiredV1(ci=new.state(), reason=reason, change_ref=change_ref)
+        )
+    event = CiUpdatedV1(
+        ci=new.state(), changed=changed, reason=reason, change_ref=change_ref, source=source
+    )
+    return Modification(new, changed, event)

@@ -1,0 +1,269 @@
+"""Config service HTTP API: CI classes and configuration items with their history."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.config.adapters import cis as repository
+from services.config.application.cis import (
+    ModifyCi,
+    RegisterCi,
+    define_class,
+    etag,
+    modify_ci,
+    register_ci,
+)
+from services.config.domain import classes
+from services.config.domain.ci import ConfigurationItem
+from shared.db import tenant_transaction
+from shared.http.context import RequestContext, authorize
+from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
+from shared.http.problems import Problem, not_found
+from shared.service import ServiceRuntime, runtime_of
+
+router = APIRouter(tags=["configuration items"])
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+CLASS_NAME = r"^[a-z][a-z0-9_]{1,62}$"
+SOURCE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+Status = Literal["planned", "active", "maintenance", "retired"]
+ExternalIds = dict[
+    Annotated[str, Field(pattern=SOURCE_NAME)], Annotated[str, Field(min_length=1, max_length=200)]
+]
+
+
+class ClassDefinition(BaseModel):
+    """Body of PUT /ci-classes/{name}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(default="", max_length=2000)
+    attribute_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of `attributes`.")
+
+
+class CiClassOut(BaseModel):
+    """A CI class and the JSON Schema its CIs' attributes follow."""
+
+    name: str
+    description: str
+    attribute_schema: dict[str, Any]
+    builtin: bool
+    version: int
+
+
+class NewCi(BaseModel):
+    """Body of POST /cis."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+    ci_class: str = Field(alias="class", pattern=CLASS_NAME)
+    name: str = Field(min_length=1, max_length=200)
+    status: Status = "active"
+    owner_team: str | None = Field(default=None, max_length=200)
+    criticality: int = Field(default=3, ge=1, le=4, description="1 = most critical")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    external_ids: ExternalIds = Field(
+        default_factory=dict, description='Id per discovery source, e.g. {"vcenter": "vm-42"}.'
+    )
+    controlled: bool = Field(default=False, description="Under change control.")
+
+
+class CiChanges(BaseModel):
+    """Body of PATCH /cis/{id}: the fields to change (attributes are replaced as a whole)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    status: Status | None = None
+    owner_team: str | None = Field(default=None, max_length=200)
+    criticality: int | None = Field(default=None, ge=1, le=4)
+    attributes: dict[str, Any] | None = None
+    external_ids: ExternalIds | None = None
+    controlled: bool | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    change_ref: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Required for a controlled CI."
+    )
+
+
+class CiOut(BaseModel):
+    """A configuration item."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: uuid.UUID
+    ci_class: str = Field(serialization_alias="class")
+    name: str
+    status: Status
+    owner_team: str | None
+    criticality: int
+    attributes: dict[str, Any]
+    external_ids: dict[str, str]
+    controlled: bool
+    version: int
+    updated_at: datetime
+    updated_by: str
+
+
+class CiVersionOut(BaseModel):
+    """One entry of a CI's history."""
+
+    version: int
+    at: datetime
+    actor: str
+    changed: list[str]
+    reason: str | None
+    change_ref: str | None
+    source: str | None
+    state: dict[str, Any]
+
+
+def _ci_response(ci: ConfigurationItem | dict[str, Any], status: int = 200) -> JSONResponse:
+    data = ci.state().model_dump(mode="json") if isinstance(ci, ConfigurationItem) else ci
+    body = CiOut.model_validate(data).model_dump(mode="json", by_alias=True)
+    headers = {"ETag": etag(body["version"]), "Location": f"/cis/{body['id']}"}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _expected_version(if_match: str | None) -> int:
+    if if_match is None:
+        raise Problem(
+            428,
+            "Precondition Required",
+            "send If-Match with the ETag of the version you read",
+            errors=[{"in": "header", "field": "If-Match", "detail": "required"}],
+        )
+    match = _IF_MATCH.match(if_match.strip())
+    if not match:
+        raise Problem(
+            400,
+            "Bad Request",
+            'If-Match must be an ETag of this API, e.g. "3"',
+            errors=[{"in": "header", "field": "If-Match", "detail": "not an ETag"}],
+        )
+    return int(match.group(1))
+
+
+@router.get(
+    "/ci-classes", response_model=list[CiClassOut], summary="Built-in and tenant CI classes"
+)
+async def list_classes(
+    context: Annotated[RequestContext, authorize("ci:read")], runtime: Runtime
+) -> list[dict[str, Any]]:
+    builtin = [
+        {
+            "name": c.name,
+            "description": c.description,
+            "attribute_schema": c.schema,
+            "builtin": True,
+            "version": c.version,
+        }
+        for c in (classes.builtin_class(n) for n in sorted(classes.BUILTIN_CLASSES))
+    ]
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        own = await repository.tenant_classes(conn, context.tenant_id)
+    return builtin + [{**c, "builtin": False} for c in own]
+
+
+@router.put(
+    "/ci-classes/{name}",
+    response_model=CiClassOut,
+    summary="Define or redefine a tenant CI class and its attribute schema",
+)
+async def put_class(
+    name: Annotated[str, Path(pattern=CLASS_NAME)],
+    body: ClassDefinition,
+    context: Annotated[RequestContext, authorize("ci_class:define")],
+    runtime: Runtime,
+) -> JSONResponse:
+    version = await define_class(
+        runtime.pool, name, body.description, body.attribute_schema, context
+    )
+    out = {**body.model_dump(), "name": name, "builtin": False, "version": version}
+    return JSONResponse(out, status_code=201 if version == 1 else 200)
+
+
+@router.post("/cis", status_code=201, response_model=CiOut, summary="Register a configuration item")
+async def create_ci(
+    body: NewCi,
+    context: Annotated[RequestContext, authorize("ci:write")],
+    runtime: Runtime,
+) -> JSONResponse:
+    ci = await register_ci(runtime.pool, RegisterCi(**body.model_dump()), context)
+    return _ci_response(ci, 201)
+
+
+@router.get("/cis/{ci_id}", response_model=CiOut, summary="A configuration item, now or as it was")
+async def read_ci(
+    ci_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("ci:read")],
+    runtime: Runtime,
+    as_of: Annotated[
+        AwareDatetime | None, Query(description="The CI as it was at this instant.")
+    ] = None,
+) -> JSONResponse:
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        if as_of is None:
+            ci = await repository.get(conn, context.tenant_id, ci_id)
+            if ci is not None:
+                return _ci_response(ci)
+        else:
+            state = await repository.state_as_of(conn, context.tenant_id, ci_id, as_of)
+            if state is not None:
+                return _ci_response(state)
+    raise not_found("configuration item", str(ci_id))
+
+
+@router.patch("/cis/{ci_id}", response_model=CiOut, summary="Modify a configuration item")
+async def patch_ci(
+    ci_id: uuid.UUID,
+    body: CiChanges,
+    context: Annotated[RequestContext, authorize("ci:write")],
+    runtime: Runtime,
+    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+) -> JSONResponse:
+    expected = _expected_version(if_match)
+    fields = body.model_dump(exclude_unset=True)
+    reason, change_ref = fields.pop("reason", None), fields.pop("change_ref", None)
+    nulls = [f for f, v in fields.items() if v is None and f != "owner_team"]
+    if nulls:
+        raise Problem(
+            422,
+            "Request validation failed",
+            "invalid: " + ", ".join(nulls),
+            errors=[{"in": "body", "field": f, "detail": "may not be null"} for f in nulls],
+        )
+    ci = await modify_ci(
+        runtime.pool, ModifyCi(ci_id, expected, fields, reason, change_ref), context
+    )
+    return _ci_response(ci)
+
+
+@router.get(
+    "/cis/{ci_id}/history",
+    response_model=Page[CiVersionOut],
+    summary="Every version of a configuration item: who, when, what changed, why",
+)
+async def read_history(
+    ci_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("ci:read")],
+    runtime: Runtime,
+    cursor: Cursor = None,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+) -> Page[dict[str, Any]]:
+    after = cursor_int(cursor)
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        rows = await repository.history(
+            conn, context.tenant_id, ci_id, after=after, limit=limit + 1
+        )
+        if not rows and after == 0 and await repository.get(conn, context.tenant_id, ci_id) is None:
+            raise not_found("configuration item", str(ci_id))
+    return page_of(rows, limit, key=lambda r: [r["version"]])
