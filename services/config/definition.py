@@ -4,6 +4,7 @@ from pathlib import Path
 
 from services.config.entrypoints.cis_http import router as ci_router
 from services.config.entrypoints.http import router
+from services.config.metrics import ConfigMetrics
 from services.config.settings import ConfigSettings
 from shared.service import ServiceDefinition
 
@@ -12,6 +13,7 @@ DEFINITION = ServiceDefinition(
     settings_class=ConfigSettings,
     migrations=Path(__file__).parent / "migrations",
     routers=[ci_router, router],
+    service_metrics=ConfigMetrics,
     shared_components=("outbox", "inbox", "idempotency"),
     description=(
         "Configuration management, service catalogue and SLA policies"

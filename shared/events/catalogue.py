@@ -143,6 +143,37 @@ class CiRetiredV1(EventPayload):
     change_ref: str | None = None
 
 
+RelationshipType = Literal[
+    "depends_on", "runs_on", "hosted_on", "connects_to", "part_of", "provides"
+]
+
+
+class RelationshipV1(BaseModel):
+    """A typed, directed relationship between two CIs (`source` <type> `target`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    type: RelationshipType
+    source_id: str
+    target_id: str
+
+
+@event("itsm.config.relationship.added.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class RelationshipAddedV1(EventPayload):
+    """A relationship was added (subject: the relationship id)."""
+
+    relationship: RelationshipV1
+
+
+@event("itsm.config.relationship.removed.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class RelationshipRemovedV1(EventPayload):
+    """A relationship was removed (subject: the relationship id)."""
+
+    relationship: RelationshipV1
+    reason: str | None = None
+
+
 @event("itsm.config.ci_class.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
 class CiClassDefinedV1(EventPayload):
     """A tenant defined (or redefined) a CI class and its attribute schema."""

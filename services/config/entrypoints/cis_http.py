@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.config.adapters import cis as repository
+from services.config.adapters import relationships as relationships_repository
 from services.config.application.cis import (
     ModifyCi,
     RegisterCi,
@@ -20,8 +21,17 @@ from services.config.application.cis import (
     modify_ci,
     register_ci,
 )
+from services.config.application.relationships import (
+    MAX_DEPTH,
+    MAX_PATHS,
+    AddRelationship,
+    add_relationship,
+    impact,
+    remove_relationship,
+)
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
+from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
@@ -267,3 +277,137 @@ async def read_history(
         if not rows and after == 0 and await repository.get(conn, context.tenant_id, ci_id) is None:
             raise not_found("configuration item", str(ci_id))
     return page_of(rows, limit, key=lambda r: [r["version"]])
+
+
+RelationshipType = Literal[
+    "depends_on", "runs_on", "hosted_on", "connects_to", "part_of", "provides"
+]
+
+
+class NewRelationship(BaseModel):
+    """Body of POST /relationships: `source` <type> `target`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: RelationshipType
+    source_id: uuid.UUID
+    target_id: uuid.UUID
+
+
+class RelationshipOut(BaseModel):
+    """A relationship, in place (removed_at null) or removed."""
+
+    id: uuid.UUID
+    type: RelationshipType
+    source_id: uuid.UUID
+    target_id: uuid.UUID
+    added_at: datetime
+    added_by: str
+    removed_at: datetime | None
+    removed_by: str | None
+
+
+class ImpactItem(BaseModel):
+    """A CI reached by the walk, at its shortest depth, with every path (CI ids from the origin)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: uuid.UUID
+    ci_class: str = Field(alias="class", serialization_alias="class")
+    name: str
+    criticality: int
+    status: Status
+    depth: int
+    paths: list[list[uuid.UUID]]
+
+
+class ImpactOut(BaseModel):
+    """Impact analysis of one CI."""
+
+    ci_id: uuid.UUID
+    direction: Literal["upward", "downward"]
+    depth: int
+    truncated: bool = Field(description=f"More than {MAX_PATHS} paths: only the first are shown.")
+    items: list[ImpactItem]
+    business_services: list[ImpactItem]
+
+
+@router.post(
+    "/relationships",
+    status_code=201,
+    response_model=RelationshipOut,
+    summary="Relate two CIs (200 with the existing one if already in place)",
+)
+async def create_relationship(
+    body: NewRelationship,
+    context: Annotated[RequestContext, authorize("ci:write")],
+    runtime: Runtime,
+) -> JSONResponse:
+    if body.source_id == body.target_id:
+        raise Problem(
+            422,
+            "Request validation failed",
+            "invalid: target_id",
+            errors=[{"in": "body", "field": "target_id", "detail": "a CI cannot relate to itself"}],
+        )
+    row, created = await add_relationship(
+        runtime.pool, AddRelationship(body.type, body.source_id, body.target_id), context
+    )
+    out = RelationshipOut.model_validate(row).model_dump(mode="json")
+    return JSONResponse(out, status_code=201 if created else 200)
+
+
+@router.delete(
+    "/relationships/{relationship_id}",
+    response_model=RelationshipOut,
+    summary="Remove a relationship (it stays in the history)",
+)
+async def delete_relationship(
+    relationship_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("ci:write")],
+    runtime: Runtime,
+    reason: Annotated[str | None, Query(max_length=2000)] = None,
+) -> dict[str, Any]:
+    return await remove_relationship(runtime.pool, relationship_id, reason, context)
+
+
+@router.get(
+    "/cis/{ci_id}/relationships",
+    response_model=list[RelationshipOut],
+    summary="Every relationship of a CI, in place or removed",
+)
+async def read_relationships(
+    ci_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("ci:read")],
+    runtime: Runtime,
+) -> list[dict[str, Any]]:
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        if await repository.get(conn, context.tenant_id, ci_id) is None:
+            raise not_found("configuration item", str(ci_id))
+        return await relationships_repository.of_ci(conn, context.tenant_id, ci_id)
+
+
+@router.get(
+    "/cis/{ci_id}/impact",
+    response_model=ImpactOut,
+    summary="What depends on a CI, up to the business services (or, downward, what it needs)",
+)
+async def read_impact(
+    ci_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("ci:read")],
+    runtime: Runtime,
+    direction: Literal["upward", "downward"] = "upward",
+    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 5,
+) -> dict[str, Any]:
+    found = await impact(runtime.pool, context.tenant_id, ci_id, direction=direction, depth=depth)
+    metrics = runtime.service_metrics
+    assert isinstance(metrics, ConfigMetrics)
+    metrics.impact_duration.labels(direction).observe(found.seconds)
+    return {
+        "ci_id": ci_id,
+        "direction": direction,
+        "depth": depth,
+        "truncated": found.truncated,
+        "items": found.items,
+        "business_services": found.business_services,
+    }

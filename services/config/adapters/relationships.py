@@ -1,0 +1,101 @@
+"""Relationships between CIs, and impact analysis as one recursive query in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from shared.db import Connection
+
+_COLUMNS = "id, type, source_id, target_id, added_at, added_by, removed_at, removed_by"
+
+# One row per path from the origin, walking up (to what depends on it) or down (to what it
+# depends on). A CI already on a path is not visited again (cycle-safe); depth is capped; the
+# LIMIT stops the recursion itself once enough paths were found.
+_WALK = """
+WITH RECURSIVE walk(ci, depth, path) AS (
+    SELECT $2::uuid, 0, ARRAY[$2::uuid]
+    UNION ALL
+    SELECT r.{next}, w.depth + 1, w.path || r.{next}
+    FROM walk w
+    JOIN relationships r
+      ON r.tenant_id = $1 AND r.{this} = w.ci AND r.removed_at IS NULL
+    WHERE w.depth < $3 AND NOT r.{next} = ANY(w.path)
+)
+SELECT w.ci, w.depth, w.path, c.class, c.name, c.criticality, c.status
+FROM walk w JOIN cis c ON c.tenant_id = $1 AND c.id = w.ci
+WHERE w.depth > 0
+LIMIT $4
+"""
+_UPWARD = _WALK.format(this="dependency_id", next="dependent_id")
+_DOWNWARD = _WALK.format(this="dependent_id", next="dependency_id")
+
+
+async def add(
+    conn: Connection,
+    tenant_id: str,
+    *,
+    type_: str,
+    source_id: uuid.UUID,
+    target_id: uuid.UUID,
+    actor: str,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Add a relationship; None when the same one is already in place."""
+    row = await conn.fetchrow(
+        "INSERT INTO relationships (tenant_id, id, type, source_id, target_id, added_at,"  # noqa: S608 - constant column list
+        " added_by) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (tenant_id, source_id, type, target_id) WHERE removed_at IS NULL"
+        f" DO NOTHING RETURNING {_COLUMNS}",
+        tenant_id,
+        uuid.uuid4(),
+        type_,
+        source_id,
+        target_id,
+        now,
+        actor,
+    )
+    return dict(row) if row else None
+
+
+async def remove(
+    conn: Connection, tenant_id: str, relationship_id: uuid.UUID, *, actor: str, now: datetime
+) -> dict[str, Any] | None:
+    """Mark a relationship removed (its row stays, for history); None if not in place."""
+    row = await conn.fetchrow(
+        "UPDATE relationships SET removed_at = $3, removed_by = $4"  # noqa: S608 - constant column list
+        f" WHERE tenant_id = $1 AND id = $2 AND removed_at IS NULL RETURNING {_COLUMNS}",
+        tenant_id,
+        relationship_id,
+        now,
+        actor,
+    )
+    return dict(row) if row else None
+
+
+async def of_ci(conn: Connection, tenant_id: str, ci_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every relationship the CI was ever part of, in place or removed, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM relationships"  # noqa: S608 - constant column list
+        " WHERE tenant_id = $1 AND (source_id = $2 OR target_id = $2)"
+        " ORDER BY added_at, id",
+        tenant_id,
+        ci_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def walk(
+    conn: Connection,
+    tenant_id: str,
+    ci_id: uuid.UUID,
+    *,
+    direction: Literal["upward", "downward"],
+    depth: int,
+    max_paths: int,
+) -> list[dict[str, Any]]:
+    """Paths from a CI to what depends on it (upward) or what it depends on (downward)."""
+    query = _UPWARD if direction == "upward" else _DOWNWARD
+    rows = await conn.fetch(query, tenant_id, ci_id, depth, max_paths)
+    return [dict(r) for r in rows]

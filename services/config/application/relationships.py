@@ -1,0 +1,153 @@
+"""Relationship use cases and impact analysis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+
+from services.config.adapters import cis, relationships
+from shared import outbox
+from shared.db import tenant_transaction
+from shared.events.catalogue import RelationshipAddedV1, RelationshipRemovedV1, RelationshipV1
+from shared.http.context import RequestContext
+from shared.http.problems import Problem, not_found
+
+MAX_DEPTH = 10
+MAX_PATHS = 10_000
+
+
+@dataclass(frozen=True)
+class AddRelationship:
+    """Command: `source` <type> `target`."""
+
+    type: str
+    source_id: uuid.UUID
+    target_id: uuid.UUID
+
+
+def _wire(row: dict[str, Any]) -> RelationshipV1:
+    return RelationshipV1(
+        id=str(row["id"]),
+        type=row["type"],
+        source_id=str(row["source_id"]),
+        target_id=str(row["target_id"]),
+    )
+
+
+async def add_relationship(
+    pool: asyncpg.Pool, command: AddRelationship, context: RequestContext
+) -> tuple[dict[str, Any], bool]:
+    """Add it (and announce it) unless it is in place; (row, created). Both CIs must exist."""
+    async with tenant_transaction(pool, context.tenant_id) as conn:
+        for field, ci_id in (("source_id", command.source_id), ("target_id", command.target_id)):
+            ci = await cis.get(conn, context.tenant_id, ci_id)
+            if ci is None or ci.status == "retired":
+                raise Problem(
+                    422,
+                    "Request validation failed",
+                    f"invalid: {field}",
+                    errors=[{"in": "body", "field": field, "detail": "no such active CI"}],
+                )
+        row = await relationships.add(
+            conn,
+            context.tenant_id,
+            type_=command.type,
+            source_id=command.source_id,
+            target_id=command.target_id,
+            actor=context.actor,
+            now=datetime.now(UTC),
+        )
+        if row is None:
+            existing = [
+                r
+                for r in await relationships.of_ci(conn, context.tenant_id, command.source_id)
+                if r["removed_at"] is None
+                and r["type"] == command.type
+                and r["target_id"] == command.target_id
+            ]
+            return existing[0], False
+        await outbox.append(
+            conn,
+            RelationshipAddedV1(relationship=_wire(row)),
+            subject=str(row["id"]),
+            tenant_id=context.tenant_id,
+            sequence=1,
+            actor=context.actor,
+            correlation_id=context.correlation_id,
+        )
+    return row, True
+
+
+async def remove_relationship(
+    pool: asyncpg.Pool, relationship_id: uuid.UUID, reason: str | None, context: RequestContext
+) -> dict[str, Any]:
+    """Remove a relationship in place (its history stays); 404 if there is none."""
+    async with tenant_transaction(pool, context.tenant_id) as conn:
+        row = await relationships.remove(
+            conn, context.tenant_id, relationship_id, actor=context.actor, now=datetime.now(UTC)
+        )
+        if row is None:
+            raise not_found("relationship", str(relationship_id))
+        await outbox.append(
+            conn,
+            RelationshipRemovedV1(relationship=_wire(row), reason=reason),
+            subject=str(row["id"]),
+            tenant_id=context.tenant_id,
+            sequence=2,
+            actor=context.actor,
+            correlation_id=context.correlation_id,
+        )
+    return row
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What a walk found: each CI once (shortest depth first) with every path that reaches it."""
+
+    items: list[dict[str, Any]]
+    business_services: list[dict[str, Any]]
+    truncated: bool
+    seconds: float
+
+
+async def impact(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    ci_id: uuid.UUID,
+    *,
+    direction: Literal["upward", "downward"],
+    depth: int,
+) -> Impact:
+    """Walk the graph from a CI (404 if the tenant has no such CI)."""
+    started = time.perf_counter()
+    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
+        if await cis.get(conn, tenant_id, ci_id) is None:
+            raise not_found("configuration item", str(ci_id))
+        rows = await relationships.walk(
+            conn, tenant_id, ci_id, direction=direction, depth=depth, max_paths=MAX_PATHS + 1
+        )
+    truncated = len(rows) > MAX_PATHS
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in rows[:MAX_PATHS]:
+        item = found.setdefault(
+            row["ci"],
+            {
+                "id": row["ci"],
+                "class": row["class"],
+                "name": row["name"],
+                "criticality": row["criticality"],
+                "status": row["status"],
+                "depth": row["depth"],
+                "paths": [],
+            },
+        )
+        item["depth"] = min(item["depth"], row["depth"])
+        item["paths"].append([str(p) for p in row["path"]])
+    items = sorted(found.values(), key=lambda i: (i["depth"], i["criticality"], i["name"]))
+    services = [i for i in items if i["class"] == "business_service"]
+    return Impact(items, services, truncated, time.perf_counter() - started)
