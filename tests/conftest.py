@@ -151,6 +151,33 @@ async def start_runtime(
         await runtime.stop()
 
 
+@pytest.fixture
+async def service_client(
+    start_runtime: Callable[..., object],
+) -> AsyncIterator[Callable[..., object]]:
+    """`await service_client("config")`: an httpx client on an in-process service app (with
+    `.runtime`); the service runs on the session's broker and database until the test ends."""
+    import httpx
+
+    from shared.http.app import create_app
+
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(name: str, **overrides: object) -> httpx.AsyncClient:
+        runtime: ServiceRuntime = await start_runtime(name, **overrides)  # type: ignore[operator]
+        app = create_app(runtime, DEFINITIONS[name].routers)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
+        )
+        client.runtime = runtime  # type: ignore[attr-defined]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by folder so `-m "not integration"` runs the unit tier alone."""
     for item in items:

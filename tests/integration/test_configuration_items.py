@@ -4,13 +4,10 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
-from shared.http.app import create_app
-from tests.conftest import DEFINITIONS
 from tests.support import end_offsets, read_topic
 
 SERVER = {
@@ -24,14 +21,8 @@ SERVER = {
 
 
 @pytest.fixture
-async def config(start_runtime):
-    runtime = await start_runtime("config")
-    app = create_app(runtime, DEFINITIONS["config"].routers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://config"
-    ) as client:
-        client.runtime = runtime
-        yield client
+async def config(service_client):
+    return await service_client("config")
 
 
 @pytest.fixture

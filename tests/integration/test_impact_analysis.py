@@ -2,23 +2,14 @@
 
 import uuid
 
-import httpx
 import pytest
 
-from shared.http.app import create_app
-from tests.conftest import DEFINITIONS
 from tests.support import sample_value
 
 
 @pytest.fixture
-async def config(start_runtime):
-    runtime = await start_runtime("config")
-    app = create_app(runtime, DEFINITIONS["config"].routers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://config"
-    ) as client:
-        client.runtime = runtime
-        yield client
+async def config(service_client):
+    return await service_client("config")
 
 
 @pytest.fixture

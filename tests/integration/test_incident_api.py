@@ -2,23 +2,14 @@
 
 import uuid
 
-import httpx
 import pytest
 
 from tests.support import fetchval_as, sample_value
 
 
 @pytest.fixture
-async def api(start_runtime):
-    runtime = await start_runtime("incident")
-    from shared.http.app import create_app
-    from tests.conftest import DEFINITIONS
-
-    app = create_app(runtime, DEFINITIONS["incident"].routers)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://incident") as client:
-        client.runtime = runtime
-        yield client
+async def api(service_client):
+    return await service_client("incident")
 
 
 NEW = {"title": "Payroll app returns 500", "description": "since 09:00", "impact": 1, "urgency": 2}

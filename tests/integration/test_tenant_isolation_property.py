@@ -2,13 +2,10 @@
 
 import uuid
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.http.app import create_app
-from tests.conftest import DEFINITIONS
 from tests.support import eventually
 
 LETTERS = "abcd"
@@ -27,18 +24,9 @@ actions = st.lists(
 
 
 @pytest.fixture
-async def apps(start_runtime):
+async def apps(service_client):
     """In-process incident, config and reporting services on the real broker and database."""
-    clients = {}
-    for name in ("incident", "config", "reporting"):
-        runtime = await start_runtime(name)
-        app = create_app(runtime, DEFINITIONS[name].routers)
-        clients[name] = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
-        )
-    yield clients
-    for client in clients.values():
-        await client.aclose()
+    return {name: await service_client(name) for name in ("incident", "config", "reporting")}
 
 
 async def read_all(client, path, headers, **params):

@@ -2,32 +2,18 @@
 
 import uuid
 
-import httpx
 import jwt
 import pytest
 
-from shared.http.app import create_app
-from tests.conftest import DEFINITIONS
 from tests.support import eventually, fetch_as, sample_value
 
 NEW = {"title": "Disk full on db-7", "impact": 2, "urgency": 2}
 
 
 @pytest.fixture
-async def clients(start_runtime):
+async def clients(service_client):
     """In-process config and incident services on the session's broker and database."""
-    opened = {}
-    for name in ("config", "incident"):
-        runtime = await start_runtime(name)
-        app = create_app(runtime, DEFINITIONS[name].routers)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
-        )
-        client.runtime = runtime
-        opened[name] = client
-    yield opened
-    for client in opened.values():
-        await client.aclose()
+    return {name: await service_client(name) for name in ("config", "incident")}
 
 
 def token_id(headers):
@@ -68,7 +54,7 @@ async def test_a_revoked_integration_token_is_refused_by_a_running_service_withi
 
 
 async def test_a_service_started_after_the_revocation_refuses_the_token_from_its_first_request(
-    clients, auth, tenant, start_runtime
+    clients, auth, tenant, service_client
 ):
     integration = auth(tenant, "integration")
     assert (await revoke(clients["config"], auth, tenant, token_id(integration))).status_code == 201
@@ -77,12 +63,8 @@ async def test_a_service_started_after_the_revocation_refuses_the_token_from_its
         lambda response: response.status_code == 401,
         timeout=10,
     )
-    later = await start_runtime("incident")
-    app = create_app(later, DEFINITIONS["incident"].routers)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://incident"
-    ) as client:
-        first = await client.post("/incidents", json=NEW, headers=integration)
+    later = await service_client("incident")
+    first = await later.post("/incidents", json=NEW, headers=integration)
     assert first.status_code == 401
 
 
