@@ -95,10 +95,11 @@ class TokenVerifier:
             return False
         self._checked_at = now
         try:
-            stamp = _stamp_of(self.source)
+            content = self.source.read_bytes()
+            stamp = hashlib.sha256(content).hexdigest()
             if stamp == self._stamp:
                 return False
-            keys = _keys_of(json.loads(self.source.read_text()))
+            keys = _keys_of(json.loads(content))
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             log.error(
                 "the key set file could not be loaded; keeping the current keys",

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from shared.http.problems import Problem
+from shared.http.problems import Problem, invalid
 
 T = TypeVar("T")
 
@@ -54,12 +54,7 @@ def cursor_int(cursor: str | None) -> int:
 
 def invalid_cursor() -> Problem:
     """The 422 for a cursor this API did not make (or whose key no longer parses)."""
-    return Problem(
-        422,
-        "Request validation failed",
-        "invalid: cursor",
-        errors=[{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}],
-    )
+    return invalid([{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}])
 
 
 PageSize = Annotated[

@@ -74,6 +74,22 @@ async def remove(
     return dict(row) if row else None
 
 
+async def in_place(
+    conn: Connection, tenant_id: str, type_: str, source_id: uuid.UUID, target_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The relationship `source <type> target` in place now, or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM relationships"  # noqa: S608 - constant column list
+        " WHERE tenant_id = $1 AND source_id = $2 AND type = $3 AND target_id = $4"
+        " AND removed_at IS NULL",
+        tenant_id,
+        source_id,
+        type_,
+        target_id,
+    )
+    return dict(row) if row else None
+
+
 async def of_ci(conn: Connection, tenant_id: str, ci_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every relationship the CI was ever part of, in place or removed, oldest first."""
     rows = await conn.fetch(

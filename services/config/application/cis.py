@@ -16,7 +16,7 @@ from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import CiClassDefinedV1, EventPayload
 from shared.http.context import RequestContext
-from shared.http.problems import Problem, not_found
+from shared.http.problems import Problem, invalid, not_found
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,13 @@ class ModifyCi:
     change_ref: str | None
 
 
-def _unprocessable(errors: list[dict[str, str]], detail: str) -> Problem:
-    return Problem(422, "Request validation failed", detail, errors=errors)
-
-
 async def class_schema(conn: Connection, tenant_id: str, name: str) -> dict[str, Any]:
     """The attribute schema of a built-in or tenant class; 422 naming `class` if unknown."""
     if name in classes.BUILTIN_CLASSES:
         return dict(classes.BUILTIN_CLASSES[name])
     defined = await repository.tenant_class(conn, tenant_id, name)
     if defined is None:
-        raise _unprocessable(
-            [{"in": "body", "field": "class", "detail": f"no CI class named {name!r}"}],
-            f"unknown CI class {name!r}",
-        )
+        raise invalid([{"in": "body", "field": "class", "detail": f"no CI class named {name!r}"}])
     schema: dict[str, Any] = defined["attribute_schema"]
     return schema
 
@@ -68,9 +61,7 @@ async def _check_attributes(
     schema = await class_schema(conn, tenant_id, ci_class)
     problems = classes.validate_attributes(schema, attributes)
     if problems:
-        raise _unprocessable(
-            classes.problem_errors(problems), "invalid: " + ", ".join(p.field for p in problems)
-        )
+        raise invalid(classes.problem_errors(problems))
 
 
 async def _claim_external_ids(conn: Connection, ci: ConfigurationItem) -> None:
@@ -201,9 +192,7 @@ async def define_class(
     try:
         classes.validate_class_schema(attribute_schema)
     except classes.ClassSchemaError as exc:
-        raise _unprocessable(
-            classes.problem_errors(exc.schema_problems), "invalid: attribute_schema"
-        ) from None
+        raise invalid(classes.problem_errors(exc.schema_problems)) from None
     async with tenant_transaction(pool, context.tenant_id) as conn:
         version = await repository.define_class(
             conn,

@@ -15,7 +15,7 @@ from shared import outbox
 from shared.db import tenant_transaction
 from shared.events.catalogue import RelationshipAddedV1, RelationshipRemovedV1, RelationshipV1
 from shared.http.context import RequestContext
-from shared.http.problems import Problem, not_found
+from shared.http.problems import invalid, not_found
 
 MAX_DEPTH = 10
 MAX_PATHS = 10_000
@@ -47,12 +47,7 @@ async def add_relationship(
         for field, ci_id in (("source_id", command.source_id), ("target_id", command.target_id)):
             ci = await cis.get(conn, context.tenant_id, ci_id)
             if ci is None or ci.status == "retired":
-                raise Problem(
-                    422,
-                    "Request validation failed",
-                    f"invalid: {field}",
-                    errors=[{"in": "body", "field": field, "detail": "no such active CI"}],
-                )
+                raise invalid([{"in": "body", "field": field, "detail": "no such active CI"}])
         row = await relationships.add(
             conn,
             context.tenant_id,
@@ -63,14 +58,11 @@ async def add_relationship(
             now=datetime.now(UTC),
         )
         if row is None:
-            existing = [
-                r
-                for r in await relationships.of_ci(conn, context.tenant_id, command.source_id)
-                if r["removed_at"] is None
-                and r["type"] == command.type
-                and r["target_id"] == command.target_id
-            ]
-            return existing[0], False
+            existing = await relationships.in_place(
+                conn, context.tenant_id, command.type, command.source_id, command.target_id
+            )
+            assert existing is not None
+            return existing, False
         await outbox.append(
             conn,
             RelationshipAddedV1(relationship=_wire(row)),

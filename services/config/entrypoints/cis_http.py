@@ -33,18 +33,19 @@ from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
+from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
 from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
-from shared.http.problems import Problem, not_found
+from shared.http.problems import Problem, invalid, not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["configuration items"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
-CLASS_NAME = r"^[a-z][a-z0-9_]{1,62}$"
+CLASS_NAME = classes.CLASS_NAME.pattern
 SOURCE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
-Status = Literal["planned", "active", "maintenance", "retired"]
+Status = CiStatus
 ExternalIds = dict[
     Annotated[str, Field(pattern=SOURCE_NAME)], Annotated[str, Field(min_length=1, max_length=200)]
 ]
@@ -245,12 +246,7 @@ async def patch_ci(
     reason, change_ref = fields.pop("reason", None), fields.pop("change_ref", None)
     nulls = [f for f, v in fields.items() if v is None and f != "owner_team"]
     if nulls:
-        raise Problem(
-            422,
-            "Request validation failed",
-            "invalid: " + ", ".join(nulls),
-            errors=[{"in": "body", "field": f, "detail": "may not be null"} for f in nulls],
-        )
+        raise invalid([{"in": "body", "field": f, "detail": "may not be null"} for f in nulls])
     ci = await modify_ci(
         runtime.pool, ModifyCi(ci_id, expected, fields, reason, change_ref), context
     )
@@ -277,11 +273,6 @@ async def read_history(
         if not rows and after == 0 and await repository.get(conn, context.tenant_id, ci_id) is None:
             raise not_found("configuration item", str(ci_id))
     return page_of(rows, limit, key=lambda r: [r["version"]])
-
-
-RelationshipType = Literal[
-    "depends_on", "runs_on", "hosted_on", "connects_to", "part_of", "provides"
-]
 
 
 class NewRelationship(BaseModel):
@@ -344,11 +335,8 @@ async def create_relationship(
     runtime: Runtime,
 ) -> JSONResponse:
     if body.source_id == body.target_id:
-        raise Problem(
-            422,
-            "Request validation failed",
-            "invalid: target_id",
-            errors=[{"in": "body", "field": "target_id", "detail": "a CI cannot relate to itself"}],
+        raise invalid(
+            [{"in": "body", "field": "target_id", "detail": "a CI cannot relate to itself"}]
         )
     row, created = await add_relationship(
         runtime.pool, AddRelationship(body.type, body.source_id, body.target_id), context
