@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     shared_components: Sequence[str] = ()
     consumers: Callable[[ServiceRuntime], Sequence[EventConsumer]] = lambda _: ()
+    # Long-running loops of the service (schedulers, gauges), started after the relay and
+    # cancelled at stop; each must survive its own errors (log, wait, go on).
+    background: Callable[[ServiceRuntime], Sequence[Coroutine[Any, Any, None]]] = lambda _: ()
     service_metrics: Callable[[CollectorRegistry], Any] | None = None
     description: str = ""
     version: str = "0.1.0"
@@ -165,6 +168,8 @@ class ServiceRuntime:
             self._tasks.append(
                 asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping")
             )
+        for index, loop in enumerate(self.definition.background(self)):
+            self._tasks.append(asyncio.create_task(loop, name=f"{name}-background-{index}"))
         log.info("service started", extra={"service": name})
 
     async def stop(self) -> None:

@@ -51,6 +51,11 @@ class ServiceSettings(BaseSettings):
     http_max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies are refused with 413."
     )
+    http_max_upload_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=1024,
+        description="The limit for streamed uploads (discovery imports), read as they arrive.",
+    )
     metrics_tenants: str = Field(
         default="*",
         description=(

@@ -43,6 +43,9 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),
         "ci_class:define": frozenset({"tenant_admin", "provider_admin"}),
         "token:read": frozenset({"tenant_admin", "provider_admin", "auditor"}),
+        # Calendars and SLA policies: the service catalogue side of service level management.
+        "catalogue:define": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
+        "baseline:create": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
     }
 )
 

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.calendars import CalendarSpec
 from shared.events.envelope import TYPE_RE
 
 
@@ -182,6 +183,122 @@ class CiClassDefinedV1(EventPayload):
     description: str
     attribute_schema: dict[str, Any]
     version: int = Field(ge=1)
+
+
+@event("itsm.config.service_membership.changed.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class ServiceMembershipChangedV1(EventPayload):
+    """The set of business services a CI supports changed (a derived fact; subject: the CI id).
+
+    A CI supports every business service that depends on it, directly or through other CIs
+    (retired CIs support nothing and pass nothing on); a business service supports itself.
+    Consumers keep `ci_id -> services` as a projection instead of walking the graph.
+    """
+
+    ci_id: str
+    services: list[str] = Field(description="Business service CI ids, sorted.")
+    previous: list[str] = Field(description="The set before this change, sorted.")
+    sequence: int = Field(ge=1, description="Per CI, increases with every change of the set.")
+
+
+@event("itsm.config.business_service.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class BusinessServiceDefinedV1(EventPayload):
+    """A business service was registered or its catalogue entry changed (subject: its CI id)."""
+
+    id: str
+    name: str
+    status: CiStatus
+    criticality: int = Field(ge=1, le=4)
+    owner: str | None = None
+    customer: str | None = None
+    availability_target: float | None = None
+    sla_policy: str | None = Field(default=None, description="The SLA policy that covers it.")
+    version: int = Field(ge=1)
+
+
+class CalendarV1(CalendarSpec):
+    """A calendar as events carry it: the stored spec, tolerant of fields added later."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SlaTargetV1(BaseModel):
+    """Response and resolution targets for one priority, in business seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    response_seconds: int = Field(gt=0)
+    resolution_seconds: int = Field(gt=0)
+
+
+@event("itsm.config.calendar.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class CalendarDefinedV1(EventPayload):
+    """A business-hours calendar was defined or redefined (subject: `calendar/<name>`)."""
+
+    name: str
+    description: str = ""
+    calendar: CalendarV1
+    version: int = Field(ge=1)
+
+
+@event("itsm.config.sla_policy.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class SlaPolicyDefinedV1(EventPayload):
+    """An SLA policy was defined or redefined (subject: `sla-policy/<name>`).
+
+    It carries its calendar in full, so a consumer can start clocks from this event alone.
+    """
+
+    name: str
+    description: str = ""
+    targets: dict[Literal["P1", "P2", "P3", "P4", "P5"], SlaTargetV1]
+    calendar_name: str
+    calendar: CalendarV1
+    pause_on: list[str] = Field(description="On-hold reasons that pause the clocks.")
+    warning_threshold: float = Field(gt=0, lt=1)
+    services: list[str] = Field(description="Business service CI ids the policy covers.")
+    default: bool = Field(description="Whether it applies to work that names no covered service.")
+    version: int = Field(ge=1)
+
+
+@event("itsm.config.ci.drift_detected.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class DriftDetectedV1(EventPayload):
+    """Discovery found a controlled CI different from its record; nothing was applied.
+
+    An unauthorised change until a change explains it (subject: the CI id).
+    """
+
+    ci: CiStateV1
+    source: str
+    import_id: str
+    differences: dict[str, dict[str, Any]] = Field(
+        description="Per field: `recorded` (the CMDB) and `discovered` (the source)."
+    )
+
+
+@event("itsm.config.import.completed.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class ImportCompletedV1(EventPayload):
+    """A discovery import finished (subject: `import/<id>`)."""
+
+    import_id: str
+    source: str
+    status: Literal["completed", "failed"]
+    rows: int = Field(ge=0)
+    outcomes: dict[str, int] = Field(
+        description="Rows per outcome: created, updated, unchanged, drift, rejected."
+    )
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+
+
+@event("itsm.config.baseline.created.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class BaselineCreatedV1(EventPayload):
+    """A configuration baseline was named (subject: `baseline/<name>`)."""
+
+    name: str
+    description: str = ""
+    at: datetime
+    cis: int = Field(ge=0, description="CIs (not retired) in the baseline.")
+    relationships: int = Field(ge=0)
 
 
 # --- Access control (tenant administration, published by the config service) ----------------

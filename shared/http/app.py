@@ -117,6 +117,7 @@ def create_app(
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=lambda: runtime.settings.http_max_body_bytes,
+        upload_bytes=lambda: runtime.settings.http_max_upload_bytes,
         routes=[route for router in (operations, *routers) for route in router.routes],
     )
     # Added last, so it runs first: the body limit's 413s are counted and carry the correlation id.

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.problems import PROBLEM_BASE, problem_response
+
+
+# `openapi_extra` of a route that streams a large upload (an import): its body may be as large as
+# `upload_bytes()` instead of the general limit. Only routes with a fixed path can be marked.
+STREAMED_UPLOAD: dict[str, object] = {"x-streamed-upload": True}
 
 
 class BodyTooLarge(Exception):
@@ -32,18 +38,30 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: Callable[[], int], routes: Sequence[BaseRoute] = ()
+        self,
+        app: ASGIApp,
+        max_bytes: Callable[[], int],
+        routes: Sequence[BaseRoute] = (),
+        upload_bytes: Callable[[], int] | None = None,
     ) -> None:
         self.app = app
         # A callable, so the limit comes from the runtime's settings when a request arrives.
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes or max_bytes
         self.routes = routes
+        self.uploads = {
+            (method, route.path)
+            for route in routes
+            if isinstance(route, APIRoute) and (route.openapi_extra or {}).get("x-streamed-upload")
+            for method in route.methods or ()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes()
+        upload = (scope["method"], scope["path"]) in self.uploads
+        limit = self.upload_bytes() if upload else self.max_bytes()
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             _match_route(scope, self.routes)

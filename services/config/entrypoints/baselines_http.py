@@ -1,0 +1,7 @@
+"""Config service HTTP API: baselines."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["baselines"])
