@@ -7,6 +7,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,58 @@ from shared.metrics import PlatformMetrics
 log = logging.getLogger(__name__)
 
 
+_INSERT = (
+    "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One event of a batch for `append_many`: its payload, aggregate and sequence."""
+
+    payload: EventPayload
+    subject: str
+    sequence: int
+
+
+def _row(
+    pending: Pending,
+    *,
+    tenant_id: str,
+    actor: str,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> tuple[Envelope, tuple[Any, ...]]:
+    spec = spec_of(pending.payload)
+    envelope = new_envelope(
+        source=spec.source,
+        type=spec.type,
+        subject=pending.subject,
+        tenantid=tenant_id,
+        sequence=pending.sequence,
+        actor=actor,
+        data=pending.payload.model_dump(mode="json"),
+        correlationid=correlation_id,
+        causationid=causation_id,
+    )
+    row = (
+        envelope.id,
+        tenant_id,
+        spec.topic,
+        pending.subject,
+        spec.type,
+        header_map(envelope),
+        encode_json(envelope.data),
+    )
+    return envelope, row
+
+
+def _require_transaction(conn: Connection) -> None:
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox events must be written inside the state change's transaction")
+
+
 async def append(
     conn: Connection,
     payload: EventPayload,
@@ -35,32 +88,42 @@ async def append(
     causation_id: str | None = None,
 ) -> Envelope:
     """Add an event to the outbox inside the caller's transaction; return its envelope."""
-    if not conn.is_in_transaction():
-        raise RuntimeError("outbox.append must run inside the state change's transaction")
-    spec = spec_of(payload)
-    envelope = new_envelope(
-        source=spec.source,
-        type=spec.type,
-        subject=subject,
-        tenantid=tenant_id,
-        sequence=sequence,
+    _require_transaction(conn)
+    envelope, row = _row(
+        Pending(payload, subject, sequence),
+        tenant_id=tenant_id,
         actor=actor,
-        data=payload.model_dump(mode="json"),
-        correlationid=correlation_id,
-        causationid=causation_id,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
     )
-    await conn.execute(
-        "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        envelope.id,
-        tenant_id,
-        spec.topic,
-        subject,
-        spec.type,
-        header_map(envelope),
-        encode_json(envelope.data),
-    )
+    await conn.execute(_INSERT, *row)
     return envelope
+
+
+async def append_many(
+    conn: Connection,
+    events: Sequence[Pending],
+    *,
+    tenant_id: str,
+    actor: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> list[Envelope]:
+    """Add a batch of one tenant's events, in order, in one round trip (bulk writes, imports)."""
+    _require_transaction(conn)
+    built = [
+        _row(
+            e,
+            tenant_id=tenant_id,
+            actor=actor,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        for e in events
+    ]
+    if built:
+        await conn.executemany(_INSERT, [row for _, row in built])
+    return [envelope for envelope, _ in built]
 
 
 # Claim the oldest due rows that no other relay holds.

@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.problems import PROBLEM_BASE, problem_response
 
-
 # `openapi_extra` of a route that streams a large upload (an import): its body may be as large as
 # `upload_bytes()` instead of the general limit. Only routes with a fixed path can be marked.
 STREAMED_UPLOAD: dict[str, object] = {"x-streamed-upload": True}

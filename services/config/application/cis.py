@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.config.adapters import cis as repository
+from services.config.application import membership
 from services.config.domain import classes
 from services.config.domain.ci import CiRuleError, ConfigurationItem, modify, register
 from shared import outbox
@@ -117,7 +118,18 @@ async def register_ci(
             conn, ci, changed=["created"], reason=None, change_ref=None, source=None
         )
         await _announce(conn, ci, event, context)
+        if ci.ci_class == "business_service":
+            # A business service supports itself from the start.
+            await _refresh_membership(conn, ci, context)
     return ci
+
+
+async def _refresh_membership(
+    conn: Connection, ci: ConfigurationItem, context: RequestContext
+) -> None:
+    await membership.refresh(
+        conn, ci.tenant_id, [ci.id], actor=context.actor, correlation_id=context.correlation_id
+    )
 
 
 async def modify_ci(
@@ -171,6 +183,9 @@ async def modify_ci(
             source=None,
         )
         await _announce(conn, ci, outcome.event, context)
+        if ci.status == "retired":
+            # It supports nothing now, and passes nothing on to what it depends on.
+            await _refresh_membership(conn, ci, context)
     return ci
 
 

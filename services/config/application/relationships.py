@@ -11,8 +11,9 @@ from typing import Any, Literal
 import asyncpg
 
 from services.config.adapters import cis, relationships
+from services.config.application import membership
 from shared import outbox
-from shared.db import tenant_transaction
+from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import RelationshipAddedV1, RelationshipRemovedV1, RelationshipV1
 from shared.http.context import RequestContext
 from shared.http.problems import invalid, not_found
@@ -36,6 +37,16 @@ def _wire(row: dict[str, Any]) -> RelationshipV1:
         type=row["type"],
         source_id=str(row["source_id"]),
         target_id=str(row["target_id"]),
+    )
+
+
+async def _refresh_membership(
+    conn: Connection, row: dict[str, Any], context: RequestContext
+) -> None:
+    """The dependency side gained or lost dependents: its services (and below) may change."""
+    seed = membership.dependency_of(row["type"], row["source_id"], row["target_id"])
+    await membership.refresh(
+        conn, context.tenant_id, [seed], actor=context.actor, correlation_id=context.correlation_id
     )
 
 
@@ -72,6 +83,7 @@ async def add_relationship(
             actor=context.actor,
             correlation_id=context.correlation_id,
         )
+        await _refresh_membership(conn, row, context)
     return row, True
 
 
@@ -94,6 +106,7 @@ async def remove_relationship(
             actor=context.actor,
             correlation_id=context.correlation_id,
         )
+        await _refresh_membership(conn, row, context)
     return row
 
 

@@ -1,0 +1,84 @@
+"""Service membership: which business services each CI supports, computed in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from shared.db import Connection
+
+# For the seeds and everything they depend on (the CIs whose set a change at the seeds can
+# alter), the business services that depend on each, walking up through CIs that are not
+# retired. UNION (not UNION ALL) keeps each (origin, ci) pair once, so cycles end the walk.
+_SUPPORTED = """
+WITH RECURSIVE affected(ci) AS (
+    SELECT unnest($2::uuid[])
+    UNION
+    SELECT r.dependency_id
+    FROM affected a
+    JOIN relationships r
+      ON r.tenant_id = $1 AND r.dependent_id = a.ci AND r.removed_at IS NULL
+),
+live(origin) AS (
+    SELECT a.ci FROM affected a
+    JOIN cis c ON c.tenant_id = $1 AND c.id = a.ci AND c.status <> 'retired'
+),
+up(origin, ci) AS (
+    SELECT origin, origin FROM live
+    UNION
+    SELECT u.origin, r.dependent_id
+    FROM up u
+    JOIN relationships r
+      ON r.tenant_id = $1 AND r.dependency_id = u.ci AND r.removed_at IS NULL
+    JOIN cis c ON c.tenant_id = $1 AND c.id = r.dependent_id AND c.status <> 'retired'
+)
+SELECT a.ci,
+       coalesce(array_agg(DISTINCT u.ci ORDER BY u.ci)
+                FILTER (WHERE c.class = 'business_service'), '{}') AS services,
+       m.services AS previous,
+       m.sequence
+FROM affected a
+LEFT JOIN up u ON u.origin = a.ci
+LEFT JOIN cis c ON c.tenant_id = $1 AND c.id = u.ci
+LEFT JOIN ci_service_membership m ON m.tenant_id = $1 AND m.ci_id = a.ci
+GROUP BY a.ci, m.services, m.sequence
+"""
+
+
+async def supported(
+    conn: Connection, tenant_id: str, seeds: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]]:
+    """(ci, services now, services recorded, recorded sequence) for every CI the seeds reach."""
+    rows = await conn.fetch(_SUPPORTED, tenant_id, list(seeds))
+    return [
+        (r["ci"], list(r["services"]), list(r["previous"] or []), r["sequence"] or 0) for r in rows
+    ]
+
+
+async def record(
+    conn: Connection,
+    tenant_id: str,
+    changes: Sequence[tuple[uuid.UUID, list[uuid.UUID], int]],
+    now: datetime,
+) -> None:
+    """Store (ci, services, sequence) for CIs whose set changed."""
+    if not changes:
+        return
+    await conn.executemany(
+        "INSERT INTO ci_service_membership (tenant_id, ci_id, services, sequence, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, ci_id) DO UPDATE SET"
+        " services = EXCLUDED.services, sequence = EXCLUDED.sequence,"
+        " updated_at = EXCLUDED.updated_at",
+        [(tenant_id, ci, services, sequence, now) for ci, services, sequence in changes],
+    )
+
+
+async def of_ci(conn: Connection, tenant_id: str, ci_id: uuid.UUID) -> list[uuid.UUID]:
+    """The business services a CI supports, as last computed."""
+    services: list[uuid.UUID] | None = await conn.fetchval(
+        "SELECT services FROM ci_service_membership WHERE tenant_id = $1 AND ci_id = $2",
+        tenant_id,
+        ci_id,
+    )
+    return list(services or [])

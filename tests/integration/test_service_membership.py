@@ -1,0 +1,151 @@
+"""The derived service-membership fact: which business services each CI supports, as events."""
+
+import pytest
+
+from shared.events.binding import from_kafka
+from shared.events.catalogue import CONFIG_EVENTS
+from tests.integration.test_impact_analysis import ci, relate
+from tests.support import end_offsets, fetch_as, read_topic
+
+MEMBERSHIP = "itsm.config.service_membership.changed.v1"
+
+
+@pytest.fixture
+async def config(service_client):
+    return await service_client("config")
+
+
+@pytest.fixture
+def manager(auth, tenant):
+    return auth(tenant, "config_manager")
+
+
+async def supported(config, tenant):
+    """ci id -> the services it supports, as the service recorded them."""
+    rows = await fetch_as(
+        config.runtime.pool, tenant, "SELECT ci_id, services FROM ci_service_membership"
+    )
+    return {str(r["ci_id"]): sorted(str(s) for s in r["services"]) for r in rows}
+
+
+async def membership_events(infra, tenant, start, count):
+    def mine(records):
+        events = [from_kafka(r.value, r.headers) for r in records]
+        return [e for e in events if e.tenantid == tenant and e.type == MEMBERSHIP]
+
+    records = await read_topic(
+        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= count, settle=1.0
+    )
+    return mine(records)
+
+
+async def test_a_chain_below_a_service_supports_it_and_each_change_is_published_once(
+    config, manager, tenant, infra
+):
+    start = await end_offsets(infra.bootstrap_servers, CONFIG_EVENTS)
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    app = await ci(config, manager, "application", "payroll-app")
+    db = await ci(config, manager, "database", "payroll-db")
+    server = await ci(config, manager, "server", "srv-1")
+    await relate(config, manager, db, "runs_on", server)
+    await relate(config, manager, app, "depends_on", db)
+    assert await supported(config, tenant) == {payroll: [payroll]}
+
+    await relate(config, manager, app, "provides", payroll)
+    assert await supported(config, tenant) == {
+        payroll: [payroll],
+        app: [payroll],
+        db: [payroll],
+        server: [payroll],
+    }
+    # The same relationship again changes nothing and publishes nothing.
+    await relate(config, manager, app, "provides", payroll)
+
+    events = await membership_events(infra, tenant, start, 4)
+    assert len(events) == 4
+    by_ci = {e.data["ci_id"]: e for e in events}
+    assert by_ci[payroll].data["services"] == [payroll]
+    assert by_ci[payroll].data["previous"] == []
+    for one in (app, db, server):
+        assert by_ci[one].data == {
+            "ci_id": one,
+            "services": [payroll],
+            "previous": [],
+            "sequence": 1,
+        }
+        assert by_ci[one].subject == f"membership/{one}"
+
+
+async def test_a_shared_dependency_supports_every_service_above_it_until_a_path_goes(
+    config, manager, tenant
+):
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    billing = await ci(config, manager, "business_service", "Billing")
+    payroll_app = await ci(config, manager, "application", "payroll-app")
+    billing_app = await ci(config, manager, "application", "billing-app")
+    db = await ci(config, manager, "database", "shared-db")
+    await relate(config, manager, payroll_app, "provides", payroll)
+    await relate(config, manager, billing_app, "part_of", billing)
+    await relate(config, manager, payroll_app, "depends_on", db)
+    link = await relate(config, manager, billing_app, "depends_on", db)
+    assert (await supported(config, tenant))[db] == sorted([payroll, billing])
+
+    response = await config.delete(
+        f"/relationships/{link}", params={"reason": "moved"}, headers=manager
+    )
+    assert response.status_code == 200, response.text
+    state = await supported(config, tenant)
+    assert state[db] == [payroll]
+    assert state[billing_app] == [billing]
+    sequence = await fetch_as(
+        config.runtime.pool,
+        tenant,
+        "SELECT sequence FROM ci_service_membership WHERE ci_id = $1",
+        db,
+    )
+    assert sequence[0]["sequence"] == 3  # payroll, then both, then payroll again
+
+
+async def test_a_retired_ci_supports_nothing_and_passes_nothing_on(config, manager, tenant):
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    app = await ci(config, manager, "application", "payroll-app")
+    db = await ci(config, manager, "database", "payroll-db")
+    await relate(config, manager, app, "provides", payroll)
+    await relate(config, manager, app, "depends_on", db)
+    assert (await supported(config, tenant))[db] == [payroll]
+
+    response = await config.patch(
+        f"/cis/{app}",
+        json={"status": "retired", "reason": "decommissioned"},
+        headers={**manager, "If-Match": '"1"'},
+    )
+    assert response.status_code == 200, response.text
+    state = await supported(config, tenant)
+    assert state[app] == []
+    assert state[db] == []
+    assert state[payroll] == [payroll]
+
+
+async def test_a_dependency_cycle_ends_the_walk_and_supports_the_service_once(
+    config, manager, tenant
+):
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    a = await ci(config, manager, "application", "a")
+    b = await ci(config, manager, "application", "b")
+    await relate(config, manager, a, "depends_on", b)
+    await relate(config, manager, b, "depends_on", a)
+    await relate(config, manager, a, "provides", payroll)
+    state = await supported(config, tenant)
+    assert state[a] == [payroll]
+    assert state[b] == [payroll]
+
+
+async def test_membership_is_computed_within_the_tenant_only(config, manager, auth, tenant):
+    other = f"{tenant}-other"
+    theirs = auth(other, "config_manager")
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    app = await ci(config, manager, "application", "payroll-app")
+    await relate(config, manager, app, "provides", payroll)
+    await ci(config, theirs, "business_service", "Theirs")
+    assert set(await supported(config, tenant)) == {payroll, app}
+    assert app not in await supported(config, other)
