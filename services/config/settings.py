@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -14,3 +15,6 @@ class ConfigSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CONFIG_", extra="ignore", frozen=True)
 
     http_port: int = 8003
+    census_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the CI census gauge is refreshed."
+    )

@@ -9,13 +9,13 @@ from typing import Any
 from services.config.domain.ci import ConfigurationItem
 from shared.db import Connection
 
-_COLUMNS = (
+COLUMNS = (
     "id, tenant_id, class AS ci_class, name, status, owner_team, criticality, attributes,"
     " external_ids, controlled, version, created_at, updated_at, updated_by"
 )
 
 
-def _ci(row: Any) -> ConfigurationItem:
+def to_ci(row: Any) -> ConfigurationItem:
     return ConfigurationItem(**dict(row))
 
 
@@ -68,12 +68,12 @@ async def get(
 ) -> ConfigurationItem | None:
     """The tenant's CI, optionally locked for a modification."""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM cis WHERE tenant_id = $1 AND id = $2"  # noqa: S608 - constant
+        f"SELECT {COLUMNS} FROM cis WHERE tenant_id = $1 AND id = $2"  # noqa: S608 - constant
         + (" FOR UPDATE" if for_update else ""),
         tenant_id,
         ci_id,
     )
-    return _ci(row) if row else None
+    return to_ci(row) if row else None
 
 
 async def record_version(

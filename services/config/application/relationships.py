@@ -31,7 +31,8 @@ class AddRelationship:
     target_id: uuid.UUID
 
 
-def _wire(row: dict[str, Any]) -> RelationshipV1:
+def wire(row: dict[str, Any]) -> RelationshipV1:
+    """A relationship row as events carry it."""
     return RelationshipV1(
         id=str(row["id"]),
         type=row["type"],
@@ -76,7 +77,7 @@ async def add_relationship(
             return existing, False
         await outbox.append(
             conn,
-            RelationshipAddedV1(relationship=_wire(row)),
+            RelationshipAddedV1(relationship=wire(row)),
             subject=str(row["id"]),
             tenant_id=context.tenant_id,
             sequence=1,
@@ -99,7 +100,7 @@ async def remove_relationship(
             raise not_found("relationship", str(relationship_id))
         await outbox.append(
             conn,
-            RelationshipRemovedV1(relationship=_wire(row), reason=reason),
+            RelationshipRemovedV1(relationship=wire(row), reason=reason),
             subject=str(row["id"]),
             tenant_id=context.tenant_id,
             sequence=2,

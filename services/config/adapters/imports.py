@@ -1,0 +1,350 @@
+"""Discovery imports in PostgreSQL: progress, per-row outcomes, and set-based CI writes.
+
+An import writes thousands of rows per batch, so these functions take whole batches and use one
+statement each (`unnest` of arrays) instead of one round trip per CI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.config.adapters.cis import COLUMNS, to_ci
+from services.config.domain.ci import ConfigurationItem
+from services.config.domain.imports import OUTCOMES
+from shared.db import Connection
+
+_IMPORT_COLUMNS = (
+    "id, source, format, status, rows, created, updated, unchanged, drift, rejected,"
+    " bytes_read, started_at, started_by, finished_at, error"
+)
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The outcome of one input row, as the import report keeps it."""
+
+    line: int
+    kind: str
+    key: str | None
+    outcome: str
+    reason: str | None = None
+    ci_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """A CI version written by an import (attributed to its source)."""
+
+    ci: ConfigurationItem
+    changed: list[str]
+    reason: str
+
+
+async def lock_source(conn: Connection, tenant_id: str, source: str) -> None:
+    """Serialise batches of concurrent imports from the same source (until the commit)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"import/{tenant_id}/{source}"
+    )
+
+
+async def start(
+    conn: Connection,
+    tenant_id: str,
+    import_id: uuid.UUID,
+    *,
+    source: str,
+    format_: str,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Record a running import."""
+    await conn.execute(
+        "INSERT INTO imports (tenant_id, id, source, format, status, started_at, started_by)"
+        " VALUES ($1, $2, $3, $4, 'running', $5, $6)",
+        tenant_id,
+        import_id,
+        source,
+        format_,
+        now,
+        actor,
+    )
+
+
+async def advance(
+    conn: Connection,
+    tenant_id: str,
+    import_id: uuid.UUID,
+    counts: dict[str, int],
+    bytes_read: int,
+) -> None:
+    """Add a committed batch's outcomes to the import's progress."""
+    await conn.execute(
+        "UPDATE imports SET rows = rows + $3, created = created + $4, updated = updated + $5,"
+        " unchanged = unchanged + $6, drift = drift + $7, rejected = rejected + $8,"
+        " bytes_read = $9 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        import_id,
+        sum(counts.values()),
+        *(counts.get(o, 0) for o in OUTCOMES),
+        bytes_read,
+    )
+
+
+async def finish(
+    conn: Connection,
+    tenant_id: str,
+    import_id: uuid.UUID,
+    *,
+    status: str,
+    bytes_read: int,
+    now: datetime,
+    error: str | None,
+) -> dict[str, Any]:
+    """Mark the import completed or failed; return it."""
+    row = await conn.fetchrow(
+        f"UPDATE imports SET status = $3, finished_at = $4, error = $5, bytes_read = $6"  # noqa: S608 - constant columns
+        f" WHERE tenant_id = $1 AND id = $2 RETURNING {_IMPORT_COLUMNS}",
+        tenant_id,
+        import_id,
+        status,
+        now,
+        error,
+        bytes_read,
+    )
+    assert row is not None, "the import was started in an earlier transaction"
+    return dict(row)
+
+
+async def get(conn: Connection, tenant_id: str, import_id: uuid.UUID) -> dict[str, Any] | None:
+    """An import and its progress."""
+    row = await conn.fetchrow(
+        f"SELECT {_IMPORT_COLUMNS} FROM imports WHERE tenant_id = $1 AND id = $2",  # noqa: S608 - constant columns
+        tenant_id,
+        import_id,
+    )
+    return dict(row) if row else None
+
+
+async def recent(
+    conn: Connection, tenant_id: str, *, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[dict[str, Any]]:
+    """Imports, newest first, after a (started_at, id) position."""
+    rows = await conn.fetch(
+        f"SELECT {_IMPORT_COLUMNS} FROM imports WHERE tenant_id = $1"  # noqa: S608 - constant columns
+        " AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3))"
+        " ORDER BY started_at DESC, id DESC LIMIT $4",
+        tenant_id,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def rows(
+    conn: Connection,
+    tenant_id: str,
+    import_id: uuid.UUID,
+    *,
+    outcome: str | None,
+    after_line: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """An import's row outcomes in input order, optionally of one outcome."""
+    found = await conn.fetch(
+        "SELECT line, kind, key, outcome, reason, ci_id FROM import_rows"
+        " WHERE tenant_id = $1 AND import_id = $2 AND line > $3"
+        " AND ($4::text IS NULL OR outcome = $4) ORDER BY line LIMIT $5",
+        tenant_id,
+        import_id,
+        after_line,
+        outcome,
+        limit,
+    )
+    return [dict(r) for r in found]
+
+
+async def record_rows(
+    conn: Connection, tenant_id: str, import_id: uuid.UUID, results: Sequence[RowResult]
+) -> None:
+    """Keep each row's outcome for the report."""
+    if not results:
+        return
+    await conn.execute(
+        "INSERT INTO import_rows (tenant_id, import_id, line, kind, key, outcome, reason, ci_id)"
+        " SELECT $1, $2, * FROM unnest($3::int[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[], $8::uuid[])",
+        tenant_id,
+        import_id,
+        [r.line for r in results],
+        [r.kind for r in results],
+        [r.key for r in results],
+        [r.outcome for r in results],
+        [r.reason for r in results],
+        [r.ci_id for r in results],
+    )
+
+
+async def by_external_id(
+    conn: Connection, tenant_id: str, source: str, external_ids: Sequence[str]
+) -> dict[str, ConfigurationItem]:
+    """The CIs the source knows by these ids, locked for the batch."""
+    if not external_ids:
+        return {}
+    prefixed = ", ".join(f"c.{c.strip()}" for c in COLUMNS.split(","))
+    found = await conn.fetch(
+        f"SELECT e.external_id AS _external_id, {prefixed} FROM ci_external_ids e"  # noqa: S608 - constant columns
+        " JOIN cis c ON c.tenant_id = e.tenant_id AND c.id = e.ci_id"
+        " WHERE e.tenant_id = $1 AND e.source = $2 AND e.external_id = ANY($3::text[])"
+        " ORDER BY c.id FOR UPDATE OF c",
+        tenant_id,
+        source,
+        list(external_ids),
+    )
+    result: dict[str, ConfigurationItem] = {}
+    for row in found:
+        values = dict(row)
+        external_id = values.pop("_external_id")
+        result[external_id] = to_ci(values)
+    return result
+
+
+async def ci_ids(
+    conn: Connection, tenant_id: str, source: str, external_ids: Sequence[str]
+) -> dict[str, tuple[uuid.UUID, str]]:
+    """external id -> (CI id, status) for relationship rows (no lock: CIs are not changed)."""
+    if not external_ids:
+        return {}
+    found = await conn.fetch(
+        "SELECT e.external_id, c.id, c.status FROM ci_external_ids e"
+        " JOIN cis c ON c.tenant_id = e.tenant_id AND c.id = e.ci_id"
+        " WHERE e.tenant_id = $1 AND e.source = $2 AND e.external_id = ANY($3::text[])",
+        tenant_id,
+        source,
+        list(external_ids),
+    )
+    return {r["external_id"]: (r["id"], r["status"]) for r in found}
+
+
+async def insert_cis(conn: Connection, cis: Sequence[ConfigurationItem]) -> None:
+    """Store new CIs (one statement)."""
+    if not cis:
+        return
+    await conn.execute(
+        "INSERT INTO cis (id, tenant_id, class, name, status, owner_team, criticality,"
+        " attributes, external_ids, controlled, version, created_at, updated_at, updated_by)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::smallint[], $8::jsonb[], $9::jsonb[], $10::boolean[], $11::int[],"
+        " $12::timestamptz[], $13::timestamptz[], $14::text[])",
+        [c.id for c in cis],
+        [c.tenant_id for c in cis],
+        [c.ci_class for c in cis],
+        [c.name for c in cis],
+        [c.status for c in cis],
+        [c.owner_team for c in cis],
+        [c.criticality for c in cis],
+        [c.attributes for c in cis],
+        [c.external_ids for c in cis],
+        [c.controlled for c in cis],
+        [c.version for c in cis],
+        [c.created_at for c in cis],
+        [c.updated_at for c in cis],
+        [c.updated_by for c in cis],
+    )
+
+
+async def update_cis(conn: Connection, cis: Sequence[ConfigurationItem]) -> None:
+    """Store new versions of CIs the batch holds locked (one statement)."""
+    if not cis:
+        return
+    await conn.execute(
+        "UPDATE cis SET name = u.name, status = u.status, owner_team = u.owner_team,"
+        " criticality = u.criticality, attributes = u.attributes, version = u.version,"
+        " updated_at = u.updated_at, updated_by = u.updated_by"
+        " FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::smallint[],"
+        " $7::jsonb[], $8::int[], $9::timestamptz[], $10::text[])"
+        " AS u(id, name, status, owner_team, criticality, attributes, version, updated_at,"
+        " updated_by) WHERE cis.tenant_id = $1 AND cis.id = u.id",
+        cis[0].tenant_id,
+        [c.id for c in cis],
+        [c.name for c in cis],
+        [c.status for c in cis],
+        [c.owner_team for c in cis],
+        [c.criticality for c in cis],
+        [c.attributes for c in cis],
+        [c.version for c in cis],
+        [c.updated_at for c in cis],
+        [c.updated_by for c in cis],
+    )
+
+
+async def record_versions(
+    conn: Connection, tenant_id: str, source: str, entries: Sequence[VersionEntry]
+) -> None:
+    """Keep each written version in the history, attributed to the source."""
+    if not entries:
+        return
+    await conn.execute(
+        "INSERT INTO ci_versions (tenant_id, ci_id, version, valid_from, state, changed, actor,"
+        " reason, source) SELECT $1, v.ci_id, v.version, v.valid_from, v.state,"
+        " string_to_array(v.changed, ','), v.actor, v.reason, $2"
+        " FROM unnest($3::uuid[], $4::int[], $5::timestamptz[], $6::jsonb[], $7::text[],"
+        " $8::text[], $9::text[]) AS v(ci_id, version, valid_from, state, changed, actor, reason)",
+        tenant_id,
+        source,
+        [e.ci.id for e in entries],
+        [e.ci.version for e in entries],
+        [e.ci.updated_at for e in entries],
+        [e.ci.state().model_dump(mode="json") for e in entries],
+        # Field names (no commas), joined: a list would be read as another array dimension.
+        [",".join(e.changed) for e in entries],
+        [e.ci.updated_by for e in entries],
+        [e.reason for e in entries],
+    )
+
+
+async def claim_external_ids(
+    conn: Connection, tenant_id: str, source: str, claims: Sequence[tuple[str, uuid.UUID]]
+) -> None:
+    """Point (source, external id) at new CIs."""
+    if not claims:
+        return
+    await conn.execute(
+        "INSERT INTO ci_external_ids (tenant_id, source, external_id, ci_id)"
+        " SELECT $1, $2, * FROM unnest($3::text[], $4::uuid[])",
+        tenant_id,
+        source,
+        [external_id for external_id, _ in claims],
+        [ci_id for _, ci_id in claims],
+    )
+
+
+async def add_relationships(
+    conn: Connection,
+    tenant_id: str,
+    wanted: Sequence[tuple[str, uuid.UUID, uuid.UUID]],
+    *,
+    actor: str,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Add (type, source, target) relationships not yet in place; return the rows added."""
+    if not wanted:
+        return []
+    added = await conn.fetch(
+        "INSERT INTO relationships (tenant_id, id, type, source_id, target_id, added_at,"
+        " added_by) SELECT $1, gen_random_uuid(), t, s, g, $5, $6"
+        " FROM unnest($2::text[], $3::uuid[], $4::uuid[]) AS w(t, s, g)"
+        " ON CONFLICT (tenant_id, source_id, type, target_id) WHERE removed_at IS NULL"
+        " DO NOTHING RETURNING id, type, source_id, target_id",
+        tenant_id,
+        [t for t, _, _ in wanted],
+        [s for _, s, _ in wanted],
+        [g for _, _, g in wanted],
+        now,
+        actor,
+    )
+    return [dict(r) for r in added]

@@ -1,0 +1,387 @@
+"""Discovery imports on the real database and broker: outcomes, idempotency, drift, progress."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from shared.events.binding import from_kafka
+from shared.events.catalogue import CONFIG_EVENTS
+from tests.support import end_offsets, fetch_as, fetchval_as, read_topic, sample_value
+
+JSONL = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+async def config(service_client):
+    return await service_client("config")
+
+
+@pytest.fixture
+def manager(auth, tenant):
+    return auth(tenant, "config_manager", subject="discovery-bot")
+
+
+def server(external_id, **overrides):
+    row = {
+        "external_id": external_id,
+        "class": "server",
+        "name": f"srv-{external_id}",
+        "attributes": {"hostname": f"srv-{external_id}", "environment": "production"},
+    }
+    return {**row, **overrides}
+
+
+def jsonl(*rows):
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+ESTATE = [
+    {
+        "external_id": "svc-pay",
+        "class": "business_service",
+        "name": "Payroll",
+        "criticality": 1,
+        "attributes": {"owner": "cfo", "customer": "finance", "availability_target": 99.9},
+    },
+    {
+        "external_id": "app-pay",
+        "class": "application",
+        "name": "payroll-app",
+        "attributes": {"environment": "production"},
+    },
+    server("h1"),
+    server("h2"),
+    {"kind": "relationship", "type": "provides", "source": "app-pay", "target": "svc-pay"},
+    {"kind": "relationship", "type": "runs_on", "source": "app-pay", "target": "h1"},
+]
+
+
+async def run(config, headers, body, source="vcenter", content=JSONL, **params):
+    response = await config.post(
+        "/imports",
+        params={"source": source, **params},
+        content=body,
+        headers={**headers, **content},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def rows_of(config, headers, import_id, **params):
+    response = await config.get(f"/imports/{import_id}/rows", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def ci_by_external_id(config, tenant, source, external_id):
+    return await fetchval_as(
+        config.runtime.pool,
+        tenant,
+        "SELECT ci_id FROM ci_external_ids WHERE source = $1 AND external_id = $2",
+        source,
+        external_id,
+    )
+
+
+async def test_an_import_creates_cis_and_relationships_and_reports_every_row(
+    config, manager, tenant
+):
+    report = await run(config, manager, jsonl(*ESTATE))
+    assert report["status"] == "completed"
+    assert report["rows"] == 6
+    assert report["outcomes"] == {
+        "created": 6,
+        "updated": 0,
+        "unchanged": 0,
+        "drift": 0,
+        "rejected": 0,
+    }
+    rows = await rows_of(config, manager, report["id"])
+    assert [(r["line"], r["kind"], r["outcome"]) for r in rows] == [
+        (1, "ci", "created"),
+        (2, "ci", "created"),
+        (3, "ci", "created"),
+        (4, "ci", "created"),
+        (5, "relationship", "created"),
+        (6, "relationship", "created"),
+    ]
+    assert rows[4]["key"] == "app-pay -provides-> svc-pay"
+
+    h1 = await ci_by_external_id(config, tenant, "vcenter", "h1")
+    history = (await config.get(f"/cis/{h1}/history", headers=manager)).json()["items"]
+    assert [(v["version"], v["source"], v["actor"]) for v in history] == [
+        (1, "vcenter", "discovery-bot")
+    ]
+    ci = (await config.get(f"/cis/{h1}", headers=manager)).json()
+    assert ci["external_ids"] == {"vcenter": "h1"}
+    assert ci["status"] == "active"
+    # Imported relationships feed the service membership like any other.
+    payroll = await ci_by_external_id(config, tenant, "vcenter", "svc-pay")
+    services = await fetchval_as(
+        config.runtime.pool,
+        tenant,
+        "SELECT services FROM ci_service_membership WHERE ci_id = $1",
+        h1,
+    )
+    assert services == [payroll]
+
+
+async def test_importing_the_same_data_again_changes_nothing_and_writes_no_version(
+    config, manager, tenant
+):
+    await run(config, manager, jsonl(*ESTATE))
+    versions = await fetchval_as(config.runtime.pool, tenant, "SELECT count(*) FROM ci_versions")
+    again = await run(config, manager, jsonl(*ESTATE))
+    assert again["outcomes"]["unchanged"] == 6
+    assert again["outcomes"]["created"] == again["outcomes"]["updated"] == 0
+    assert (
+        await fetchval_as(config.runtime.pool, tenant, "SELECT count(*) FROM ci_versions")
+        == versions
+    )
+    relationships = await fetchval_as(
+        config.runtime.pool, tenant, "SELECT count(*) FROM relationships"
+    )
+    assert relationships == 2
+
+
+async def test_changed_data_makes_a_new_version_attributed_to_the_source(config, manager, tenant):
+    await run(config, manager, jsonl(server("h1"), server("h2")))
+    changed = server("h1", attributes={"os": "Debian 13"}, criticality=2)
+    report = await run(config, manager, jsonl(changed, server("h2")))
+    assert report["outcomes"]["updated"] == 1
+    assert report["outcomes"]["unchanged"] == 1
+
+    h1 = await ci_by_external_id(config, tenant, "vcenter", "h1")
+    ci = (await config.get(f"/cis/{h1}", headers=manager)).json()
+    # Attributes the row names are merged in; the others stay.
+    assert ci["attributes"] == {
+        "hostname": "srv-h1",
+        "environment": "production",
+        "os": "Debian 13",
+    }
+    assert ci["criticality"] == 2
+    latest = (await config.get(f"/cis/{h1}/history", headers=manager)).json()["items"][-1]
+    assert latest["version"] == 2
+    assert latest["source"] == "vcenter"
+    assert sorted(latest["changed"]) == ["attributes", "criticality"]
+    assert report["id"] in latest["reason"]
+
+
+async def test_a_difference_on_a_controlled_ci_is_raised_as_drift_and_not_applied(
+    config, manager, tenant, infra
+):
+    created = await config.post(
+        "/cis",
+        json={
+            "class": "server",
+            "name": "core-db-host",
+            "controlled": True,
+            "attributes": {"hostname": "core-db-host", "environment": "production"},
+            "external_ids": {"vcenter": "core"},
+        },
+        headers=manager,
+    )
+    assert created.status_code == 201, created.text
+    ci_id = created.json()["id"]
+    start = await end_offsets(infra.bootstrap_servers, CONFIG_EVENTS)
+    drifted = server(
+        "core", name="core-db-host", attributes={"hostname": "core-db-host", "os": "Debian 13"}
+    )
+    report = await run(config, manager, jsonl(drifted))
+    assert report["outcomes"]["drift"] == 1
+    [row] = await rows_of(config, manager, report["id"], outcome="drift")
+    assert row["ci_id"] == ci_id
+    assert "attributes.os" in row["reason"]
+
+    ci = (await config.get(f"/cis/{ci_id}", headers=manager)).json()
+    assert ci["version"] == 1
+    assert "os" not in ci["attributes"]
+    assert sample_value(config.runtime.registry, "itsm_config_drift_events_total") >= 1
+
+    def drifts(records):
+        events = [from_kafka(r.value, r.headers) for r in records]
+        return [
+            e
+            for e in events
+            if e.tenantid == tenant and e.type == "itsm.config.ci.drift_detected.v1"
+        ]
+
+    records = await read_topic(infra.bootstrap_servers, start, until=lambda rs: drifts(rs))
+    [event] = drifts(records)
+    assert event.subject == ci_id
+    assert event.data["source"] == "vcenter"
+    assert event.data["import_id"] == report["id"]
+    assert event.data["differences"] == {
+        "attributes.os": {"recorded": None, "discovered": "Debian 13"}
+    }
+    assert event.data["ci"]["version"] == 1
+
+
+async def test_bad_rows_are_rejected_with_the_reason_and_the_rest_is_applied(
+    config, manager, tenant
+):
+    await run(config, manager, jsonl(server("h1")))
+    body = b"".join(
+        [
+            jsonl(server("h2")),
+            b"{not json\n",
+            jsonl({"external_id": "x", "class": "spaceship", "name": "x"}),
+            jsonl(server("h3", attributes={"hostname": "h3", "environment": "moon"})),
+            jsonl({"kind": "relationship", "type": "runs_on", "source": "h2", "target": "nope"}),
+            jsonl({"external_id": "h1", "class": "database", "name": "srv-h1"}),
+            jsonl({"external_id": "h4", "class": "server", "name": "", "attributes": {}}),
+            jsonl(server("h5")),
+        ]
+    )
+    report = await run(config, manager, body)
+    assert report["outcomes"]["created"] == 2
+    assert report["outcomes"]["rejected"] == 6
+    rejected = {
+        r["line"]: r["reason"]
+        for r in await rows_of(config, manager, report["id"])
+        if r["outcome"] == "rejected"
+    }
+    assert rejected[2].startswith("row: not JSON")
+    assert rejected[3] == "class: no CI class named 'spaceship'"
+    assert rejected[4].startswith("attributes.environment")
+    assert rejected[5] == "target: no CI with external id 'nope' from this source"
+    assert rejected[6] == "class: registered as server, not database"
+    assert rejected[7].startswith("name:")
+    assert await ci_by_external_id(config, tenant, "vcenter", "h5") is not None
+
+
+async def test_a_csv_import_types_attribute_cells_by_the_class_schema(config, manager, tenant):
+    body = (
+        b"kind,external_id,class,name,criticality,attributes.engine,attributes.port,"
+        b"type,source,target\n"
+        b"ci,db1,database,orders-db,2,postgresql,5432,,,\n"
+        b"ci,db2,database,stock-db,,mysql,not-a-port,,,\n"
+        b"relationship,,,,,,,depends_on,db1,db1\n"
+    )
+    report = await run(config, manager, body, content={"Content-Type": "text/csv"})
+    assert report["format"] == "csv"
+    assert report["outcomes"]["created"] == 1
+    rows = await rows_of(config, manager, report["id"])
+    assert [r["line"] for r in rows] == [2, 3, 4]
+    assert rows[1]["reason"] == "attributes.port: expected integer"
+    assert rows[2]["reason"] == "target: the same CI as source"
+    db1 = await ci_by_external_id(config, tenant, "vcenter", "db1")
+    ci = (await config.get(f"/cis/{db1}", headers=manager)).json()
+    assert ci["attributes"] == {"engine": "postgresql", "port": 5432}
+    assert ci["criticality"] == 2
+
+
+async def test_progress_is_visible_while_a_large_import_streams_in(config, manager):
+    release = asyncio.Event()
+
+    async def body():
+        yield jsonl(*(server(f"p{i}") for i in range(1500)))
+        await release.wait()
+        yield jsonl(*(server(f"q{i}") for i in range(10)))
+
+    posting = asyncio.create_task(
+        config.post(
+            "/imports", params={"source": "vcenter"}, content=body(), headers={**manager, **JSONL}
+        )
+    )
+
+    async def running():
+        listed = (await config.get("/imports", headers=manager)).json()["items"]
+        return [i for i in listed if i["status"] == "running" and i["rows"] >= 1000]
+
+    for _ in range(300):
+        seen = await running()
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+    assert seen, "the running import never reported its first batch"
+    progress = (await config.get(f"/imports/{seen[0]['id']}", headers=manager)).json()
+    assert progress["status"] == "running"
+    assert progress["rows"] == 1000
+    assert progress["bytes_read"] > 0
+    release.set()
+    response = await posting
+    assert response.status_code == 201, response.text
+    assert response.json()["rows"] == 1510
+    assert response.json()["status"] == "completed"
+
+
+async def test_a_finished_import_is_announced_with_its_counts(config, manager, tenant, infra):
+    start = await end_offsets(infra.bootstrap_servers, CONFIG_EVENTS)
+    report = await run(config, manager, jsonl(server("h1"), {"external_id": "bad"}))
+
+    def completed(records):
+        events = [from_kafka(r.value, r.headers) for r in records]
+        return [
+            e
+            for e in events
+            if e.tenantid == tenant and e.type == "itsm.config.import.completed.v1"
+        ]
+
+    records = await read_topic(infra.bootstrap_servers, start, until=lambda rs: completed(rs))
+    [event] = completed(records)
+    assert event.subject == f"import/{report['id']}"
+    assert event.data["status"] == "completed"
+    assert event.data["rows"] == 2
+    assert event.data["outcomes"]["created"] == 1
+    assert event.data["outcomes"]["rejected"] == 1
+    assert (
+        sample_value(
+            config.runtime.registry, "itsm_config_import_rows_total", {"outcome": "rejected"}
+        )
+        >= 1
+    )
+
+
+async def test_imports_are_refused_without_a_known_format_or_a_valid_source(config, manager):
+    response = await config.post(
+        "/imports",
+        params={"source": "vcenter"},
+        content=b"x",
+        headers={**manager, "Content-Type": "application/pdf"},
+    )
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/problem+json"
+    response = await config.post(
+        "/imports", params={"source": "Bad Source!"}, content=b"", headers={**manager, **JSONL}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "source"
+
+
+async def test_another_tenants_import_is_not_found_and_an_agent_cannot_import(
+    config, manager, auth, tenant
+):
+    report = await run(config, manager, jsonl(server("h1")))
+    theirs = auth(f"{tenant}-x", "config_manager")
+    assert (await config.get(f"/imports/{report['id']}", headers=theirs)).status_code == 404
+    rows = await config.get(f"/imports/{report['id']}/rows", headers=theirs)
+    assert rows.status_code == 404
+    agent = auth(tenant, "agent")
+    response = await config.post(
+        "/imports",
+        params={"source": "vcenter"},
+        content=jsonl(server("h2")),
+        headers={**agent, **JSONL},
+    )
+    assert response.status_code == 403
+    unknown = await config.get(f"/imports/{uuid.uuid4()}", headers=manager)
+    assert unknown.status_code == 404
+
+
+async def test_the_ci_census_counts_cis_by_class_and_status(config, manager, tenant):
+    from services.config.application.census import refresh
+
+    await run(config, manager, jsonl(server("h1"), server("h2", status="planned")))
+    runtime = config.runtime
+    await refresh(runtime.pool, runtime.service_metrics, runtime.metrics.tenant)
+    labels = {"class": "server", "tenant": tenant}
+    assert sample_value(runtime.registry, "itsm_config_cis", {**labels, "status": "active"}) == 1
+    assert sample_value(runtime.registry, "itsm_config_cis", {**labels, "status": "planned"}) == 1
+    rows = await fetch_as(runtime.pool, tenant, "SELECT class, status, count FROM ci_census")
+    assert {(r["class"], r["status"], r["count"]) for r in rows} == {
+        ("server", "active", 1),
+        ("server", "planned", 1),
+    }
