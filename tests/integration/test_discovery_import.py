@@ -385,3 +385,30 @@ async def test_the_ci_census_counts_cis_by_class_and_status(config, manager, ten
         ("server", "active", 1),
         ("server", "planned", 1),
     }
+
+
+async def test_the_cli_streams_a_file_with_a_progress_bar_and_returns_the_report(
+    config, manager, tmp_path
+):
+    import io
+
+    from services.config.cli import upload
+
+    path = tmp_path / "estate.jsonl"
+    path.write_bytes(jsonl(*(server(f"c{i}") for i in range(3000))))
+    progress = io.StringIO()
+    token = manager["Authorization"].removeprefix("Bearer ")
+    status, body = await upload(
+        "http://config",
+        token,
+        path,
+        source="cmdb-scan",
+        format_="jsonl",
+        progress=progress,
+        transport=config._transport,
+    )
+    assert status == 201, body
+    assert body["outcomes"]["created"] == 3000
+    assert body["source"] == "cmdb-scan"
+    assert "100.0%" in progress.getvalue()
+    assert progress.getvalue().endswith("\n")

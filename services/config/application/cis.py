@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.config.adapters import cis as repository
-from services.config.application import membership
+from services.config.application import catalogue, membership
 from services.config.domain import classes
 from services.config.domain.ci import CiRuleError, ConfigurationItem, modify, register
 from shared import outbox
@@ -119,6 +119,9 @@ async def register_ci(
         )
         await _announce(conn, ci, event, context)
         if ci.ci_class == "business_service":
+            await catalogue.announce_business_service(
+                conn, ci, actor=context.actor, correlation_id=context.correlation_id
+            )
             # A business service supports itself from the start.
             await _refresh_membership(conn, ci, context)
     return ci
@@ -183,6 +186,10 @@ async def modify_ci(
             source=None,
         )
         await _announce(conn, ci, outcome.event, context)
+        if ci.ci_class == "business_service":
+            await catalogue.announce_business_service(
+                conn, ci, actor=context.actor, correlation_id=context.correlation_id
+            )
         if ci.status == "retired":
             # It supports nothing now, and passes nothing on to what it depends on.
             await _refresh_membership(conn, ci, context)

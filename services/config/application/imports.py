@@ -22,7 +22,7 @@ import asyncpg
 from services.config.adapters import cis as cis_repository
 from services.config.adapters import imports as repository
 from services.config.adapters.imports import RowResult, VersionEntry
-from services.config.application import membership
+from services.config.application import catalogue, membership
 from services.config.application.relationships import wire
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, modify, register
@@ -363,6 +363,11 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
     await outbox.append_many(
         conn, batch.events, tenant_id=tenant, actor=actor, correlation_id=run.context.correlation_id
     )
+    services = [*batch.created, *batch.updated.values()]
+    for ci in (c for c in services if c.ci_class == "business_service"):
+        await catalogue.announce_business_service(
+            conn, ci, actor=actor, correlation_id=run.context.correlation_id
+        )
     await membership.refresh(
         conn, tenant, batch.seeds, actor=actor, correlation_id=run.context.correlation_id
     )
