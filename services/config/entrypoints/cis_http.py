@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.config.adapters import cis as repository
+from services.config.adapters import listing
 from services.config.adapters import relationships as relationships_repository
 from services.config.application.cis import (
     ModifyCi,
@@ -35,7 +36,16 @@ from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
-from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
+from shared.http.pagination import (
+    DEFAULT_PAGE_SIZE,
+    Cursor,
+    Page,
+    PageSize,
+    cursor_int,
+    decode_cursor,
+    invalid_cursor,
+    page_of,
+)
 from shared.http.problems import Problem, invalid, not_found
 from shared.service import ServiceRuntime, runtime_of
 
@@ -210,6 +220,83 @@ async def create_ci(
 ) -> JSONResponse:
     ci = await register_ci(runtime.pool, RegisterCi(**body.model_dump()), context)
     return _ci_response(ci, 201)
+
+
+_STATUSES = frozenset(get_args(CiStatus))
+
+
+def _id_cursor(cursor: str | None) -> uuid.UUID | None:
+    if not cursor:
+        return None
+    value = decode_cursor(cursor, 1)[0]
+    try:
+        return uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise invalid_cursor() from None
+
+
+def _external_id(value: str) -> tuple[str, str]:
+    source, sep, external = value.partition(":")
+    if not sep or not re.match(SOURCE_NAME, source) or not 1 <= len(external) <= 200:
+        raise invalid(
+            [
+                {
+                    "in": "query",
+                    "field": "external_id",
+                    "detail": "expected <source>:<id>, e.g. vcenter:vm-42",
+                }
+            ]
+        )
+    return source, external
+
+
+@router.get(
+    "/cis",
+    response_model=Page[CiOut],
+    summary="The tenant's configuration items, filtered, in id order",
+)
+async def list_cis(
+    context: Annotated[RequestContext, authorize("ci:read")],
+    runtime: Runtime,
+    ci_class: Annotated[str | None, Query(alias="class", pattern=CLASS_NAME)] = None,
+    status: Annotated[
+        list[str] | None, Query(description="Repeat for any of several statuses.")
+    ] = None,
+    owner_team: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    criticality: Annotated[int | None, Query(ge=1, le=4)] = None,
+    name: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Name prefix, any case.")
+    ] = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Part of the name, any case.")
+    ] = None,
+    external_id: Annotated[
+        str | None, Query(max_length=300, description="`<source>:<id>`, e.g. `vcenter:vm-42`.")
+    ] = None,
+    cursor: Cursor = None,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
+) -> Page[dict[str, Any]]:
+    unknown = sorted({s for s in status or () if s not in _STATUSES})
+    if unknown:
+        raise invalid(
+            [
+                {"in": "query", "field": "status", "detail": f"not a CI status: {s!r}"}
+                for s in unknown
+            ]
+        )
+    where = listing.CiFilter(
+        ci_class=ci_class,
+        statuses=list(status or ()),
+        owner_team=owner_team,
+        criticality=criticality,
+        name_prefix=name,
+        name_contains=q,
+        external_id=_external_id(external_id) if external_id is not None else None,
+    )
+    after = _id_cursor(cursor)
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        rows = await listing.page(conn, context.tenant_id, where, after=after, limit=limit + 1)
+    return page_of(rows, limit, key=lambda r: [str(r["id"])])
 
 
 @router.get("/cis/{ci_id}", response_model=CiOut, summary="A configuration item, now or as it was")
