@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit bench lint lock clean
+.PHONY: install run test test-unit bench bench-cmdb lint lock clean
 
 install: $(VENV)/.installed .state/.system-packages
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -34,6 +34,10 @@ test-unit: $(VENV)/.installed
 
 bench: install
 	$(PY) -m tests.benchmarks.pipeline
+
+# The CMDB at scale: 100,000 CIs / 300,000 relationships imported, then impact analysis.
+bench-cmdb: install
+	$(PY) -m tests.benchmarks.cmdb
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

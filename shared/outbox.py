@@ -122,7 +122,15 @@ async def append_many(
         for e in events
     ]
     if built:
-        await conn.executemany(_INSERT, [row for _, row in built])
+        columns = list(zip(*(row for _, row in built), strict=True))
+        # One statement, positions in the batch's order.
+        await conn.execute(
+            "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers,"
+            " payload) SELECT e, t, tp, k, et, h, p FROM unnest($1::uuid[], $2::text[],"
+            " $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[])"
+            " WITH ORDINALITY AS x(e, t, tp, k, et, h, p, n) ORDER BY n",
+            *(list(c) for c in columns),
+        )
     return [envelope for envelope, _ in built]
 
 

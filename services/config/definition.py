@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from services.config.application.census import census_loop
+from services.config.application.membership import sweep_loop
 from services.config.entrypoints.baselines_http import router as baselines_router
 from services.config.entrypoints.catalogue_http import router as catalogue_router
 from services.config.entrypoints.cis_http import router as ci_router
@@ -21,7 +22,8 @@ def _background(runtime: ServiceRuntime) -> list[Coroutine[Any, Any, None]]:
     assert isinstance(runtime.service_metrics, ConfigMetrics)
     interval = settings.census_interval_seconds
     census = census_loop(runtime.pool, runtime.service_metrics, runtime.metrics.tenant, interval)
-    return [census]
+    sweep = sweep_loop(runtime.pool, settings.membership_sweep_seconds)
+    return [census, sweep]
 
 
 DEFINITION = ServiceDefinition(

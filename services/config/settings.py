@@ -18,3 +18,8 @@ class ConfigSettings(ServiceSettings):
     census_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the CI census gauge is refreshed."
     )
+    membership_sweep_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often service membership left pending (an interrupted import) is settled.",
+    )

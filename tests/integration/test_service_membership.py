@@ -1,5 +1,7 @@
 """The derived service-membership fact: which business services each CI supports, as events."""
 
+import uuid
+
 import pytest
 
 from shared.events.binding import from_kafka
@@ -149,3 +151,83 @@ async def test_membership_is_computed_within_the_tenant_only(config, manager, au
     await ci(config, theirs, "business_service", "Theirs")
     assert set(await supported(config, tenant)) == {payroll, app}
     assert app not in await supported(config, other)
+
+
+async def test_a_large_import_settles_membership_once_with_the_same_result_as_single_changes(
+    config, manager, tenant
+):
+    import json
+
+    rows = [
+        {
+            "external_id": "svc",
+            "class": "business_service",
+            "name": "Payroll",
+            "attributes": {"owner": "cfo", "customer": "finance", "availability_target": 99.9},
+        },
+        {
+            "external_id": "app",
+            "class": "application",
+            "name": "app",
+            "attributes": {"environment": "production"},
+        },
+    ]
+    rows += [
+        {
+            "external_id": f"vm{i}",
+            "class": "virtual_machine",
+            "name": f"vm{i}",
+            "attributes": {"hostname": f"vm{i}", "environment": "production"},
+        }
+        for i in range(250)
+    ]
+    rows.append({"kind": "relationship", "type": "provides", "source": "app", "target": "svc"})
+    rows += [
+        {"kind": "relationship", "type": "runs_on", "source": "app", "target": f"vm{i}"}
+        for i in range(250)
+    ]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    response = await config.post(
+        "/imports",
+        params={"source": "scan"},
+        content=body,
+        headers={**manager, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 201, response.text
+    state = await supported(config, tenant)
+    [service] = [ci for ci, services in state.items() if services == [ci]]
+    assert len(state) == 252
+    assert all(services == [service] for services in state.values())
+    assert await fetch_as(config.runtime.pool, tenant, "SELECT * FROM membership_pending") == []
+
+    # A later single change walks from its seed only and agrees with the full walk.
+    vm = next(ci for ci in state if ci != service and state[ci] == [service])
+    relationships = (await config.get(f"/cis/{vm}/relationships", headers=manager)).json()
+    [link] = [r["id"] for r in relationships if r["removed_at"] is None]
+    removed = await config.delete(f"/relationships/{link}", headers=manager)
+    assert removed.status_code == 200
+    assert (await supported(config, tenant))[vm] == []
+
+
+async def test_marks_left_by_an_interrupted_bulk_write_are_settled_later(config, manager, tenant):
+    from services.config.adapters import membership as adapter
+    from services.config.application.membership import settle
+    from shared.db import tenant_transaction
+
+    payroll = await ci(config, manager, "business_service", "Payroll")
+    app = await ci(config, manager, "application", "app")
+    pool = config.runtime.pool
+    # As if an import had committed a relationship and crashed before settling it.
+    async with tenant_transaction(pool, tenant) as conn:
+        await conn.execute(
+            "INSERT INTO relationships (tenant_id, id, type, source_id, target_id, added_at,"
+            " added_by) VALUES ($1, gen_random_uuid(), 'provides', $2, $3, now(), 'import')",
+            tenant,
+            uuid.UUID(app),
+            uuid.UUID(payroll),
+        )
+        await adapter.mark_pending(conn, tenant, [uuid.UUID(app)])
+    assert app not in await supported(config, tenant)
+    assert await settle(pool, tenant, actor="system:membership", correlation_id=None) == 1
+    assert (await supported(config, tenant))[app] == [payroll]
+    assert await settle(pool, tenant, actor="system:membership", correlation_id=None) == 0

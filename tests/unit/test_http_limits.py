@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict
 
@@ -15,10 +15,12 @@ from shared.auth.revocations import RevocationList
 from shared.auth.tokens import TokenIssuer, TokenVerifier, new_signing_key
 from shared.http.app import create_app
 from shared.http.context import authorize
+from shared.http.limits import STREAMED_UPLOAD
 from shared.http.pagination import MAX_PAGE_SIZE
 from shared.metrics import PlatformMetrics
 
 LIMIT = 2048
+UPLOAD_LIMIT = 8192
 ISSUER = TokenIssuer(new_signing_key(), kid="unit", issuer="itsm", audience="itsm-api")
 
 
@@ -27,7 +29,11 @@ class FakeRuntime:
     """What the HTTP layer uses of a runtime; never started, so no database is touched."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    settings: Any = field(default_factory=lambda: SimpleNamespace(http_max_body_bytes=LIMIT))
+    settings: Any = field(
+        default_factory=lambda: SimpleNamespace(
+            http_max_body_bytes=LIMIT, http_max_upload_bytes=UPLOAD_LIMIT
+        )
+    )
     verifier: TokenVerifier = field(
         default_factory=lambda: TokenVerifier(
             {"keys": [ISSUER.jwk()]}, issuer="itsm", audience="itsm-api"
@@ -50,6 +56,12 @@ def things_router() -> APIRouter:
     @router.post("/things", dependencies=[authorize("incident:create")])
     async def create(body: Thing) -> dict[str, str]:
         return {"title": body.title}
+
+    @router.post(
+        "/uploads", dependencies=[authorize("incident:create")], openapi_extra=STREAMED_UPLOAD
+    )
+    async def upload(request: Request) -> dict[str, int]:
+        return {"bytes": sum([len(chunk) async for chunk in request.stream()])}
 
     return router
 
@@ -302,3 +314,24 @@ def test_every_service_route_passes_the_start_up_guards():
 
     for definition in DEFINITIONS.values():
         assert create_app(FakeRuntime(), definition.routers)  # type: ignore[arg-type]
+
+
+async def test_a_streamed_upload_route_takes_bodies_up_to_the_upload_limit_only(client):
+    ok = await client.post("/uploads", content=b"x" * (LIMIT * 3), headers=bearer("agent"))
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"bytes": LIMIT * 3}
+
+    async def chunked():
+        for _ in range(UPLOAD_LIMIT // 1024 + 1):
+            yield b"x" * 1024
+
+    refused = await client.post("/uploads", content=chunked(), headers=bearer("agent"))
+    assert refused.status_code == 413
+    assert refused.json()["max_body_bytes"] == UPLOAD_LIMIT
+    declared = await client.post(
+        "/uploads", content=b"x" * (UPLOAD_LIMIT + 1), headers=bearer("agent")
+    )
+    assert declared.status_code == 413
+    # Every other route keeps the general limit.
+    other = await client.post("/things", content=json_of_size(LIMIT + 1), headers=bearer("agent"))
+    assert_too_large(other)

@@ -51,6 +51,16 @@ async def lock_source(conn: Connection, tenant_id: str, source: str) -> None:
     )
 
 
+async def analyze(conn: Connection) -> None:
+    """Refresh the planner's statistics of the tables an import grows.
+
+    Right after a bulk load the statistics still describe the tables as they were (empty, for
+    a first import), and the planner picks plans that fit a few rows: a recursive walk over
+    300,000 relationships took minutes instead of a fraction of a second.
+    """
+    await conn.execute("ANALYZE cis, ci_external_ids, relationships, ci_service_membership")
+
+
 async def start(
     conn: Connection,
     tenant_id: str,

@@ -46,6 +46,77 @@ GROUP BY a.ci, m.services, m.sequence
 """
 
 
+# Every CI's set at once: walk down from every live business service. Only the CIs whose set
+# differs from the recorded one come back (a CI that lost every service, too).
+_ALL = """
+WITH RECURSIVE down(service, ci) AS (
+    SELECT id, id FROM cis
+    WHERE tenant_id = $1 AND class = 'business_service' AND status <> 'retired'
+    UNION
+    SELECT d.service, r.dependency_id
+    FROM down d
+    JOIN relationships r
+      ON r.tenant_id = $1 AND r.dependent_id = d.ci AND r.removed_at IS NULL
+    JOIN cis c ON c.tenant_id = $1 AND c.id = r.dependency_id AND c.status <> 'retired'
+),
+fresh AS (
+    SELECT ci, array_agg(service ORDER BY service) AS services FROM down GROUP BY ci
+),
+recorded AS (
+    SELECT ci_id, services, sequence FROM ci_service_membership WHERE tenant_id = $1
+)
+SELECT coalesce(f.ci, m.ci_id) AS ci,
+       coalesce(f.services, '{}') AS services,
+       m.services AS previous,
+       m.sequence
+FROM fresh f
+FULL JOIN recorded m ON m.ci_id = f.ci
+WHERE coalesce(f.services, '{}') IS DISTINCT FROM coalesce(m.services, '{}')
+"""
+
+
+async def supported_everywhere(
+    conn: Connection, tenant_id: str
+) -> list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]]:
+    """Like `supported`, for every CI of the tenant, but only those whose set changed."""
+    rows = await conn.fetch(_ALL, tenant_id)
+    return [
+        (r["ci"], list(r["services"]), list(r["previous"] or []), r["sequence"] or 0) for r in rows
+    ]
+
+
+async def mark_pending(conn: Connection, tenant_id: str, ci_ids: Sequence[uuid.UUID]) -> None:
+    """Remember CIs whose membership a later `settle` must recompute."""
+    if ci_ids:
+        await conn.execute(
+            "INSERT INTO membership_pending (tenant_id, ci_id) SELECT $1, unnest($2::uuid[])"
+            " ON CONFLICT DO NOTHING",
+            tenant_id,
+            list(ci_ids),
+        )
+
+
+async def take_pending(conn: Connection, tenant_id: str) -> list[uuid.UUID]:
+    """Remove and return the tenant's marks (the caller recomputes them in this transaction)."""
+    rows = await conn.fetch(
+        "DELETE FROM membership_pending WHERE tenant_id = $1 RETURNING ci_id", tenant_id
+    )
+    return [r["ci_id"] for r in rows]
+
+
+async def tenants_pending(conn: Connection) -> list[str]:
+    """Tenants with marks (needs an all-tenants transaction)."""
+    rows = await conn.fetch("SELECT DISTINCT tenant_id FROM membership_pending")
+    return [r["tenant_id"] for r in rows]
+
+
+async def lock_tenant(conn: Connection, tenant_id: str) -> None:
+    """Serialise membership recomputations of one tenant (until the commit)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"membership/{tenant_id}"
+    )
+
+
 async def supported(
     conn: Connection, tenant_id: str, seeds: Sequence[uuid.UUID]
 ) -> list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]]:

@@ -21,6 +21,7 @@ import asyncpg
 
 from services.config.adapters import cis as cis_repository
 from services.config.adapters import imports as repository
+from services.config.adapters import membership as membership_repository
 from services.config.adapters.imports import RowResult, VersionEntry
 from services.config.application import catalogue, membership
 from services.config.application.relationships import wire
@@ -45,6 +46,8 @@ from shared.http.context import RequestContext
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
+# Batches after which the tables' statistics are refreshed (1, 4, 16, ... and at the end).
+ANALYZE_EVERY = 4
 
 
 class ImportInterrupted(Exception):
@@ -127,6 +130,7 @@ async def run_import(
     parse = CsvRows(run.schemas).parse if format_ == "csv" else parse_jsonl_line
     batch: list[Parsed] = []
     number = 0
+    batches = 0
     try:
         async for raw in lines(chunks, run.progress):
             number += 1
@@ -136,6 +140,9 @@ async def run_import(
             if len(batch) >= BATCH_ROWS:
                 await _apply(pool, run, batch, metrics)
                 batch = []
+                batches += 1
+                if _power_of(batches, ANALYZE_EVERY):
+                    await _analyze(pool, run)
         if batch:
             await _apply(pool, run, batch, metrics)
     except ImportInterrupted as exc:
@@ -149,8 +156,13 @@ async def run_import(
 
 
 async def _finish(pool: asyncpg.Pool, run: _Run, status: str, error: str | None) -> dict[str, Any]:
-    now = datetime.now(UTC)
     tenant = run.context.tenant_id
+    await _analyze(pool, run)
+    # What the committed batches changed in the graph, published before the import is done.
+    await membership.settle(
+        pool, tenant, actor=run.context.actor, correlation_id=run.context.correlation_id
+    )
+    now = datetime.now(UTC)
     async with tenant_transaction(pool, tenant) as conn:
         record = await repository.finish(
             conn, tenant, run.id, status=status, bytes_read=run.progress[0], now=now, error=error
@@ -175,6 +187,17 @@ async def _finish(pool: asyncpg.Pool, run: _Run, status: str, error: str | None)
             correlation_id=run.context.correlation_id,
         )
     return record
+
+
+def _power_of(n: int, base: int) -> bool:
+    while n % base == 0:
+        n //= base
+    return n == 1
+
+
+async def _analyze(pool: asyncpg.Pool, run: _Run) -> None:
+    async with tenant_transaction(pool, run.context.tenant_id) as conn:
+        await repository.analyze(conn)
 
 
 async def _apply(
@@ -368,6 +391,5 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
         await catalogue.announce_business_service(
             conn, ci, actor=actor, correlation_id=run.context.correlation_id
         )
-    await membership.refresh(
-        conn, tenant, batch.seeds, actor=actor, correlation_id=run.context.correlation_id
-    )
+    # Settled once when the import finishes: one walk instead of one per batch.
+    await membership_repository.mark_pending(conn, tenant, sorted(batch.seeds))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import asyncpg
+
 from services.config.adapters import membership
 from shared import outbox
-from shared.db import Connection
+from shared.db import Connection, all_tenants_transaction, tenant_transaction
 from shared.events.catalogue import ServiceMembershipChangedV1
+
+log = logging.getLogger(__name__)
 
 DEPENDENT_ON_TARGET = frozenset({"depends_on", "runs_on", "hosted_on", "connects_to"})
 
@@ -22,6 +28,13 @@ def dependency_of(type_: str, source_id: uuid.UUID, target_id: uuid.UUID) -> uui
 def subject(ci_id: uuid.UUID) -> str:
     """The aggregate of a CI's membership events (and their Kafka key)."""
     return f"membership/{ci_id}"
+
+
+Change = tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]
+
+# Above this many marked CIs, one walk down from every service is cheaper than walking up
+# from each CI (and from everything each one depends on).
+FULL_WALK_FROM = 200
 
 
 async def refresh(
@@ -41,15 +54,55 @@ async def refresh(
     distinct = sorted(set(seeds))
     if not distinct:
         return 0
+    await membership.lock_tenant(conn, tenant_id)
     rows = await membership.supported(conn, tenant_id, distinct)
-    changed = [
-        (ci, services, previous, sequence + 1)
-        for ci, services, previous, sequence in sorted(rows)
-        if services != previous
-    ]
+    changed = [row for row in rows if row[1] != row[2]]
+    return await _publish(conn, tenant_id, changed, actor=actor, correlation_id=correlation_id)
+
+
+async def settle(
+    pool: asyncpg.Pool, tenant_id: str, *, actor: str, correlation_id: str | None
+) -> int:
+    """Recompute what bulk writes marked pending, in one transaction; return the changes."""
+    async with tenant_transaction(pool, tenant_id) as conn:
+        await membership.lock_tenant(conn, tenant_id)
+        pending = await membership.take_pending(conn, tenant_id)
+        if not pending:
+            return 0
+        if len(pending) >= FULL_WALK_FROM:
+            changed = await membership.supported_everywhere(conn, tenant_id)
+        else:
+            rows = await membership.supported(conn, tenant_id, sorted(pending))
+            changed = [row for row in rows if row[1] != row[2]]
+        return await _publish(conn, tenant_id, changed, actor=actor, correlation_id=correlation_id)
+
+
+async def sweep_loop(pool: asyncpg.Pool, interval: float) -> None:
+    """Settle marks left behind (an import that crashed) every `interval` seconds."""
+    while True:
+        try:
+            async with all_tenants_transaction(pool) as conn:
+                tenants = await membership.tenants_pending(conn)
+            for tenant in tenants:
+                await settle(pool, tenant, actor="system:membership", correlation_id=None)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("service membership sweep failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+async def _publish(
+    conn: Connection,
+    tenant_id: str,
+    changed: list[Change],
+    *,
+    actor: str,
+    correlation_id: str | None,
+) -> int:
+    """Store the new sets and announce each (sequence + 1 per CI)."""
     if not changed:
         return 0
-    stored = [(ci, services, seq) for ci, services, _, seq in changed]
+    bumped = [(ci, services, previous, seq + 1) for ci, services, previous, seq in sorted(changed)]
+    stored = [(ci, services, seq) for ci, services, _, seq in bumped]
     await membership.record(conn, tenant_id, stored, datetime.now(UTC))
     await outbox.append_many(
         conn,
@@ -64,10 +117,10 @@ async def refresh(
                 subject(ci),
                 seq,
             )
-            for ci, services, previous, seq in changed
+            for ci, services, previous, seq in bumped
         ],
         tenant_id=tenant_id,
         actor=actor,
         correlation_id=correlation_id,
     )
-    return len(changed)
+    return len(bumped)

@@ -1,0 +1,363 @@
+"""Benchmark: discovery import and impact analysis on a generated estate, beside raw asyncpg COPY.
+
+`make bench-cmdb` (or `python -m tests.benchmarks.cmdb --cis 100000 --relationships 300000`).
+Generates one tenant's estate (business services, applications, databases, VMs, servers,
+storage, network devices, locations, in layers), then prints:
+- import throughput (rows/s) through the config service's HTTP API (`POST /imports`, streamed by
+  the CLI's uploader, one service process), beside raw asyncpg `copy_records_to_table` of the
+  same rows into plain tables in the same run: the floor of what PostgreSQL takes;
+- re-import of the same CIs (every row unchanged, nothing written);
+- impact analysis p50/p99 over HTTP (`GET /cis/{id}/impact`, upward) from leaf CIs at depth 5
+  and 10, with the service's own query-duration histogram for the database share.
+Nothing is asserted: read medians and ratios, these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from services.config.cli import upload
+from shared.devstack.kafka import REPO_ROOT
+from shared.devstack.platform import Infra, LocalPlatform
+from tests.benchmarks.pipeline import percentile
+
+# Share of the estate per class, bottom of the stack first; relationships per CI of the class.
+LAYERS: list[tuple[str, float]] = [
+    ("location", 0.001),
+    ("network_device", 0.02),
+    ("storage", 0.024),
+    ("server", 0.15),
+    ("virtual_machine", 0.6),
+    ("database", 0.1),
+    ("application", 0.1),
+    ("business_service", 0.005),
+]
+
+
+def attributes(ci_class: str, i: int) -> dict[str, Any]:
+    """Attributes that satisfy the built-in class schemas."""
+    host = f"h{i}"
+    return {
+        "location": {"site_code": f"DC-{i}", "country": "DE", "kind": "data_center"},
+        "network_device": {
+            "vendor": "acme",
+            "management_ip": f"10.1.{i // 250}.{i % 250 + 1}",
+            "role": "switch",
+        },
+        "storage": {"storage_type": "block", "capacity_gib": 2048},
+        "server": {"hostname": host, "environment": "production", "cpu_cores": 32},
+        "virtual_machine": {"hostname": host, "environment": "production", "vcpus": 4},
+        "database": {"engine": "postgresql", "port": 5432},
+        "application": {"environment": "production"},
+        "business_service": {"owner": "owner", "customer": "customer", "availability_target": 99.9},
+    }[ci_class]
+
+
+class Estate:
+    """A layered estate: each CI depends on CIs of the layers below it."""
+
+    def __init__(self, cis: int, relationships: int, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.by_class: dict[str, list[str]] = {}
+        counter = 0
+        for ci_class, share in LAYERS:
+            n = max(1, round(cis * share))
+            self.by_class[ci_class] = [f"{ci_class[:3]}-{counter + k}" for k in range(n)]
+            counter += n
+        self.total = counter
+        self.relationship_target = relationships
+
+    def ci_rows(self) -> Iterator[dict[str, Any]]:
+        """One row per CI."""
+        for ci_class, ids in self.by_class.items():
+            for k, external_id in enumerate(ids):
+                yield {
+                    "external_id": external_id,
+                    "class": ci_class,
+                    "name": external_id,
+                    "criticality": 1 + k % 4,
+                    "attributes": attributes(ci_class, k),
+                }
+
+    def relationship_rows(self) -> Iterator[dict[str, Any]]:
+        """Layered relationships, bottom up, until the target count (no duplicates)."""
+        c = self.by_class
+        # (type, dependents, dependencies, per dependent): `a <type> b`, a depends on b.
+        plan = [
+            ("hosted_on", "server", "location", 1),
+            ("connects_to", "server", "network_device", 2),
+            ("hosted_on", "virtual_machine", "server", 1),
+            ("depends_on", "virtual_machine", "storage", 1),
+            ("connects_to", "virtual_machine", "network_device", 1),
+            ("runs_on", "database", "virtual_machine", 2),
+            ("runs_on", "application", "virtual_machine", 3),
+            ("depends_on", "application", "database", 1),
+            ("depends_on", "application", "application", 1),
+        ]
+        made: set[tuple[str, str, str]] = set()
+        emitted = 0
+        budget = self.relationship_target - len(c["application"])  # `provides` come last
+        while emitted < budget:
+            progressed = False
+            for type_, upper, lower, per in plan:
+                for source in c[upper]:
+                    for _ in range(per):
+                        target = self.rng.choice(c[lower])
+                        key = (type_, source, target)
+                        if target == source or key in made:
+                            continue
+                        made.add(key)
+                        yield {
+                            "kind": "relationship",
+                            "type": type_,
+                            "source": source,
+                            "target": target,
+                        }
+                        emitted += 1
+                        progressed = True
+                        if emitted >= budget:
+                            break
+                    if emitted >= budget:
+                        break
+                if emitted >= budget:
+                    break
+            if not progressed:
+                break
+        # Every application provides one business service: the top of the stack.
+        for source in c["application"]:
+            target = self.rng.choice(c["business_service"])
+            yield {"kind": "relationship", "type": "provides", "source": source, "target": target}
+
+    def leaves(self) -> list[str]:
+        """CIs that depend on nothing: where upward impact analysis starts."""
+        return [
+            *self.by_class["location"],
+            *self.by_class["network_device"],
+            *self.by_class["storage"],
+        ]
+
+
+def write_jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> int:
+    count = 0
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+            count += 1
+    return count
+
+
+# --- raw asyncpg COPY of the same rows ----------------------------------------------------
+
+
+async def raw_copy(admin_dsn: str, cis_file: Path, rels_file: Path) -> tuple[float, int]:
+    """COPY the same rows into plain tables (no validation, history, events): (seconds, rows)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(
+            "DROP SCHEMA IF EXISTS bench_raw CASCADE; CREATE SCHEMA bench_raw;"
+            " CREATE TABLE bench_raw.cis (id uuid PRIMARY KEY, external_id text UNIQUE,"
+            " class text, name text, criticality smallint, attributes jsonb);"
+            " CREATE TABLE bench_raw.relationships (id uuid PRIMARY KEY, type text,"
+            " source text, target text)"
+        )
+        started = time.perf_counter()
+        rows = 0
+        for path, table, columns in (
+            (cis_file, "cis", ["id", "external_id", "class", "name", "criticality", "attributes"]),
+            (rels_file, "relationships", ["id", "type", "source", "target"]),
+        ):
+            batch: list[tuple[Any, ...]] = []
+            with path.open() as handle:
+                for line in handle:
+                    r = json.loads(line)
+                    if table == "cis":
+                        batch.append(
+                            (
+                                uuid.uuid4(),
+                                r["external_id"],
+                                r["class"],
+                                r["name"],
+                                r["criticality"],
+                                json.dumps(r["attributes"]),
+                            )
+                        )
+                    else:
+                        batch.append((uuid.uuid4(), r["type"], r["source"], r["target"]))
+                    if len(batch) == 1000:
+                        await conn.copy_records_to_table(
+                            table, records=batch, columns=columns, schema_name="bench_raw"
+                        )
+                        rows += len(batch)
+                        batch = []
+            if batch:
+                await conn.copy_records_to_table(
+                    table, records=batch, columns=columns, schema_name="bench_raw"
+                )
+                rows += len(batch)
+        return time.perf_counter() - started, rows
+    finally:
+        await conn.execute("DROP SCHEMA IF EXISTS bench_raw CASCADE")
+        await conn.close()
+
+
+# --- the service ------------------------------------------------------------------------------
+
+
+async def timed_import(
+    url: str, token: str, path: Path, source: str
+) -> tuple[float, dict[str, Any]]:
+    started = time.perf_counter()
+    status, body = await upload(url, token, path, source=source, format_="jsonl")
+    if status != 201:
+        raise RuntimeError(f"import failed: {status} {body}")
+    return time.perf_counter() - started, body
+
+
+async def impact_latencies(
+    url: str, token: str, ids: list[str], depth: int
+) -> tuple[list[float], int]:
+    """Sequential upward impact queries: (seconds each, truncated answers)."""
+    times: list[float] = []
+    truncated = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for ci_id in ids:
+            started = time.perf_counter()
+            response = await client.get(
+                f"/cis/{ci_id}/impact",
+                params={"direction": "upward", "depth": depth},
+                headers=headers,
+            )
+            times.append(time.perf_counter() - started)
+            response.raise_for_status()
+            truncated += bool(response.json().get("truncated"))
+    return times, truncated
+
+
+async def ci_ids_for(infra: Infra, tenant: str, external_ids: list[str]) -> list[str]:
+    conn = await asyncpg.connect(infra.service_dsns["config"])
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('itsm.tenant_id', $1, true)", tenant)
+            rows = await conn.fetch(
+                "SELECT ci_id FROM config.ci_external_ids WHERE source = 'bench'"
+                " AND external_id = ANY($1::text[])",
+                external_ids,
+            )
+        return [str(r["ci_id"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+def ms(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 50) * 1000:7.1f} ms  p99 {percentile(values, 99) * 1000:7.1f} ms"
+    )
+
+
+async def measure(infra: Infra, url: str, args: argparse.Namespace, work: Path) -> None:
+    tenant = f"t-bench-{uuid.uuid4().hex[:8]}"
+    token = infra.keys.issuer().mint(
+        subject="bench", tenants=[tenant], roles=["config_manager"], ttl_seconds=4 * 3600
+    )
+    estate = Estate(args.cis, args.relationships)
+    cis_file, rels_file = work / "cis.jsonl", work / "relationships.jsonl"
+    n_cis = write_jsonl(cis_file, estate.ci_rows())
+    n_rels = write_jsonl(rels_file, estate.relationship_rows())
+    print(f"estate: {n_cis:,} CIs, {n_rels:,} relationships in one tenant")
+
+    raw_seconds, raw_rows = await raw_copy(infra.admin_dsn, cis_file, rels_file)
+    print(
+        f"raw asyncpg COPY      {raw_rows:>9,} rows in {raw_seconds:7.1f} s"
+        f"  {raw_rows / raw_seconds:>9,.0f} rows/s"
+    )
+
+    ci_seconds, ci_report = await timed_import(url, token, cis_file, "bench")
+    rel_seconds, rel_report = await timed_import(url, token, rels_file, "bench")
+    total = ci_report["rows"] + rel_report["rows"]
+    seconds = ci_seconds + rel_seconds
+    print(
+        f"service import CIs    {ci_report['rows']:>9,} rows in {ci_seconds:7.1f} s"
+        f"  {ci_report['rows'] / ci_seconds:>9,.0f} rows/s  {ci_report['outcomes']}"
+    )
+    print(
+        f"service import rels   {rel_report['rows']:>9,} rows in {rel_seconds:7.1f} s"
+        f"  {rel_report['rows'] / rel_seconds:>9,.0f} rows/s  {rel_report['outcomes']}"
+    )
+    print(
+        f"service import total  {total:>9,} rows in {seconds:7.1f} s"
+        f"  {total / seconds:>9,.0f} rows/s  (ratio to raw COPY"
+        f" {(total / seconds) / (raw_rows / raw_seconds):.2f}; goal >= 5,000 rows/s)"
+    )
+    again_seconds, again = await timed_import(url, token, cis_file, "bench")
+    print(
+        f"re-import CIs         {again['rows']:>9,} rows in {again_seconds:7.1f} s"
+        f"  {again['rows'] / again_seconds:>9,.0f} rows/s  unchanged"
+        f" {again['outcomes']['unchanged']:,}"
+    )
+
+    rng = random.Random(11)
+    leaves = await ci_ids_for(
+        infra, tenant, rng.sample(estate.leaves(), min(args.queries, len(estate.leaves())))
+    )
+    for depth in (5, 10):
+        rounds = []
+        for _ in range(args.rounds):
+            times, truncated = await impact_latencies(url, token, leaves, depth)
+            rounds.append(times)
+        medians = [statistics.median(r) for r in rounds]
+        flat = [t for r in rounds for t in r]
+        print(
+            f"impact upward depth {depth:>2} from {len(leaves)} leaves x {args.rounds}: {ms(flat)}"
+            f"  (median of round medians {statistics.median(medians) * 1000:.1f} ms;"
+            f" truncated at 10,000 paths: {truncated}; goal p99 < 100 ms)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cis", type=int, default=100_000)
+    parser.add_argument("--relationships", type=int, default=300_000)
+    parser.add_argument("--queries", type=int, default=200, help="leaf CIs per impact round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "bench-cmdb")
+    args = parser.parse_args()
+
+    platform = LocalPlatform(
+        args.state_dir, kafka_port=29192, kafka_controller_port=29193, postgres_port=55452
+    )
+    if platform.postgres is not None:
+        platform.postgres.destroy()
+    for sub in ("kafka", "logs", "work"):
+        shutil.rmtree(args.state_dir / sub, ignore_errors=True)
+    work = args.state_dir / "work"
+    work.mkdir(parents=True)
+    try:
+        infra = platform.start_infra()
+        [config] = platform.start_services(infra, {"config": 28003})
+        print(
+            f"config service as a separate process at {config.url};"
+            f" broker {infra.bootstrap_servers}"
+        )
+        asyncio.run(measure(infra, config.url, args, work))
+    finally:
+        platform.stop()
+
+
+if __name__ == "__main__":
+    main()
