@@ -412,3 +412,16 @@ async def test_the_cli_streams_a_file_with_a_progress_bar_and_returns_the_report
     assert body["source"] == "cmdb-scan"
     assert "100.0%" in progress.getvalue()
     assert progress.getvalue().endswith("\n")
+
+
+async def test_a_ci_twice_in_one_import_is_created_then_updated_in_input_order(
+    config, manager, tenant
+):
+    report = await run(config, manager, jsonl(server("h1"), server("h1", name="renamed")))
+    rows = await rows_of(config, manager, report["id"])
+    assert [r["outcome"] for r in rows] == ["created", "updated"]
+    ci_id = await ci_by_external_id(config, tenant, "vcenter", "h1")
+    ci = (await config.get(f"/cis/{ci_id}", headers=manager)).json()
+    assert (ci["name"], ci["version"]) == ("renamed", 2)
+    history = (await config.get(f"/cis/{ci_id}/history", headers=manager)).json()["items"]
+    assert [v["changed"] for v in history] == [["created"], ["name"]]

@@ -75,7 +75,7 @@ class _Batch:
     """What one batch writes, gathered while its rows are reconciled in order."""
 
     results: list[RowResult] = field(default_factory=list)
-    created: list[ConfigurationItem] = field(default_factory=list)
+    created: dict[uuid.UUID, ConfigurationItem] = field(default_factory=dict)
     updated: dict[uuid.UUID, ConfigurationItem] = field(default_factory=dict)
     versions: list[VersionEntry] = field(default_factory=list)
     claims: list[tuple[str, uuid.UUID]] = field(default_factory=list)
@@ -286,7 +286,7 @@ def _ci_row(
             source=run.source,
         )
         known[key] = ci
-        batch.created.append(ci)
+        batch.created[ci.id] = ci
         batch.claims.append((key, ci.id))
         batch.versions.append(VersionEntry(ci, ["created"], run.reason))
         batch.events.append(outbox.Pending(event, str(ci.id), ci.version))
@@ -320,10 +320,10 @@ def _ci_row(
     assert outcome.event is not None
     ci = outcome.ci
     known[key] = ci
-    if not any(c.id == ci.id for c in batch.created):
-        batch.updated[ci.id] = ci
+    if ci.id in batch.created:
+        batch.created[ci.id] = ci  # created earlier in this batch: insert the latest state
     else:
-        batch.created = [ci if c.id == ci.id else c for c in batch.created]
+        batch.updated[ci.id] = ci
     batch.versions.append(VersionEntry(ci, outcome.changed, run.reason))
     batch.events.append(outbox.Pending(outcome.event, str(ci.id), ci.version))
     if ci.status == "retired":
@@ -365,7 +365,7 @@ def _key(row: RelationshipRow) -> str:
 async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
     """Write the batch set-based, settle relationship outcomes, queue the events."""
     tenant, actor = run.context.tenant_id, run.context.actor
-    await repository.insert_cis(conn, batch.created)
+    await repository.insert_cis(conn, list(batch.created.values()))
     await repository.claim_external_ids(conn, tenant, run.source, batch.claims)
     await repository.update_cis(conn, list(batch.updated.values()))
     await repository.record_versions(conn, tenant, run.source, batch.versions)
@@ -386,7 +386,7 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
     await outbox.append_many(
         conn, batch.events, tenant_id=tenant, actor=actor, correlation_id=run.context.correlation_id
     )
-    services = [*batch.created, *batch.updated.values()]
+    services = [*batch.created.values(), *batch.updated.values()]
     for ci in (c for c in services if c.ci_class == "business_service"):
         await catalogue.announce_business_service(
             conn, ci, actor=actor, correlation_id=run.context.correlation_id
