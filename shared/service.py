@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 600.0
+STOP_STEP_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -173,25 +173,42 @@ class ServiceRuntime:
         log.info("service started", extra={"service": name})
 
     async def stop(self) -> None:
-        """Stop consuming first, then publishing, then close the pool."""
+        """Stop consuming first, then publishing, then close the pool.
+
+        Each step is bounded (STOP_STEP_SECONDS): a step that hangs (a broker that does not
+        answer, a connection never released) is logged by name and the shutdown goes on.
+        """
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await self._bounded(f"task {task.get_name()}", task)
         self._tasks.clear()
         if self.revocation_listener is not None:
-            await self.revocation_listener.stop()
+            await self._bounded("revocation listener", self.revocation_listener.stop())
             self.revocation_listener = None
         if self.broker is not None:
-            await self.broker.stop()
+            await self._bounded("kafka consumers", self.broker.stop())
             self.broker = None
         if self._producer is not None:
-            await self._producer.stop()
+            await self._bounded("kafka producer", self._producer.stop())
             self._producer = None
         if self._pool is not None:
-            await self._pool.close()
+            if not await self._bounded("database pool", self._pool.close()):
+                self._pool.terminate()
             self._pool = None
+
+    async def _bounded(self, step: str, awaitable: Awaitable[object]) -> bool:
+        """Await one shutdown step for at most STOP_STEP_SECONDS; False if it had to give up."""
+        future = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({future}, timeout=STOP_STEP_SECONDS)
+        extra = {"service": self.definition.name, "step": step}
+        if not done:
+            future.cancel()
+            log.warning("shutdown step did not finish in time; going on", extra=extra)
+            return False
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("shutdown step failed", extra=extra, exc_info=future.exception())
+        return True
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state: "ok" or what is wrong."""

@@ -36,12 +36,8 @@ from shared import outbox
 from shared.calendars import CalendarSpec
 from shared.db import Connection, tenant_transaction
 from shared.http.context import RequestContext
+from shared.http.etags import etag
 from shared.http.problems import Problem, invalid
-
-
-def etag(version: int) -> str:
-    """The ETag of a calendar or policy version (what If-Match must repeat)."""
-    return f'"{version}"'
 
 
 def _check_precondition(kind: str, name: str, current: int | None, expected: int | None) -> None:

@@ -17,6 +17,7 @@ from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import CiClassDefinedV1, EventPayload
 from shared.http.context import RequestContext
+from shared.http.etags import etag
 from shared.http.problems import Problem, invalid, not_found
 
 
@@ -240,8 +241,3 @@ async def define_class(
             correlation_id=context.correlation_id,
         )
     return version
-
-
-def etag(version: int) -> str:
-    """The ETag of a CI version (what If-Match must repeat)."""
-    return f'"{version}"'

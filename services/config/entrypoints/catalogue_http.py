@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,7 +15,6 @@ from services.config.application.catalogue import (
     calendar_out,
     define_calendar,
     define_policy,
-    etag,
     policy_out,
 )
 from services.config.domain import classes
@@ -33,6 +31,7 @@ from shared.calendars import CalendarSpec
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
 from shared.http.context import RequestContext, authorize
+from shared.http.etags import etag, if_match_version
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -43,7 +42,7 @@ from shared.http.pagination import (
     invalid_cursor,
     page_of,
 )
-from shared.http.problems import Problem, not_found
+from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["service catalogue"])
@@ -54,21 +53,6 @@ IfMatch = Annotated[
     str | None,
     Header(alias="If-Match", description='The ETag you read, e.g. "3": refused (412) if stale.'),
 ]
-_IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
-
-
-def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None:
-        return None
-    match = _IF_MATCH.match(if_match.strip())
-    if not match:
-        raise Problem(
-            400,
-            "Bad Request",
-            'If-Match must be an ETag of this API, e.g. "3"',
-            errors=[{"in": "header", "field": "If-Match", "detail": "not an ETag"}],
-        )
-    return int(match.group(1))
 
 
 def _written(body: dict[str, Any], location: str) -> JSONResponse:
@@ -154,7 +138,7 @@ async def put_calendar(
         name,
         body.description,
         body.calendar,
-        _expected_version(if_match),
+        if_match_version(if_match, required=False),
         context,
     )
     return _written(CalendarOut.model_validate(saved).model_dump(mode="json"), f"/calendars/{name}")
@@ -313,7 +297,7 @@ async def put_policy(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     saved = await define_policy(
-        runtime.pool, name, body.definition(), _expected_version(if_match), context
+        runtime.pool, name, body.definition(), if_match_version(if_match, required=False), context
     )
     out = SlaPolicyOut.model_validate(saved).model_dump(mode="json")
     return _written(out, f"/sla-policies/{name}")

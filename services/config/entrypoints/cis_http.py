@@ -18,7 +18,6 @@ from services.config.application.cis import (
     ModifyCi,
     RegisterCi,
     define_class,
-    etag,
     modify_ci,
     register_ci,
 )
@@ -36,6 +35,7 @@ from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
+from shared.http.etags import etag, if_match_version
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -46,7 +46,7 @@ from shared.http.pagination import (
     invalid_cursor,
     page_of,
 )
-from shared.http.problems import Problem, invalid, not_found
+from shared.http.problems import invalid, not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["configuration items"])
@@ -54,7 +54,6 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
 CLASS_NAME = classes.CLASS_NAME.pattern
 SOURCE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-_IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 Status = CiStatus
 ExternalIds = dict[
     Annotated[str, Field(pattern=SOURCE_NAME)], Annotated[str, Field(min_length=1, max_length=200)]
@@ -155,22 +154,9 @@ def _ci_response(ci: ConfigurationItem | dict[str, Any], status: int = 200) -> J
 
 
 def _expected_version(if_match: str | None) -> int:
-    if if_match is None:
-        raise Problem(
-            428,
-            "Precondition Required",
-            "send If-Match with the ETag of the version you read",
-            errors=[{"in": "header", "field": "If-Match", "detail": "required"}],
-        )
-    match = _IF_MATCH.match(if_match.strip())
-    if not match:
-        raise Problem(
-            400,
-            "Bad Request",
-            'If-Match must be an ETag of this API, e.g. "3"',
-            errors=[{"in": "header", "field": "If-Match", "detail": "not an ETag"}],
-        )
-    return int(match.group(1))
+    version = if_match_version(if_match, required=True)
+    assert version is not None
+    return version
 
 
 @router.get(
