@@ -17,6 +17,8 @@ from services.config.domain.ci import ConfigurationItem
 from services.config.domain.imports import OUTCOMES
 from shared.db import Connection
 
+# The CI columns qualified for a join (computed once).
+_CI_COLUMNS = ", ".join(f"c.{column.strip()}" for column in COLUMNS.split(","))
 _IMPORT_COLUMNS = (
     "id, source, format, status, rows, created, updated, unchanged, drift, rejected,"
     " bytes_read, started_at, started_by, finished_at, error"
@@ -205,9 +207,8 @@ async def by_external_id(
     """The CIs the source knows by these ids, locked for the batch."""
     if not external_ids:
         return {}
-    prefixed = ", ".join(f"c.{c.strip()}" for c in COLUMNS.split(","))
     found = await conn.fetch(
-        f"SELECT e.external_id AS _external_id, {prefixed} FROM ci_external_ids e"  # noqa: S608 - constant columns
+        f"SELECT e.external_id AS _external_id, {_CI_COLUMNS} FROM ci_external_ids e"  # noqa: S608 - constant columns
         " JOIN cis c ON c.tenant_id = e.tenant_id AND c.id = e.ci_id"
         " WHERE e.tenant_id = $1 AND e.source = $2 AND e.external_id = ANY($3::text[])"
         " ORDER BY c.id FOR UPDATE OF c",

@@ -28,6 +28,7 @@ from services.config.application.relationships import wire
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, modify, register
 from services.config.domain.imports import (
+    OUTCOMES,
     CiRow,
     CsvRows,
     Format,
@@ -36,6 +37,7 @@ from services.config.domain.imports import (
     lines,
     parse_jsonl_line,
     reconcile,
+    row_key,
 )
 from services.config.metrics import ConfigMetrics
 from shared import outbox
@@ -63,7 +65,6 @@ class _Run:
     context: RequestContext
     schemas: dict[str, dict[str, Any]]
     progress: list[int] = field(default_factory=lambda: [0])
-    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def reason(self) -> str:
@@ -174,8 +175,7 @@ async def _finish(pool: asyncpg.Pool, run: _Run, status: str, error: str | None)
                 source=run.source,
                 status="completed" if status == "completed" else "failed",
                 rows=record["rows"],
-                outcomes={o: record[o] for o in ("created", "updated", "unchanged", "drift")}
-                | {"rejected": record["rejected"]},
+                outcomes={o: record[o] for o in OUTCOMES},
                 started_at=record["started_at"],
                 finished_at=now,
                 error=error,
@@ -211,7 +211,6 @@ async def _apply(
         counts = Counter(r.outcome for r in batch.results)
         await repository.record_rows(conn, tenant, run.id, batch.results)
         await repository.advance(conn, tenant, run.id, dict(counts), run.progress[0])
-    run.counts.update(counts)
     if metrics is not None:
         for outcome, n in counts.items():
             metrics.import_rows.labels(outcome).inc(n)
@@ -344,22 +343,18 @@ def _relationship_row(
         found = (ci.id, ci.status) if ci is not None else others.get(external_id)
         if found is None:
             reason = f"{field_name}: no CI with external id {external_id!r} from this source"
-            return RowResult(line, "relationship", _key(row), "rejected", reason)
+            return RowResult(line, "relationship", row_key(row), "rejected", reason)
         if found[1] == "retired":
             reason = f"{field_name}: the CI with external id {external_id!r} is retired"
-            return RowResult(line, "relationship", _key(row), "rejected", reason)
+            return RowResult(line, "relationship", row_key(row), "rejected", reason)
         ends.append(found[0])
     if ends[0] == ends[1]:
         return RowResult(
-            line, "relationship", _key(row), "rejected", "target: the same CI as source"
+            line, "relationship", row_key(row), "rejected", "target: the same CI as source"
         )
     batch.wanted.append((len(batch.results), (row.type, ends[0], ends[1])))
     # Settled once the batch is written: created, or unchanged if it was in place.
-    return RowResult(line, "relationship", _key(row), "unchanged")
-
-
-def _key(row: RelationshipRow) -> str:
-    return f"{row.source} -{row.type}-> {row.target}"
+    return RowResult(line, "relationship", row_key(row), "unchanged")
 
 
 async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
