@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +18,9 @@ import asyncpg.pool
 from aiokafka import AIOKafkaProducer
 
 from shared.db import Connection, all_tenants_transaction
-from shared.events.binding import encode_json, header_map
+from shared.events.binding import CONTENT_TYPE, encode_json, header_map
 from shared.events.catalogue import EventPayload, spec_of
-from shared.events.envelope import Envelope, new_envelope
+from shared.events.envelope import MAX_SUBJECT, Envelope, new_envelope
 from shared.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
@@ -108,30 +110,79 @@ async def append_many(
     actor: str,
     correlation_id: str | None = None,
     causation_id: str | None = None,
-) -> list[Envelope]:
-    """Add a batch of one tenant's events, in order, in one round trip (bulk writes, imports)."""
+) -> list[uuid.UUID]:
+    """Add a batch of one tenant's events, in order, in one round trip (bulk writes, imports).
+
+    Returns the event ids. The attributes every event of the batch shares are validated once
+    (as a full envelope); each event's own are checked as it is built.
+    """
     _require_transaction(conn)
-    built = [
-        _row(
-            e,
-            tenant_id=tenant_id,
-            actor=actor,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
+    if not events:
+        return []
+    now = datetime.now(UTC)
+    first, _ = _row(
+        events[0],
+        tenant_id=tenant_id,
+        actor=actor,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    shared = {
+        "content-type": CONTENT_TYPE,
+        "ce_specversion": first.specversion,
+        "ce_time": now.isoformat(),
+        "ce_tenantid": tenant_id,
+        "ce_actor": actor,
+    }
+    if causation_id is not None:
+        shared["ce_causationid"] = causation_id
+    ids: list[uuid.UUID] = []
+    topics: list[str] = []
+    subjects: list[str] = []
+    types: list[str] = []
+    headers: list[str] = []
+    payloads: list[bytes] = []
+    for pending in events:
+        spec = spec_of(pending.payload)
+        if not 1 <= len(pending.subject) <= MAX_SUBJECT or pending.sequence < 1:
+            raise ValueError(
+                f"event subject must be 1 to {MAX_SUBJECT} characters and sequence >= 1:"
+                f" {pending.subject!r}, {pending.sequence}"
+            )
+        event_id = uuid.uuid4()
+        ids.append(event_id)
+        topics.append(spec.topic)
+        subjects.append(pending.subject)
+        types.append(spec.type)
+        headers.append(
+            json.dumps(
+                {
+                    **shared,
+                    "ce_id": str(event_id),
+                    "ce_source": spec.source,
+                    "ce_type": spec.type,
+                    "ce_subject": pending.subject,
+                    "ce_sequence": str(pending.sequence),
+                    "ce_correlationid": correlation_id or str(event_id),
+                }
+            )
         )
-        for e in events
-    ]
-    if built:
-        columns = list(zip(*(row for _, row in built), strict=True))
-        # One statement, positions in the batch's order.
-        await conn.execute(
-            "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers,"
-            " payload) SELECT e, t, tp, k, et, h, p FROM unnest($1::uuid[], $2::text[],"
-            " $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[])"
-            " WITH ORDINALITY AS x(e, t, tp, k, et, h, p, n) ORDER BY n",
-            *(list(c) for c in columns),
-        )
-    return [envelope for envelope, _ in built]
+        payloads.append(encode_json(pending.payload.model_dump(mode="json")))
+    # One statement, positions in the batch's order.
+    await conn.execute(
+        "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers,"
+        " payload) SELECT e, $2, tp, k, et, h::jsonb, p FROM unnest($1::uuid[], $3::text[],"
+        " $4::text[], $5::text[], $6::text[], $7::bytea[])"
+        " WITH ORDINALITY AS x(e, tp, k, et, h, p, n) ORDER BY n",
+        ids,
+        tenant_id,
+        topics,
+        subjects,
+        types,
+        headers,
+        payloads,
+    )
+    return ids
 
 
 # Claim the oldest due rows that no other relay holds.

@@ -14,6 +14,7 @@ SOURCE_PATTERN = r"^itsm/[a-z][a-z0-9-]*$"
 # Past-tense, versioned names: itsm.<domain>.<event>.v<N>
 TYPE_PATTERN = r"^itsm\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*\.v[1-9][0-9]*$"
 TYPE_RE = re.compile(TYPE_PATTERN)
+MAX_SUBJECT = 200
 
 
 class Envelope(BaseModel):
@@ -25,7 +26,7 @@ class Envelope(BaseModel):
     id: uuid.UUID
     source: str = Field(pattern=SOURCE_PATTERN)
     type: str = Field(pattern=TYPE_PATTERN)
-    subject: str = Field(min_length=1, max_length=200)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     tenantid: str = Field(min_length=1, max_length=100)

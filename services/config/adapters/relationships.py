@@ -10,9 +10,12 @@ from shared.db import Connection
 
 _COLUMNS = "id, type, source_id, target_id, added_at, added_by, removed_at, removed_by"
 
-# One row per path from the origin, walking up (to what depends on it) or down (to what it
-# depends on). A CI already on a path is not visited again (cycle-safe); depth is capped; the
-# LIMIT stops the recursion itself once enough paths were found.
+# Every path from the origin, walking up (to what depends on it) or down (to what it depends
+# on). A CI already on a path is not visited again (cycle-safe); depth is capped; the LIMIT
+# stops the recursion itself once enough paths were found. The answer is built as JSON here,
+# in PostgreSQL: each reached CI once, with its shortest depth and its paths (shortest first),
+# sorted by depth, criticality and name; and the business services among them. Large answers
+# (thousands of CIs) then cost the service nothing but passing text through.
 _WALK = """
 WITH RECURSIVE walk(ci, depth, path) AS (
     SELECT $2::uuid, 0, ARRAY[$2::uuid]
@@ -22,11 +25,26 @@ WITH RECURSIVE walk(ci, depth, path) AS (
     JOIN relationships r
       ON r.tenant_id = $1 AND r.{this} = w.ci AND r.removed_at IS NULL
     WHERE w.depth < $3 AND NOT r.{next} = ANY(w.path)
+), found AS (
+    SELECT ci, depth, path FROM walk WHERE depth > 0 LIMIT $4 + 1
+), shown AS (
+    SELECT ci, depth, path FROM found LIMIT $4
+), reached AS (
+    SELECT ci, min(depth) AS depth, json_agg(path ORDER BY depth, path) AS paths
+    FROM shown GROUP BY ci
+), items AS (
+    SELECT json_build_object('id', c.id, 'class', c.class, 'name', c.name,
+               'criticality', c.criticality, 'status', c.status, 'depth', x.depth,
+               'paths', x.paths) AS item,
+           c.class, x.depth, c.criticality, c.name
+    FROM reached x JOIN cis c ON c.tenant_id = $1 AND c.id = x.ci
 )
-SELECT w.ci, w.depth, w.path, c.class, c.name, c.criticality, c.status
-FROM walk w JOIN cis c ON c.tenant_id = $1 AND c.id = w.ci
-WHERE w.depth > 0
-LIMIT $4
+SELECT (SELECT count(*) FROM found) > $4 AS truncated,
+       coalesce(json_agg(item ORDER BY depth, criticality, name, item->>'id'), '[]')::text
+           AS items,
+       coalesce(json_agg(item ORDER BY depth, criticality, name, item->>'id')
+                FILTER (WHERE class = 'business_service'), '[]')::text AS business_services
+FROM items
 """
 _UPWARD = _WALK.format(this="dependency_id", next="dependent_id")
 _DOWNWARD = _WALK.format(this="dependent_id", next="dependency_id")
@@ -110,8 +128,13 @@ async def walk(
     direction: Literal["upward", "downward"],
     depth: int,
     max_paths: int,
-) -> list[dict[str, Any]]:
-    """Paths from a CI to what depends on it (upward) or what it depends on (downward)."""
+) -> tuple[bool, str, str]:
+    """Walk from a CI up (what depends on it) or down (what it depends on).
+
+    Returns (more than `max_paths` paths exist, the items as a JSON array, the business
+    services among them as a JSON array).
+    """
     query = _UPWARD if direction == "upward" else _DOWNWARD
-    rows = await conn.fetch(query, tenant_id, ci_id, depth, max_paths)
-    return [dict(r) for r in rows]
+    row = await conn.fetchrow(query, tenant_id, ci_id, depth, max_paths)
+    assert row is not None, "an aggregate always returns a row"
+    return row["truncated"], row["items"], row["business_services"]

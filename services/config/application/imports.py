@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from jsonschema.protocols import Validator
 
 from services.config.adapters import cis as cis_repository
 from services.config.adapters import imports as repository
@@ -65,6 +66,20 @@ class _Run:
     context: RequestContext
     schemas: dict[str, dict[str, Any]]
     progress: list[int] = field(default_factory=lambda: [0])
+    validators: dict[str, Validator] = field(default_factory=dict)
+
+    def attribute_problem(self, ci_class: str, attributes: dict[str, Any]) -> str | None:
+        """The first way the attributes break their class schema, or None."""
+        validator = self.validators.get(ci_class)
+        if validator is None:
+            validator = self.validators[ci_class] = classes.validator_for(
+                self.schemas.get(ci_class, {})
+            )
+        problems = classes.validate_with(validator, attributes)
+        if not problems:
+            return None
+        first = classes.problem_errors(problems)[0]
+        return f"{first['field']}: {first['detail']}"
 
     @property
     def reason(self) -> str:
@@ -242,14 +257,6 @@ async def _reconcile(conn: Connection, run: _Run, parsed: list[Parsed]) -> _Batc
     return batch
 
 
-def _attribute_problem(schema: dict[str, Any], attributes: dict[str, Any]) -> str | None:
-    problems = classes.validate_attributes(schema, attributes)
-    if not problems:
-        return None
-    first = classes.problem_errors(problems)[0]
-    return f"{first['field']}: {first['detail']}"
-
-
 def _ci_row(
     run: _Run,
     batch: _Batch,
@@ -262,12 +269,11 @@ def _ci_row(
     key = row.external_id
     current = known.get(key)
     if current is None:
-        schema = run.schemas.get(row.ci_class)
-        if schema is None:
+        if row.ci_class not in run.schemas:
             return RowResult(
                 line, "ci", key, "rejected", f"class: no CI class named {row.ci_class!r}"
             )
-        problem = _attribute_problem(schema, row.attributes or {})
+        problem = run.attribute_problem(row.ci_class, row.attributes or {})
         if problem:
             return RowResult(line, "ci", key, "rejected", problem)
         ci, event = register(
@@ -308,9 +314,7 @@ def _ci_row(
     if decision.outcome != "updated":
         return RowResult(line, "ci", key, decision.outcome, decision.reason, current.id)
     if "attributes" in decision.changes:
-        problem = _attribute_problem(
-            run.schemas.get(current.ci_class, {}), decision.changes["attributes"]
-        )
+        problem = run.attribute_problem(current.ci_class, decision.changes["attributes"])
         if problem:
             return RowResult(line, "ci", key, "rejected", problem, current.id)
     outcome = modify(

@@ -113,10 +113,13 @@ async def remove_relationship(
 
 @dataclass(frozen=True)
 class Impact:
-    """What a walk found: each CI once (shortest depth first) with every path that reaches it."""
+    """What a walk found: each CI once (shortest depth first) with every path that reaches it.
 
-    items: list[dict[str, Any]]
-    business_services: list[dict[str, Any]]
+    `items` and `business_services` are JSON arrays, built by the database, passed through.
+    """
+
+    items: str
+    business_services: str
     truncated: bool
     seconds: float
 
@@ -134,26 +137,7 @@ async def impact(
     async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
         if await cis.get(conn, tenant_id, ci_id) is None:
             raise not_found("configuration item", str(ci_id))
-        rows = await relationships.walk(
-            conn, tenant_id, ci_id, direction=direction, depth=depth, max_paths=MAX_PATHS + 1
+        truncated, items, services = await relationships.walk(
+            conn, tenant_id, ci_id, direction=direction, depth=depth, max_paths=MAX_PATHS
         )
-    truncated = len(rows) > MAX_PATHS
-    found: dict[uuid.UUID, dict[str, Any]] = {}
-    for row in rows[:MAX_PATHS]:
-        item = found.setdefault(
-            row["ci"],
-            {
-                "id": row["ci"],
-                "class": row["class"],
-                "name": row["name"],
-                "criticality": row["criticality"],
-                "status": row["status"],
-                "depth": row["depth"],
-                "paths": [],
-            },
-        )
-        item["depth"] = min(item["depth"], row["depth"])
-        item["paths"].append([str(p) for p in row["path"]])
-    items = sorted(found.values(), key=lambda i: (i["depth"], i["criticality"], i["name"]))
-    services = [i for i in items if i["class"] == "business_service"]
     return Impact(items, services, truncated, time.perf_counter() - started)

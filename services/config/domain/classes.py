@@ -434,7 +434,7 @@ class CiClass:
 
     def validate(self, attributes: Mapping[str, Any]) -> list[AttributeProblem]:
         """`validate_attributes` for this class, without re-hashing its schema each time."""
-        return _problems(_VALIDATORS.get(self.fingerprint, self.schema), attributes)
+        return validate_with(_VALIDATORS.get(self.fingerprint, self.schema), attributes)
 
 
 def builtin_class(name: str) -> CiClass:
@@ -971,10 +971,11 @@ def validate_attributes(
     schema: dict[str, Any], attributes: Mapping[str, Any]
 ) -> list[AttributeProblem]:
     """Every way `attributes` break `schema`, ordered by place then message; [] if none."""
-    return _problems(validator_for(schema), attributes)
+    return validate_with(validator_for(schema), attributes)
 
 
-def _problems(validator: Validator, attributes: Mapping[str, Any]) -> list[AttributeProblem]:
+def validate_with(validator: Validator, attributes: Mapping[str, Any]) -> list[AttributeProblem]:
+    """`validate_attributes` with a validator already in hand (bulk work: no lookup per CI)."""
     found: dict[tuple[Path, str], None] = {}  # ordered set: one problem per place and message
     for error in validator.iter_errors(attributes):
         for path, detail in _explain(error, validator.schema, attributes):
