@@ -1,13 +1,44 @@
-"""The incident aggregate (the walking skeleton's minimal form)."""
+"""The incident aggregate: its fields, what may change, and the events that say so.
+
+Pure logic: the application layer loads an `Incident`, asks this module for the next version
+and its events, and stores both in one transaction. Priority always comes from the tenant's
+impact × urgency matrix; a P1 or a flagged incident is major (`workflow.is_major`).
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
-from services.incident.domain.priority import priority_of
-from shared.events.catalogue import IncidentCreatedV1
+from services.incident.domain import workflow
+from services.incident.domain.priority import PriorityMatrix
+from shared.events.catalogue import (
+    EventPayload,
+    IncidentCreatedV1,
+    IncidentTransitionedV1,
+    IncidentUpdatedV1,
+    MajorIncidentDeclaredV1,
+)
+
+# Fields a PATCH may change (state moves through transitions, priority through the matrix).
+EDITABLE = (
+    "title",
+    "description",
+    "caller",
+    "category",
+    "ci_id",
+    "impact",
+    "urgency",
+    "assignment_group",
+    "assignee",
+    "major_flagged",
+    "major_owner",
+    "parent_id",
+    "problem_id",
+    "suspected_change",
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +56,62 @@ class Incident:
     version: int
     created_at: datetime
     created_by: str
+    updated_at: datetime
+    updated_by: str
+    number: int | None = None
+    caller: str | None = None
+    category: str | None = None
+    ci_id: uuid.UUID | None = None
+    services: tuple[str, ...] = ()
+    sla_policy: str | None = None
+    assignment_group: str | None = None
+    assignee: str | None = None
+    major: bool = False
+    major_flagged: bool = False
+    major_owner: str | None = None
+    major_review: dict[str, Any] | None = None
+    parent_id: uuid.UUID | None = None
+    problem_id: uuid.UUID | None = None
+    suspected_change: str | None = None
+    hold_reason: str | None = None
+    resolution_code: str | None = None
+    resolution_notes: str | None = None
+    origin: str = "manual"
+    workaround: str | None = None
+    known_error_id: uuid.UUID | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A new version of an incident, what changed, and the events to publish."""
+
+    incident: Incident
+    changes: dict[str, dict[str, Any]]
+    events: list[EventPayload] = field(default_factory=list)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, uuid.UUID | datetime):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _declared(incident: Incident, before: Incident | None) -> MajorIncidentDeclaredV1 | None:
+    """The major-incident notification when an incident becomes major."""
+    if not incident.major or (before is not None and before.major):
+        return None
+    return MajorIncidentDeclaredV1(
+        title=incident.title,
+        priority=incident.priority,
+        reason="priority" if incident.priority == 1 else "flagged",
+        owner=incident.major_owner,
+        services=list(incident.services),
+        ci_id=str(incident.ci_id) if incident.ci_id else None,
+    )
 
 
 def log_incident(
@@ -36,8 +123,17 @@ def log_incident(
     urgency: int,
     actor: str,
     now: datetime,
-) -> tuple[Incident, IncidentCreatedV1]:
-    """A new incident in state `new`, and the event that announces it."""
+    matrix: PriorityMatrix | None = None,
+    number: int | None = None,
+    services: tuple[str, ...] = (),
+    sla_policy: str | None = None,
+    workaround: str | None = None,
+    known_error_id: uuid.UUID | None = None,
+    **fields: Any,
+) -> tuple[Incident, list[EventPayload]]:
+    """A new incident in state `new`, and the events that announce it."""
+    priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
+    flagged = bool(fields.get("major_flagged", False))
     incident = Incident(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
@@ -45,18 +141,169 @@ def log_incident(
         description=description,
         impact=impact,
         urgency=urgency,
-        priority=priority_of(impact, urgency),
+        priority=priority,
         state="new",
         version=1,
         created_at=now,
         created_by=actor,
+        updated_at=now,
+        updated_by=actor,
+        number=number,
+        services=tuple(sorted(services)),
+        sla_policy=sla_policy,
+        major=workflow.is_major(priority, flagged=flagged),
+        workaround=workaround,
+        known_error_id=known_error_id,
+        **fields,
     )
-    event = IncidentCreatedV1(
-        title=title,
-        description=description,
-        impact=impact,
-        urgency=urgency,
+    events: list[EventPayload] = [
+        IncidentCreatedV1(
+            title=title,
+            description=description,
+            impact=impact,
+            urgency=urgency,
+            priority=priority,
+            state="new",
+            number=number,
+            caller=incident.caller,
+            category=incident.category,
+            ci_id=_text(incident.ci_id),
+            services=list(incident.services),
+            sla_policy=sla_policy,
+            assignment_group=incident.assignment_group,
+            assignee=incident.assignee,
+            major=incident.major,
+            parent_id=_text(incident.parent_id),
+            origin=incident.origin,
+            workaround=workaround,
+            known_error_id=_text(known_error_id),
+        )
+    ]
+    declared = _declared(incident, None)
+    if declared is not None:
+        events.append(declared)
+    return incident, events
+
+
+def update(
+    incident: Incident,
+    wanted: dict[str, Any],
+    *,
+    actor: str,
+    now: datetime,
+    matrix: PriorityMatrix,
+    services: tuple[str, ...] | None = None,
+    sla_policy: str | None = None,
+    reason: str | None = None,
+) -> Change | None:
+    """Apply field changes (None when nothing changes); priority follows impact × urgency.
+
+    `services`/`sla_policy` are the affected services and policy after a CI change (from the
+    projection); None keeps them.
+    """
+    if incident.state in workflow.INCIDENT.final_states:
+        raise workflow.IllegalTransition("incident", incident.state, "updated", ())
+    values = {k: v for k, v in wanted.items() if k in EDITABLE}
+    if services is not None:
+        values["services"] = tuple(sorted(services))
+        values["sla_policy"] = sla_policy
+    impact = values.get("impact", incident.impact)
+    urgency = values.get("urgency", incident.urgency)
+    values["priority"] = matrix.priority(impact, urgency)
+    flagged = values.get("major_flagged", incident.major_flagged)
+    values["major"] = incident.major or workflow.is_major(values["priority"], flagged=flagged)
+    changes = {
+        name: {"from": _text(getattr(incident, name)), "to": _text(value)}
+        for name, value in values.items()
+        if getattr(incident, name) != value
+    }
+    if not changes:
+        return None
+    after = replace(
+        incident, **values, version=incident.version + 1, updated_at=now, updated_by=actor
+    )
+    events: list[EventPayload] = [
+        IncidentUpdatedV1(
+            changes=changes,
+            priority=after.priority,
+            state=after.state,
+            services=list(after.services),
+            reason=reason,
+        )
+    ]
+    declared = _declared(after, incident)
+    if declared is not None:
+        events.append(declared)
+    return Change(after, changes, events)
+
+
+def transition(
+    incident: Incident,
+    wanted: str,
+    *,
+    actor: str,
+    now: datetime,
+    hold_reason: str | None = None,
+    resolution_code: str | None = None,
+    resolution_notes: str | None = None,
+    automatic: bool = False,
+) -> Change:
+    """Move to another state; raise IllegalTransition (409) or InvalidTransitionDetails (422).
+
+    Closing a major incident needs its review (MajorReviewMissing).
+    """
+    workflow.check_incident_transition(
+        incident.state,
+        wanted,
+        hold_reason=hold_reason,
+        resolution_code=resolution_code,
+        resolution_notes=resolution_notes,
+    )
+    if wanted == "closed":
+        workflow.check_major_review(
+            priority=incident.priority,
+            flagged=incident.major_flagged,
+            review_recorded=incident.major_review is not None,
+        )
+    values: dict[str, Any] = {"state": wanted, "hold_reason": hold_reason}
+    if wanted == "resolved":
+        values |= {
+            "resolution_code": resolution_code,
+            "resolution_notes": resolution_notes,
+            "resolved_at": now,
+        }
+    elif wanted == "in_progress" and incident.state == "resolved":  # reopened
+        values |= {"resolution_code": None, "resolution_notes": None, "resolved_at": None}
+    elif wanted == "closed":
+        values["closed_at"] = now
+    changes = {
+        name: {"from": _text(getattr(incident, name)), "to": _text(value)}
+        for name, value in values.items()
+        if getattr(incident, name) != value
+    }
+    after = replace(
+        incident, **values, version=incident.version + 1, updated_at=now, updated_by=actor
+    )
+    event = IncidentTransitionedV1(
+        from_state=incident.state,
+        to_state=wanted,
+        hold_reason=hold_reason,
+        resolution_code=resolution_code,
+        resolution_notes=resolution_notes,
+        automatic=automatic,
         priority=incident.priority,
-        state="new",
     )
-    return incident, event
+    return Change(after, changes, [event])
+
+
+def replace_review(
+    incident: Incident, review: dict[str, Any], *, actor: str, now: datetime
+) -> Incident:
+    """The next version of a major incident, with its review recorded."""
+    return replace(
+        incident,
+        major_review=review,
+        version=incident.version + 1,
+        updated_at=now,
+        updated_by=actor,
+    )
