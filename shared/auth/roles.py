@@ -37,6 +37,12 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
             }
         ),
         "incident:read": _READERS | {"requester", "integration"},
+        # Work an incident: fields, moves, notes, major-incident review.
+        "incident:update": frozenset(
+            {"agent", "problem_manager", "integration", "tenant_admin", "provider_admin"}
+        ),
+        # The tenant's incident settings: priority matrix, auto-close, alert mapping, trends.
+        "incident:configure": frozenset({"tenant_admin", "provider_admin"}),
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},

@@ -4,26 +4,39 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.incident.adapters import repository
+from services.incident.adapters.repository import IncidentFilter
+from services.incident.application import sla
 from services.incident.application.handlers import (
     LogIncident,
+    add_work_note,
     incident_view,
     log_new_incident,
+    record_major_review,
+    transition_incident,
+    update_incident,
 )
+from services.incident.domain import workflow
+from services.incident.metrics import IncidentMetrics
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
+from shared.http.etags import etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
-from shared.http.problems import not_found
+from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
+from shared.http.problems import Problem, invalid, not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["incidents"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+IncidentStateName = Literal["new", "in_progress", "on_hold", "resolved", "closed", "cancelled"]
 
 
 class NewIncident(BaseModel):
@@ -35,22 +48,157 @@ class NewIncident(BaseModel):
     description: str = Field(default="", max_length=20_000)
     impact: int = Field(ge=1, le=3, description="1 = high (many users or a whole service), 3 = low")
     urgency: int = Field(ge=1, le=3, description="1 = high (work stopped), 3 = low")
+    caller: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=100)
+    ci_id: uuid.UUID | None = Field(default=None, description="The configuration item affected.")
+    services: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Business service ids affected, besides those the CI supports.",
+    )
+    assignment_group: str | None = Field(default=None, max_length=200)
+    assignee: str | None = Field(default=None, max_length=200)
+    major: bool = Field(default=False, description="Flag as a major incident (P1 is anyway).")
+    major_owner: str | None = Field(default=None, max_length=200)
+    parent_id: uuid.UUID | None = None
+
+
+class IncidentChanges(BaseModel):
+    """Body of PATCH /incidents/{id}: the fields to change (state moves via /transitions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=20_000)
+    caller: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=100)
+    ci_id: uuid.UUID | None = None
+    impact: int | None = Field(default=None, ge=1, le=3)
+    urgency: int | None = Field(default=None, ge=1, le=3)
+    assignment_group: str | None = Field(default=None, max_length=200)
+    assignee: str | None = Field(default=None, max_length=200)
+    major: bool | None = None
+    major_owner: str | None = Field(default=None, max_length=200)
+    parent_id: uuid.UUID | None = None
+    problem_id: uuid.UUID | None = None
+    suspected_change: str | None = Field(default=None, max_length=200)
+
+
+class Transition(BaseModel):
+    """Body of POST /incidents/{id}/transitions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: IncidentStateName
+    hold_reason: str | None = Field(
+        default=None, description="For on_hold: awaiting_customer, awaiting_vendor, awaiting_change"
+    )
+    resolution_code: str | None = Field(default=None, description="For resolved.")
+    resolution_notes: str | None = Field(default=None, max_length=20_000)
+
+
+class WorkNote(BaseModel):
+    """Body of POST /incidents/{id}/work-notes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=20_000)
+
+
+class MajorReview(BaseModel):
+    """Body of POST /incidents/{id}/major-review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field(min_length=1, max_length=20_000)
+    lessons: str = Field(default="", max_length=20_000)
 
 
 class IncidentOut(BaseModel):
     """An incident as the API returns it."""
 
     id: uuid.UUID
+    reference: str | None = Field(description="INC<number>, per tenant.")
+    number: int | None
     tenant_id: str
     title: str
     description: str
+    caller: str | None
+    category: str | None
+    ci_id: uuid.UUID | None
+    services: list[str]
+    sla_policy: str | None
     impact: int
     urgency: int
-    priority: int = Field(description="1..5 from the impact × urgency matrix")
+    priority: int = Field(description="1..5 from the tenant's impact × urgency matrix")
     state: str
+    hold_reason: str | None
+    resolution_code: str | None
+    resolution_notes: str | None
+    assignment_group: str | None
+    assignee: str | None
+    major: bool
+    major_flagged: bool
+    major_owner: str | None
+    major_review: dict[str, Any] | None
+    parent_id: uuid.UUID | None
+    problem_id: uuid.UUID | None
+    suspected_change: str | None
+    origin: str
+    workaround: str | None
+    known_error_id: uuid.UUID | None
     version: int
     created_at: datetime
     created_by: str
+    updated_at: datetime
+    updated_by: str
+    resolved_at: datetime | None
+    closed_at: datetime | None
+
+
+class IncidentPage(BaseModel):
+    """One page of incidents, newest first."""
+
+    items: list[IncidentOut]
+    next_cursor: str | None = None
+
+
+def _metrics(runtime: ServiceRuntime) -> IncidentMetrics | None:
+    metrics = runtime.service_metrics
+    return metrics if isinstance(metrics, IncidentMetrics) else None
+
+
+def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
+    out = IncidentOut.model_validate(body).model_dump(mode="json")
+    return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})
+
+
+def _workflow_problem(exc: workflow.WorkflowError) -> Problem:
+    """409 naming the allowed moves, or 422 naming the missing details."""
+    if isinstance(exc, workflow.IllegalTransition):
+        return Problem(
+            409,
+            "Conflict",
+            str(exc),
+            errors=[
+                {
+                    "in": "body",
+                    "field": "to",
+                    "detail": "allowed: " + (", ".join(exc.allowed) or "none (final state)"),
+                }
+            ],
+            allowed=list(exc.allowed),
+        )
+    if isinstance(exc, workflow.InvalidTransitionDetails):
+        return invalid([{"in": "body", "field": f, "detail": d} for f, d in exc.problems.items()])
+    if isinstance(exc, workflow.MajorReviewMissing):
+        return Problem(
+            409,
+            "Conflict",
+            str(exc),
+            errors=[{"in": "body", "field": "to", "detail": "record the major-incident review"}],
+        )
+    return invalid([{"in": "body", "field": "to", "detail": str(exc)}])
 
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")
@@ -60,14 +208,68 @@ async def create_incident(
     runtime: Runtime,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    values = body.model_dump()
+    values["services"] = tuple(values["services"])
+    values["major_flagged"] = values.pop("major")
     created = await log_new_incident(
-        runtime.pool, LogIncident(**body.model_dump()), context, idempotency_key
+        runtime.pool, LogIncident(**values), context, idempotency_key, _metrics(runtime)
     )
     headers = {"Location": f"/incidents/{created.body['id']}"}
     if created.replayed:
         headers[REPLAYED_HEADER] = "true"
-    body_out = IncidentOut.model_validate(created.body).model_dump(mode="json")
-    return JSONResponse(body_out, status_code=201, headers=headers)
+    return _with_etag(created.body, 201, **headers)
+
+
+@router.get("/incidents", response_model=IncidentPage, summary="Search incidents")
+async def list_incidents(
+    context: Annotated[RequestContext, authorize("incident:read")],
+    runtime: Runtime,
+    limit: PageSize = 50,
+    cursor: str | None = None,
+    state: Annotated[list[IncidentStateName] | None, Query()] = None,
+    priority: Annotated[list[Annotated[int, Field(ge=1, le=5)]] | None, Query()] = None,
+    service: str | None = None,
+    ci_id: uuid.UUID | None = None,
+    assignee: str | None = None,
+    assignment_group: str | None = None,
+    breached: bool | None = None,
+    major: bool | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    resolved_after: AwareDatetime | None = None,
+    resolved_before: AwareDatetime | None = None,
+) -> dict[str, Any]:
+    after = None
+    if cursor:
+        key = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+        except (TypeError, ValueError):
+            raise invalid_cursor() from None
+    where = IncidentFilter(
+        states=tuple(state or ()),
+        priorities=tuple(priority or ()),
+        service=service,
+        ci_id=ci_id,
+        assignee=assignee,
+        assignment_group=assignment_group,
+        breached=breached,
+        major=major,
+        created_after=created_after,
+        created_before=created_before,
+        resolved_after=resolved_after,
+        resolved_before=resolved_before,
+    )
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        found = await repository.search(
+            conn, context.tenant_id, where, after=after, limit=limit + 1
+        )
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return {"items": [incident_view(i) for i in page], "next_cursor": next_cursor}
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut, summary="Read an incident")
@@ -75,9 +277,135 @@ async def read_incident(
     incident_id: uuid.UUID,
     context: Annotated[RequestContext, authorize("incident:read")],
     runtime: Runtime,
-) -> dict[str, object]:
+) -> JSONResponse:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         incident = await repository.get(conn, context.tenant_id, incident_id)
     if incident is None:
         raise not_found("incident", str(incident_id))
-    return incident_view(incident)
+    return _with_etag(incident_view(incident))
+
+
+@router.patch(
+    "/incidents/{incident_id}",
+    response_model=IncidentOut,
+    summary="Change an incident's fields (If-Match required)",
+)
+async def patch_incident(
+    incident_id: uuid.UUID,
+    body: IncidentChanges,
+    context: Annotated[RequestContext, authorize("incident:update")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    wanted = body.model_dump(exclude_unset=True)
+    if "major" in wanted:
+        wanted["major_flagged"] = wanted.pop("major")
+    try:
+        incident = await update_incident(
+            runtime.pool,
+            incident_id,
+            wanted,
+            context,
+            expected_version=expected,
+            metrics=_metrics(runtime),
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc) from None
+    return _with_etag(incident_view(incident))
+
+
+@router.post(
+    "/incidents/{incident_id}/transitions",
+    response_model=IncidentOut,
+    summary="Move an incident to another state (If-Match required)",
+)
+async def post_transition(
+    incident_id: uuid.UUID,
+    body: Transition,
+    context: Annotated[RequestContext, authorize("incident:update")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    try:
+        incident = await transition_incident(
+            runtime.pool,
+            incident_id,
+            body.to,
+            context,
+            expected_version=expected,
+            hold_reason=body.hold_reason,
+            resolution_code=body.resolution_code,
+            resolution_notes=body.resolution_notes,
+            metrics=_metrics(runtime),
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc) from None
+    return _with_etag(incident_view(incident))
+
+
+@router.post("/incidents/{incident_id}/work-notes", status_code=201, summary="Add a work note")
+async def post_work_note(
+    incident_id: uuid.UUID,
+    body: WorkNote,
+    context: Annotated[RequestContext, authorize("incident:update")],
+    runtime: Runtime,
+) -> dict[str, Any]:
+    return await add_work_note(runtime.pool, incident_id, body.note, context)
+
+
+@router.get("/incidents/{incident_id}/work-notes", summary="An incident's work notes")
+async def get_work_notes(
+    incident_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("incident:read")],
+    runtime: Runtime,
+) -> list[dict[str, Any]]:
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        if await repository.get(conn, context.tenant_id, incident_id) is None:
+            raise not_found("incident", str(incident_id))
+        return await repository.work_notes(conn, context.tenant_id, incident_id)
+
+
+@router.get("/incidents/{incident_id}/history", summary="Every version: who, when, what")
+async def get_history(
+    incident_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("incident:read")],
+    runtime: Runtime,
+) -> list[dict[str, Any]]:
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        if await repository.get(conn, context.tenant_id, incident_id) is None:
+            raise not_found("incident", str(incident_id))
+        return await repository.history(conn, context.tenant_id, incident_id)
+
+
+@router.post(
+    "/incidents/{incident_id}/major-review",
+    response_model=IncidentOut,
+    summary="Record the review of a major incident (needed before closure; If-Match required)",
+)
+async def post_major_review(
+    incident_id: uuid.UUID,
+    body: MajorReview,
+    context: Annotated[RequestContext, authorize("incident:update")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    incident = await record_major_review(
+        runtime.pool, incident_id, body.summary, body.lessons, context, expected_version=expected
+    )
+    return _with_etag(incident_view(incident))
+
+
+@router.get("/incidents/{incident_id}/sla", summary="The incident's SLA clocks, as of now")
+async def get_sla(
+    incident_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("incident:read")],
+    runtime: Runtime,
+) -> list[dict[str, Any]]:
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        if await repository.get(conn, context.tenant_id, incident_id) is None:
+            raise not_found("incident", str(incident_id))
+        clocks = await sla.clocks_of(conn, context.tenant_id, "incident", incident_id)
+    return [c.as_json() for c in clocks]
