@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from fastapi import Header
 
 from shared.http.problems import Problem
+
+# The request header of every versioned write.
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", description='The ETag you read, e.g. "3": refused (412) if stale.'),
+]
 
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 
@@ -34,3 +43,13 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
             errors=[{"in": "header", "field": "If-Match", "detail": "not an ETag"}],
         )
     return int(match.group(1))
+
+
+def stale_version(what: str, current: int, expected: int) -> Problem:
+    """The 412 for a write that read an older version; carries the current ETag."""
+    return Problem(
+        412,
+        "Precondition Failed",
+        f"{what} is at version {current}, not {expected}: read it again and retry",
+        headers={"ETag": etag(current)},
+    )

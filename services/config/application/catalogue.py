@@ -36,7 +36,7 @@ from shared import outbox
 from shared.calendars import CalendarSpec
 from shared.db import Connection, tenant_transaction
 from shared.http.context import RequestContext
-from shared.http.etags import etag
+from shared.http.etags import stale_version
 from shared.http.problems import Problem, invalid
 
 
@@ -49,12 +49,7 @@ def _check_precondition(kind: str, name: str, current: int | None, expected: int
             "Precondition Failed",
             f"{kind} {name} does not exist yet: define it without If-Match",
         )
-    raise Problem(
-        412,
-        "Precondition Failed",
-        f"{kind} {name} is at version {current}, not {expected}: read it again and retry",
-        headers={"ETag": etag(current)},
-    )
+    raise stale_version(f"{kind} {name}", current, expected)
 
 
 def calendar_out(row: dict[str, Any]) -> dict[str, Any]:

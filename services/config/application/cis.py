@@ -17,7 +17,7 @@ from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import CiClassDefinedV1, EventPayload
 from shared.http.context import RequestContext
-from shared.http.etags import etag
+from shared.http.etags import stale_version
 from shared.http.problems import Problem, invalid, not_found
 
 
@@ -145,13 +145,7 @@ async def modify_ci(
         if current is None:
             raise not_found("configuration item", str(command.ci_id))
         if current.version != command.expected_version:
-            raise Problem(
-                412,
-                "Precondition Failed",
-                f"the configuration item is at version {current.version}, not"
-                f" {command.expected_version}: read it again and retry",
-                headers={"ETag": etag(current.version)},
-            )
+            raise stale_version("the configuration item", current.version, command.expected_version)
         try:
             outcome = modify(
                 current,

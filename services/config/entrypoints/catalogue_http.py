@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,7 @@ from shared.calendars import CalendarSpec
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
 from shared.http.context import RequestContext, authorize
-from shared.http.etags import etag, if_match_version
+from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -49,10 +49,6 @@ router = APIRouter(tags=["service catalogue"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
 Name = Annotated[str, Path(pattern=classes.CLASS_NAME.pattern, description="e.g. gold_24x7")]
-IfMatch = Annotated[
-    str | None,
-    Header(alias="If-Match", description='The ETag you read, e.g. "3": refused (412) if stale.'),
-]
 
 
 def _written(body: dict[str, Any], location: str) -> JSONResponse:

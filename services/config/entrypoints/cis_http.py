@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -36,7 +36,7 @@ from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
-from shared.http.etags import etag, if_match_version
+from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -313,7 +313,7 @@ async def patch_ci(
     body: CiChanges,
     context: Annotated[RequestContext, authorize("ci:write")],
     runtime: Runtime,
-    if_match: Annotated[str | None, Header(alias="If-Match")] = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = _expected_version(if_match)
     fields = body.model_dump(exclude_unset=True)

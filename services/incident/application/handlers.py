@@ -26,6 +26,7 @@ from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import EventPayload, MajorReviewRecordedV1, WorkNoteAddedV1
 from shared.http import idempotency
 from shared.http.context import RequestContext
+from shared.http.etags import stale_version
 from shared.http.problems import Problem, not_found
 
 
@@ -93,8 +94,10 @@ def incident_view(incident: Incident) -> dict[str, Any]:
     """The incident as the API shows it (JSON-ready)."""
     view = asdict(incident)
     for name, value in view.items():
-        if isinstance(value, uuid.UUID | datetime):
-            view[name] = value.isoformat() if isinstance(value, datetime) else str(value)
+        if isinstance(value, datetime):
+            view[name] = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            view[name] = str(value)
     view["services"] = list(incident.services)
     view["reference"] = f"INC{incident.number}" if incident.number else None
     return view
@@ -216,11 +219,7 @@ async def _locked(
     if incident is None:
         raise not_found("incident", str(incident_id))
     if expected is not None and expected != incident.version:
-        raise Problem(
-            412,
-            "Precondition Failed",
-            f"the incident is at version {incident.version}, not {expected}: read it again",
-        )
+        raise stale_version("the incident", incident.version, expected)
     return incident
 
 
@@ -391,8 +390,12 @@ async def record_major_review(
                 "only a major incident has a review",
                 errors=[{"in": "path", "field": "incident_id", "detail": "not a major incident"}],
             )
-        review = {"summary": summary, "lessons": lessons, "reviewer": context.actor}
-        review["at"] = now.isoformat()
+        review = {
+            "summary": summary,
+            "lessons": lessons,
+            "reviewer": context.actor,
+            "at": now.isoformat(),
+        }
         change = Change(
             domain.replace_review(incident, review, actor=context.actor, now=now),
             {"major_review": {"from": incident.major_review, "to": review}},

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -26,7 +26,7 @@ from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
-from shared.http.etags import etag, if_match_version
+from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import Problem, invalid, not_found
@@ -34,7 +34,6 @@ from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["incidents"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 IncidentStateName = Literal["new", "in_progress", "on_hold", "resolved", "closed", "cancelled"]
 
