@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from services.incident.application.sla import run_scheduler
+from services.incident.entrypoints import alerts_http, problems_http, requests_http
 from services.incident.entrypoints.consumers import consumers
 from services.incident.entrypoints.http import router
 from services.incident.metrics import IncidentMetrics
@@ -23,7 +24,7 @@ DEFINITION = ServiceDefinition(
     name="incident",
     settings_class=IncidentSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router],
+    routers=[router, requests_http.router, problems_http.router, alerts_http.router],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

@@ -43,6 +43,19 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         ),
         # The tenant's incident settings: priority matrix, auto-close, alert mapping, trends.
         "incident:configure": frozenset({"tenant_admin", "provider_admin"}),
+        # Monitoring tools opening, updating and resolving incidents from alerts.
+        "alert:ingest": frozenset({"integration"}),
+        # Service requests: submit and follow one's own; fulfil; approve (never one's own).
+        "request:submit": frozenset(
+            {"requester", "agent", "integration", "tenant_admin", "provider_admin"}
+        ),
+        "request:read": _READERS | {"requester", "integration"},
+        "request:fulfil": frozenset({"agent", "tenant_admin", "provider_admin"}),
+        "request:approve": frozenset({"agent", "change_manager", "tenant_admin", "provider_admin"}),
+        # Problems: raise one and link incidents; root cause, known errors and change requests.
+        "problem:read": _READERS,
+        "problem:create": frozenset({"agent", "problem_manager", "tenant_admin", "provider_admin"}),
+        "problem:manage": frozenset({"problem_manager", "tenant_admin", "provider_admin"}),
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
