@@ -5,7 +5,12 @@ from pathlib import Path
 from typing import Any
 
 from services.incident.application.sla import run_scheduler
-from services.incident.entrypoints import alerts_http, problems_http, requests_http
+from services.incident.entrypoints import (
+    alerts_http,
+    problems_http,
+    requests_http,
+    settings_http,
+)
 from services.incident.entrypoints.consumers import consumers
 from services.incident.entrypoints.http import router
 from services.incident.metrics import IncidentMetrics
@@ -24,7 +29,13 @@ DEFINITION = ServiceDefinition(
     name="incident",
     settings_class=IncidentSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[router, requests_http.router, problems_http.router, alerts_http.router],
+    routers=[
+        router,
+        requests_http.router,
+        problems_http.router,
+        alerts_http.router,
+        settings_http.router,
+    ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

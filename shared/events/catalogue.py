@@ -206,6 +206,18 @@ class ChangeSuspectedV1(EventPayload):
     window_seconds: int = Field(gt=0)
 
 
+@event("itsm.incident.settings_changed.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
+class IncidentSettingsChangedV1(EventPayload):
+    """A tenant changed its incident settings (subject `settings`, sequence the version).
+
+    Carries the settings in full, as `GET /incident-settings` shows them: the audit trail of
+    how priorities, auto-closure, alert mapping, trends and change correlation were configured.
+    """
+
+    settings: dict[str, Any]
+    version: int = Field(ge=1)
+
+
 # --- SLA clocks (ISO/IEC 20000-1 8.3.3) -------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import asyncpg
 from services.incident.adapters import projections, repository
 from services.incident.application import sla
 from services.incident.domain import incident as domain
+from services.incident.domain.alerts import AlertMapping
 from services.incident.domain.incident import Change, Incident, log_incident
 from services.incident.domain.priority import PriorityMatrix
 from services.incident.metrics import IncidentMetrics
@@ -36,7 +37,7 @@ class TenantSettings:
 
     matrix: PriorityMatrix = field(default_factory=PriorityMatrix.default)
     auto_close_days: int = 7
-    alert_mapping: dict[str, Any] | None = None
+    alert_mapping: AlertMapping = field(default_factory=AlertMapping)
     trend_threshold: int = 3
     trend_window_seconds: int = 86_400
     trend_opens_problem: bool = False
@@ -56,8 +57,10 @@ async def tenant_settings(conn: Connection, tenant_id: str) -> TenantSettings:
         return TenantSettings()
     values = dict(row)
     matrix = values.pop("priority_matrix")
+    mapping = values.pop("alert_mapping")
     return TenantSettings(
         matrix=PriorityMatrix.model_validate(matrix) if matrix else PriorityMatrix.default(),
+        alert_mapping=AlertMapping.model_validate(mapping) if mapping else AlertMapping(),
         **values,
     )
 
