@@ -4,6 +4,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from services.incident.application.housekeeping import run_auto_close, run_census
 from services.incident.application.sla import run_scheduler
 from services.incident.entrypoints import (
     alerts_http,
@@ -19,10 +20,17 @@ from shared.service import ServiceDefinition, ServiceRuntime
 
 
 def _background(runtime: ServiceRuntime) -> Sequence[Coroutine[Any, Any, None]]:
-    """The SLA scheduler: warnings and breaches as they fall due (safe in every replica)."""
+    """The SLA scheduler (warnings and breaches as they fall due), auto-close and the census of
+    open incidents; each is safe in every replica."""
     metrics = runtime.service_metrics
+    settings = runtime.settings
     assert isinstance(metrics, IncidentMetrics)
-    return [run_scheduler(runtime.pool, metrics)]
+    assert isinstance(settings, IncidentSettings)
+    return [
+        run_scheduler(runtime.pool, metrics),
+        run_auto_close(runtime.pool, metrics, interval=settings.auto_close_interval_seconds),
+        run_census(runtime.pool, metrics, interval=settings.census_interval_seconds),
+    ]
 
 
 DEFINITION = ServiceDefinition(

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -14,3 +15,10 @@ class IncidentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INCIDENT_", extra="ignore", frozen=True)
 
     http_port: int = 8001
+    # Background loops (every replica runs them; claims keep their work exactly-once).
+    auto_close_interval_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="How often resolved incidents due are closed."
+    )
+    census_interval_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="How often itsm_incident_open is refreshed."
+    )

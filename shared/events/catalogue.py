@@ -123,6 +123,9 @@ class IncidentCreatedV1(EventPayload):
         default=None, description="From a known error on the CI/service."
     )
     known_error_id: str | None = None
+    suspected_change: str | None = Field(
+        default=None, description="A change implemented on the CI shortly before (its id)."
+    )
 
 
 class FieldChangeV1(BaseModel):

@@ -139,6 +139,28 @@ async def next_number(conn: Connection, tenant_id: str, kind: str) -> int:
     return number
 
 
+async def queue_auto_close(
+    conn: Connection, tenant_id: str, incident_id: uuid.UUID, due_at: datetime
+) -> None:
+    """Queue a resolved incident to close automatically at `due_at` (again: a new due time)."""
+    await conn.execute(
+        "INSERT INTO auto_close_queue (tenant_id, incident_id, due_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant_id, incident_id) DO UPDATE SET due_at = EXCLUDED.due_at",
+        tenant_id,
+        incident_id,
+        due_at,
+    )
+
+
+async def unqueue_auto_close(conn: Connection, tenant_id: str, incident_id: uuid.UUID) -> None:
+    """The incident left `resolved` (reopened, closed): nothing to close automatically."""
+    await conn.execute(
+        "DELETE FROM auto_close_queue WHERE tenant_id = $1 AND incident_id = $2",
+        tenant_id,
+        incident_id,
+    )
+
+
 @dataclass(frozen=True)
 class IncidentFilter:
     """What a list asks for; None means any."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.incident.adapters import projections, repository
+from services.incident.adapters import changes, projections, repository
 from services.incident.application import sla
 from services.incident.domain import incident as domain
 from services.incident.domain.alerts import AlertMapping
@@ -24,7 +24,11 @@ from services.incident.domain.priority import PriorityMatrix
 from services.incident.metrics import IncidentMetrics
 from shared import outbox
 from shared.db import Connection, tenant_transaction
-from shared.events.catalogue import EventPayload, MajorReviewRecordedV1, WorkNoteAddedV1
+from shared.events.catalogue import (
+    EventPayload,
+    MajorReviewRecordedV1,
+    WorkNoteAddedV1,
+)
 from shared.http import idempotency
 from shared.http.context import RequestContext
 from shared.http.etags import stale_version
@@ -106,7 +110,7 @@ def incident_view(incident: Incident) -> dict[str, Any]:
     return view
 
 
-async def _append(
+async def append_events(
     conn: Connection, incident: Incident, events: list[EventPayload], context: RequestContext
 ) -> None:
     await outbox.append_many(
@@ -150,6 +154,12 @@ async def record_incident(
     ):
         raise _unknown("parent_id", f"no incident {command.parent_id}")
     services, policy = await _affected(conn, tenant, command.ci_id, command.services)
+    suspect = None
+    if command.ci_id is not None:
+        await changes.lock_ci(conn, tenant, command.ci_id, shared=True)
+        suspect = await changes.recent_change(
+            conn, tenant, command.ci_id, now, settings.change_window_seconds
+        )
     fields = asdict(command)
     for name in ("title", "description", "impact", "urgency", "services"):
         fields.pop(name)
@@ -165,11 +175,14 @@ async def record_incident(
         number=await repository.next_number(conn, tenant, "incident"),
         services=services,
         sla_policy=policy.name if policy else None,
+        suspected_change=suspect.change_id if suspect else None,
         **fields,
     )
+    if suspect is not None:
+        events.append(suspect.suspicion(settings.change_window_seconds))
     await repository.insert(conn, incident)
     await repository.record_history(conn, incident, action="created", changes={})
-    await _append(conn, incident, events, context)
+    await append_events(conn, incident, events, context)
     await sla.start_clocks(
         conn,
         tenant=tenant,
@@ -184,6 +197,8 @@ async def record_incident(
     )
     if metrics is not None:
         metrics.incidents_created.labels(incident.origin).inc()
+        if suspect is not None:
+            metrics.change_correlations.inc()
     return incident
 
 
@@ -215,7 +230,7 @@ async def log_new_incident(
     return Created(body, replayed=False)
 
 
-async def _locked(
+async def locked_incident(
     conn: Connection, tenant_id: str, incident_id: uuid.UUID, expected: int | None
 ) -> Incident:
     incident = await repository.get(conn, tenant_id, incident_id, lock=True)
@@ -226,12 +241,12 @@ async def _locked(
     return incident
 
 
-async def _store(
+async def store_change(
     conn: Connection, change: Change, action: str, context: RequestContext
 ) -> Incident:
     await repository.save(conn, change.incident)
     await repository.record_history(conn, change.incident, action=action, changes=change.changes)
-    await _append(conn, change.incident, change.events, context)
+    await append_events(conn, change.incident, change.events, context)
     return change.incident
 
 
@@ -248,7 +263,7 @@ async def update_incident(
     now = datetime.now(UTC)
     tenant = context.tenant_id
     async with tenant_transaction(pool, tenant) as conn:
-        incident = await _locked(conn, tenant, incident_id, expected_version)
+        incident = await locked_incident(conn, tenant, incident_id, expected_version)
         settings = await tenant_settings(conn, tenant)
         services = policy = None
         if "ci_id" in wanted and wanted["ci_id"] != incident.ci_id:
@@ -268,7 +283,7 @@ async def update_incident(
         )
         if change is None:
             return incident
-        stored = await _store(conn, change, "updated", context)
+        stored = await store_change(conn, change, "updated", context)
         if "priority" in change.changes or "sla_policy" in change.changes:
             await sla.retarget(
                 conn,
@@ -299,22 +314,57 @@ async def transition_incident(
     automatic: bool = False,
 ) -> Incident:
     """Move an incident to another state and drive its SLA clocks accordingly."""
-    now = datetime.now(UTC)
     tenant = context.tenant_id
     async with tenant_transaction(pool, tenant) as conn:
-        incident = await _locked(conn, tenant, incident_id, expected_version)
-        change = domain.transition(
+        incident = await locked_incident(conn, tenant, incident_id, expected_version)
+        return await move_incident(
+            conn,
             incident,
             wanted,
-            actor=context.actor,
-            now=now,
+            context,
             hold_reason=hold_reason,
             resolution_code=resolution_code,
             resolution_notes=resolution_notes,
+            metrics=metrics,
             automatic=automatic,
         )
-        stored = await _store(conn, change, "transitioned", context)
-        await drive_clocks(conn, incident, stored, now, context, metrics)
+
+
+async def move_incident(
+    conn: Connection,
+    incident: Incident,
+    wanted: str,
+    context: RequestContext,
+    *,
+    now: datetime | None = None,
+    hold_reason: str | None = None,
+    resolution_code: str | None = None,
+    resolution_notes: str | None = None,
+    metrics: IncidentMetrics | None = None,
+    automatic: bool = False,
+) -> Incident:
+    """Inside the caller's transaction, on a locked incident: the move, its history and event,
+    its clocks, and its place in the auto-close queue (resolved: queued; otherwise: not)."""
+    now = now or datetime.now(UTC)
+    change = domain.transition(
+        incident,
+        wanted,
+        actor=context.actor,
+        now=now,
+        hold_reason=hold_reason,
+        resolution_code=resolution_code,
+        resolution_notes=resolution_notes,
+        automatic=automatic,
+    )
+    stored = await store_change(conn, change, "transitioned", context)
+    await drive_clocks(conn, incident, stored, now, context, metrics)
+    if stored.state == "resolved":
+        days = (await tenant_settings(conn, stored.tenant_id)).auto_close_days
+        await repository.queue_auto_close(
+            conn, stored.tenant_id, stored.id, now + timedelta(days=days)
+        )
+    elif incident.state == "resolved":
+        await repository.unqueue_auto_close(conn, stored.tenant_id, stored.id)
     if metrics is not None and wanted == "resolved":
         metrics.incidents_resolved.inc()
         metrics.time_to_resolve.observe((now - incident.created_at).total_seconds())
@@ -360,7 +410,7 @@ async def add_work_note(
 ) -> dict[str, Any]:
     """Append a work note (and its event); notes never change the incident's version."""
     async with tenant_transaction(pool, context.tenant_id) as conn:
-        incident = await _locked(conn, context.tenant_id, incident_id, None)
+        incident = await locked_incident(conn, context.tenant_id, incident_id, None)
         stored = await repository.add_work_note(
             conn,
             context.tenant_id,
@@ -369,7 +419,7 @@ async def add_work_note(
             note=note,
             at=datetime.now(UTC),
         )
-        await _append(conn, incident, [WorkNoteAddedV1(note=note)], context)
+        await append_events(conn, incident, [WorkNoteAddedV1(note=note)], context)
     return stored
 
 
@@ -385,7 +435,7 @@ async def record_major_review(
     """Record the review of a major incident (needed before it can close)."""
     now = datetime.now(UTC)
     async with tenant_transaction(pool, context.tenant_id) as conn:
-        incident = await _locked(conn, context.tenant_id, incident_id, expected_version)
+        incident = await locked_incident(conn, context.tenant_id, incident_id, expected_version)
         if not incident.major:
             raise Problem(
                 409,
@@ -404,4 +454,10 @@ async def record_major_review(
             {"major_review": {"from": incident.major_review, "to": review}},
             [MajorReviewRecordedV1(summary=summary, lessons=lessons, reviewer=context.actor)],
         )
-        return await _store(conn, change, "major_review", context)
+        return await store_change(conn, change, "major_review", context)
+
+
+# Older names, kept while other modules move to the public ones.
+_append = append_events
+_store = store_change
+_locked = locked_incident

@@ -177,6 +177,7 @@ def log_incident(
             origin=incident.origin,
             workaround=workaround,
             known_error_id=_text(known_error_id),
+            suspected_change=incident.suspected_change,
         )
     ]
     declared = _declared(incident, None)

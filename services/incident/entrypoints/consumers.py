@@ -1,4 +1,5 @@
-"""The incident service's consumers: its projection of the config service's events.
+"""The incident service's consumers: its projection of the config service's events, and change
+correlation on the change service's.
 
 `incident-config-projection` reads `itsm.config.events` and keeps CIs, service membership,
 business services, calendars and SLA policies in the `proj_*` tables
@@ -7,7 +8,10 @@ imports, baselines) have no handler and are skipped: not applied, not recorded i
 not dead-lettered. A message that cannot be decoded or validated is dead-lettered by the
 shared `EventConsumer`, like every consumer's.
 
-Batches are applied in bulk (one statement per kind of record and tenant); if a batch fails,
+`incident-change-correlation` reads `itsm.change.events` and handles
+`itsm.change.implemented.v1` only (`application/correlation.py`).
+
+Config batches are applied in bulk (one statement per kind of record and tenant); if a batch fails,
 the shared consumer redoes it event by event with the per-type handlers, which have the same
 effect, and dead-letters only the event that fails.
 """
@@ -18,8 +22,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from services.incident.adapters import projections
+from services.incident.application import correlation
+from services.incident.metrics import IncidentMetrics
 from shared.db import Connection
 from shared.events.catalogue import (
+    CHANGE_EVENTS,
     CONFIG_EVENTS,
     BusinessServiceDefinedV1,
     CalendarDefinedV1,
@@ -35,6 +42,8 @@ if TYPE_CHECKING:
     from shared.service import ServiceRuntime
 
 CONFIG_PROJECTION_CONSUMER = "incident-config-projection"
+CHANGE_CORRELATION_CONSUMER = "incident-change-correlation"
+CHANGE_IMPLEMENTED = "itsm.change.implemented.v1"
 
 CI_EVENTS = (
     "itsm.config.ci.created.v1",
@@ -126,6 +135,26 @@ def config_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Flags incidents on CIs that a change implemented shortly before
+    (`application/correlation.py`)."""
+    metrics = runtime.service_metrics
+    assert metrics is None or isinstance(metrics, IncidentMetrics)
+
+    async def implemented(conn: Connection, event: ReceivedEvent) -> None:
+        await correlation.record_implemented(conn, event, metrics)
+
+    return EventConsumer(
+        name=CHANGE_CORRELATION_CONSUMER,
+        topics=[CHANGE_EVENTS],
+        handlers={CHANGE_IMPLEMENTED: implemented},
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the incident service."""
-    return [config_projection_consumer(runtime)]
+    return [config_projection_consumer(runtime), change_correlation_consumer(runtime)]
