@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit bench bench-cmdb lint lock clean
+.PHONY: install run test test-unit bench bench-cmdb bench-incident lint lock clean
 
 install: $(VENV)/.installed .state/.system-packages
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -38,6 +38,10 @@ bench: install
 # The CMDB at scale: 100,000 CIs / 300,000 relationships imported, then impact analysis.
 bench-cmdb: install
 	$(PY) -m tests.benchmarks.cmdb
+
+# Incidents: creation over HTTP vs raw INSERT, a 20,000-alert storm, 100,000 SLA clocks.
+bench-incident: install
+	$(PY) -m tests.benchmarks.incident
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 """Incident management on the real database: services and policy from the projection, states,
 If-Match, priority, major incidents, SLA clocks driven by moves, search, tenants."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -350,3 +351,10 @@ async def test_a_requester_may_log_but_not_work_an_incident(api, auth, tenant):
     requester = auth(tenant, "requester")
     incident = await create(api, requester)
     assert (await move(api, requester, incident, "in_progress")).status_code == 403
+
+
+async def test_concurrent_creations_in_one_tenant_get_distinct_consecutive_numbers(api, agent):
+    created = await asyncio.gather(*(create(api, agent, title=f"Burst {i}") for i in range(40)))
+    assert sorted(i["number"] for i in created) == list(range(1, 41))
+    later = await create(api, agent)
+    assert later["reference"] == "INC41"

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from services.incident.adapters import changes, projections, repository
+from services.incident.adapters import changes, numbers, projections, repository
 from services.incident.application import sla
 from services.incident.domain import incident as domain
 from services.incident.domain.alerts import AlertMapping
@@ -140,8 +140,13 @@ async def record_incident(
     *,
     metrics: IncidentMetrics | None = None,
     now: datetime | None = None,
+    number: int | None = None,
 ) -> Incident:
-    """Inside the caller's transaction: store a new incident, its events and its clocks."""
+    """Inside the caller's transaction: store a new incident, its events and its clocks.
+
+    `number` is the incident's number taken beforehand (`adapters/numbers.allocate`, which
+    keeps concurrent creations from queueing on the tenant's counter); without one, the number
+    is taken in this transaction."""
     now = now or datetime.now(UTC)
     tenant = context.tenant_id
     settings = await tenant_settings(conn, tenant)
@@ -172,7 +177,7 @@ async def record_incident(
         actor=context.actor,
         now=now,
         matrix=settings.matrix,
-        number=await repository.next_number(conn, tenant, "incident"),
+        number=number or await repository.next_number(conn, tenant, "incident"),
         services=services,
         sla_policy=policy.name if policy else None,
         suspected_change=suspect.change_id if suspect else None,
@@ -220,11 +225,12 @@ async def log_new_incident(
 ) -> Created:
     """Store the incident and its created event atomically; honour an idempotency key."""
     fingerprint = idempotency.request_fingerprint("POST", "/incidents", asdict(command))
+    number = await numbers.allocate(pool, context.tenant_id, "incident")
     async with tenant_transaction(pool, context.tenant_id) as conn:
         earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
         if earlier is not None:
             return Created(earlier.body, replayed=True)
-        incident = await record_incident(conn, command, context, metrics=metrics)
+        incident = await record_incident(conn, command, context, metrics=metrics, number=number)
         body = incident_view(incident)
         await idempotency.remember(conn, context.tenant_id, idempotency_key, 201, body)
     return Created(body, replayed=False)
