@@ -48,7 +48,7 @@ class IncidentMetrics:
         )
         self.incidents_created = Counter(
             "itsm_incident_created",
-            "Incidents logged, by origin (api, alert, ...).",
+            "Incidents logged, by origin (manual, alertmanager, events).",
             ["origin"],
             registry=registry,
         )
@@ -105,6 +105,29 @@ class IncidentMetrics:
             "itsm_alert_incidents_resolved",
             "Incidents resolved because their alert resolved, by source.",
             ["source"],
+            registry=registry,
+        )
+        self.requests_submitted = Counter(
+            "itsm_requests_submitted",
+            "Service requests submitted, by whether they need approval (true, false).",
+            ["needs_approval"],
+            registry=registry,
+        )
+        self.request_decisions = Counter(
+            "itsm_request_decisions",
+            "Approval decisions on service requests, by decision (approved, rejected).",
+            ["decision"],
+            registry=registry,
+        )
+        self.requests_fulfilled = Counter(
+            "itsm_requests_fulfilled",
+            "Service requests fulfilled.",
+            registry=registry,
+        )
+        self.time_to_fulfil = Histogram(
+            "itsm_request_time_to_fulfil_seconds",
+            "Wall-clock time from submitting a service request to fulfilling it.",
+            buckets=RESOLVE_BUCKETS,
             registry=registry,
         )
         self.problem_suggestions = Counter(

@@ -285,6 +285,11 @@ class RequestSubmittedV1(EventPayload):
     needs_approval: bool
     sla_policy: str | None = None
     number: int | None = None
+    impact: Impact | None = None
+    urgency: Urgency | None = None
+    approvers: list[str] = Field(
+        default_factory=list, description="Named approvers (all must approve); empty: anyone."
+    )
 
 
 @event("itsm.incident.request.transitioned.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
@@ -294,6 +299,9 @@ class RequestTransitionedV1(EventPayload):
     from_state: RequestState
     to_state: RequestState
     notes: str | None = None
+    automatic: bool = Field(
+        default=False, description="Made by the service (sent for approval on submission)."
+    )
 
 
 @event("itsm.incident.request.approval_recorded.v1", topic=INCIDENT_EVENTS, source="itsm/incident")

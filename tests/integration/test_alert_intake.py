@@ -402,7 +402,7 @@ async def test_a_resolved_group_resolves_its_incident_when_the_tenant_says_so(
     assert receipt["incident_id"] == opened["incident_id"]
     incident = await incident_of(api, agent, receipt)
     assert incident["state"] == "resolved"
-    assert incident["resolution_code"] == "not_reproducible"
+    assert incident["resolution_code"] == "alert_cleared"
     assert "2024-05-01T10:42:00Z" in incident["resolution_notes"]
     assert incident["updated_by"] == "alertmanager"
     notes = await notes_of(api, agent, incident["id"])

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 from services.incident.adapters.projections import _latest
 from services.incident.definition import DEFINITION
 from services.incident.entrypoints.consumers import (
+    CHANGE_CORRELATION_CONSUMER,
     CONFIG_PROJECTION_CONSUMER,
     HANDLERS,
     config_projection_consumer,
@@ -54,11 +55,18 @@ def test_other_config_event_types_have_no_handler_and_are_skipped():
         assert projection.handler_for(type_name) is not None
 
 
-def test_the_incident_service_runs_the_projection_consumer():
+def test_the_incident_service_runs_the_projection_and_change_correlation_consumers():
     runtime = SimpleNamespace(
-        pool=None, producer=None, metrics=None, settings=SimpleNamespace(consumer_max_records=1)
+        pool=None,
+        producer=None,
+        metrics=None,
+        service_metrics=None,
+        settings=SimpleNamespace(consumer_max_records=1),
     )
-    assert [c.name for c in DEFINITION.consumers(runtime)] == [CONFIG_PROJECTION_CONSUMER]
+    assert [c.name for c in DEFINITION.consumers(runtime)] == [
+        CONFIG_PROJECTION_CONSUMER,
+        CHANGE_CORRELATION_CONSUMER,
+    ]
 
 
 def test_a_batch_keeps_the_highest_version_of_each_aggregate():

@@ -77,6 +77,8 @@ def test_a_submitted_request_is_numbered_prioritised_and_announced():
             needs_approval=False,
             sla_policy="gold",
             number=7,
+            impact=2,
+            urgency=3,
         )
     ]
 
@@ -126,7 +128,7 @@ def test_a_request_that_needs_approval_is_sent_for_it_by_its_submitter():
     assert (routed.request.state, routed.request.version) == ("awaiting_approval", 2)
     assert routed.request.updated_by == "ann"
     assert routed.events == [
-        RequestTransitionedV1(from_state="submitted", to_state="awaiting_approval")
+        RequestTransitionedV1(from_state="submitted", to_state="awaiting_approval", automatic=True)
     ]
     assert routed.changes == {"state": {"from": "submitted", "to": "awaiting_approval"}}
 

@@ -100,7 +100,7 @@ FINAL_STATES: Final = frozenset({"closed", "cancelled"})
 # (workflow.RESOLUTION_CODES) this is the one that claims no fix (solved_*), no person
 # (resolved_by_caller) and no failure (not_solved); people who fixed it resolve it themselves
 # first, with their code, and the alert then only adds its note.
-ALERT_RESOLUTION_CODE: Final = "not_reproducible"
+ALERT_RESOLUTION_CODE: Final = "alert_cleared"
 _REMARKS_SEPARATOR: Final = "\n\n"
 
 

@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from services.incident.adapters import projections, repository
+from services.incident.adapters import numbers, projections, repository
 from services.incident.adapters import requests as store
 from services.incident.adapters.requests import RequestFilter
 from services.incident.application import sla
@@ -159,9 +159,11 @@ async def record_request(
     *,
     metrics: IncidentMetrics | None = None,
     now: datetime | None = None,
+    number: int | None = None,
 ) -> ServiceRequest:
     """Inside the caller's transaction: store a new request, its events and its clocks, and
-    send it for approval when it needs one."""
+    send it for approval when it needs one. `number`: taken beforehand (`numbers.allocate`),
+    else in this transaction."""
     now = now or datetime.now(UTC)
     tenant = context.tenant_id
     settings = await tenant_settings(conn, tenant)
@@ -170,7 +172,7 @@ async def record_request(
     try:
         request, events = domain.submit(
             tenant_id=tenant,
-            number=await repository.next_number(conn, tenant, "request"),
+            number=number or await repository.next_number(conn, tenant, "request"),
             title=command.title,
             description=command.description,
             actor=context.actor,
@@ -221,13 +223,16 @@ async def submit_request(
 ) -> Created:
     """Store the request and its events atomically; honour an idempotency key."""
     fingerprint = idempotency.request_fingerprint("POST", "/requests", asdict(command))
+    number = await numbers.allocate(pool, context.tenant_id, "request")
     async with tenant_transaction(pool, context.tenant_id) as conn:
         earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
         if earlier is not None:
             return Created(earlier.body, replayed=True)
-        request = await record_request(conn, command, context, metrics=metrics)
+        request = await record_request(conn, command, context, metrics=metrics, number=number)
         body = request_view(request, [])
         await idempotency.remember(conn, context.tenant_id, idempotency_key, 201, body)
+    if metrics is not None:
+        metrics.requests_submitted.labels(str(request.needs_approval).lower()).inc()
     return Created(body, replayed=False)
 
 
@@ -311,7 +316,11 @@ async def transition_request(
         change = domain.transition(request, wanted, actor=context.actor, now=now, notes=notes)
         stored = await _store(conn, change, "transitioned", context)
         await drive_clocks(conn, request, stored, now, context, metrics)
-        return request_view(stored, await _decisions(conn, stored))
+        view = request_view(stored, await _decisions(conn, stored))
+    if metrics is not None and stored.state == "fulfilled":
+        metrics.requests_fulfilled.inc()
+        metrics.time_to_fulfil.observe((now - request.created_at).total_seconds())
+    return view
 
 
 async def decide_request(
@@ -339,7 +348,10 @@ async def decide_request(
         )
         stored = await _store(conn, change, "decided", context)
         await drive_clocks(conn, request, stored, now, context, metrics)
-        return request_view(stored, await _decisions(conn, stored))
+        view = request_view(stored, await _decisions(conn, stored))
+    if metrics is not None:
+        metrics.request_decisions.labels(decision).inc()
+    return view
 
 
 async def request_history(

@@ -248,6 +248,9 @@ def submit(
         needs_approval=needs_approval,
         sla_policy=sla_policy,
         number=number,
+        impact=impact,
+        urgency=urgency,
+        approvers=list(named),
     )
     return request, [event]
 
@@ -257,7 +260,9 @@ def route_for_approval(request: ServiceRequest, *, now: datetime) -> Change | No
     `awaiting_approval` (None for one that needs none), made by its submitter."""
     if not request.needs_approval or request.state != "submitted":
         return None
-    return transition(request, "awaiting_approval", actor=request.created_by, now=now)
+    return transition(
+        request, "awaiting_approval", actor=request.created_by, now=now, automatic=True
+    )
 
 
 def transition(
@@ -267,6 +272,7 @@ def transition(
     actor: str,
     now: datetime,
     notes: str | None = None,
+    automatic: bool = False,
 ) -> Change:
     """Move to another state: `IllegalTransition` (409) for a move the workflow does not have,
     `InvalidTransitionDetails` (422) for a decision made as a plain move or a fulfilment
@@ -289,7 +295,9 @@ def transition(
     after = replace(
         request, **values, version=request.version + 1, updated_at=now, updated_by=actor
     )
-    event = RequestTransitionedV1(from_state=request.state, to_state=target, notes=notes)
+    event = RequestTransitionedV1(
+        from_state=request.state, to_state=target, notes=notes, automatic=automatic
+    )
     return Change(after, _diff(request, values), [event])
 
 

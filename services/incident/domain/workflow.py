@@ -277,6 +277,7 @@ ResolutionCode = Literal[
     "resolved_by_caller",
     "not_reproducible",
     "not_solved",
+    "alert_cleared",  # monitoring reported the alert over; nobody recorded a fix
 ]
 HOLD_REASONS: Final[tuple[str, ...]] = get_args(HoldReason)
 RESOLUTION_CODES: Final[tuple[str, ...]] = get_args(ResolutionCode)
