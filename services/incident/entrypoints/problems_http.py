@@ -1,5 +1,354 @@
-"""HTTP API of the incident service: problems (being built)."""
+"""Problem and known error HTTP API (ISO/IEC 20000-1 8.6.3): thin handlers that validate, call
+a use case (`application/problems.py`) and map errors."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.incident.adapters.problems import ProblemFilter
+from services.incident.application import problems
+from services.incident.domain import workflow
+from services.incident.domain.problem import WrongProblemState
+from services.incident.entrypoints.common import workflow_problem
+from shared.http.context import RequestContext, authorize
+from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
+from shared.http.pagination import (
+    Cursor,
+    PageSize,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
+from shared.http.problems import Problem
+from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["problems"])
+Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+
+ProblemStateName = Literal["new", "investigating", "known_error", "resolved", "closed", "cancelled"]
+
+
+class NewProblem(BaseModel):
+    """Body of POST /problems."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=20_000)
+    ci_id: uuid.UUID | None = Field(default=None, description="The configuration item at fault.")
+    service: str | None = Field(
+        default=None, min_length=1, max_length=200, description="The business service affected."
+    )
+    incidents: list[uuid.UUID] = Field(
+        default_factory=list, max_length=100, description="Incidents to link now."
+    )
+
+
+class ProblemTransition(BaseModel):
+    """Body of POST /problems/{id}/transitions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: ProblemStateName
+    root_cause: str | None = Field(
+        default=None,
+        max_length=20_000,
+        description="For known_error, and resolved from investigating.",
+    )
+    workaround: str | None = Field(default=None, max_length=20_000, description="For known_error.")
+    resolution_notes: str | None = Field(
+        default=None, max_length=20_000, description="For resolved."
+    )
+
+
+class IncidentLink(BaseModel):
+    """Body of POST /problems/{id}/incidents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: uuid.UUID
+
+
+class KnownError(BaseModel):
+    """Body of POST /problems/{id}/known-error (both needed, non-blank)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root_cause: str | None = Field(default=None, max_length=20_000)
+    workaround: str | None = Field(default=None, max_length=20_000)
+
+
+class ChangeRequest(BaseModel):
+    """Body of POST /problems/{id}/change-requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=20_000)
+    ci_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The CIs to change; default the problem's.",
+    )
+
+
+class ProblemOut(BaseModel):
+    """A problem as the API returns it."""
+
+    id: uuid.UUID
+    reference: str = Field(description="PRB<number>, per tenant.")
+    number: int
+    tenant_id: str
+    title: str
+    description: str
+    ci_id: uuid.UUID | None
+    service: str | None
+    origin: str = Field(description="manual, or trend (opened from recurring incidents)")
+    state: str
+    root_cause: str | None
+    workaround: str | None
+    resolution_notes: str | None
+    known_error_id: uuid.UUID | None = Field(
+        description="The problem's own id once a known error was published (incidents carry"
+        " it); the workaround is given to new incidents while the state is known_error."
+    )
+    known_error_published_at: datetime | None
+    incidents: list[uuid.UUID]
+    change_requests: list[uuid.UUID] = Field(description="Request ids of the changes asked for.")
+    version: int
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+    resolved_at: datetime | None
+    closed_at: datetime | None
+
+
+class ProblemPage(BaseModel):
+    """One page of problems, newest first."""
+
+    items: list[ProblemOut]
+    next_cursor: str | None = None
+
+
+class ChangeRequestOut(BaseModel):
+    """The change asked for (the change service turns it into a request for change)."""
+
+    request_id: uuid.UUID = Field(description="The change service's idempotency key.")
+    problem: ProblemOut
+
+
+def _out(body: dict[str, Any]) -> dict[str, Any]:
+    return ProblemOut.model_validate(body).model_dump(mode="json")
+
+
+def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        _out(body), status_code=status, headers={"ETag": etag(body["version"]), **headers}
+    )
+
+
+def _workflow_problem(exc: workflow.WorkflowError, field: str = "to") -> Problem:
+    """A problem in the wrong state for the action is 409 naming it; other refusals as for
+    every record (`entrypoints/common.py`)."""
+    if isinstance(exc, WrongProblemState):
+        return Problem(
+            409,
+            "Conflict",
+            str(exc),
+            errors=[{"in": "path", "field": "problem_id", "detail": f"the problem is {exc.state}"}],
+        )
+    return workflow_problem(exc, field=field)
+
+
+@router.post("/problems", status_code=201, response_model=ProblemOut, summary="Open a problem")
+async def create_problem(
+    body: NewProblem,
+    context: Annotated[RequestContext, authorize("problem:create")],
+    runtime: Runtime,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    command = problems.NewProblem(
+        title=body.title,
+        description=body.description,
+        ci_id=body.ci_id,
+        service=body.service,
+        incidents=tuple(body.incidents),
+    )
+    created = await problems.create_problem(runtime.pool, command, context, idempotency_key)
+    headers = {"Location": f"/problems/{created.body['id']}"}
+    if created.replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return _with_etag(created.body, 201, **headers)
+
+
+@router.get("/problems", response_model=ProblemPage, summary="Search problems")
+async def list_problems(
+    context: Annotated[RequestContext, authorize("problem:read")],
+    runtime: Runtime,
+    limit: PageSize = 50,
+    cursor: Cursor = None,
+    state: Annotated[list[ProblemStateName] | None, Query()] = None,
+    ci_id: uuid.UUID | None = None,
+    service: str | None = None,
+    origin: Literal["manual", "trend"] | None = None,
+) -> dict[str, Any]:
+    after = None
+    if cursor:
+        key = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+        except (TypeError, ValueError):
+            raise invalid_cursor() from None
+    where = ProblemFilter(states=tuple(state or ()), ci_id=ci_id, service=service, origin=origin)
+    found = await problems.search_problems(
+        runtime.pool, context.tenant_id, where, after=after, limit=limit + 1
+    )
+    page = found[:limit]
+    next_cursor = None
+    if len(found) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return {
+        "items": [_out(problems.problem_view(p)) for p in page],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.get("/problems/{problem_id}", response_model=ProblemOut, summary="Read a problem")
+async def read_problem(
+    problem_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("problem:read")],
+    runtime: Runtime,
+) -> JSONResponse:
+    problem = await problems.get_problem(runtime.pool, problem_id, context.tenant_id)
+    return _with_etag(problems.problem_view(problem))
+
+
+@router.post(
+    "/problems/{problem_id}/transitions",
+    response_model=ProblemOut,
+    summary="Move a problem to another state (If-Match required)",
+)
+async def post_transition(
+    problem_id: uuid.UUID,
+    body: ProblemTransition,
+    context: Annotated[RequestContext, authorize("problem:manage")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    try:
+        problem = await problems.transition_problem(
+            runtime.pool,
+            problem_id,
+            body.to,
+            context,
+            expected_version=expected,
+            root_cause=body.root_cause,
+            workaround=body.workaround,
+            resolution_notes=body.resolution_notes,
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc) from None
+    return _with_etag(problems.problem_view(problem))
+
+
+@router.post(
+    "/problems/{problem_id}/incidents",
+    response_model=ProblemOut,
+    summary="Link an incident to the problem (If-Match required)",
+)
+async def post_incident_link(
+    problem_id: uuid.UUID,
+    body: IncidentLink,
+    context: Annotated[RequestContext, authorize("problem:create")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    try:
+        problem = await problems.link_incident(
+            runtime.pool, problem_id, body.incident_id, context, expected_version=expected
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc, "incident_id") from None
+    return _with_etag(problems.problem_view(problem))
+
+
+@router.post(
+    "/problems/{problem_id}/known-error",
+    response_model=ProblemOut,
+    summary="Publish (or revise) the root cause and workaround as a known error (If-Match)",
+)
+async def post_known_error(
+    problem_id: uuid.UUID,
+    body: KnownError,
+    context: Annotated[RequestContext, authorize("problem:manage")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    try:
+        problem = await problems.publish_known_error(
+            runtime.pool,
+            problem_id,
+            context,
+            root_cause=body.root_cause,
+            workaround=body.workaround,
+            expected_version=expected,
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc) from None
+    return _with_etag(problems.problem_view(problem))
+
+
+@router.post(
+    "/problems/{problem_id}/change-requests",
+    status_code=202,
+    response_model=ChangeRequestOut,
+    summary="Ask the change service for a change (If-Match required)",
+)
+async def post_change_request(
+    problem_id: uuid.UUID,
+    body: ChangeRequest,
+    context: Annotated[RequestContext, authorize("problem:manage")],
+    runtime: Runtime,
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    try:
+        requested = await problems.request_change(
+            runtime.pool,
+            problem_id,
+            context,
+            title=body.title,
+            description=body.description,
+            ci_ids=tuple(body.ci_ids),
+            expected_version=expected,
+        )
+    except workflow.WorkflowError as exc:
+        raise _workflow_problem(exc) from None
+    body_out = {
+        "request_id": str(requested.request_id),
+        "problem": _out(problems.problem_view(requested.problem)),
+    }
+    return JSONResponse(
+        body_out, status_code=202, headers={"ETag": etag(requested.problem.version)}
+    )
+
+
+@router.get("/problems/{problem_id}/history", summary="Every version: who, when, what")
+async def get_history(
+    problem_id: uuid.UUID,
+    context: Annotated[RequestContext, authorize("problem:read")],
+    runtime: Runtime,
+) -> list[dict[str, Any]]:
+    return await problems.problem_history(runtime.pool, problem_id, context.tenant_id)
