@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from services.incident.adapters import changes, numbers, projections, repository
-from services.incident.application import sla
+from services.incident.application import problems, sla
 from services.incident.domain import incident as domain
 from services.incident.domain.alerts import AlertMapping
 from services.incident.domain.incident import Change, Incident, log_incident
@@ -165,6 +165,7 @@ async def record_incident(
         suspect = await changes.recent_change(
             conn, tenant, command.ci_id, now, settings.change_window_seconds
         )
+    known = await problems.known_error_for(conn, tenant, command.ci_id, services)
     fields = asdict(command)
     for name in ("title", "description", "impact", "urgency", "services"):
         fields.pop(name)
@@ -181,6 +182,8 @@ async def record_incident(
         services=services,
         sla_policy=policy.name if policy else None,
         suspected_change=suspect.change_id if suspect else None,
+        workaround=known.workaround if known else None,
+        known_error_id=known.id if known else None,
         **fields,
     )
     if suspect is not None:
@@ -200,6 +203,9 @@ async def record_incident(
         correlation_id=context.correlation_id,
         metrics=metrics,
     )
+    # A trend of incidents on the CI or a service suggests (or opens) a problem; an opened one
+    # links this incident, which is then stored again as version 2.
+    incident = await problems.after_incident_logged(conn, incident, settings, context, metrics)
     if metrics is not None:
         metrics.incidents_created.labels(incident.origin).inc()
         if suspect is not None:
@@ -461,9 +467,3 @@ async def record_major_review(
             [MajorReviewRecordedV1(summary=summary, lessons=lessons, reviewer=context.actor)],
         )
         return await store_change(conn, change, "major_review", context)
-
-
-# Older names, kept while other modules move to the public ones.
-_append = append_events
-_store = store_change
-_locked = locked_incident

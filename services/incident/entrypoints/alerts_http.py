@@ -27,7 +27,7 @@ from services.incident.domain.alerts import (
     intent_from_alertmanager,
     intent_from_event,
 )
-from services.incident.metrics import IncidentMetrics
+from services.incident.entrypoints.common import metrics_of
 from shared.http.context import RequestContext, authorize
 from shared.service import ServiceRuntime, runtime_of
 
@@ -98,11 +98,6 @@ async def _parse(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from None
 
 
-def _metrics(runtime: ServiceRuntime) -> IncidentMetrics | None:
-    metrics = runtime.service_metrics
-    return metrics if isinstance(metrics, IncidentMetrics) else None
-
-
 def _accepted(receipt: AlertReceipt, status: int) -> JSONResponse:
     if receipt.reference is not None:
         message = f"{receipt.outcome}: {receipt.reference}"
@@ -131,7 +126,7 @@ async def post_alertmanager(request: Request, context: Ingest, runtime: Runtime)
         runtime.pool,
         partial(intent_from_alertmanager, webhook),
         context,
-        metrics=_metrics(runtime),
+        metrics=metrics_of(runtime),
     )
     return _accepted(receipt, 200)
 
@@ -146,6 +141,6 @@ async def post_alertmanager(request: Request, context: Ingest, runtime: Runtime)
 async def post_event(request: Request, context: Ingest, runtime: Runtime) -> JSONResponse:
     event = await _parse(request, AlertEvent)
     receipt = await receive_alert(
-        runtime.pool, partial(intent_from_event, event), context, metrics=_metrics(runtime)
+        runtime.pool, partial(intent_from_event, event), context, metrics=metrics_of(runtime)
     )
     return _accepted(receipt, 202)

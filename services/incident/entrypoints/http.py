@@ -23,13 +23,13 @@ from services.incident.application.handlers import (
     update_incident,
 )
 from services.incident.domain import workflow
-from services.incident.metrics import IncidentMetrics
+from services.incident.entrypoints.common import metrics_of, workflow_problem
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
-from shared.http.problems import Problem, invalid, not_found
+from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["incidents"])
@@ -63,7 +63,8 @@ class NewIncident(BaseModel):
 
 
 class IncidentChanges(BaseModel):
-    """Body of PATCH /incidents/{id}: the fields to change (state moves via /transitions)."""
+    """Body of PATCH /incidents/{id}: the fields to change (state moves via /transitions; a
+    problem links its incidents via POST /problems/{id}/incidents, so both sides agree)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,7 +80,6 @@ class IncidentChanges(BaseModel):
     major: bool | None = None
     major_owner: str | None = Field(default=None, max_length=200)
     parent_id: uuid.UUID | None = None
-    problem_id: uuid.UUID | None = None
     suspected_change: str | None = Field(default=None, max_length=200)
 
 
@@ -162,42 +162,9 @@ class IncidentPage(BaseModel):
     next_cursor: str | None = None
 
 
-def _metrics(runtime: ServiceRuntime) -> IncidentMetrics | None:
-    metrics = runtime.service_metrics
-    return metrics if isinstance(metrics, IncidentMetrics) else None
-
-
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
     out = IncidentOut.model_validate(body).model_dump(mode="json")
     return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})
-
-
-def _workflow_problem(exc: workflow.WorkflowError) -> Problem:
-    """409 naming the allowed moves, or 422 naming the missing details."""
-    if isinstance(exc, workflow.IllegalTransition):
-        return Problem(
-            409,
-            "Conflict",
-            str(exc),
-            errors=[
-                {
-                    "in": "body",
-                    "field": "to",
-                    "detail": "allowed: " + (", ".join(exc.allowed) or "none (final state)"),
-                }
-            ],
-            allowed=list(exc.allowed),
-        )
-    if isinstance(exc, workflow.InvalidTransitionDetails):
-        return invalid([{"in": "body", "field": f, "detail": d} for f, d in exc.problems.items()])
-    if isinstance(exc, workflow.MajorReviewMissing):
-        return Problem(
-            409,
-            "Conflict",
-            str(exc),
-            errors=[{"in": "body", "field": "to", "detail": "record the major-incident review"}],
-        )
-    return invalid([{"in": "body", "field": "to", "detail": str(exc)}])
 
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")
@@ -211,7 +178,7 @@ async def create_incident(
     values["services"] = tuple(values["services"])
     values["major_flagged"] = values.pop("major")
     created = await log_new_incident(
-        runtime.pool, LogIncident(**values), context, idempotency_key, _metrics(runtime)
+        runtime.pool, LogIncident(**values), context, idempotency_key, metrics_of(runtime)
     )
     headers = {"Location": f"/incidents/{created.body['id']}"}
     if created.replayed:
@@ -307,10 +274,10 @@ async def patch_incident(
             wanted,
             context,
             expected_version=expected,
-            metrics=_metrics(runtime),
+            metrics=metrics_of(runtime),
         )
     except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc) from None
+        raise workflow_problem(exc) from None
     return _with_etag(incident_view(incident))
 
 
@@ -337,10 +304,10 @@ async def post_transition(
             hold_reason=body.hold_reason,
             resolution_code=body.resolution_code,
             resolution_notes=body.resolution_notes,
-            metrics=_metrics(runtime),
+            metrics=metrics_of(runtime),
         )
     except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc) from None
+        raise workflow_problem(exc) from None
     return _with_etag(incident_view(incident))
 
 

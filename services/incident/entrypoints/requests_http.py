@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
@@ -23,26 +23,18 @@ from services.incident.adapters.requests import RequestFilter
 from services.incident.application import requests
 from services.incident.domain import request as domain
 from services.incident.domain import workflow
-from services.incident.metrics import IncidentMetrics
+from services.incident.entrypoints.common import metrics_of, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import Cursor, PageSize, decode_cursor, encode_cursor, invalid_cursor
-from shared.http.problems import Problem, invalid
+from shared.http.problems import Problem
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["service requests"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
-RequestStateName = Literal[
-    "submitted",
-    "awaiting_approval",
-    "in_fulfilment",
-    "fulfilled",
-    "closed",
-    "rejected",
-    "cancelled",
-]
+RequestStateName = workflow.RequestState
 Person = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -146,11 +138,6 @@ class RequestPage(BaseModel):
     next_cursor: str | None = None
 
 
-def _metrics(runtime: ServiceRuntime) -> IncidentMetrics | None:
-    metrics = runtime.service_metrics
-    return metrics if isinstance(metrics, IncidentMetrics) else None
-
-
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
     out = RequestOut.model_validate(body).model_dump(mode="json")
     return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})
@@ -158,27 +145,6 @@ def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONR
 
 def _refusal(exc: workflow.WorkflowError) -> Problem:
     """The problem for a refused move or decision (module docstring)."""
-    if isinstance(exc, workflow.IllegalTransition):
-        return Problem(
-            409,
-            "Conflict",
-            str(exc),
-            errors=[
-                {
-                    "in": "body",
-                    "field": "to",
-                    "detail": "allowed: " + (", ".join(exc.allowed) or "none (final state)"),
-                }
-            ],
-            allowed=list(exc.allowed),
-        )
-    if isinstance(exc, workflow.InvalidTransitionDetails):
-        errors = []
-        for name, why in exc.problems.items():
-            if name == "approval":
-                why += "; decide with POST /requests/{id}/approvals"
-            errors.append({"in": "body", "field": name, "detail": why})
-        return invalid(errors)
     if isinstance(exc, domain.SelfApproval | domain.NotAnApprover):
         return Problem(
             403,
@@ -186,9 +152,14 @@ def _refusal(exc: workflow.WorkflowError) -> Problem:
             str(exc),
             errors=[{"in": "body", "field": "decision", "detail": str(exc)}],
         )
+    if isinstance(exc, workflow.IllegalTransition | workflow.InvalidTransitionDetails):
+        return workflow_problem(exc, hints=_HINTS)
     return Problem(
         409, "Conflict", str(exc), errors=[{"in": "body", "field": "decision", "detail": str(exc)}]
     )
+
+
+_HINTS = {"approval": "; decide with POST /requests/{id}/approvals"}
 
 
 @router.post(
@@ -210,7 +181,7 @@ async def create_request(
         requests.SubmitRequest(**values),
         context,
         idempotency_key,
-        _metrics(runtime),
+        metrics_of(runtime),
     )
     headers = {"Location": f"/requests/{created.body['id']}"}
     if created.replayed:
@@ -285,7 +256,7 @@ async def post_transition(
             context,
             expected_version=expected,
             notes=body.notes,
-            metrics=_metrics(runtime),
+            metrics=metrics_of(runtime),
         )
     except workflow.WorkflowError as exc:
         raise _refusal(exc) from None
@@ -313,7 +284,7 @@ async def post_approval(
             context,
             expected_version=expected,
             comment=body.comment,
-            metrics=_metrics(runtime),
+            metrics=metrics_of(runtime),
         )
     except workflow.WorkflowError as exc:
         raise _refusal(exc) from None
