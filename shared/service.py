@@ -239,8 +239,9 @@ class ServiceRuntime:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 
-def runtime_of(request: Request) -> ServiceRuntime:
-    """The runtime serving a request (a FastAPI dependency)."""
+async def runtime_of(request: Request) -> ServiceRuntime:
+    """The runtime serving a request (a FastAPI dependency; async, so that FastAPI does not
+    hand every request to a worker thread just to read an attribute)."""
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
 

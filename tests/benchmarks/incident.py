@@ -103,7 +103,11 @@ async def http_creation(
         async def create(body: dict[str, Any]) -> None:
             nonlocal failures
             started = time.perf_counter()
-            response = await client.post("/incidents", json=body, headers=next(spread))
+            try:
+                response = await client.post("/incidents", json=body, headers=next(spread))
+            except httpx.TransportError:  # counted, not fatal: the run reports them
+                failures += 1
+                return
             latencies.append(time.perf_counter() - started)
             failures += response.status_code != 201
 
@@ -231,7 +235,13 @@ async def alert_storm(
         headers = {"Authorization": f"Bearer {token}"}
 
         async def post(body: dict[str, Any]) -> None:
-            response = await client.post("/integrations/alertmanager", json=body, headers=headers)
+            try:
+                response = await client.post(
+                    "/integrations/alertmanager", json=body, headers=headers
+                )
+            except httpx.TransportError:
+                failures[0] = failures.get(0, 0) + 1
+                return
             if response.status_code >= 300:
                 failures[response.status_code] = failures.get(response.status_code, 0) + 1
 
