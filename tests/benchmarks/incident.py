@@ -277,6 +277,7 @@ async def alert_storm(
     finally:
         await admin.close()
     assert groups is not None
+    counted = int(groups["alerts"])  # sum() of bigint is numeric
     print(
         f"alert storm: {sent:,} alerts in {args.groups} groups, {len(bodies):,} notifications"
         f" of up to {args.per_notification} alerts, {args.clients} senders"
@@ -288,8 +289,8 @@ async def alert_storm(
     )
     print(
         f"  incidents opened {incidents:,} (groups {groups['groups']:,}); alerts counted"
-        f" {groups['alerts']:,}, lost {sent - groups['alerts']:,}; notifications counted"
-        f" {groups['notifications']:,}; refused {failures or 0}"
+        f" {counted:,}, lost {sent - counted:,}; notifications counted"
+        f" {int(groups['notifications']):,}; refused {failures or 0}"
     )
     print(
         f"  GET /incidents during the storm ({len(probe_latencies)} probes): {ms(probe_latencies)}"
