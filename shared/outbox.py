@@ -7,7 +7,9 @@ import contextlib
 import json
 import logging
 import random
+import struct
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,9 +18,13 @@ from typing import Any
 import asyncpg
 import asyncpg.pool
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from shared.db import Connection, all_tenants_transaction
-from shared.events.binding import CONTENT_TYPE, encode_json, header_map
+from shared.events.binding import CONTENT_TYPE, Headers, encode_json, header_map
 from shared.events.catalogue import EventPayload, spec_of
 from shared.events.envelope import MAX_SUBJECT, Envelope, new_envelope
 from shared.metrics import PlatformMetrics
@@ -34,11 +40,39 @@ _INSERT = (
 
 @dataclass(frozen=True)
 class Pending:
-    """One event of a batch for `append_many`: its payload, aggregate and sequence."""
+    """One event of a batch for `append_many`: its payload, aggregate and sequence.
+
+    `data` is the payload as `payload.model_dump(mode="json")` gives it, for a caller that has
+    it already (bulk writers that store the same state elsewhere): it is not dumped again.
+    """
 
     payload: EventPayload
     subject: str
     sequence: int
+    data: dict[str, Any] | None = None
+
+
+# `encode_json`'s settings, built once: json.dumps with arguments builds an encoder per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+# One statement for a whole batch, positions in the batch's order. The attributes every event
+# of the batch shares come as one JSON object ($8); each event's own are added in SQL, where
+# the event id is also drawn, so that nothing is encoded twice.
+_INSERT_MANY = """
+INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)
+SELECT x.e, $1, x.tp, x.k, x.et,
+       $8::text::jsonb || jsonb_build_object(
+           'ce_id', x.e::text, 'ce_source', x.src, 'ce_type', x.et, 'ce_subject', x.k,
+           'ce_sequence', x.sq::text, 'ce_correlationid', coalesce(nullif($9, ''), x.e::text)),
+       x.p
+FROM (
+    SELECT gen_random_uuid() AS e, u.*
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[])
+         WITH ORDINALITY AS u(tp, k, et, src, sq, p, n)
+) x
+ORDER BY x.n
+RETURNING position, event_id
+"""
 
 
 def _row(
@@ -136,12 +170,13 @@ async def append_many(
     }
     if causation_id is not None:
         shared["ce_causationid"] = causation_id
-    ids: list[uuid.UUID] = []
     topics: list[str] = []
     subjects: list[str] = []
     types: list[str] = []
-    headers: list[str] = []
+    sources: list[str] = []
+    sequences: list[int] = []
     payloads: list[bytes] = []
+    encode = _PAYLOAD_ENCODER.encode
     for pending in events:
         spec = spec_of(pending.payload)
         if not 1 <= len(pending.subject) <= MAX_SUBJECT or pending.sequence < 1:
@@ -149,40 +184,64 @@ async def append_many(
                 f"event subject must be 1 to {MAX_SUBJECT} characters and sequence >= 1:"
                 f" {pending.subject!r}, {pending.sequence}"
             )
-        event_id = uuid.uuid4()
-        ids.append(event_id)
         topics.append(spec.topic)
         subjects.append(pending.subject)
         types.append(spec.type)
-        headers.append(
-            json.dumps(
-                {
-                    **shared,
-                    "ce_id": str(event_id),
-                    "ce_source": spec.source,
-                    "ce_type": spec.type,
-                    "ce_subject": pending.subject,
-                    "ce_sequence": str(pending.sequence),
-                    "ce_correlationid": correlation_id or str(event_id),
-                }
-            )
-        )
-        payloads.append(encode_json(pending.payload.model_dump(mode="json")))
-    # One statement, positions in the batch's order.
-    await conn.execute(
-        "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers,"
-        " payload) SELECT e, $2, tp, k, et, h::jsonb, p FROM unnest($1::uuid[], $3::text[],"
-        " $4::text[], $5::text[], $6::text[], $7::bytea[])"
-        " WITH ORDINALITY AS x(e, tp, k, et, h, p, n) ORDER BY n",
-        ids,
+        sources.append(spec.source)
+        sequences.append(pending.sequence)
+        data = pending.data
+        if data is None:
+            data = pending.payload.model_dump(mode="json")
+        payloads.append(encode(data).encode())
+    inserted = await conn.fetch(
+        _INSERT_MANY,
         tenant_id,
         topics,
         subjects,
         types,
-        headers,
+        sources,
+        sequences,
         payloads,
+        json.dumps(shared),
+        correlation_id,
     )
-    return ids
+    # Positions are drawn in insertion order, which is the batch's.
+    return [r["event_id"] for r in sorted(inserted, key=lambda r: r["position"])]
+
+
+# Rows the relay handles between two yields to the event loop: it shares the process with the
+# service's requests, which should not wait for a whole batch of its Python work.
+_SLICE = 100
+
+_MURMUR_M = 0x5BD1E995
+_MASK32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of a message key (the Java client's, and aiokafka's), a word at a
+    time instead of a byte at a time."""
+    m, mask = _MURMUR_M, _MASK32
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ (((k ^ (k >> 24)) * m) & mask)
+    tail = length & 3
+    if tail:
+        base = words << 2
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * m) & mask
+    h = ((h ^ (h >> 13)) * m) & mask
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner gives a key, among a topic's partitions."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 # Claim the oldest due rows that no other relay holds.
@@ -195,16 +254,21 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
-# Earlier rows of the claimed aggregates that this batch does not hold (another relay has them,
-# or they wait for a retry): a claimed row behind one of them must wait, to keep the order.
-_BLOCKERS = """
-SELECT message_key, min(position) AS position
+# The rows of the claimed aggregates up to the last claimed one. Those this batch does not hold
+# (another relay has them, or they wait for a retry) block the claimed rows behind them, to
+# keep the order. The batch's own rows are told apart in Python: as a prepared statement's
+# generic plan, `NOT (position = ANY($3))` scanned the whole array for every row.
+_EARLIER = """
+SELECT message_key, position
 FROM outbox
 WHERE message_key = ANY($1::text[])
   AND position < $2
-  AND NOT (position = ANY($3::bigint[]))
-GROUP BY message_key
 """
+
+
+def _headers(row: asyncpg.Record) -> Headers:
+    """A claimed row's Kafka headers."""
+    return [(name, value.encode()) for name, value in row["headers"].items()]
 
 
 class OutboxRelay:
@@ -267,14 +331,15 @@ class OutboxRelay:
             if failed:
                 await self._schedule_retry(conn, [(rows[i], outcomes[i]) for i in failed])
         now = datetime.now(UTC)
+        # Counted per (topic, tenant) rather than per row: a label lookup per row adds up.
+        counts = Counter((rows[i]["topic"], rows[i]["tenant_id"]) for i in published)
+        for (topic, tenant_id), n in counts.items():
+            self.metrics.outbox_published.labels(topic, self.metrics.tenant(tenant_id)).inc(n)
+        observe = self.metrics.outbox_publish_latency.observe
         for i in published:
-            tenant = self.metrics.tenant(rows[i]["tenant_id"])
-            self.metrics.outbox_published.labels(rows[i]["topic"], tenant).inc()
-            self.metrics.outbox_publish_latency.observe(
-                (now - rows[i]["created_at"]).total_seconds()
-            )
-        for i in failed:
-            self.metrics.outbox_publish_failures.labels(rows[i]["topic"]).inc()
+            observe((now - rows[i]["created_at"]).total_seconds())
+        for topic, n in Counter(rows[i]["topic"] for i in failed).items():
+            self.metrics.outbox_publish_failures.labels(topic).inc(n)
         return len(published)
 
     async def _claim(self, conn: Connection) -> list[asyncpg.Record]:
@@ -282,19 +347,22 @@ class OutboxRelay:
         claimed = await conn.fetch(_CLAIM, self.batch_size)
         if not claimed:
             return []
-        positions = [r["position"] for r in claimed]
-        blockers = {
-            r["message_key"]: r["position"]
-            for r in await conn.fetch(
-                _BLOCKERS, list({r["message_key"] for r in claimed}), positions[-1], positions
-            )
-        }
+        held = {r["position"] for r in claimed}
+        blockers: dict[str, int] = {}
+        for r in await conn.fetch(
+            _EARLIER, list({r["message_key"] for r in claimed}), claimed[-1]["position"]
+        ):
+            key, position = r["message_key"], r["position"]
+            if position not in held and position < blockers.get(key, position + 1):
+                blockers[key] = position
         return [
             r for r in claimed if r["position"] <= blockers.get(r["message_key"], r["position"])
         ]
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
         """Hand every row to the producer, then wait for each acknowledgement."""
+        if self._batches_by_hand():
+            return await self._send_batches(rows)
         pending: list[asyncio.Future[Any] | BaseException] = []
         for row in rows:
             try:
@@ -303,7 +371,7 @@ class OutboxRelay:
                         row["topic"],
                         value=row["payload"],
                         key=row["message_key"].encode(),
-                        headers=[(k, v.encode()) for k, v in row["headers"].items()],
+                        headers=_headers(row),
                     )
                 )
             except Exception as exc:  # the producer refused it before sending (metadata, size)
@@ -319,6 +387,94 @@ class OutboxRelay:
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
+
+    def _batches_by_hand(self) -> bool:
+        """Whether the relay can build the producer's batches itself: an aiokafka producer that
+        partitions by key with Kafka's default partitioner (the relay picks the same partition
+        for a key as it would, so where each key's events go, and their order, is unchanged)."""
+        partitioner = getattr(self.producer, "_partitioner", None)
+        return isinstance(self.producer, AIOKafkaProducer) and type(partitioner) is (
+            DefaultPartitioner
+        )
+
+    async def _send_batches(self, rows: Sequence[asyncpg.Record]) -> list[BaseException | None]:
+        """`_send` with one record batch per partition instead of one producer call per row.
+
+        What the producer does for each message (metadata wait, partitioner, accumulator, a
+        future) costs more than encoding it; here that happens once per batch. Rows keep their
+        order within a partition, hence per key. A row the producer would refuse before sending
+        (metadata, size) fails alone, as with send(); a batch the broker refuses fails all its
+        rows, as with send().
+        """
+        producer = self.producer
+        assert isinstance(producer, AIOKafkaProducer)
+        outcomes: list[BaseException | None] = [None] * len(rows)
+        limit: int = getattr(producer, "_max_request_size", 1_048_576)
+        partitions: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[tuple[int, bytes, bytes, Headers]]] = {}
+        for i, row in enumerate(rows):
+            if i % _SLICE == _SLICE - 1:
+                await asyncio.sleep(0)  # let the service's requests go on between slices
+            topic = row["topic"]
+            key = row["message_key"].encode()
+            value = row["payload"]
+            headers = _headers(row)
+            try:
+                choices = partitions.get(topic)
+                if choices is None:
+                    # The same list the default partitioner draws from (in the same order).
+                    choices = partitions[topic] = list(await producer.partitions_for(topic))
+                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+                if size > limit:
+                    raise MessageSizeTooLargeError(
+                        f"The message is {size} bytes when serialized, more than the"
+                        f" producer's max_request_size of {limit}"
+                    )
+            except Exception as exc:  # what send() would have raised for this row
+                outcomes[i] = exc
+                continue
+            partition = partition_for(key, choices)
+            groups.setdefault((topic, partition), []).append((i, key, value, headers))
+        sent: list[tuple[list[int], asyncio.Future[Any] | BaseException]] = []
+        for (topic, partition), members in groups.items():
+            batch = producer.create_batch()
+            indexes: list[int] = []
+            for n, (i, key, value, headers) in enumerate(members):
+                if n % _SLICE == _SLICE - 1:
+                    await asyncio.sleep(0)
+                if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    # Full: queue it and go on in a new one (the first record always fits).
+                    sent.append((indexes, await self._submit(batch, topic, partition)))
+                    batch, indexes = producer.create_batch(), []
+                    batch.append(timestamp=None, key=key, value=value, headers=headers)
+                indexes.append(i)
+            sent.append((indexes, await self._submit(batch, topic, partition)))
+        for indexes, delivery in sent:
+            outcome: BaseException | None = None
+            if isinstance(delivery, BaseException):
+                outcome = delivery
+            else:
+                try:
+                    await delivery
+                except Exception as exc:
+                    outcome = exc
+            for i in indexes:
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _submit(
+        self, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[Any] | BaseException:
+        """Queue a batch; the future of its acknowledgement, or why it was refused."""
+        assert isinstance(self.producer, AIOKafkaProducer)
+        batch.close()  # so that the producer's own send() never appends to it
+        try:
+            delivery: asyncio.Future[Any] = await self.producer.send_batch(
+                batch, topic, partition=partition
+            )
+        except Exception as exc:
+            return exc
+        return delivery
 
     @staticmethod
     def _settle(
