@@ -9,6 +9,8 @@ storage, network devices, locations, in layers), then prints:
 - re-import of the same CIs (every row unchanged, nothing written);
 - impact analysis p50/p99 over HTTP (`GET /cis/{id}/impact`, upward) from leaf CIs at depth 5
   and 10, with the service's own query-duration histogram for the database share.
+Beside each import, the CPU seconds the service process and PostgreSQL spent on it (Linux):
+on a machine shared with other work these move less than the wall clock.
 Nothing is asserted: read medians and ratios, these machines are noisy.
 """
 
@@ -17,12 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,7 @@ LAYERS: list[tuple[str, float]] = [
 def attributes(ci_class: str, i: int) -> dict[str, Any]:
     """Attributes that satisfy the built-in class schemas."""
     host = f"h{i}"
-    return {
+    by_class: dict[str, dict[str, Any]] = {
         "location": {"site_code": f"DC-{i}", "country": "DE", "kind": "data_center"},
         "network_device": {
             "vendor": "acme",
@@ -63,7 +67,8 @@ def attributes(ci_class: str, i: int) -> dict[str, Any]:
         "database": {"engine": "postgresql", "port": 5432},
         "application": {"environment": "production"},
         "business_service": {"owner": "owner", "customer": "customer", "availability_target": 99.9},
-    }[ci_class]
+    }
+    return by_class[ci_class]
 
 
 class Estate:
@@ -215,15 +220,70 @@ async def raw_copy(admin_dsn: str, cis_file: Path, rels_file: Path) -> tuple[flo
 
 # --- the service ------------------------------------------------------------------------------
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (PostgreSQL's backends, for its postmaster)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Whose CPU time the benchmark reports: the service process and PostgreSQL's."""
+
+    service: int | None
+    postmaster: int | None
+
+    def sample(self) -> tuple[float, float]:
+        """CPU seconds so far: (service, PostgreSQL with every backend alive now)."""
+        service = cpu_seconds(self.service) if self.service else 0.0
+        database = 0.0
+        if self.postmaster:
+            database = sum(cpu_seconds(p) for p in [self.postmaster, *children(self.postmaster)])
+        return service, database
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One import: wall seconds, its report, and the CPU seconds it cost."""
+
+    seconds: float
+    report: dict[str, Any]
+    service_cpu: float
+    database_cpu: float
+
+    def cpu(self) -> str:
+        return f"CPU: service {self.service_cpu:6.1f} s, PostgreSQL {self.database_cpu:6.1f} s"
+
 
 async def timed_import(
-    url: str, token: str, path: Path, source: str
-) -> tuple[float, dict[str, Any]]:
+    url: str, token: str, path: Path, source: str, processes: Processes
+) -> Timed:
+    before = processes.sample()
     started = time.perf_counter()
     status, body = await upload(url, token, path, source=source, format_="jsonl")
     if status != 201:
         raise RuntimeError(f"import failed: {status} {body}")
-    return time.perf_counter() - started, body
+    seconds = time.perf_counter() - started
+    after = processes.sample()
+    return Timed(seconds, body, after[0] - before[0], after[1] - before[1])
 
 
 async def impact_latencies(
@@ -268,7 +328,9 @@ def ms(values: list[float]) -> str:
     )
 
 
-async def measure(infra: Infra, url: str, args: argparse.Namespace, work: Path) -> None:
+async def measure(
+    infra: Infra, url: str, args: argparse.Namespace, work: Path, processes: Processes
+) -> None:
     tenant = f"t-bench-{uuid.uuid4().hex[:8]}"
     token = infra.keys.issuer().mint(
         subject="bench", tenants=[tenant], roles=["config_manager"], ttl_seconds=4 * 3600
@@ -285,29 +347,32 @@ async def measure(infra: Infra, url: str, args: argparse.Namespace, work: Path) 
         f"  {raw_rows / raw_seconds:>9,.0f} rows/s"
     )
 
-    ci_seconds, ci_report = await timed_import(url, token, cis_file, "bench")
-    rel_seconds, rel_report = await timed_import(url, token, rels_file, "bench")
-    total = ci_report["rows"] + rel_report["rows"]
-    seconds = ci_seconds + rel_seconds
+    cis = await timed_import(url, token, cis_file, "bench", processes)
+    rels = await timed_import(url, token, rels_file, "bench", processes)
+    total = cis.report["rows"] + rels.report["rows"]
+    seconds = cis.seconds + rels.seconds
     print(
-        f"service import CIs    {ci_report['rows']:>9,} rows in {ci_seconds:7.1f} s"
-        f"  {ci_report['rows'] / ci_seconds:>9,.0f} rows/s  {ci_report['outcomes']}"
+        f"service import CIs    {cis.report['rows']:>9,} rows in {cis.seconds:7.1f} s"
+        f"  {cis.report['rows'] / cis.seconds:>9,.0f} rows/s  {cis.report['outcomes']}"
     )
+    print(f"{'':22}{cis.cpu()}")
     print(
-        f"service import rels   {rel_report['rows']:>9,} rows in {rel_seconds:7.1f} s"
-        f"  {rel_report['rows'] / rel_seconds:>9,.0f} rows/s  {rel_report['outcomes']}"
+        f"service import rels   {rels.report['rows']:>9,} rows in {rels.seconds:7.1f} s"
+        f"  {rels.report['rows'] / rels.seconds:>9,.0f} rows/s  {rels.report['outcomes']}"
     )
+    print(f"{'':22}{rels.cpu()}")
     print(
         f"service import total  {total:>9,} rows in {seconds:7.1f} s"
         f"  {total / seconds:>9,.0f} rows/s  (ratio to raw COPY"
         f" {(total / seconds) / (raw_rows / raw_seconds):.2f}; goal >= 5,000 rows/s)"
     )
-    again_seconds, again = await timed_import(url, token, cis_file, "bench")
+    again = await timed_import(url, token, cis_file, "bench", processes)
     print(
-        f"re-import CIs         {again['rows']:>9,} rows in {again_seconds:7.1f} s"
-        f"  {again['rows'] / again_seconds:>9,.0f} rows/s  unchanged"
-        f" {again['outcomes']['unchanged']:,}"
+        f"re-import CIs         {again.report['rows']:>9,} rows in {again.seconds:7.1f} s"
+        f"  {again.report['rows'] / again.seconds:>9,.0f} rows/s  unchanged"
+        f" {again.report['outcomes']['unchanged']:,}"
     )
+    print(f"{'':22}{again.cpu()}")
 
     rng = random.Random(11)
     leaves = await ci_ids_for(
@@ -325,6 +390,16 @@ async def measure(infra: Infra, url: str, args: argparse.Namespace, work: Path) 
             f"  (median of round medians {statistics.median(medians) * 1000:.1f} ms;"
             f" truncated at 10,000 paths: {truncated}; goal p99 < 100 ms)"
         )
+
+
+def postmaster_of(platform: LocalPlatform) -> int | None:
+    """The pid of the PostgreSQL server the platform started (None for an outside one)."""
+    if platform.postgres is None:
+        return None
+    try:
+        return int((platform.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def main() -> None:
@@ -354,7 +429,8 @@ def main() -> None:
             f"config service as a separate process at {config.url};"
             f" broker {infra.bootstrap_servers}"
         )
-        asyncio.run(measure(infra, config.url, args, work))
+        processes = Processes(config.process.pid, postmaster_of(platform))
+        asyncio.run(measure(infra, config.url, args, work, processes))
     finally:
         platform.stop()
 

@@ -425,3 +425,122 @@ async def test_a_ci_twice_in_one_import_is_created_then_updated_in_input_order(
     assert (ci["name"], ci["version"]) == ("renamed", 2)
     history = (await config.get(f"/cis/{ci_id}/history", headers=manager)).json()["items"]
     assert [v["changed"] for v in history] == [["created"], ["name"]]
+
+
+def relationship(type_, source, target):
+    return {"kind": "relationship", "type": type_, "source": source, "target": target}
+
+
+async def test_a_row_repeated_in_one_batch_is_created_once_and_then_unchanged(
+    config, manager, tenant
+):
+    body = jsonl(
+        server("h1"),
+        server("h1"),
+        server("h2"),
+        relationship("hosted_on", "h1", "h2"),
+        relationship("hosted_on", "h1", "h2"),
+    )
+    report = await run(config, manager, body)
+    rows = await rows_of(config, manager, report["id"])
+    assert [r["outcome"] for r in rows] == [
+        "created",
+        "unchanged",
+        "created",
+        "created",
+        "unchanged",
+    ]
+    assert rows[0]["ci_id"] == rows[1]["ci_id"]
+    assert await fetchval_as(config.runtime.pool, tenant, "SELECT count(*) FROM cis") == 2
+    relationships = await fetchval_as(
+        config.runtime.pool, tenant, "SELECT count(*) FROM relationships"
+    )
+    assert relationships == 1
+
+
+async def test_a_later_batch_updates_and_links_a_ci_that_an_earlier_batch_of_the_import_created(
+    config, manager, tenant
+):
+    first_batch = [server(f"b{i}") for i in range(1000)]
+    body = jsonl(
+        *first_batch,
+        server("b0", name="renamed"),
+        server("b1000"),
+        relationship("hosted_on", "b1000", "b0"),
+        relationship("hosted_on", "b1", "b1000"),
+    )
+    report = await run(config, manager, body)
+    assert report["outcomes"]["created"] == 1003
+    assert report["outcomes"]["updated"] == 1
+    rows = {
+        r["line"]: r
+        for r in await fetch_as(
+            config.runtime.pool,
+            tenant,
+            "SELECT line, outcome, reason FROM import_rows WHERE import_id = $1 AND line > 1000",
+            uuid.UUID(report["id"]),
+        )
+    }
+    assert [rows[line]["outcome"] for line in (1001, 1002, 1003, 1004)] == [
+        "updated",
+        "created",
+        "created",
+        "created",
+    ]
+    b0 = await ci_by_external_id(config, tenant, "vcenter", "b0")
+    history = (await config.get(f"/cis/{b0}/history", headers=manager)).json()["items"]
+    assert [(v["version"], v["changed"]) for v in history] == [(1, ["created"]), (2, ["name"])]
+    dependents = await fetch_as(
+        config.runtime.pool,
+        tenant,
+        "SELECT source_id FROM relationships WHERE target_id = $1",
+        b0,
+    )
+    assert [r["source_id"] for r in dependents] == [
+        await ci_by_external_id(config, tenant, "vcenter", "b1000")
+    ]
+
+
+async def test_an_imports_events_reach_the_topic_in_order_with_complete_envelopes(
+    config, manager, tenant, infra
+):
+    start = await end_offsets(infra.bootstrap_servers, CONFIG_EVENTS)
+    correlation = f"import-{uuid.uuid4().hex}"
+    body = jsonl(
+        server("h1"),
+        server("h2"),
+        server("h1", name="renamed"),
+        relationship("hosted_on", "h1", "h2"),
+    )
+    report = await run(config, {**manager, "X-Correlation-Id": correlation}, body)
+    assert report["outcomes"] == {
+        "created": 3,
+        "updated": 1,
+        "unchanged": 0,
+        "drift": 0,
+        "rejected": 0,
+    }
+
+    def mine(records):
+        return [r for r in records if dict(r.headers).get("ce_tenantid") == tenant.encode()]
+
+    def complete(records):
+        types = [dict(r.headers)["ce_type"] for r in mine(records)]
+        return b"itsm.config.import.completed.v1" in types
+
+    records = mine(await read_topic(infra.bootstrap_servers, start, until=complete))
+    events = [from_kafka(r.value, r.headers) for r in records]
+    assert len({e.id for e in events}) == len(events)
+    assert all(r.key == e.subject.encode() for r, e in zip(records, events, strict=True))
+    assert {e.correlationid for e in events} == {correlation}
+    assert {e.actor for e in events} == {"discovery-bot"}
+    h1 = str(await ci_by_external_id(config, tenant, "vcenter", "h1"))
+    # One key, one partition: the CI's events arrive in the order they were made.
+    assert [(e.type, e.sequence, e.data["ci"]["name"]) for e in events if e.subject == h1] == [
+        ("itsm.config.ci.created.v1", 1, "srv-h1"),
+        ("itsm.config.ci.updated.v1", 2, "renamed"),
+    ]
+    [added] = [e for e in events if e.type == "itsm.config.relationship.added.v1"]
+    assert added.sequence == 1
+    assert added.subject == added.data["relationship"]["id"]
+    assert added.data["relationship"]["source_id"] == h1

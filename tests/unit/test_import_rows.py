@@ -1,19 +1,31 @@
 """Reading and reconciling discovery rows (pure functions, no database)."""
 
+import json
+import random
 import uuid
 from datetime import UTC, datetime
 
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as kafka_murmur2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.config.adapters.imports import GROWN, READ_BY_BATCHES, analyze
 from services.config.cli import ProgressBar
+from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from services.config.domain.imports import (
     MAX_LINE_BYTES,
+    TOO_LONG,
     CiRow,
     CsvRows,
+    Parsed,
     lines,
     parse_jsonl_line,
     parse_object,
     reconcile,
 )
+from shared.outbox import murmur2, partition_for
 
 
 def current(**overrides):
@@ -119,3 +131,209 @@ def test_the_progress_bar_shows_share_size_rate_and_time_left():
     assert "5.0/10.0 MB" in text
     assert "2.5 MB/s" in text
     assert "2s left" in text
+
+
+# --- reading rows fast, with the same outcome ---------------------------------------------------
+
+# Lines whose every outcome (row, reason, key) must not depend on how they are read: most are
+# read straight from JSON, the rest go the way through a dict that words every reason.
+CORPUS = [
+    b'{"external_id":"h1","class":"server","name":"a","attributes":{"hostname":"h1"}}',
+    b'{"kind":"relationship","type":"runs_on","source":"a","target":"b"}',
+    b'{"kind":"ci","external_id":"h1","class":"server","name":"a","criticality":"3"}',
+    b'{"external_id":"h1","class":"server","name":"a","criticality":3.0,"status":"planned"}',
+    b'{"external_id":"h1","class":"server","name":"a","name":"b"}',
+    b'{"external_id":"h1","class":"server","name":"a","attributes":{"n":1e400,"m":-0}}',
+    b'{"external_id":"h1","class":"server","name":"a","attributes":{"n":NaN,"d":{"e":[1,"x"]}}}',
+    b'{"external_id":"h1","class":"server","name":"a","attributes":null,"owner_team":null}',
+    b'  {"external_id":"h1","class":"server","name":"caf\xc3\xa9 \\u00e9\\n"}  ',
+    b'{"external_id":"h1","class":"server","name":"a\tb"}',
+    b'{"external_id":"h1","class":"server","name":"\\ud800"}',
+    b'\xef\xbb\xbf{"external_id":"h1","class":"server","name":"a"}',
+    b'{"external_id":"h1","class":"server","name":"\xc3"}',
+    b'{"external_id":"h1","class":"server","name":"a"} trailing',
+    b'{"external_id":"h1","class":"server","name":"a",}',
+    b'{"kind":null,"external_id":"h1","class":"server","name":"a"}',
+    b'{"kind":"rack","external_id":"h1"}',
+    b'{"kind":"relationship","type":"owns","source":"a","target":"b"}',
+    b'{"kind":"relationship","type":"runs_on","source":"a","target":"b","extra":1}',
+    b'{"external_id":"","class":"server","name":"a"}',
+    b'{"external_id":"h1","class":"Server!","name":"a","criticality":9}',
+    b'{"external_id":7,"class":"server","name":"a"}',
+    b'["not", "an", "object"]',
+    b"42",
+    b"{",
+]
+
+
+def read_through_a_dict(number, raw):
+    """How every line was read before the fast way: json.loads, then the pydantic models."""
+    try:
+        data = json.loads(raw.strip())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Parsed(number, None, f"row: not JSON ({exc})")
+    return parse_object(number, data)
+
+
+def test_a_line_read_straight_from_json_has_the_outcome_it_has_read_through_a_dict():
+    for number, raw in enumerate(CORPUS, start=1):
+        fast, slow = parse_jsonl_line(number, raw), read_through_a_dict(number, raw)
+        assert (fast.line, fast.reason, fast.key) == (slow.line, slow.reason, slow.key), raw
+        if slow.row is None:
+            assert fast.row is None, raw
+        else:
+            assert type(fast.row) is type(slow.row), raw
+            assert repr(fast.row.model_dump()) == repr(slow.row.model_dump()), raw
+
+
+async def test_every_line_of_a_chunk_is_yielded_and_an_overlong_one_is_cut_mid_chunk():
+    long_tail = b"y" * 10
+
+    async def chunks():
+        yield b"a\nb\n\nc"
+        yield b"d\n"
+        yield b"\n"
+        yield b"x" * (MAX_LINE_BYTES + 1)
+        yield long_tail + b"\ne\nf"
+
+    seen = [line async for line in lines(chunks(), [0])]
+    assert seen == [b"a", b"b", b"", b"cd", b"", TOO_LONG, b"e", b"f"]
+
+
+# --- validating attributes quickly, with the same verdict -------------------------------------
+
+VALID_ATTRIBUTES = {
+    "business_service": {"owner": "o", "customer": "c", "availability_target": 99.9},
+    "application": {"environment": "production"},
+    "database": {"engine": "postgresql", "port": 5432},
+    "server": {"hostname": "h1.example.com", "environment": "production", "cpu_cores": 8},
+    "virtual_machine": {"hostname": "h1", "environment": "test", "ip_addresses": ["10.0.0.1"]},
+    "container_workload": {"cluster": "c", "namespace": "ns", "image": "i"},
+    "network_device": {"vendor": "v", "management_ip": "::1", "role": "switch"},
+    "storage": {"storage_type": "block", "capacity_gib": 10},
+    "cloud_resource": {
+        "provider": "aws",
+        "region": "r",
+        "resource_type": "t",
+        "account_id": "a",
+        "tags": {"team": "x"},
+    },
+    "location": {"site_code": "FRA-2", "country": "DE"},
+}
+
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.sampled_from(
+        [0, 1, -1, 65535, 65536, 0.0, 1.0, 100, 100.0, 100.5, True, False, float("nan")]
+    ),
+    st.sampled_from(
+        ["production", "x", "", "10.0.0.1", "::1", "fe80::1%eth0", "300.1.1.1", "a@b", "a b@c"]
+    ),
+    st.sampled_from(["http://x", "x:", "FRA-2", "fra-2", "DE", "DEU", "-h", "aws", "a" * 254]),
+    st.text(max_size=3),
+    st.lists(st.sampled_from(["10.0.0.1", "::1", "bad", 1, True]), max_size=3),
+    st.dictionaries(st.sampled_from(["a", "", "k" * 129]), st.sampled_from(["v", 1, "x" * 257])),
+)
+
+
+def mutated(ci_class):
+    """Valid attributes of the class with some values replaced, added or left out."""
+    names = [*classes.BUILTIN_CLASSES[ci_class]["properties"], "undefined"]
+    changes = st.dictionaries(st.sampled_from(names), ODD_VALUES, max_size=3)
+    removals = st.lists(st.sampled_from(names), max_size=2)
+    return st.tuples(changes, removals).map(
+        lambda c: {k: v for k, v in {**VALID_ATTRIBUTES[ci_class], **c[0]}.items() if k not in c[1]}
+    )
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.sampled_from(sorted(VALID_ATTRIBUTES)).flatmap(lambda c: st.tuples(st.just(c), mutated(c)))
+)
+def test_the_quick_check_accepts_only_attributes_the_validator_accepts(case):
+    ci_class, attributes = case
+    schema = classes.BUILTIN_CLASSES[ci_class]
+    check = classes.quick_check(schema)
+    assert check is not None
+    problems = classes.validate_attributes(schema, attributes)
+    if check(attributes):
+        assert problems == []
+    elif not problems:
+        # Every keyword of the built-in schemas is known: nothing valid is left to the validator.
+        raise AssertionError(f"valid attributes not accepted quickly: {attributes}")
+
+
+def test_a_schema_with_a_keyword_the_quick_check_does_not_know_gets_none():
+    base = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    for extra in (
+        {"oneOf": [{"required": ["n"]}]},
+        {"patternProperties": {"^x": {"type": "string"}}, "additionalProperties": False},
+        {"properties": {"n": {"type": "integer", "multipleOf": 2}}},
+        {"$ref": "#/$defs/x", "$defs": {"x": {}}},
+        {"dependentRequired": {"n": ["m"]}},
+    ):
+        assert classes.quick_check({**base, **extra}) is None, extra
+    assert classes.quick_check(base)({"n": 1.0})
+    assert not classes.quick_check(base)({"n": True})
+
+
+def test_the_quick_check_follows_json_schema_equality_for_enum_and_const():
+    check = classes.quick_check({"enum": [1, "a", None], "const": 1})
+    assert check(1) and check(1.0)
+    assert not check(True)
+    assert not classes.quick_check({"enum": ["a"]})(["a"])
+
+
+# --- statistics refreshed after an import ------------------------------------------------------
+
+
+class StatisticsConnection:
+    """Just enough of a connection for `analyze`: the statistics' row counts, the SQL run."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.executed = []
+
+    async def fetch(self, query, tables):
+        return [{"relname": t, "reltuples": self.rows[t]} for t in tables if t in self.rows]
+
+    async def execute(self, query):
+        self.executed.append(query)
+
+
+async def test_statistics_are_refreshed_for_the_tables_an_import_grew_by_a_tenth():
+    conn = StatisticsConnection({"cis": 10_000, "ci_external_ids": 10_000, "relationships": -1})
+    written = {"cis": 999, "ci_external_ids": 1_000, "relationships": 5}
+    refreshed = await analyze(conn, written, GROWN, derived=True)
+    assert refreshed == ["ci_external_ids", "relationships"]
+    assert conn.executed == ["ANALYZE ci_external_ids, relationships, ci_service_membership"]
+
+    during = StatisticsConnection({"cis": 0, "ci_external_ids": 0, "relationships": 0})
+    assert await analyze(during, written, READ_BY_BATCHES, derived=False) == [
+        "cis",
+        "ci_external_ids",
+    ]
+    assert during.executed == ["ANALYZE cis, ci_external_ids"]
+
+
+async def test_an_import_that_wrote_nothing_refreshes_no_statistics():
+    conn = StatisticsConnection({"cis": 0})
+    assert await analyze(conn, {}, GROWN, derived=True) == []
+    assert conn.executed == []
+
+
+# --- publishing: the relay picks the partition Kafka's producer would -------------------------
+
+
+def test_the_relay_partitions_keys_as_kafkas_default_partitioner_does():
+    rng = random.Random(5)
+    for length in range(80):
+        key = bytes(rng.randrange(256) for _ in range(length))
+        assert murmur2(key) == kafka_murmur2(key)
+        for count in (1, 3, 6, 12):
+            partitions = list(range(count))
+            expected = DefaultPartitioner()(key, partitions, partitions)
+            assert partition_for(key, partitions) == expected

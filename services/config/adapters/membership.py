@@ -133,15 +133,23 @@ async def record(
     changes: Sequence[tuple[uuid.UUID, list[uuid.UUID], int]],
     now: datetime,
 ) -> None:
-    """Store (ci, services, sequence) for CIs whose set changed."""
+    """Store (ci, services, sequence) for CIs whose set changed (one statement)."""
     if not changes:
         return
-    await conn.executemany(
+    await conn.execute(
         "INSERT INTO ci_service_membership (tenant_id, ci_id, services, sequence, updated_at)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, ci_id) DO UPDATE SET"
+        " SELECT $1, c.ci_id, c.services::uuid[], c.sequence, $5"
+        " FROM unnest($2::uuid[], $3::text[], $4::int[]) AS c(ci_id, services, sequence)"
+        " ON CONFLICT (tenant_id, ci_id) DO UPDATE SET"
         " services = EXCLUDED.services, sequence = EXCLUDED.sequence,"
         " updated_at = EXCLUDED.updated_at",
-        [(tenant_id, ci, services, sequence, now) for ci, services, sequence in changes],
+        tenant_id,
+        [ci for ci, _, _ in changes],
+        # Each set as an array literal: a list of lists would be one two-dimensional array,
+        # which must be rectangular. UUIDs need no quoting inside one.
+        ["{" + ",".join(str(s) for s in services) + "}" for _, services, _ in changes],
+        [sequence for _, _, sequence in changes],
+        now,
     )
 
 

@@ -9,6 +9,8 @@ or earlier imports of the same source.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections import Counter
@@ -49,8 +51,15 @@ from shared.http.context import RequestContext
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1000
-# Batches after which the tables' statistics are refreshed (1, 4, 16, ... and at the end).
+# Batches after which the tables' statistics are refreshed (1, 4, 16, ... and at the end), for
+# the tables the import wrote enough of (see adapters.imports.analyze).
 ANALYZE_EVERY = 4
+# Parsed batches waiting for their turn while one is applied: reading and parsing the next
+# rows overlaps the database's work on the current ones, and memory stays bounded.
+READ_AHEAD = 1
+# Lines parsed between two yields to the event loop: the batch being applied resumes as soon
+# as the database answers instead of waiting for the reader to finish a whole chunk.
+READ_SLICE = 100
 
 
 class ImportInterrupted(Exception):
@@ -66,15 +75,24 @@ class _Run:
     context: RequestContext
     schemas: dict[str, dict[str, Any]]
     progress: list[int] = field(default_factory=lambda: [0])
-    validators: dict[str, Validator] = field(default_factory=dict)
+    # Per class: its compiled validator and its quick check (see classes.quick_check).
+    validators: dict[str, tuple[Validator, classes.QuickCheck | None]] = field(default_factory=dict)
+    lines: int = 0
+    # Rows written per table since its statistics were last refreshed by this import.
+    written: Counter[str] = field(default_factory=Counter)
 
     def attribute_problem(self, ci_class: str, attributes: dict[str, Any]) -> str | None:
         """The first way the attributes break their class schema, or None."""
-        validator = self.validators.get(ci_class)
-        if validator is None:
-            validator = self.validators[ci_class] = classes.validator_for(
-                self.schemas.get(ci_class, {})
+        checks = self.validators.get(ci_class)
+        if checks is None:
+            schema = self.schemas.get(ci_class, {})
+            checks = self.validators[ci_class] = (
+                classes.validator_for(schema),
+                classes.quick_check(schema),
             )
+        validator, quick = checks
+        if quick is not None and quick(attributes):
+            return None
         problems = classes.validate_with(validator, attributes)
         if not problems:
             return None
@@ -99,6 +117,7 @@ class _Batch:
     wanted: list[tuple[int, tuple[str, uuid.UUID, uuid.UUID]]] = field(default_factory=list)
     seeds: set[uuid.UUID] = field(default_factory=set)
     drift: int = 0
+    written: Counter[str] = field(default_factory=Counter)
 
 
 async def known_schemas(pool: asyncpg.Pool, tenant_id: str) -> dict[str, dict[str, Any]]:
@@ -144,36 +163,61 @@ async def run_import(
     """
     parse: Callable[[int, bytes], Parsed | None]
     parse = CsvRows(run.schemas).parse if format_ == "csv" else parse_jsonl_line
-    batch: list[Parsed] = []
-    number = 0
+    queue: asyncio.Queue[list[Parsed] | Exception | None] = asyncio.Queue(READ_AHEAD)
+    reader = asyncio.create_task(_read(chunks, parse, run, queue))
     batches = 0
     try:
-        async for raw in lines(chunks, run.progress):
-            number += 1
-            parsed = parse(number, raw)
-            if parsed is not None:
-                batch.append(parsed)
-            if len(batch) >= BATCH_ROWS:
-                await _apply(pool, run, batch, metrics)
-                batch = []
-                batches += 1
-                if _power_of(batches, ANALYZE_EVERY):
-                    await _analyze(pool, run)
-        if batch:
+        while (batch := await queue.get()) is not None:
+            if isinstance(batch, Exception):
+                raise batch
             await _apply(pool, run, batch, metrics)
+            batches += 1
+            if _power_of(batches, ANALYZE_EVERY):
+                await _analyze(pool, run, final=False)
     except ImportInterrupted as exc:
         await _finish(pool, run, "failed", str(exc))
         raise
     except Exception as exc:
         log.exception("import failed", extra={"import_id": str(run.id)})
-        await _finish(pool, run, "failed", f"{type(exc).__name__} after {number} lines")
+        await _finish(pool, run, "failed", f"{type(exc).__name__} after {run.lines} lines")
         raise
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
     return await _finish(pool, run, "completed", None)
+
+
+async def _read(
+    chunks: AsyncIterator[bytes],
+    parse: Callable[[int, bytes], Parsed | None],
+    run: _Run,
+    queue: asyncio.Queue[list[Parsed] | Exception | None],
+) -> None:
+    """Split and parse the stream into batches for run_import; then None, or the error."""
+    batch: list[Parsed] = []
+    try:
+        async for raw in lines(chunks, run.progress):
+            run.lines += 1
+            parsed = parse(run.lines, raw)
+            if parsed is not None:
+                batch.append(parsed)
+            if len(batch) >= BATCH_ROWS:
+                await queue.put(batch)
+                batch = []
+            elif run.lines % READ_SLICE == 0:
+                await asyncio.sleep(0)
+        if batch:
+            await queue.put(batch)
+    except Exception as exc:  # handed over: run_import decides what it means for the import
+        await queue.put(exc)
+    else:
+        await queue.put(None)
 
 
 async def _finish(pool: asyncpg.Pool, run: _Run, status: str, error: str | None) -> dict[str, Any]:
     tenant = run.context.tenant_id
-    await _analyze(pool, run)
+    await _analyze(pool, run, final=True)
     # What the committed batches changed in the graph, published before the import is done.
     await membership.settle(
         pool, tenant, actor=run.context.actor, correlation_id=run.context.correlation_id
@@ -210,9 +254,16 @@ def _power_of(n: int, base: int) -> bool:
     return n == 1
 
 
-async def _analyze(pool: asyncpg.Pool, run: _Run) -> None:
+async def _analyze(pool: asyncpg.Pool, run: _Run, *, final: bool) -> None:
+    """Refresh statistics the import made stale: while it runs, of the tables its batches read
+    back; at the end, of everything it grew (before the membership walk reads the graph)."""
+    if not run.written:
+        return  # nothing written since the last time: nothing to refresh (a re-import)
+    tables = repository.GROWN if final else repository.READ_BY_BATCHES
     async with tenant_transaction(pool, run.context.tenant_id) as conn:
-        await repository.analyze(conn)
+        refreshed = await repository.analyze(conn, run.written, tables, derived=final)
+    for table in refreshed:
+        run.written.pop(table, None)
 
 
 async def _apply(
@@ -226,6 +277,7 @@ async def _apply(
         counts = Counter(r.outcome for r in batch.results)
         await repository.record_rows(conn, tenant, run.id, batch.results)
         await repository.advance(conn, tenant, run.id, dict(counts), run.progress[0])
+    run.written.update(batch.written)
     if metrics is not None:
         for outcome, n in counts.items():
             metrics.import_rows.labels(outcome).inc(n)
@@ -293,8 +345,10 @@ def _ci_row(
         known[key] = ci
         batch.created[ci.id] = ci
         batch.claims.append((key, ci.id))
-        batch.versions.append(VersionEntry(ci, ["created"], run.reason))
-        batch.events.append(outbox.Pending(event, str(ci.id), ci.version))
+        # Dumped once: the event carries the state that the history keeps.
+        data = event.model_dump(mode="json")
+        batch.versions.append(VersionEntry(ci, ["created"], run.reason, data["ci"]))
+        batch.events.append(outbox.Pending(event, str(ci.id), ci.version, data))
         if ci.ci_class == "business_service":
             batch.seeds.add(ci.id)
         return RowResult(line, "ci", key, "created", ci_id=ci.id)
@@ -327,8 +381,9 @@ def _ci_row(
         batch.created[ci.id] = ci  # created earlier in this batch: insert the latest state
     else:
         batch.updated[ci.id] = ci
-    batch.versions.append(VersionEntry(ci, outcome.changed, run.reason))
-    batch.events.append(outbox.Pending(outcome.event, str(ci.id), ci.version))
+    data = outcome.event.model_dump(mode="json")
+    batch.versions.append(VersionEntry(ci, outcome.changed, run.reason, data["ci"]))
+    batch.events.append(outbox.Pending(outcome.event, str(ci.id), ci.version, data))
     if ci.status == "retired":
         batch.seeds.add(ci.id)
     return RowResult(line, "ci", key, "updated", ci_id=ci.id)
@@ -371,6 +426,13 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
     added = await repository.add_relationships(
         conn, tenant, [w for _, w in batch.wanted], actor=actor, now=datetime.now(UTC)
     )
+    for table, rows in (
+        ("cis", len(batch.created) + len(batch.updated)),
+        ("ci_external_ids", len(batch.claims)),
+        ("relationships", len(added)),
+    ):
+        if rows:
+            batch.written[table] += rows
     fresh = {(r["type"], r["source_id"], r["target_id"]): r for r in added}
     for index, wanted in batch.wanted:
         row = fresh.pop(wanted, None)
