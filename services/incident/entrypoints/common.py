@@ -1,12 +1,17 @@
-"""What the incident service's HTTP modules share: the metrics of a runtime, and the problem
-(RFC 9457) for a move the workflow refuses."""
+"""What the incident service's HTTP modules share: the metrics of a runtime, a versioned record
+as a response with its ETag, and the problem (RFC 9457) for a move the workflow refuses."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
+from shared.http.etags import etag
 from shared.http.problems import Problem, invalid
 from shared.service import ServiceRuntime
 
@@ -53,3 +58,12 @@ def workflow_problem(
             errors=[{"in": "body", "field": field, "detail": "record the major-incident review"}],
         )
     return invalid([{"in": "body", "field": field, "detail": str(exc)}])
+
+
+def versioned(
+    model: type[BaseModel], body: dict[str, Any], status: int = 200, **headers: str
+) -> JSONResponse:
+    """A record (incident, request, problem) shaped by its output model, with its version as
+    the ETag that the next write sends back in If-Match."""
+    out = model.model_validate(body).model_dump(mode="json")
+    return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})

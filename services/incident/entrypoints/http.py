@@ -23,10 +23,10 @@ from services.incident.application.handlers import (
     update_incident,
 )
 from services.incident.domain import workflow
-from services.incident.entrypoints.common import metrics_of, workflow_problem
+from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
-from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.etags import IfMatch, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import not_found
@@ -163,8 +163,7 @@ class IncidentPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    out = IncidentOut.model_validate(body).model_dump(mode="json")
-    return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})
+    return versioned(IncidentOut, body, status, **headers)
 
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")

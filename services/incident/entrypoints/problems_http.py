@@ -15,7 +15,7 @@ from services.incident.adapters.problems import ProblemFilter
 from services.incident.application import problems
 from services.incident.domain import workflow
 from services.incident.domain.problem import WrongProblemState
-from services.incident.entrypoints.common import workflow_problem
+from services.incident.entrypoints.common import versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
@@ -150,9 +150,7 @@ def _out(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        _out(body), status_code=status, headers={"ETag": etag(body["version"]), **headers}
-    )
+    return versioned(ProblemOut, body, status, **headers)
 
 
 def _workflow_problem(exc: workflow.WorkflowError, field: str = "to") -> Problem:

@@ -23,9 +23,9 @@ from services.incident.adapters.requests import RequestFilter
 from services.incident.application import requests
 from services.incident.domain import request as domain
 from services.incident.domain import workflow
-from services.incident.entrypoints.common import metrics_of, workflow_problem
+from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
-from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.etags import IfMatch, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import Cursor, PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import Problem
@@ -139,8 +139,7 @@ class RequestPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    out = RequestOut.model_validate(body).model_dump(mode="json")
-    return JSONResponse(out, status_code=status, headers={"ETag": etag(body["version"]), **headers})
+    return versioned(RequestOut, body, status, **headers)
 
 
 def _refusal(exc: workflow.WorkflowError) -> Problem:
