@@ -287,6 +287,8 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         port=settings.http_port,
         log_config=None,
         lifespan="on",
+        loop="uvloop",  # both are dependencies; explicit, so that a broken install fails loudly
+        http="httptools",
         access_log=False,
         timeout_graceful_shutdown=10,
     )
