@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("EdDSA",)  # pinned: a token signed any other way (or not at all) is refused
 LEEWAY_SECONDS = 30
 FORCED_RELOAD_INTERVAL = 1.0  # an unknown kid reloads the key set at most this often
+VERIFIED_CACHE_SIZE = 4096  # tokens whose signature and claims were checked, kept until expiry
 
 
 class AuthenticationError(Exception):
@@ -49,6 +50,13 @@ class TokenVerifier:
     Built from a file, it follows key rotation without a restart: the file is checked at most
     every `reload_seconds`, and at once (at most once a second) when a token names a kid it
     does not know. A file that cannot be read or parsed keeps the keys already loaded.
+
+    A client sends the same token with every request until it expires, and checking an EdDSA
+    signature is the largest single cost of a small request. So a token that verified is
+    remembered (the most recent `VERIFIED_CACHE_SIZE`, exactly as sent) with the key that
+    verified it and its expiry: it is accepted again without the signature check while that
+    key is still in the key set and it has not expired. Revocation is checked per request by
+    the caller, not here, so a revoked token is refused at once all the same.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class TokenVerifier:
         self._stamp = _stamp_of(source) if source is not None else None
         self._checked_at = time.monotonic()
         self._forced_at = 0.0
+        self._verified: dict[str, tuple[Principal, Any, float]] = {}
 
     @classmethod
     def from_file(
@@ -112,13 +121,27 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; AuthenticationError otherwise."""
+        self.refresh()
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            principal, key, expires = remembered
+            kid = key.key_id
+            if self.keys.get(kid) is key and time.time() < expires + LEEWAY_SECONDS:
+                return principal
+            del self._verified[token]  # expired, or its key left the key set: check it afresh
+        principal, key, expires = self._verify_afresh(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (principal, key, expires)
+        return principal
+
+    def _verify_afresh(self, token: str) -> tuple[Principal, Any, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise AuthenticationError("malformed-token") from None
         if header.get("alg") not in ALGORITHMS:
             raise AuthenticationError("algorithm-not-allowed")
-        self.refresh()
         kid = str(header.get("kid"))
         key = self.keys.get(kid)
         if key is None and self.refresh(force=True):
@@ -150,12 +173,13 @@ class TokenVerifier:
             raise AuthenticationError("invalid-claims")
         if not isinstance(roles, list) or not _strings(roles) or not set(roles) <= ROLES:
             raise AuthenticationError("invalid-claims")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             tenants=tuple(tenants),
             roles=frozenset(roles),
             token_id=str(claims["jti"]),
         )
+        return principal, key, float(claims["exp"])
 
 
 def _keys_of(jwks: dict[str, Any]) -> dict[str, Any]:

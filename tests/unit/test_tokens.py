@@ -152,6 +152,43 @@ def test_a_key_removed_from_the_key_set_file_stops_verifying_once_reloaded(tmp_p
     assert reason(v, token) == "unknown-key"
 
 
+def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
+    from shared.auth import tokens
+
+    monkeypatch.setattr(tokens, "LEEWAY_SECONDS", 0)
+    i = issuer()
+    v = verifier(i)
+    token = mint(i, ttl_seconds=1)
+    assert v.verify(token).subject == "alice"  # verified, and remembered
+    assert v.verify(token).subject == "alice"
+    time.sleep(2.1)
+    assert reason(v, token) == "expired"
+
+
+def test_a_remembered_token_is_checked_afresh_when_its_kid_gets_another_key(tmp_path):
+    first, impostor = issuer("k1"), issuer("k1")  # same kid, different keys
+    jwks = tmp_path / "jwks.json"
+    publish(jwks, first)
+    v = file_verifier(jwks, reload_seconds=0)
+    token = mint(first)
+    assert v.verify(token).subject == "alice"
+    publish(jwks, impostor)  # the key behind k1 was replaced
+    assert reason(v, token) == "bad-signature"
+
+
+def test_the_verified_token_memory_is_bounded(monkeypatch):
+    from shared.auth import tokens
+
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
+    i = issuer()
+    v = verifier(i)
+    minted = [mint(i) for _ in range(5)]
+    for token in minted:
+        v.verify(token)
+    assert len(v._verified) == 3
+    assert all(v.verify(token).subject == "alice" for token in minted)
+
+
 def test_a_broken_key_set_file_keeps_the_keys_already_loaded(tmp_path):
     key = issuer()
     jwks = tmp_path / "jwks.json"
