@@ -36,6 +36,19 @@ async def _init_connection(conn: Connection) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_clean_session(conn: Connection) -> None:
+    """What a pool does to a connection coming back: nothing beyond asyncpg's own rollback.
+
+    asyncpg's default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release, one more round trip per transaction. Our connections never carry session
+    state: tenant and all-tenants settings are transaction-local (`set_config(..., true)`),
+    advisory locks are transaction locks (the migration lock is released in a `finally`), the
+    outbox listener removes its LISTEN before it gives its connection back, and nothing uses
+    cursors outside a transaction or temporary tables. asyncpg still rolls back a transaction
+    left open and forgets listeners before calling this.
+    """
+
+
 async def create_pool(
     dsn: str, *, schema: str, application_name: str, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -45,6 +58,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_clean_session,
         server_settings={"search_path": schema, "application_name": application_name},
     )
     assert pool is not None

@@ -148,3 +148,45 @@ async def test_every_table_that_holds_a_tenant_column_forces_row_level_security(
             name,
         )
         assert [r["relname"] for r in tenantless] == [], f"{name}: every table carries its tenant"
+
+
+async def test_a_connection_back_in_the_pool_keeps_no_tenant_and_no_all_tenants_setting(
+    migrated, two_tenants
+):
+    """The pool skips asyncpg's session reset (`shared.db._keep_clean_session`): this is why
+    that is safe. One connection, so the second transaction gets the first one's session."""
+    from shared.db import ALL_TENANTS_SETTING, TENANT_SETTING, create_pool
+
+    a, _ = two_tenants
+    pool = await create_pool(
+        migrated.service_dsns["incident"],
+        schema="incident",
+        application_name="test-reset",
+        min_size=1,
+        max_size=1,
+    )
+    try:
+        async with tenant_transaction(pool, a) as conn:
+            first = conn.get_server_pid()
+            await conn.execute("SELECT pg_advisory_xact_lock(42)")
+        async with all_tenants_transaction(pool) as conn:
+            pass
+        with pytest.raises(RuntimeError):  # a failed transaction is rolled back, not kept
+            async with tenant_transaction(pool, a) as conn:
+                raise RuntimeError("boom")
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() == first  # the same session all along
+            assert not conn.is_in_transaction()
+            settings = await conn.fetchrow(
+                "SELECT current_setting($1, true) AS tenant, current_setting($2, true) AS every,"
+                " (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                "  AND locktype = 'advisory') AS locks",
+                TENANT_SETTING,
+                ALL_TENANTS_SETTING,
+            )
+            assert settings["tenant"] in (None, "")
+            assert settings["every"] in (None, "")
+            assert settings["locks"] == 0
+            assert await conn.fetchval("SELECT count(*) FROM incidents") == 0
+    finally:
+        await pool.close()
