@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -13,13 +13,14 @@ from shared.db import Connection
 _FIELDS = [f.name for f in fields(Incident)]
 _COLUMNS = ", ".join(_FIELDS)
 _PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
+_SERVICES = _FIELDS.index("services")
 _SETS = ", ".join(f"{name} = ${i}" for i, name in enumerate(_FIELDS, start=1) if i > 2)
 
 
 def _row(incident: Incident) -> list[Any]:
-    values = asdict(incident)
-    values["services"] = list(incident.services)
-    return [values[name] for name in _FIELDS]
+    values = [getattr(incident, name) for name in _FIELDS]  # not asdict: it deep-copies
+    values[_SERVICES] = list(incident.services)
+    return values
 
 
 def _incident(row: Any) -> Incident:

@@ -9,7 +9,7 @@ keeping the time already counted (`application/sla.py`).
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,24 +49,42 @@ class TenantSettings:
     version: int = 0
 
 
+DEFAULT_SETTINGS = TenantSettings()
+# Parsed settings by (tenant, version, time of the write): every write bumps the version and
+# stamps its time, so an entry never goes stale, not even one read inside a write that was then
+# rolled back. It saves validating the matrix and mapping again on every request.
+_PARSED: dict[tuple[str, int, datetime], TenantSettings] = {}
+_PARSED_LIMIT = 1024
+
+
 async def tenant_settings(conn: Connection, tenant_id: str) -> TenantSettings:
-    """The tenant's settings, or the defaults."""
+    """The tenant's settings, or the defaults (read in the caller's transaction)."""
     row = await conn.fetchrow(
         "SELECT priority_matrix, auto_close_days, alert_mapping, trend_threshold,"
-        " trend_window_seconds, trend_opens_problem, change_window_seconds, version"
+        " trend_window_seconds, trend_opens_problem, change_window_seconds, version, updated_at"
         " FROM incident_settings WHERE tenant_id = $1",
         tenant_id,
     )
     if row is None:
-        return TenantSettings()
-    values = dict(row)
-    matrix = values.pop("priority_matrix")
-    mapping = values.pop("alert_mapping")
-    return TenantSettings(
-        matrix=PriorityMatrix.model_validate(matrix) if matrix else PriorityMatrix.default(),
-        alert_mapping=AlertMapping.model_validate(mapping) if mapping else AlertMapping(),
-        **values,
-    )
+        return DEFAULT_SETTINGS
+    key = (tenant_id, row["version"], row["updated_at"])
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        values = dict(row)
+        del values["updated_at"]
+        matrix = values.pop("priority_matrix")
+        mapping = values.pop("alert_mapping")
+        parsed = TenantSettings(
+            matrix=PriorityMatrix.model_validate(matrix) if matrix else DEFAULT_SETTINGS.matrix,
+            alert_mapping=(
+                AlertMapping.model_validate(mapping) if mapping else DEFAULT_SETTINGS.alert_mapping
+            ),
+            **values,
+        )
+        if len(_PARSED) >= _PARSED_LIMIT:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[key] = parsed
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,7 @@ class Created:
 
 def incident_view(incident: Incident) -> dict[str, Any]:
     """The incident as the API shows it (JSON-ready)."""
-    view = asdict(incident)
+    view = dict(vars(incident))  # not asdict: it deep-copies every value
     for name, value in view.items():
         if isinstance(value, datetime):
             view[name] = value.isoformat()
@@ -166,7 +184,7 @@ async def record_incident(
             conn, tenant, command.ci_id, now, settings.change_window_seconds
         )
     known = await problems.known_error_for(conn, tenant, command.ci_id, services)
-    fields = asdict(command)
+    fields = dict(vars(command))
     for name in ("title", "description", "impact", "urgency", "services"):
         fields.pop(name)
     incident, events = log_incident(
@@ -230,7 +248,11 @@ async def log_new_incident(
     metrics: IncidentMetrics | None = None,
 ) -> Created:
     """Store the incident and its created event atomically; honour an idempotency key."""
-    fingerprint = idempotency.request_fingerprint("POST", "/incidents", asdict(command))
+    fingerprint = (
+        idempotency.request_fingerprint("POST", "/incidents", vars(command))
+        if idempotency_key
+        else ""
+    )
     number = await numbers.allocate(pool, context.tenant_id, "incident")
     async with tenant_transaction(pool, context.tenant_id) as conn:
         earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
