@@ -190,26 +190,34 @@ class LocalPlatform:
         ports: Mapping[str, int] | None = None,
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
+        replicas: int = 1,
     ) -> list[ServiceProcess]:
-        """Start each service as `python -m services.<name>` and wait until it is ready."""
+        """Start each service as `python -m services.<name>` and wait until it is ready.
+
+        With `replicas` > 1, each service runs that many processes, as a deployment scales it
+        out: replica r listens on its port + r and logs to `<name>-<r + 1>.log` (the first one
+        keeps `<name>.log`); they share the database and the consumer groups."""
         ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
         log_dir = self.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         base_env = {k: v for k, v in self.environ.items() if not k.endswith("_DATABASE_URL")}
         base_env["PYTHONPATH"] = str(REPO_ROOT)
         started = []
-        for name, port in ports.items():
-            log_path = log_dir / f"{name}.log"
-            log_file = log_path.open("ab")
-            env = {**base_env, **infra.service_env(name, port, extra_env or {})}
-            process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", f"services.{name}"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            started.append(ServiceProcess(name, port, process, log_path, log_file))
+        for name, first_port in ports.items():
+            for replica in range(replicas):
+                port = first_port + replica
+                suffix = "" if replica == 0 else f"-{replica + 1}"
+                log_path = log_dir / f"{name}{suffix}.log"
+                log_file = log_path.open("ab")
+                env = {**base_env, **infra.service_env(name, port, extra_env or {})}
+                process = subprocess.Popen(  # noqa: S603
+                    [sys.executable, "-m", f"services.{name}"],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+                started.append(ServiceProcess(name, port, process, log_path, log_file))
         self.services.extend(started)
         for service in started:
             wait_ready(service, timeout)

@@ -1,12 +1,14 @@
 """Benchmark: incident creation, an alert storm and SLA breach detection, beside raw baselines.
 
 `make bench-incident` (or `python -m tests.benchmarks.incident`). Starts its own Kafka and
-PostgreSQL under `.state/bench-incident` and the incident service as a separate process, then
-prints:
+PostgreSQL under `.state/bench-incident` and the incident service as separate processes
+(`--replicas`, default 2, as a deployment scales out behind a load balancer), then prints:
 
 - incident creation over HTTP (`POST /incidents`, requests/s, p50/p99 latency at 32 concurrent
-  clients) beside a raw asyncpg INSERT of the same rows (32 connections, one transaction per
-  row) into a plain copy of the incidents table in the same run;
+  clients), with one replica and then with all of them, beside a raw asyncpg INSERT of the
+  same rows (32 connections, one transaction per row) into a plain copy of the incidents table
+  in the same run; each with the CPU milliseconds that the service, PostgreSQL, Kafka and the
+  load generator spent per creation (on two cores, 2,000 ms of CPU a second is all there is);
 - an alert storm: 20,000 alerts in 500 Alertmanager groups, sent as Alertmanager batches them
   (each notification carries new alerts of one group), by 32 concurrent senders, while a probe
   lists incidents every 100 ms: time until every notification was accepted and until every
@@ -18,7 +20,9 @@ prints:
   commit and relay together) is reported as p50/p99, with the late ones counted.
 
 Nothing is asserted: read medians and ratios, these machines are noisy. The load generator
-(httpx) runs in this process and shares the two cores with the service, Kafka and PostgreSQL.
+(`tests/benchmarks/loadgen.py`, keep-alive HTTP/1.1 on asyncio streams: httpx cost as much
+CPU per request as the service) runs in this process and shares the cores with the service,
+Kafka and PostgreSQL. `--parts creation,storm,sla` picks what to run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import time
 import uuid
@@ -37,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from aiokafka import AIOKafkaConsumer
 
 from services.incident.adapters.projections import PolicySnapshot
@@ -45,9 +49,10 @@ from services.incident.application import sla
 from shared.calendars import CalendarSpec
 from shared.db import create_pool, tenant_transaction
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import Infra, LocalPlatform
+from shared.devstack.platform import Infra, LocalPlatform, ServiceProcess
 from shared.events.catalogue import INCIDENT_EVENTS, SlaTargetV1
 from shared.provision import DEFAULT_DATABASE, dsn_for_admin_database
+from tests.benchmarks.loadgen import CpuMeter, LoadClient, children_of, pid_from_file
 from tests.benchmarks.pipeline import percentile
 from tests.support import end_offsets, eventually
 
@@ -89,14 +94,18 @@ def incident_bodies(n: int) -> list[dict[str, Any]]:
 
 
 async def http_creation(
-    url: str, tokens: list[str], bodies: list[dict[str, Any]], clients: int
+    urls: list[str],
+    tokens: list[str],
+    bodies: list[dict[str, Any]],
+    clients: int,
+    meter: CpuMeter,
 ) -> None:
-    headers = {"Authorization": f"Bearer {tokens[0]}"}
     spread = itertools.cycle([{"Authorization": f"Bearer {t}"} for t in tokens])
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        for body in bodies[:200]:  # warm-up: connections, caches, JIT-free but page cache
-            (await client.post("/incidents", json=body, headers=headers)).raise_for_status()
+    async with LoadClient(urls, clients) as client:
+        for body in bodies[:200]:  # warm-up: connections, statement caches, page cache
+            reply = await client.post("/incidents", body, next(spread))
+            if reply.status != 201:
+                raise RuntimeError(f"warm-up creation failed: {reply.status} {reply.body!r}")
         latencies: list[float] = []
         failures = 0
 
@@ -104,25 +113,31 @@ async def http_creation(
             nonlocal failures
             started = time.perf_counter()
             try:
-                response = await client.post("/incidents", json=body, headers=next(spread))
-            except httpx.TransportError:  # counted, not fatal: the run reports them
+                reply = await client.post("/incidents", body, next(spread))
+            except LoadClient.TRANSPORT_ERRORS:  # counted, not fatal: the run reports them
                 failures += 1
                 return
             latencies.append(time.perf_counter() - started)
-            failures += response.status_code != 201
+            failures += reply.status != 201
 
+        meter.start()
         started = time.perf_counter()
         await drive(iter(bodies), clients, create)
         seconds = time.perf_counter() - started
+        meter.stop()
+    replicas = f"{len(urls)} replica{'s' if len(urls) > 1 else ''}"
+    tenants = f"{len(tokens)} tenant{'s' if len(tokens) > 1 else ''}"
     print(
-        f"HTTP POST /incidents   {len(bodies):>7,} in {seconds:6.1f} s"
-        f" ({len(tokens)} tenant{'s' if len(tokens) > 1 else ''})"
+        f"HTTP POST /incidents   {len(bodies):>7,} in {seconds:6.1f} s ({replicas}, {tenants})"
         f"  {len(bodies) / seconds:>8,.0f} req/s  {ms(latencies)}  failures {failures}"
         "  (goal >= 1,000/s)"
     )
+    print(f"  {meter.per(len(bodies), 'creation')}")
 
 
-async def raw_inserts(admin_dsn: str, bodies: list[dict[str, Any]], clients: int) -> None:
+async def raw_inserts(
+    admin_dsn: str, bodies: list[dict[str, Any]], clients: int, meter: CpuMeter
+) -> None:
     """The same rows INSERTed into a plain copy of the incidents table, one transaction each."""
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(
@@ -155,9 +170,11 @@ async def raw_inserts(admin_dsn: str, bodies: list[dict[str, Any]], clients: int
         latencies.append(time.perf_counter() - started)
 
     try:
+        meter.start()
         started = time.perf_counter()
         await drive(iter(bodies), clients, insert)
         seconds = time.perf_counter() - started
+        meter.stop()
     finally:
         await pool.close()
         await admin.execute("DROP SCHEMA IF EXISTS bench_raw CASCADE")
@@ -166,6 +183,7 @@ async def raw_inserts(admin_dsn: str, bodies: list[dict[str, Any]], clients: int
         f"raw asyncpg INSERT     {len(bodies):>7,} in {seconds:6.1f} s"
         f"  {len(bodies) / seconds:>8,.0f} rows/s {ms(latencies)}"
     )
+    print(f"  {meter.per(len(bodies), 'row')}")
 
 
 # --- the alert storm ---------------------------------------------------------------------------
@@ -218,42 +236,42 @@ async def outbox_rows(admin: asyncpg.Connection, tenant: str) -> int:
 
 
 async def alert_storm(
-    url: str,
+    urls: list[str],
     admin_dsn: str,
     tenant: str,
     token: str,
     reader: str,
     args: argparse.Namespace,
+    meter: CpuMeter,
 ) -> None:
     bodies = storm_notifications(args.groups, args.alerts, args.per_notification)
     sent = sum(len(b["alerts"]) for b in bodies)
-    limits = httpx.Limits(max_connections=args.clients + 1)
     probe_latencies: list[float] = []
     failures: dict[int, int] = {}
     done = asyncio.Event()
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        headers = {"Authorization": f"Bearer {token}"}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with LoadClient(urls, args.clients) as client, LoadClient(urls, 1) as prober_client:
 
         async def post(body: dict[str, Any]) -> None:
             try:
-                response = await client.post(
-                    "/integrations/alertmanager", json=body, headers=headers
-                )
-            except httpx.TransportError:
+                reply = await client.post("/integrations/alertmanager", body, headers)
+            except LoadClient.TRANSPORT_ERRORS:
                 failures[0] = failures.get(0, 0) + 1
                 return
-            if response.status_code >= 300:
-                failures[response.status_code] = failures.get(response.status_code, 0) + 1
+            if reply.status >= 300:
+                failures[reply.status] = failures.get(reply.status, 0) + 1
 
         async def probe() -> None:
             read = {"Authorization": f"Bearer {reader}"}
             while not done.is_set():
                 started = time.perf_counter()
-                response = await client.get("/incidents", params={"limit": 20}, headers=read)
+                reply = await prober_client.get("/incidents?limit=20", read)
                 probe_latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
+                if reply.status != 200:
+                    raise RuntimeError(f"the probe failed: {reply.status} {reply.body!r}")
                 await asyncio.sleep(0.1)
 
+        meter.start()
         started = time.perf_counter()
         prober = asyncio.create_task(probe())
         await drive(iter(bodies), args.clients, post)
@@ -264,6 +282,7 @@ async def alert_storm(
     try:
         await eventually(lambda: outbox_rows(admin, tenant), lambda n: n == 0, timeout=900)
         settled = time.perf_counter() - started
+        meter.stop()
         groups = await admin.fetchrow(
             "SELECT count(*) AS groups, coalesce(sum(alerts), 0) AS alerts,"
             " coalesce(sum(notifications), 0) AS notifications,"
@@ -295,6 +314,7 @@ async def alert_storm(
     print(
         f"  GET /incidents during the storm ({len(probe_latencies)} probes): {ms(probe_latencies)}"
     )
+    print(f"  {meter.per(sent, 'alert')}")
 
 
 # --- SLA breach detection ----------------------------------------------------------------------
@@ -400,30 +420,52 @@ async def breach_detection(infra: Infra, tenant: str, args: argparse.Namespace) 
     print(f"  flagged late: {late}")
 
 
-async def measure(infra: Infra, url: str, args: argparse.Namespace) -> None:
+async def measure(
+    infra: Infra, services: list[ServiceProcess], meter: CpuMeter, args: argparse.Namespace
+) -> None:
     issuer = infra.keys.issuer()
-    agents = [
-        issuer.mint(
-            subject="bench",
-            tenants=[f"t-bench-{uuid.uuid4().hex[:8]}"],
-            roles=["agent"],
-            ttl_seconds=4 * 3600,
-        )
-        for _ in range(args.tenants)
-    ]
-    bodies = incident_bodies(args.incidents)
+    urls = [service.url for service in services]
     admin_dsn = dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE)
-    await raw_inserts(admin_dsn, bodies, args.clients)
-    await http_creation(url, agents, bodies, args.clients)
+    if "creation" in args.parts:
+        bodies = incident_bodies(args.incidents)
+        await raw_inserts(admin_dsn, bodies, args.clients, meter)
+        # One replica, then all of them (each run in tenants of its own).
+        for serving in sorted({1, len(urls)}):
+            agents = [
+                issuer.mint(
+                    subject="bench",
+                    tenants=[f"t-bench-{uuid.uuid4().hex[:8]}"],
+                    roles=["agent"],
+                    ttl_seconds=4 * 3600,
+                )
+                for _ in range(args.tenants)
+            ]
+            await http_creation(urls[:serving], agents, bodies, args.clients, meter)
+    if "storm" in args.parts:
+        storm_tenant = f"t-storm-{uuid.uuid4().hex[:8]}"
+        integration = issuer.mint(
+            subject="alertmanager", tenants=[storm_tenant], roles=["integration"], ttl_seconds=3600
+        )
+        reader = issuer.mint(
+            subject="bench", tenants=[storm_tenant], roles=["agent"], ttl_seconds=3600
+        )
+        await alert_storm(urls, admin_dsn, storm_tenant, integration, reader, args, meter)
+    if "sla" in args.parts:
+        await breach_detection(infra, f"t-sla-{uuid.uuid4().hex[:8]}", args)
 
-    storm_tenant = f"t-storm-{uuid.uuid4().hex[:8]}"
-    integration = issuer.mint(
-        subject="alertmanager", tenants=[storm_tenant], roles=["integration"], ttl_seconds=3600
+
+def cpu_meter(platform: LocalPlatform, services: list[ServiceProcess]) -> CpuMeter:
+    """CPU by part: the service replicas, PostgreSQL (server and backends), the Kafka broker."""
+    assert platform.postgres is not None and platform.kafka is not None
+    postmaster = pid_from_file(platform.postgres.data_dir / "postmaster.pid")
+    broker = pid_from_file(platform.kafka.state_dir / "broker.pid")
+    return CpuMeter(
+        {
+            "service": lambda: [s.process.pid for s in services],
+            "postgres": lambda: [postmaster, *children_of(postmaster)],
+            "kafka": lambda: [broker],
+        }
     )
-    reader = issuer.mint(subject="bench", tenants=[storm_tenant], roles=["agent"], ttl_seconds=3600)
-    await alert_storm(url, admin_dsn, storm_tenant, integration, reader, args)
-
-    await breach_detection(infra, f"t-sla-{uuid.uuid4().hex[:8]}", args)
 
 
 def main() -> None:
@@ -433,6 +475,13 @@ def main() -> None:
     parser.add_argument("--incidents", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="service processes, like replicas behind a load balancer; creation is measured"
+        " with one, then with all of them (default 2: one per core of the reference machine)",
+    )
+    parser.add_argument(
         "--tenants", type=int, default=1, help="spread the creations over this many tenants"
     )
     parser.add_argument("--alerts", type=int, default=20_000)
@@ -440,6 +489,12 @@ def main() -> None:
     parser.add_argument("--per-notification", type=int, default=10)
     parser.add_argument("--clocks", type=int, default=100_000)
     parser.add_argument("--sla-minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        default={"creation", "storm", "sla"},
+        help="comma-separated subset of creation,storm,sla (default: all three)",
+    )
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "bench-incident")
     args = parser.parse_args()
 
@@ -452,12 +507,13 @@ def main() -> None:
         shutil.rmtree(args.state_dir / sub, ignore_errors=True)
     try:
         infra = platform.start_infra()
-        [incident] = platform.start_services(infra, {"incident": 18011})
+        services = platform.start_services(infra, {"incident": 18011}, replicas=args.replicas)
         print(
-            f"incident service as a separate process at {incident.url};"
-            f" broker {infra.bootstrap_servers}"
+            f"incident service: {len(services)} replica(s) as separate processes at"
+            f" {', '.join(s.url for s in services)}; broker {infra.bootstrap_servers};"
+            f" {os.cpu_count()} CPU cores shared by all of it and this load generator"
         )
-        asyncio.run(measure(infra, incident.url, args))
+        asyncio.run(measure(infra, services, cpu_meter(platform, services), args))
     finally:
         platform.stop()
 
