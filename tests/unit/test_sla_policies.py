@@ -69,6 +69,11 @@ def test_targets_are_positive_minutes_of_at_most_a_year(minutes):
     assert fields(policy(targets=targets)) == ["targets.P4.resolution_minutes"]
 
 
+def test_a_policy_may_pause_for_every_hold_reason_and_for_a_pending_approval():
+    reasons = ("awaiting_customer", "awaiting_vendor", "awaiting_change", "awaiting_approval")
+    assert fields(policy(pause_on=reasons)) == []
+
+
 def test_pause_reasons_must_be_known_and_listed_once():
     definition = policy(pause_on=("awaiting_vendor", "lunch", "awaiting_vendor"))
     assert fields(definition) == ["pause_on.1", "pause_on.2"]

@@ -28,7 +28,13 @@ from shared.events.catalogue import (
 
 Priority = Literal["P1", "P2", "P3", "P4", "P5"]
 PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
-PAUSE_REASONS: Final = ("awaiting_customer", "awaiting_vendor", "awaiting_change")
+# The incident service's on-hold reasons, and a service request waiting for its approval.
+PAUSE_REASONS: Final = (
+    "awaiting_customer",
+    "awaiting_vendor",
+    "awaiting_change",
+    "awaiting_approval",
+)
 DEFAULT_PAUSE_ON: Final = ("awaiting_customer",)
 DEFAULT_WARNING_THRESHOLD: Final = 0.75
 # A target longer than a year of business time is a typo, not an agreement.
