@@ -136,23 +136,56 @@ async def append(
     return envelope
 
 
-async def append_many(
-    conn: Connection,
+@dataclass(frozen=True)
+class Encoded:
+    """A batch of one tenant's events validated and serialised for the outbox (encode_many):
+    what is left to do is the database's. `select` keeps some of them (in their order)."""
+
+    tenant_id: str
+    correlation_id: str | None
+    shared: str  # the headers every event of the batch has, as a JSON object
+    topics: list[str]
+    subjects: list[str]
+    types: list[str]
+    sources: list[str]
+    sequences: list[int]
+    payloads: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+    def select(self, indices: Sequence[int]) -> Encoded:
+        """Only the events at these positions of the batch."""
+        return Encoded(
+            self.tenant_id,
+            self.correlation_id,
+            self.shared,
+            [self.topics[i] for i in indices],
+            [self.subjects[i] for i in indices],
+            [self.types[i] for i in indices],
+            [self.sources[i] for i in indices],
+            [self.sequences[i] for i in indices],
+            [self.payloads[i] for i in indices],
+        )
+
+
+def encode_many(
     events: Sequence[Pending],
     *,
     tenant_id: str,
     actor: str,
     correlation_id: str | None = None,
     causation_id: str | None = None,
-) -> list[uuid.UUID]:
-    """Add a batch of one tenant's events, in order, in one round trip (bulk writes, imports).
+) -> Encoded:
+    """Validate and serialise a batch of one tenant's events for `insert_encoded`.
 
-    Returns the event ids. The attributes every event of the batch shares are validated once
-    (as a full envelope); each event's own are checked as it is built.
+    A bulk writer can do this before its transaction (or while another one runs), so that
+    the transaction holds its locks only for the database's work. The attributes every event
+    of the batch shares are validated once (as a full envelope); each event's own are checked
+    as it is built. Raises ValueError for an event the outbox cannot carry.
     """
-    _require_transaction(conn)
     if not events:
-        return []
+        return Encoded(tenant_id, correlation_id, "{}", [], [], [], [], [], [])
     now = datetime.now(UTC)
     first, _ = _row(
         events[0],
@@ -170,12 +203,7 @@ async def append_many(
     }
     if causation_id is not None:
         shared["ce_causationid"] = causation_id
-    topics: list[str] = []
-    subjects: list[str] = []
-    types: list[str] = []
-    sources: list[str] = []
-    sequences: list[int] = []
-    payloads: list[bytes] = []
+    encoded = Encoded(tenant_id, correlation_id, json.dumps(shared), [], [], [], [], [], [])
     encode = _PAYLOAD_ENCODER.encode
     for pending in events:
         spec = spec_of(pending.payload)
@@ -184,29 +212,62 @@ async def append_many(
                 f"event subject must be 1 to {MAX_SUBJECT} characters and sequence >= 1:"
                 f" {pending.subject!r}, {pending.sequence}"
             )
-        topics.append(spec.topic)
-        subjects.append(pending.subject)
-        types.append(spec.type)
-        sources.append(spec.source)
-        sequences.append(pending.sequence)
+        encoded.topics.append(spec.topic)
+        encoded.subjects.append(pending.subject)
+        encoded.types.append(spec.type)
+        encoded.sources.append(spec.source)
+        encoded.sequences.append(pending.sequence)
         data = pending.data
         if data is None:
             data = pending.payload.model_dump(mode="json")
-        payloads.append(encode(data).encode())
+        encoded.payloads.append(encode(data).encode())
+    return encoded
+
+
+async def insert_encoded(conn: Connection, encoded: Encoded) -> list[uuid.UUID]:
+    """Add an encoded batch to the outbox, in order, in one round trip; return the event ids."""
+    _require_transaction(conn)
+    if not encoded:
+        return []
     inserted = await conn.fetch(
         _INSERT_MANY,
-        tenant_id,
-        topics,
-        subjects,
-        types,
-        sources,
-        sequences,
-        payloads,
-        json.dumps(shared),
-        correlation_id,
+        encoded.tenant_id,
+        encoded.topics,
+        encoded.subjects,
+        encoded.types,
+        encoded.sources,
+        encoded.sequences,
+        encoded.payloads,
+        encoded.shared,
+        encoded.correlation_id,
     )
     # Positions are drawn in insertion order, which is the batch's.
     return [r["event_id"] for r in sorted(inserted, key=lambda r: r["position"])]
+
+
+async def append_many(
+    conn: Connection,
+    events: Sequence[Pending],
+    *,
+    tenant_id: str,
+    actor: str,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+) -> list[uuid.UUID]:
+    """Add a batch of one tenant's events, in order, in one round trip (bulk writes, imports).
+
+    Returns the event ids. `encode_many` then `insert_encoded`, for a caller that encodes
+    the batch before its transaction.
+    """
+    _require_transaction(conn)
+    encoded = encode_many(
+        events,
+        tenant_id=tenant_id,
+        actor=actor,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    return await insert_encoded(conn, encoded)
 
 
 # Rows the relay handles between two yields to the event loop: it shares the process with the

@@ -6,8 +6,11 @@ import uuid
 
 import pytest
 
+from services.config.application import imports as import_use_cases
+from services.config.domain.imports import parse_jsonl_line
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
+from shared.http.context import RequestContext
 from tests.support import end_offsets, fetch_as, fetchval_as, read_topic, sample_value
 
 JSONL = {"Content-Type": "application/x-ndjson"}
@@ -544,3 +547,117 @@ async def test_an_imports_events_reach_the_topic_in_order_with_complete_envelope
     assert added.sequence == 1
     assert added.subject == added.data["relationship"]["id"]
     assert added.data["relationship"]["source_id"] == h1
+
+
+# --- pipelined batches: decided without locks while the batch before is written ----------
+
+
+def parsed_rows(*rows, first_line=1):
+    return [parse_jsonl_line(first_line + i, json.dumps(r).encode()) for i, r in enumerate(rows)]
+
+
+async def started(config, tenant, source="vcenter"):
+    context = RequestContext(tenant, "discovery-bot", f"corr-{uuid.uuid4().hex}")
+    return await import_use_cases.start_import(
+        config.runtime.pool, source=source, format_="jsonl", context=context
+    )
+
+
+async def decided(config, run, rows, overlay=None):
+    return await import_use_cases._prepare(config.runtime.pool, run, rows, overlay or {})
+
+
+async def outcomes_of(config, tenant, run):
+    found = await fetch_as(
+        config.runtime.pool,
+        tenant,
+        "SELECT line, outcome, reason FROM import_rows WHERE import_id = $1 ORDER BY line",
+        run.id,
+    )
+    return [(r["line"], r["outcome"], r["reason"]) for r in found]
+
+
+async def test_a_ci_changed_meanwhile_makes_its_batch_decide_again_and_no_change_is_lost(
+    config, manager, tenant
+):
+    await run(config, manager, jsonl(server("h1")))
+    h1 = await ci_by_external_id(config, tenant, "vcenter", "h1")
+    importing = await started(config, tenant)
+    rows = parsed_rows(server("h1", name="from-discovery"))
+    batch = await decided(config, importing, rows)
+
+    meanwhile = await config.patch(
+        f"/cis/{h1}", json={"owner_team": "ops"}, headers={**manager, "If-Match": '"1"'}
+    )
+    assert meanwhile.status_code == 200, meanwhile.text
+    redone = await import_use_cases._commit(config.runtime.pool, importing, rows, batch, None)
+
+    assert redone is True
+    ci = (await config.get(f"/cis/{h1}", headers=manager)).json()
+    assert (ci["name"], ci["owner_team"], ci["version"]) == ("from-discovery", "ops", 3)
+    history = (await config.get(f"/cis/{h1}/history", headers=manager)).json()["items"]
+    assert [(v["version"], v["changed"]) for v in history] == [
+        (1, ["created"]),
+        (2, ["owner_team"]),
+        (3, ["name"]),
+    ]
+    assert await outcomes_of(config, tenant, importing) == [(1, "updated", None)]
+
+
+async def test_an_external_id_claimed_after_its_batch_was_decided_makes_the_batch_decide_again(
+    config, manager, tenant
+):
+    importing = await started(config, tenant)
+    rows = parsed_rows(server("n1"), relationship("hosted_on", "n1", "n2"))
+    batch = await decided(config, importing, rows)
+    assert [r.outcome for r in batch.results] == ["created", "rejected"]
+
+    await run(config, manager, jsonl(server("n1"), server("n2")))  # another import, meanwhile
+    redone = await import_use_cases._commit(config.runtime.pool, importing, rows, batch, None)
+
+    assert redone is True
+    assert await outcomes_of(config, tenant, importing) == [
+        (1, "unchanged", None),
+        (2, "created", None),
+    ]
+    named = await fetchval_as(
+        config.runtime.pool, tenant, "SELECT count(*) FROM cis WHERE name = 'srv-n1'"
+    )
+    assert named == 1
+
+
+async def test_a_batch_decided_while_the_one_before_is_written_sees_that_batchs_cis(
+    config, manager, tenant
+):
+    await run(config, manager, jsonl(server("old"), server("doomed")))
+    importing = await started(config, tenant)
+    first_rows = parsed_rows(server("fresh"), server("doomed", status="retired"))
+    first = await decided(config, importing, first_rows)
+    # Decided before the first batch commits: "fresh" and the retirement are not committed yet.
+    second_rows = parsed_rows(
+        server("fresh", name="renamed"),
+        relationship("hosted_on", "fresh", "old"),
+        relationship("hosted_on", "old", "doomed"),
+        first_line=3,
+    )
+    second = await decided(config, importing, second_rows, overlay=first.touched)
+    pool = config.runtime.pool
+    assert await import_use_cases._commit(pool, importing, first_rows, first, None) is False
+    assert await import_use_cases._commit(pool, importing, second_rows, second, None) is False
+
+    assert await outcomes_of(config, tenant, importing) == [
+        (1, "created", None),
+        (2, "updated", None),
+        (3, "updated", None),
+        (4, "created", None),
+        (5, "rejected", "target: the CI with external id 'doomed' is retired"),
+    ]
+    fresh = await ci_by_external_id(config, tenant, "vcenter", "fresh")
+    history = (await config.get(f"/cis/{fresh}/history", headers=manager)).json()["items"]
+    assert [(v["version"], v["changed"]) for v in history] == [(1, ["created"]), (2, ["name"])]
+    hosts = await fetch_as(
+        pool, tenant, "SELECT target_id FROM relationships WHERE source_id = $1", fresh
+    )
+    assert [r["target_id"] for r in hosts] == [
+        await ci_by_external_id(config, tenant, "vcenter", "old")
+    ]

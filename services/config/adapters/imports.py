@@ -6,6 +6,7 @@ statement each (`unnest` of arrays) instead of one round trip per CI.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +49,91 @@ class VersionEntry:
     changed: list[str]
     reason: str
     state: dict[str, Any] | None = None
+
+
+# JSON documents are encoded here, as text the statements cast, rather than by the pool's
+# jsonb codec as the statement is sent: the caller builds the columns before its transaction.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CiColumns:
+    """CIs as the column arrays that one statement writes, their documents already encoded.
+
+    Built while a batch is decided, so that the batch's transaction waits only for the
+    database (see application.imports).
+    """
+
+    ids: list[uuid.UUID]
+    tenant_ids: list[str]
+    classes: list[str]
+    names: list[str]
+    statuses: list[str]
+    owner_teams: list[str | None]
+    criticalities: list[int]
+    attributes: list[str]
+    external_ids: list[str]
+    controlled: list[bool]
+    versions: list[int]
+    created_at: list[datetime]
+    updated_at: list[datetime]
+    updated_by: list[str]
+
+    @classmethod
+    def of(cls, cis: Sequence[ConfigurationItem]) -> CiColumns:
+        encode = _JSON.encode
+        return cls(
+            [c.id for c in cis],
+            [c.tenant_id for c in cis],
+            [c.ci_class for c in cis],
+            [c.name for c in cis],
+            [c.status for c in cis],
+            [c.owner_team for c in cis],
+            [c.criticality for c in cis],
+            [encode(c.attributes) for c in cis],
+            [encode(c.external_ids) for c in cis],
+            [c.controlled for c in cis],
+            [c.version for c in cis],
+            [c.created_at for c in cis],
+            [c.updated_at for c in cis],
+            [c.updated_by for c in cis],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class VersionColumns:
+    """CI versions as the column arrays that `record_versions` writes, states encoded."""
+
+    ci_ids: list[uuid.UUID]
+    versions: list[int]
+    valid_from: list[datetime]
+    states: list[str]
+    changed: list[str]
+    actors: list[str]
+    reasons: list[str]
+
+    @classmethod
+    def of(cls, entries: Sequence[VersionEntry]) -> VersionColumns:
+        encode = _JSON.encode
+        return cls(
+            [e.ci.id for e in entries],
+            [e.ci.version for e in entries],
+            [e.ci.updated_at for e in entries],
+            [
+                encode(e.ci.state().model_dump(mode="json") if e.state is None else e.state)
+                for e in entries
+            ],
+            # Field names (no commas), joined: a list would be read as another array dimension.
+            [",".join(e.changed) for e in entries],
+            [e.ci.updated_by for e in entries],
+            [e.reason for e in entries],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ci_ids)
 
 
 async def lock_source(conn: Connection, tenant_id: str, source: str) -> None:
@@ -236,17 +322,22 @@ async def record_rows(
     )
 
 
+_BY_EXTERNAL_ID = (
+    f"SELECT e.external_id AS _external_id, {_CI_COLUMNS} FROM ci_external_ids e"  # noqa: S608 - constant columns
+    " JOIN cis c ON c.tenant_id = e.tenant_id AND c.id = e.ci_id"
+    " WHERE e.tenant_id = $1 AND e.source = $2 AND e.external_id = ANY($3::text[])"
+)
+
+
 async def by_external_id(
-    conn: Connection, tenant_id: str, source: str, external_ids: Sequence[str]
+    conn: Connection, tenant_id: str, source: str, external_ids: Sequence[str], *, lock: bool
 ) -> dict[str, ConfigurationItem]:
-    """The CIs the source knows by these ids, locked for the batch."""
+    """The CIs the source knows by these ids; with `lock`, locked until the commit (in id
+    order, so that two batches never wait for each other's locks in a cycle)."""
     if not external_ids:
         return {}
     found = await conn.fetch(
-        f"SELECT e.external_id AS _external_id, {_CI_COLUMNS} FROM ci_external_ids e"  # noqa: S608 - constant columns
-        " JOIN cis c ON c.tenant_id = e.tenant_id AND c.id = e.ci_id"
-        " WHERE e.tenant_id = $1 AND e.source = $2 AND e.external_id = ANY($3::text[])"
-        " ORDER BY c.id FOR UPDATE OF c",
+        _BY_EXTERNAL_ID + " ORDER BY c.id FOR UPDATE OF c" if lock else _BY_EXTERNAL_ID,
         tenant_id,
         source,
         list(external_ids),
@@ -276,80 +367,92 @@ async def ci_ids(
     return {r["external_id"]: (r["id"], r["status"]) for r in found}
 
 
-async def insert_cis(conn: Connection, cis: Sequence[ConfigurationItem]) -> None:
+async def insert_cis(conn: Connection, cis: CiColumns) -> None:
     """Store new CIs (one statement)."""
     if not cis:
         return
     await conn.execute(
         "INSERT INTO cis (id, tenant_id, class, name, status, owner_team, criticality,"
         " attributes, external_ids, controlled, version, created_at, updated_at, updated_by)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
-        " $6::text[], $7::smallint[], $8::jsonb[], $9::jsonb[], $10::boolean[], $11::int[],"
-        " $12::timestamptz[], $13::timestamptz[], $14::text[])",
-        [c.id for c in cis],
-        [c.tenant_id for c in cis],
-        [c.ci_class for c in cis],
-        [c.name for c in cis],
-        [c.status for c in cis],
-        [c.owner_team for c in cis],
-        [c.criticality for c in cis],
-        [c.attributes for c in cis],
-        [c.external_ids for c in cis],
-        [c.controlled for c in cis],
-        [c.version for c in cis],
-        [c.created_at for c in cis],
-        [c.updated_at for c in cis],
-        [c.updated_by for c in cis],
+        " SELECT id, tenant_id, class, name, status, owner_team, criticality, attributes::jsonb,"
+        " external_ids::jsonb, controlled, version, created_at, updated_at, updated_by"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::text[], $7::smallint[], $8::text[], $9::text[], $10::boolean[], $11::int[],"
+        " $12::timestamptz[], $13::timestamptz[], $14::text[])"
+        " AS c(id, tenant_id, class, name, status, owner_team, criticality, attributes,"
+        " external_ids, controlled, version, created_at, updated_at, updated_by)",
+        cis.ids,
+        cis.tenant_ids,
+        cis.classes,
+        cis.names,
+        cis.statuses,
+        cis.owner_teams,
+        cis.criticalities,
+        cis.attributes,
+        cis.external_ids,
+        cis.controlled,
+        cis.versions,
+        cis.created_at,
+        cis.updated_at,
+        cis.updated_by,
     )
 
 
-async def update_cis(conn: Connection, cis: Sequence[ConfigurationItem]) -> None:
-    """Store new versions of CIs the batch holds locked (one statement)."""
+async def update_cis(
+    conn: Connection, tenant_id: str, cis: CiColumns, read_versions: Sequence[int]
+) -> int:
+    """Store new versions of CIs (one statement); return how many were written.
+
+    Each CI is written only if it is still at the version it was read at: one that another
+    writer changed since is left alone, and not counted.
+    """
     if not cis:
-        return
-    await conn.execute(
+        return 0
+    status = await conn.execute(
         "UPDATE cis SET name = u.name, status = u.status, owner_team = u.owner_team,"
-        " criticality = u.criticality, attributes = u.attributes, version = u.version,"
+        " criticality = u.criticality, attributes = u.attributes::jsonb, version = u.version,"
         " updated_at = u.updated_at, updated_by = u.updated_by"
         " FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::smallint[],"
-        " $7::jsonb[], $8::int[], $9::timestamptz[], $10::text[])"
+        " $7::text[], $8::int[], $9::timestamptz[], $10::text[], $11::int[])"
         " AS u(id, name, status, owner_team, criticality, attributes, version, updated_at,"
-        " updated_by) WHERE cis.tenant_id = $1 AND cis.id = u.id",
-        cis[0].tenant_id,
-        [c.id for c in cis],
-        [c.name for c in cis],
-        [c.status for c in cis],
-        [c.owner_team for c in cis],
-        [c.criticality for c in cis],
-        [c.attributes for c in cis],
-        [c.version for c in cis],
-        [c.updated_at for c in cis],
-        [c.updated_by for c in cis],
+        " updated_by, read_version)"
+        " WHERE cis.tenant_id = $1 AND cis.id = u.id AND cis.version = u.read_version",
+        tenant_id,
+        cis.ids,
+        cis.names,
+        cis.statuses,
+        cis.owner_teams,
+        cis.criticalities,
+        cis.attributes,
+        cis.versions,
+        cis.updated_at,
+        cis.updated_by,
+        list(read_versions),
     )
+    return int(status.rsplit(" ", 1)[1])
 
 
 async def record_versions(
-    conn: Connection, tenant_id: str, source: str, entries: Sequence[VersionEntry]
+    conn: Connection, tenant_id: str, source: str, versions: VersionColumns
 ) -> None:
     """Keep each written version in the history, attributed to the source."""
-    if not entries:
+    if not versions:
         return
     await conn.execute(
         "INSERT INTO ci_versions (tenant_id, ci_id, version, valid_from, state, changed, actor,"
-        " reason, source) SELECT $1, v.ci_id, v.version, v.valid_from, v.state,"
+        " reason, source) SELECT $1, v.ci_id, v.version, v.valid_from, v.state::jsonb,"
         " string_to_array(v.changed, ','), v.actor, v.reason, $2"
-        " FROM unnest($3::uuid[], $4::int[], $5::timestamptz[], $6::jsonb[], $7::text[],"
+        " FROM unnest($3::uuid[], $4::int[], $5::timestamptz[], $6::text[], $7::text[],"
         " $8::text[], $9::text[]) AS v(ci_id, version, valid_from, state, changed, actor, reason)",
         tenant_id,
         source,
-        [e.ci.id for e in entries],
-        [e.ci.version for e in entries],
-        [e.ci.updated_at for e in entries],
-        [e.ci.state().model_dump(mode="json") if e.state is None else e.state for e in entries],
-        # Field names (no commas), joined: a list would be read as another array dimension.
-        [",".join(e.changed) for e in entries],
-        [e.ci.updated_by for e in entries],
-        [e.reason for e in entries],
+        versions.ci_ids,
+        versions.versions,
+        versions.valid_from,
+        versions.states,
+        versions.changed,
+        versions.actors,
+        versions.reasons,
     )
 
 
@@ -372,25 +475,27 @@ async def claim_external_ids(
 async def add_relationships(
     conn: Connection,
     tenant_id: str,
-    wanted: Sequence[tuple[str, uuid.UUID, uuid.UUID]],
+    wanted: Sequence[tuple[uuid.UUID, str, uuid.UUID, uuid.UUID]],
     *,
     actor: str,
     now: datetime,
-) -> list[dict[str, Any]]:
-    """Add (type, source, target) relationships not yet in place; return the rows added."""
+) -> set[uuid.UUID]:
+    """Add (id, type, source, target) relationships not yet in place; return the ids added
+    (of a relationship wanted twice, the first)."""
     if not wanted:
-        return []
+        return set()
     added = await conn.fetch(
         "INSERT INTO relationships (tenant_id, id, type, source_id, target_id, added_at,"
-        " added_by) SELECT $1, gen_random_uuid(), t, s, g, $5, $6"
-        " FROM unnest($2::text[], $3::uuid[], $4::uuid[]) AS w(t, s, g)"
+        " added_by) SELECT $1, i, t, s, g, $6, $7"
+        " FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::uuid[]) AS w(i, t, s, g)"
         " ON CONFLICT (tenant_id, source_id, type, target_id) WHERE removed_at IS NULL"
-        " DO NOTHING RETURNING id, type, source_id, target_id",
+        " DO NOTHING RETURNING id",
         tenant_id,
-        [t for t, _, _ in wanted],
-        [s for _, s, _ in wanted],
-        [g for _, _, g in wanted],
+        [i for i, _, _, _ in wanted],
+        [t for _, t, _, _ in wanted],
+        [s for _, _, s, _ in wanted],
+        [g for _, _, _, g in wanted],
         now,
         actor,
     )
-    return [dict(r) for r in added]
+    return {r["id"] for r in added}

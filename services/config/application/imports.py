@@ -5,6 +5,14 @@ the import's progress together), so progress is visible while the import runs an
 loses nothing that was already committed. Batches of imports from the same source queue behind
 each other. Rows are applied in input order: a relationship row can name CIs from earlier rows
 or earlier imports of the same source.
+
+Batches are pipelined: while one batch is written, the next is decided (its CIs read, its rows
+reconciled in Python), so that the service and the database work at the same time instead of
+taking turns. The next batch reads what is committed and sees the batch being written through
+an overlay of the CIs that batch writes. Nothing is locked while a batch is decided: its
+writes check that every CI it updates is still at the version it read and that no external
+id it claims was claimed meanwhile. If either changed (another writer came between), the
+batch is decided again under locks, in its own transaction, and the batch after it too.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ from services.config.adapters import imports as repository
 from services.config.adapters import membership as membership_repository
 from services.config.adapters.imports import RowResult, VersionEntry
 from services.config.application import catalogue, membership
-from services.config.application.relationships import wire
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, modify, register
 from services.config.domain.imports import (
@@ -45,7 +52,12 @@ from services.config.domain.imports import (
 from services.config.metrics import ConfigMetrics
 from shared import outbox
 from shared.db import Connection, tenant_transaction
-from shared.events.catalogue import DriftDetectedV1, ImportCompletedV1, RelationshipAddedV1
+from shared.events.catalogue import (
+    DriftDetectedV1,
+    ImportCompletedV1,
+    RelationshipAddedV1,
+    RelationshipV1,
+)
 from shared.http.context import RequestContext
 
 log = logging.getLogger(__name__)
@@ -60,10 +72,17 @@ READ_AHEAD = 1
 # Lines parsed between two yields to the event loop: the batch being applied resumes as soon
 # as the database answers instead of waiting for the reader to finish a whole chunk.
 READ_SLICE = 100
+# Rows decided between two yields while the batch before is written: that batch's next
+# statement goes out soon after the database answers the last one.
+DECIDE_SLICE = 20
 
 
 class ImportInterrupted(Exception):
     """The input stream ended abnormally (the client went away, the body was too large)."""
+
+
+class _Stale(Exception):
+    """A batch decided without locks met a CI or external id that changed since it was read."""
 
 
 @dataclass
@@ -114,10 +133,36 @@ class _Batch:
     versions: list[VersionEntry] = field(default_factory=list)
     claims: list[tuple[str, uuid.UUID]] = field(default_factory=list)
     events: list[outbox.Pending] = field(default_factory=list)
-    wanted: list[tuple[int, tuple[str, uuid.UUID, uuid.UUID]]] = field(default_factory=list)
+    # (index of the row's result, (id, type, source id, target id)) of relationship rows.
+    wanted: list[tuple[int, tuple[uuid.UUID, str, uuid.UUID, uuid.UUID]]] = field(
+        default_factory=list
+    )
     seeds: set[uuid.UUID] = field(default_factory=set)
     drift: int = 0
     written: Counter[str] = field(default_factory=Counter)
+    # External id -> the CI's state as this batch writes it (the next batch's overlay).
+    touched: dict[str, ConfigurationItem] = field(default_factory=dict)
+    # The version each updated CI was read at: it is written only if still at that version.
+    read_versions: dict[uuid.UUID, int] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    sealed: _Sealed | None = None
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """What a decided batch's transaction sends, built before it (see _seal)."""
+
+    created: repository.CiColumns
+    updated: repository.CiColumns
+    read_versions: list[int]
+    versions: repository.VersionColumns
+    # Its events: first those of its CI rows, then one per wanted relationship, in order.
+    events: outbox.Encoded
+    ci_events: int
+
+
+# External id -> CI state that a batch in flight writes, over what the database has committed.
+Overlay = dict[str, ConfigurationItem]
 
 
 async def known_schemas(pool: asyncpg.Pool, tenant_id: str) -> dict[str, dict[str, Any]]:
@@ -165,15 +210,8 @@ async def run_import(
     parse = CsvRows(run.schemas).parse if format_ == "csv" else parse_jsonl_line
     queue: asyncio.Queue[list[Parsed] | Exception | None] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.create_task(_read(chunks, parse, run, queue))
-    batches = 0
     try:
-        while (batch := await queue.get()) is not None:
-            if isinstance(batch, Exception):
-                raise batch
-            await _apply(pool, run, batch, metrics)
-            batches += 1
-            if _power_of(batches, ANALYZE_EVERY):
-                await _analyze(pool, run, final=False)
+        await _pipeline(pool, run, queue, metrics)
     except ImportInterrupted as exc:
         await _finish(pool, run, "failed", str(exc))
         raise
@@ -186,6 +224,43 @@ async def run_import(
         with contextlib.suppress(asyncio.CancelledError):
             await reader
     return await _finish(pool, run, "completed", None)
+
+
+async def _pipeline(
+    pool: asyncpg.Pool,
+    run: _Run,
+    queue: asyncio.Queue[list[Parsed] | Exception | None],
+    metrics: ConfigMetrics | None,
+) -> None:
+    """Decide each batch while the one before it is written; commit them in input order."""
+    writing: asyncio.Task[bool] | None = None  # the batch in flight; True if it was redone
+    overlay: Overlay = {}
+    batches = 0
+    try:
+        while (parsed := await queue.get()) is not None:
+            if isinstance(parsed, Exception):
+                raise parsed
+            batch = await _prepare(pool, run, parsed, overlay)
+            if writing is not None:
+                if await writing:  # decided again: this batch was decided on what was not kept
+                    batch = await _prepare(pool, run, parsed, {})
+                batches += 1
+                if _power_of(batches, ANALYZE_EVERY):
+                    await _analyze(pool, run, final=False)
+            overlay = batch.touched
+            writing = asyncio.create_task(_commit(pool, run, parsed, batch, metrics))
+        if writing is not None:
+            await writing
+    finally:
+        # A failure while a batch is in flight: that batch commits or fails on its own first.
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])
+            if not writing.cancelled() and (error := writing.exception()) is not None:
+                log.warning(
+                    "the import batch in flight failed too",
+                    exc_info=error,
+                    extra={"import_id": str(run.id)},
+                )
 
 
 async def _read(
@@ -266,39 +341,92 @@ async def _analyze(pool: asyncpg.Pool, run: _Run, *, final: bool) -> None:
         run.written.pop(table, None)
 
 
-async def _apply(
-    pool: asyncpg.Pool, run: _Run, parsed: list[Parsed], metrics: ConfigMetrics | None
-) -> None:
+async def _prepare(pool: asyncpg.Pool, run: _Run, parsed: list[Parsed], overlay: Overlay) -> _Batch:
+    """Decide a batch on what is committed and the overlay of the batch in flight; no locks."""
+    async with tenant_transaction(pool, run.context.tenant_id, readonly=True) as conn:
+        known, others = await _lookups(conn, run, parsed, overlay, lock=False)
+    return await _reconcile(run, parsed, known, others, yielding=True)
+
+
+async def _commit(
+    pool: asyncpg.Pool,
+    run: _Run,
+    parsed: list[Parsed],
+    batch: _Batch,
+    metrics: ConfigMetrics | None,
+) -> bool:
+    """Write a decided batch in one transaction; return True if it had to be decided again.
+
+    If a CI it updates or an external id it claims changed since it was decided, the
+    transaction is rolled back and the batch is decided again holding the CIs' locks.
+    """
     tenant = run.context.tenant_id
-    async with tenant_transaction(pool, tenant) as conn:
-        await repository.lock_source(conn, tenant, run.source)
-        batch = await _reconcile(conn, run, parsed)
-        await _write(conn, run, batch)
-        counts = Counter(r.outcome for r in batch.results)
-        await repository.record_rows(conn, tenant, run.id, batch.results)
-        await repository.advance(conn, tenant, run.id, dict(counts), run.progress[0])
+    redone = False
+    try:
+        async with tenant_transaction(pool, tenant) as conn:
+            await repository.lock_source(conn, tenant, run.source)
+            await _write(conn, run, batch)
+    except (_Stale, asyncpg.UniqueViolationError) as exc:
+        log.info(
+            "import batch decided again under locks",
+            extra={"import_id": str(run.id), "reason": type(exc).__name__},
+        )
+        redone = True
+        async with tenant_transaction(pool, tenant) as conn:
+            await repository.lock_source(conn, tenant, run.source)
+            known, others = await _lookups(conn, run, parsed, {}, lock=True)
+            batch = await _reconcile(run, parsed, known, others, yielding=False)
+            await _write(conn, run, batch)
     run.written.update(batch.written)
     if metrics is not None:
-        for outcome, n in counts.items():
+        for outcome, n in Counter(r.outcome for r in batch.results).items():
             metrics.import_rows.labels(outcome).inc(n)
         metrics.drift_events.inc(batch.drift)
+    return redone
 
 
-async def _reconcile(conn: Connection, run: _Run, parsed: list[Parsed]) -> _Batch:
-    """Decide every row's outcome in input order; nothing is written yet."""
-    tenant, source, actor = run.context.tenant_id, run.source, run.context.actor
-    now = datetime.now(UTC)
-    ci_keys = sorted({p.row.external_id for p in parsed if isinstance(p.row, CiRow)})
-    known = await repository.by_external_id(conn, tenant, source, ci_keys)
+async def _lookups(
+    conn: Connection, run: _Run, parsed: list[Parsed], overlay: Overlay, *, lock: bool
+) -> tuple[dict[str, ConfigurationItem], dict[str, tuple[uuid.UUID, str]]]:
+    """The CIs a batch's rows name by external id: those of CI rows in full (locked with
+    `lock`), the other ends of relationship rows as (id, status); the overlay over both."""
+    tenant, source = run.context.tenant_id, run.source
+    ci_keys = {p.row.external_id for p in parsed if isinstance(p.row, CiRow)}
+    known = await repository.by_external_id(
+        conn, tenant, source, sorted(ci_keys.difference(overlay)), lock=lock
+    )
+    known.update((key, overlay[key]) for key in ci_keys.intersection(overlay))
     ends = {
         e
         for p in parsed
         if isinstance(p.row, RelationshipRow)
         for e in (p.row.source, p.row.target)
     }
-    others = await repository.ci_ids(conn, tenant, source, sorted(ends - set(known)))
+    ends.difference_update(known)
+    others = await repository.ci_ids(conn, tenant, source, sorted(ends.difference(overlay)))
+    others.update(
+        (key, (overlay[key].id, overlay[key].status)) for key in ends.intersection(overlay)
+    )
+    return known, others
+
+
+async def _reconcile(
+    run: _Run,
+    parsed: list[Parsed],
+    known: dict[str, ConfigurationItem],
+    others: dict[str, tuple[uuid.UUID, str]],
+    *,
+    yielding: bool,
+) -> _Batch:
+    """Decide every row's outcome in input order; nothing is written yet.
+
+    With `yielding`, it lets the event loop run every DECIDE_SLICE rows: the batch being
+    written meanwhile sends its next statement as soon as the database answers.
+    """
+    actor = run.context.actor
     batch = _Batch()
-    for p in parsed:
+    now = batch.now
+    for i, p in enumerate(parsed, 1):
         row = p.row
         if row is None:
             batch.results.append(RowResult(p.line, "unknown", p.key, "rejected", p.reason))
@@ -306,7 +434,42 @@ async def _reconcile(conn: Connection, run: _Run, parsed: list[Parsed]) -> _Batc
             batch.results.append(_ci_row(run, batch, known, p.line, row, actor, now))
         else:
             batch.results.append(_relationship_row(batch, known, others, p.line, row))
+        if yielding and i % DECIDE_SLICE == 0:
+            await asyncio.sleep(0)
+    batch.sealed = _seal(run, batch)
     return batch
+
+
+def _seal(run: _Run, batch: _Batch) -> _Sealed:
+    """Encode everything the batch's statements carry: JSON documents, column arrays, events
+    (those of relationships for every wanted one; the transaction keeps the added ones)."""
+    created = list(batch.created.values())
+    updated = list(batch.updated.values())
+    added = [
+        outbox.Pending(
+            RelationshipAddedV1(
+                relationship=RelationshipV1(
+                    id=str(rid), type=type_, source_id=str(source), target_id=str(target)
+                )
+            ),
+            str(rid),
+            1,
+        )
+        for _, (rid, type_, source, target) in batch.wanted
+    ]
+    return _Sealed(
+        created=repository.CiColumns.of(created),
+        updated=repository.CiColumns.of(updated),
+        read_versions=[batch.read_versions[c.id] for c in updated],
+        versions=repository.VersionColumns.of(batch.versions),
+        events=outbox.encode_many(
+            [*batch.events, *added],
+            tenant_id=run.context.tenant_id,
+            actor=run.context.actor,
+            correlation_id=run.context.correlation_id,
+        ),
+        ci_events=len(batch.events),
+    )
 
 
 def _ci_row(
@@ -342,7 +505,7 @@ def _ci_row(
             now=now,
             source=run.source,
         )
-        known[key] = ci
+        known[key] = batch.touched[key] = ci
         batch.created[ci.id] = ci
         batch.claims.append((key, ci.id))
         # Dumped once: the event carries the state that the history keeps.
@@ -376,11 +539,12 @@ def _ci_row(
     )
     assert outcome.event is not None
     ci = outcome.ci
-    known[key] = ci
+    known[key] = batch.touched[key] = ci
     if ci.id in batch.created:
         batch.created[ci.id] = ci  # created earlier in this batch: insert the latest state
     else:
         batch.updated[ci.id] = ci
+        batch.read_versions.setdefault(ci.id, current.version)
     data = outcome.event.model_dump(mode="json")
     batch.versions.append(VersionEntry(ci, outcome.changed, run.reason, data["ci"]))
     batch.events.append(outbox.Pending(outcome.event, str(ci.id), ci.version, data))
@@ -411,42 +575,47 @@ def _relationship_row(
         return RowResult(
             line, "relationship", row_key(row), "rejected", "target: the same CI as source"
         )
-    batch.wanted.append((len(batch.results), (row.type, ends[0], ends[1])))
+    batch.wanted.append((len(batch.results), (uuid.uuid4(), row.type, ends[0], ends[1])))
     # Settled once the batch is written: created, or unchanged if it was in place.
     return RowResult(line, "relationship", row_key(row), "unchanged")
 
 
 async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
-    """Write the batch set-based, settle relationship outcomes, queue the events."""
+    """Write the batch set-based, settle relationship outcomes, queue the events, record the
+    rows' outcomes and the import's progress. Raises _Stale (or the unique violation of an
+    external id claimed meanwhile) if what the batch was decided on changed."""
     tenant, actor = run.context.tenant_id, run.context.actor
-    await repository.insert_cis(conn, list(batch.created.values()))
+    sealed = batch.sealed
+    assert sealed is not None, "a batch is sealed as it is decided"
+    await repository.insert_cis(conn, sealed.created)
     await repository.claim_external_ids(conn, tenant, run.source, batch.claims)
-    await repository.update_cis(conn, list(batch.updated.values()))
-    await repository.record_versions(conn, tenant, run.source, batch.versions)
+    written = await repository.update_cis(conn, tenant, sealed.updated, sealed.read_versions)
+    if written != len(sealed.updated):
+        raise _Stale(f"{len(sealed.updated) - written} CIs changed since they were read")
+    await repository.record_versions(conn, tenant, run.source, sealed.versions)
     added = await repository.add_relationships(
-        conn, tenant, [w for _, w in batch.wanted], actor=actor, now=datetime.now(UTC)
+        conn, tenant, [w for _, w in batch.wanted], actor=actor, now=batch.now
     )
     for table, rows in (
-        ("cis", len(batch.created) + len(batch.updated)),
+        ("cis", len(sealed.created) + len(sealed.updated)),
         ("ci_external_ids", len(batch.claims)),
         ("relationships", len(added)),
     ):
         if rows:
             batch.written[table] += rows
-    fresh = {(r["type"], r["source_id"], r["target_id"]): r for r in added}
-    for index, wanted in batch.wanted:
-        row = fresh.pop(wanted, None)
-        if row is None:
-            continue
-        result = batch.results[index]
-        batch.results[index] = RowResult(result.line, result.kind, result.key, "created")
-        batch.events.append(
-            outbox.Pending(RelationshipAddedV1(relationship=wire(row)), str(row["id"]), 1)
-        )
-        batch.seeds.add(membership.dependency_of(row["type"], row["source_id"], row["target_id"]))
-    await outbox.append_many(
-        conn, batch.events, tenant_id=tenant, actor=actor, correlation_id=run.context.correlation_id
-    )
+    events = sealed.events
+    if len(added) < len(batch.wanted):  # some were in place already: not announced again
+        keep = list(range(sealed.ci_events))
+        for j, (_, (rid, _, _, _)) in enumerate(batch.wanted):
+            if rid in added:
+                keep.append(sealed.ci_events + j)
+        events = events.select(keep)
+    for index, (rid, type_, source, target) in batch.wanted:
+        if rid in added:
+            result = batch.results[index]
+            batch.results[index] = RowResult(result.line, result.kind, result.key, "created")
+            batch.seeds.add(membership.dependency_of(type_, source, target))
+    await outbox.insert_encoded(conn, events)
     services = [*batch.created.values(), *batch.updated.values()]
     for ci in (c for c in services if c.ci_class == "business_service"):
         await catalogue.announce_business_service(
@@ -454,3 +623,6 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
         )
     # Settled once when the import finishes: one walk instead of one per batch.
     await membership_repository.mark_pending(conn, tenant, sorted(batch.seeds))
+    await repository.record_rows(conn, tenant, run.id, batch.results)
+    counts = Counter(r.outcome for r in batch.results)
+    await repository.advance(conn, tenant, run.id, dict(counts), run.progress[0])

@@ -1,0 +1,43 @@
+"""Encoding a batch of events for the outbox ahead of its transaction (bulk writers)."""
+
+import json
+
+import pytest
+
+from shared import outbox
+from shared.events.catalogue import RelationshipAddedV1, RelationshipV1
+
+
+def added(n):
+    relationship = RelationshipV1(id=f"r{n}", type="runs_on", source_id=f"s{n}", target_id=f"t{n}")
+    return outbox.Pending(RelationshipAddedV1(relationship=relationship), f"r{n}", 1)
+
+
+def encoded(*numbers):
+    return outbox.encode_many(
+        [added(n) for n in numbers], tenant_id="acme", actor="bot", correlation_id="c-1"
+    )
+
+
+def test_an_encoded_batch_carries_each_events_columns_in_order_and_the_shared_headers_once():
+    batch = encoded(1, 2, 3)
+    assert len(batch) == 3
+    assert batch.subjects == ["r1", "r2", "r3"]
+    assert set(batch.types) == {"itsm.config.relationship.added.v1"}
+    assert [json.loads(p)["relationship"]["id"] for p in batch.payloads] == ["r1", "r2", "r3"]
+    shared = json.loads(batch.shared)
+    assert (shared["ce_tenantid"], shared["ce_actor"]) == ("acme", "bot")
+
+
+def test_selecting_from_an_encoded_batch_keeps_the_chosen_events_whole_and_in_order():
+    kept = encoded(1, 2, 3, 4).select([1, 3])
+    assert kept.subjects == ["r2", "r4"]
+    assert [json.loads(p)["relationship"]["source_id"] for p in kept.payloads] == ["s2", "s4"]
+    assert len(kept.topics) == len(kept.sequences) == len(kept.sources) == 2
+    assert (kept.tenant_id, kept.correlation_id) == ("acme", "c-1")
+
+
+def test_an_event_the_outbox_cannot_carry_is_refused_while_encoding():
+    bad = outbox.Pending(added(1).payload, "", 1)
+    with pytest.raises(ValueError, match="subject"):
+        outbox.encode_many([bad], tenant_id="acme", actor="bot")
