@@ -315,6 +315,18 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+# Every row up to the last claimed one, oldest first. The claimed rows are the oldest due
+# ones, so this is usually the claimed rows alone: one short range of the primary key, read
+# in order, instead of a probe per aggregate. Only rows held back (waiting for a retry, or
+# claimed by another relay) make it longer; past a limit, _EARLIER answers instead.
+_UP_TO = """
+SELECT message_key, position
+FROM outbox
+WHERE position <= $1
+ORDER BY position
+LIMIT $2
+"""
+
 # The rows of the claimed aggregates up to the last claimed one. Those this batch does not hold
 # (another relay has them, or they wait for a retry) block the claimed rows behind them, to
 # keep the order. The batch's own rows are told apart in Python: as a prepared statement's
@@ -409,10 +421,13 @@ class OutboxRelay:
         if not claimed:
             return []
         held = {r["position"] for r in claimed}
+        last = claimed[-1]["position"]
+        limit = 2 * len(claimed)
+        earlier = await conn.fetch(_UP_TO, last, limit)
+        if len(earlier) == limit:  # a backlog is held back: look up the claimed aggregates
+            earlier = await conn.fetch(_EARLIER, list({r["message_key"] for r in claimed}), last)
         blockers: dict[str, int] = {}
-        for r in await conn.fetch(
-            _EARLIER, list({r["message_key"] for r in claimed}), claimed[-1]["position"]
-        ):
+        for r in earlier:
             key, position = r["message_key"], r["position"]
             if position not in held and position < blockers.get(key, position + 1):
                 blockers[key] = position

@@ -207,3 +207,37 @@ async def test_an_event_waiting_for_a_retry_holds_back_later_events_of_its_aggre
     )
     assert [r["event_id"] for r in waiting] == [first, second.id]
     await fetch_as(pools["incident"], tenant, "DELETE FROM outbox WHERE message_key = $1", subject)
+
+
+async def test_a_long_backlog_waiting_for_retries_still_holds_back_later_events_of_its_aggregates(
+    infra, pools, producer, tenant
+):
+    start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
+    subject, other = str(uuid.uuid4()), str(uuid.uuid4())
+    backlog = [str(uuid.uuid4()) for _ in range(5)]
+    # Six rows wait for a retry, the aggregate's last: more than twice the relay's batch, so
+    # the relay looks the claimed aggregates up by key.
+    await write_events(pools["incident"], tenant, [*backlog, subject], per_subject=1)
+    assert await relay_for(pools, BrokenProducer(), max_backoff=3600).publish_batch() == 0
+    async with tenant_transaction(pools["incident"], tenant) as conn:
+        await outbox.append(conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=2, actor="t")
+        unrelated = await outbox.append(
+            conn, PAYLOAD, subject=other, tenant_id=tenant, sequence=1, actor="t"
+        )
+
+    await drain(relay_for(pools, producer, batch_size=2))
+    records = await published(infra, start, tenant, 1)
+    assert [from_kafka(r.value, r.headers).id for r in records] == [unrelated.id]
+    held = await fetch_as(
+        pools["incident"],
+        tenant,
+        "SELECT message_key, attempts FROM outbox WHERE message_key = $1 ORDER BY position",
+        subject,
+    )
+    assert [(r["message_key"], r["attempts"]) for r in held] == [(subject, 1), (subject, 0)]
+    await fetch_as(
+        pools["incident"],
+        tenant,
+        "DELETE FROM outbox WHERE message_key = ANY($1::text[])",
+        [subject, *backlog],
+    )
