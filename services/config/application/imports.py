@@ -251,16 +251,18 @@ async def _pipeline(
             writing = asyncio.create_task(_commit(pool, run, parsed, batch, metrics))
         if writing is not None:
             await writing
-    finally:
+    except BaseException as exc:
         # A failure while a batch is in flight: that batch commits or fails on its own first.
-        if writing is not None and not writing.done():
-            await asyncio.wait([writing])
-            if not writing.cancelled() and (error := writing.exception()) is not None:
+        if writing is not None:
+            if not writing.done():
+                await asyncio.wait([writing])
+            if not writing.cancelled() and (error := writing.exception()) not in (None, exc):
                 log.warning(
                     "the import batch in flight failed too",
                     exc_info=error,
                     extra={"import_id": str(run.id)},
                 )
+        raise
 
 
 async def _read(
