@@ -367,7 +367,7 @@ async def _commit(
     try:
         async with tenant_transaction(pool, tenant) as conn:
             await repository.lock_source(conn, tenant, run.source)
-            await _write(conn, run, batch)
+            counts = await _write(conn, run, batch)
     except (_Stale, asyncpg.UniqueViolationError) as exc:
         log.info(
             "import batch decided again under locks",
@@ -378,10 +378,10 @@ async def _commit(
             await repository.lock_source(conn, tenant, run.source)
             known, others = await _lookups(conn, run, parsed, {}, lock=True)
             batch = await _reconcile(run, parsed, known, others, yielding=False)
-            await _write(conn, run, batch)
+            counts = await _write(conn, run, batch)
     run.written.update(batch.written)
     if metrics is not None:
-        for outcome, n in Counter(r.outcome for r in batch.results).items():
+        for outcome, n in counts.items():
             metrics.import_rows.labels(outcome).inc(n)
         metrics.drift_events.inc(batch.drift)
     return redone
@@ -582,10 +582,11 @@ def _relationship_row(
     return RowResult(line, "relationship", row_key(row), "unchanged")
 
 
-async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
+async def _write(conn: Connection, run: _Run, batch: _Batch) -> Counter[str]:
     """Write the batch set-based, settle relationship outcomes, queue the events, record the
-    rows' outcomes and the import's progress. Raises _Stale (or the unique violation of an
-    external id claimed meanwhile) if what the batch was decided on changed."""
+    rows' outcomes and the import's progress; return the outcomes counted. Raises _Stale (or
+    the unique violation of an external id claimed meanwhile) if what the batch was decided on
+    changed."""
     tenant, actor = run.context.tenant_id, run.context.actor
     sealed = batch.sealed
     assert sealed is not None, "a batch is sealed as it is decided"
@@ -628,3 +629,4 @@ async def _write(conn: Connection, run: _Run, batch: _Batch) -> None:
     await repository.record_rows(conn, tenant, run.id, batch.results)
     counts = Counter(r.outcome for r in batch.results)
     await repository.advance(conn, tenant, run.id, dict(counts), run.progress[0])
+    return counts
