@@ -27,6 +27,7 @@ from shared.db import Connection, all_tenants_transaction
 from shared.events.binding import CONTENT_TYPE, Headers, encode_json, header_map
 from shared.events.catalogue import EventPayload, spec_of
 from shared.events.envelope import MAX_SUBJECT, Envelope, new_envelope
+from shared.ids import new_ids
 from shared.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class Pending:
 _PAYLOAD_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
 
 # One statement for a whole batch, positions in the batch's order. The attributes every event
-# of the batch shares come as one JSON object ($8); each event's own are added in SQL, where
-# the event id is also drawn, so that nothing is encoded twice.
+# of the batch shares come as one JSON object ($8); each event's own are added in SQL, so that
+# nothing is encoded twice. Event ids come from encode_many (time-ordered: shared/ids.py).
 _INSERT_MANY = """
 INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)
 SELECT x.e, $1, x.tp, x.k, x.et,
@@ -66,12 +67,12 @@ SELECT x.e, $1, x.tp, x.k, x.et,
            'ce_sequence', x.sq::text, 'ce_correlationid', coalesce(nullif($9, ''), x.e::text)),
        x.p
 FROM (
-    SELECT gen_random_uuid() AS e, u.*
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[])
-         WITH ORDINALITY AS u(tp, k, et, src, sq, p, n)
+    SELECT u.*
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[],
+                $10::uuid[])
+         WITH ORDINALITY AS u(tp, k, et, src, sq, p, e, n)
 ) x
 ORDER BY x.n
-RETURNING position, event_id
 """
 
 
@@ -150,6 +151,7 @@ class Encoded:
     sources: list[str]
     sequences: list[int]
     payloads: list[bytes]
+    ids: list[uuid.UUID]
 
     def __len__(self) -> int:
         return len(self.topics)
@@ -166,6 +168,7 @@ class Encoded:
             [self.sources[i] for i in indices],
             [self.sequences[i] for i in indices],
             [self.payloads[i] for i in indices],
+            [self.ids[i] for i in indices],
         )
 
 
@@ -185,7 +188,7 @@ def encode_many(
     as it is built. Raises ValueError for an event the outbox cannot carry.
     """
     if not events:
-        return Encoded(tenant_id, correlation_id, "{}", [], [], [], [], [], [])
+        return Encoded(tenant_id, correlation_id, "{}", [], [], [], [], [], [], [])
     now = datetime.now(UTC)
     first, _ = _row(
         events[0],
@@ -203,7 +206,9 @@ def encode_many(
     }
     if causation_id is not None:
         shared["ce_causationid"] = causation_id
-    encoded = Encoded(tenant_id, correlation_id, json.dumps(shared), [], [], [], [], [], [])
+    encoded = Encoded(
+        tenant_id, correlation_id, json.dumps(shared), [], [], [], [], [], [], new_ids(len(events))
+    )
     encode = _PAYLOAD_ENCODER.encode
     for pending in events:
         spec = spec_of(pending.payload)
@@ -229,7 +234,7 @@ async def insert_encoded(conn: Connection, encoded: Encoded) -> list[uuid.UUID]:
     _require_transaction(conn)
     if not encoded:
         return []
-    inserted = await conn.fetch(
+    await conn.execute(
         _INSERT_MANY,
         encoded.tenant_id,
         encoded.topics,
@@ -240,9 +245,9 @@ async def insert_encoded(conn: Connection, encoded: Encoded) -> list[uuid.UUID]:
         encoded.payloads,
         encoded.shared,
         encoded.correlation_id,
+        encoded.ids,
     )
-    # Positions are drawn in insertion order, which is the batch's.
-    return [r["event_id"] for r in sorted(inserted, key=lambda r: r["position"])]
+    return list(encoded.ids)
 
 
 async def append_many(

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from shared.ids import new_id
+
 # CloudEvents: `source` is a URI-reference; ours are `itsm/<service>`.
 SOURCE_PATTERN = r"^itsm/[a-z][a-z0-9-]*$"
 # Past-tense, versioned names: itsm.<domain>.<event>.v<N>
@@ -51,7 +53,7 @@ def new_envelope(
     time: datetime | None = None,
 ) -> Envelope:
     """Build an envelope with a fresh id; the event is its own correlation root if none is given."""
-    event_id = uuid.uuid4()
+    event_id = new_id()
     return Envelope(
         id=event_id,
         source=source,

@@ -29,9 +29,18 @@ def test_an_encoded_batch_carries_each_events_columns_in_order_and_the_shared_he
     assert (shared["ce_tenantid"], shared["ce_actor"]) == ("acme", "bot")
 
 
+def test_an_encoded_batch_draws_distinct_time_ordered_event_ids_in_the_batchs_order():
+    batch = encoded(1, 2, 3)
+    assert len(set(batch.ids)) == 3
+    assert batch.ids == sorted(batch.ids)
+    assert {i.version for i in batch.ids} == {7}
+
+
 def test_selecting_from_an_encoded_batch_keeps_the_chosen_events_whole_and_in_order():
-    kept = encoded(1, 2, 3, 4).select([1, 3])
+    batch = encoded(1, 2, 3, 4)
+    kept = batch.select([1, 3])
     assert kept.subjects == ["r2", "r4"]
+    assert kept.ids == [batch.ids[1], batch.ids[3]]
     assert [json.loads(p)["relationship"]["source_id"] for p in kept.payloads] == ["s2", "s4"]
     assert len(kept.topics) == len(kept.sequences) == len(kept.sources) == 2
     assert (kept.tenant_id, kept.correlation_id) == ("acme", "c-1")

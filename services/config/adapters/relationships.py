@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from shared.db import Connection
+from shared.ids import new_id
 
 _COLUMNS = "id, type, source_id, target_id, added_at, added_by, removed_at, removed_by"
 
@@ -67,7 +68,7 @@ async def add(
         " ON CONFLICT (tenant_id, source_id, type, target_id) WHERE removed_at IS NULL"
         f" DO NOTHING RETURNING {_COLUMNS}",
         tenant_id,
-        uuid.uuid4(),
+        new_id(),
         type_,
         source_id,
         target_id,

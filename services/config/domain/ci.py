@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.events.catalogue import CiCreatedV1, CiRetiredV1, CiStateV1, CiUpdatedV1
+from shared.ids import new_id
 
 # Fields a modification may change; the class of a CI never changes (register a new CI instead).
 EDITABLE = (
@@ -85,7 +86,7 @@ def register(
 ) -> tuple[ConfigurationItem, CiCreatedV1]:
     """A new CI at version 1, and the event that announces it."""
     ci = ConfigurationItem(
-        id=uuid.uuid4(),
+        id=new_id(),
         tenant_id=tenant_id,
         ci_class=ci_class,
         name=name,

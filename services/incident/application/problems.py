@@ -43,6 +43,7 @@ from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem as HttpProblem
 from shared.http.problems import not_found
+from shared.ids import new_id
 
 # How many incidents a trend suggestion lists (and links, when it opens a problem): the newest.
 TREND_SAMPLE = 100
@@ -233,7 +234,7 @@ async def create_problem(
             await projections.ci_by_id(conn, tenant, str(command.ci_id)) is None
         ):
             raise _field_problem(422, "ci_id", f"no configuration item {command.ci_id} is known")
-        problem_id = uuid.uuid4()
+        problem_id = new_id()
         number = await repository.next_number(conn, tenant, "problem")
         await _link_incidents(
             conn, problem_id, number, command.incidents, context, now, field="incidents"
@@ -377,7 +378,7 @@ async def request_change(
         for ci_id in ci_ids:
             if await projections.ci_by_id(conn, tenant, str(ci_id)) is None:
                 raise _field_problem(422, "ci_ids", f"no configuration item {ci_id} is known")
-        request_id = uuid.uuid4()
+        request_id = new_id()
         change = domain.request_change(
             problem,
             request_id=request_id,
@@ -526,7 +527,7 @@ async def _open_from_trend(
     else:
         service = await projections.service_by_id(conn, tenant, key)
         what = f"service {service.name if service else key}"
-    problem_id = uuid.uuid4()
+    problem_id = new_id()
     number = await repository.next_number(conn, tenant, "problem")
     linked = await _link_incidents(
         conn, problem_id, number, tuple(incidents), context, now, field="incidents", strict=False

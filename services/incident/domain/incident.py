@@ -21,6 +21,7 @@ from shared.events.catalogue import (
     IncidentUpdatedV1,
     MajorIncidentDeclaredV1,
 )
+from shared.ids import new_id
 
 # Fields a PATCH may change (state moves through transitions, priority through the matrix).
 EDITABLE = (
@@ -135,7 +136,7 @@ def log_incident(
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
     flagged = bool(fields.get("major_flagged", False))
     incident = Incident(
-        id=uuid.uuid4(),
+        id=new_id(),
         tenant_id=tenant_id,
         title=title,
         description=description,

@@ -27,6 +27,7 @@ from shared.events.catalogue import (
     ProblemIncidentLinkedV1,
     ProblemTransitionedV1,
 )
+from shared.ids import new_id
 
 Origin = Literal["manual", "trend"]
 # States in which a problem still explains incidents: nothing links to a closed or cancelled one.
@@ -145,7 +146,7 @@ def open_problem(
         raise ValueError("a problem needs a title")
     linked = tuple(dict.fromkeys(incidents))
     problem = Problem(
-        id=problem_id or uuid.uuid4(),
+        id=problem_id or new_id(),
         tenant_id=tenant_id,
         number=number,
         title=title,

@@ -49,6 +49,7 @@ from shared.events.catalogue import (
     RequestSubmittedV1,
     RequestTransitionedV1,
 )
+from shared.ids import new_id
 
 RECORD: Final = "service request"
 # Moves that must say what was done.
@@ -217,7 +218,7 @@ def submit(
         raise InvalidRequest(problems)
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
     request = ServiceRequest(
-        id=uuid.uuid4(),
+        id=new_id(),
         tenant_id=tenant_id,
         number=number,
         title=title,
