@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.config.adapters.imports import GROWN, READ_BY_BATCHES, analyze
+from services.config.application.imports import added_event
 from services.config.cli import ProgressBar
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
@@ -25,6 +26,7 @@ from services.config.domain.imports import (
     parse_object,
     reconcile,
 )
+from shared.events.catalogue import RelationshipAddedV1, RelationshipV1
 from shared.outbox import murmur2, partition_for
 
 
@@ -337,3 +339,16 @@ def test_the_relay_partitions_keys_as_kafkas_default_partitioner_does():
             partitions = list(range(count))
             expected = DefaultPartitioner()(key, partitions, partitions)
             assert partition_for(key, partitions) == expected
+
+
+def test_the_event_of_an_imported_relationship_carries_what_the_validated_event_would_dump():
+    rid, source, target = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pending = added_event(rid, "runs_on", source, target)
+    validated = RelationshipAddedV1(
+        relationship=RelationshipV1(
+            id=str(rid), type="runs_on", source_id=str(source), target_id=str(target)
+        )
+    )
+    assert pending.data == validated.model_dump(mode="json")
+    assert pending.payload == validated
+    assert (pending.subject, pending.sequence) == (str(rid), 1)

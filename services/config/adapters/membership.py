@@ -35,8 +35,8 @@ up(origin, ci) AS (
 )
 SELECT a.ci,
        coalesce(array_agg(DISTINCT u.ci ORDER BY u.ci)
-                FILTER (WHERE c.class = 'business_service'), '{}') AS services,
-       m.services AS previous,
+                FILTER (WHERE c.class = 'business_service'), '{}')::text[] AS services,
+       m.services::text[] AS previous,
        m.sequence
 FROM affected a
 LEFT JOIN up u ON u.origin = a.ci
@@ -47,7 +47,9 @@ GROUP BY a.ci, m.services, m.sequence
 
 
 # Every CI's set at once: walk down from every live business service. Only the CIs whose set
-# differs from the recorded one come back (a CI that lost every service, too).
+# differs from the recorded one come back (a CI that lost every service, too). Sets come back
+# as text (sorted as UUIDs): they are only passed on, in events and in `record`, and a large
+# walk returns millions of (CI, service) pairs.
 _ALL = """
 WITH RECURSIVE down(service, ci) AS (
     SELECT id, id FROM cis
@@ -66,8 +68,8 @@ recorded AS (
     SELECT ci_id, services, sequence FROM ci_service_membership WHERE tenant_id = $1
 )
 SELECT coalesce(f.ci, m.ci_id) AS ci,
-       coalesce(f.services, '{}') AS services,
-       m.services AS previous,
+       coalesce(f.services, '{}')::text[] AS services,
+       m.services::text[] AS previous,
        m.sequence
 FROM fresh f
 FULL JOIN recorded m ON m.ci_id = f.ci
@@ -75,14 +77,23 @@ WHERE coalesce(f.services, '{}') IS DISTINCT FROM coalesce(m.services, '{}')
 """
 
 
-async def supported_everywhere(
-    conn: Connection, tenant_id: str
-) -> list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]]:
-    """Like `supported`, for every CI of the tenant, but only those whose set changed."""
+# (ci, services now, services recorded, recorded sequence); service ids as text.
+Supported = tuple[uuid.UUID, list[str], list[str], int]
+
+
+# Memory for the walk's sorts and hash tables (the caller's transaction only): with the
+# server's default (4MB) the walk over 300,000 relationships, some 630,000 (service, CI)
+# pairs, spills to temporary files and takes twice as long (6.3 s instead of 3.3 s).
+WALK_WORK_MEM = "64MB"
+
+
+async def supported_everywhere(conn: Connection, tenant_id: str) -> list[Supported]:
+    """Like `supported`, for every CI of the tenant, but only those whose set changed.
+
+    Runs in the caller's transaction, with WALK_WORK_MEM for it."""
+    await conn.execute(f"SET LOCAL work_mem = '{WALK_WORK_MEM}'")
     rows = await conn.fetch(_ALL, tenant_id)
-    return [
-        (r["ci"], list(r["services"]), list(r["previous"] or []), r["sequence"] or 0) for r in rows
-    ]
+    return [(r[0], r[1], r[2] or [], r[3] or 0) for r in rows]
 
 
 async def mark_pending(conn: Connection, tenant_id: str, ci_ids: Sequence[uuid.UUID]) -> None:
@@ -119,18 +130,16 @@ async def lock_tenant(conn: Connection, tenant_id: str) -> None:
 
 async def supported(
     conn: Connection, tenant_id: str, seeds: Sequence[uuid.UUID]
-) -> list[tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]]:
+) -> list[Supported]:
     """(ci, services now, services recorded, recorded sequence) for every CI the seeds reach."""
     rows = await conn.fetch(_SUPPORTED, tenant_id, list(seeds))
-    return [
-        (r["ci"], list(r["services"]), list(r["previous"] or []), r["sequence"] or 0) for r in rows
-    ]
+    return [(r[0], r[1], r[2] or [], r[3] or 0) for r in rows]
 
 
 async def record(
     conn: Connection,
     tenant_id: str,
-    changes: Sequence[tuple[uuid.UUID, list[uuid.UUID], int]],
+    changes: Sequence[tuple[uuid.UUID, list[str], int]],
     now: datetime,
 ) -> None:
     """Store (ci, services, sequence) for CIs whose set changed (one statement)."""
@@ -147,7 +156,7 @@ async def record(
         [ci for ci, _, _ in changes],
         # Each set as an array literal: a list of lists would be one two-dimensional array,
         # which must be rectangular. UUIDs need no quoting inside one.
-        ["{" + ",".join(str(s) for s in services) + "}" for _, services, _ in changes],
+        ["{" + ",".join(services) + "}" for _, services, _ in changes],
         [sequence for _, _, sequence in changes],
         now,
     )

@@ -59,6 +59,7 @@ from shared.events.catalogue import (
     RelationshipV1,
 )
 from shared.http.context import RequestContext
+from shared.ids import new_id
 
 log = logging.getLogger(__name__)
 
@@ -447,18 +448,7 @@ def _seal(run: _Run, batch: _Batch) -> _Sealed:
     (those of relationships for every wanted one; the transaction keeps the added ones)."""
     created = list(batch.created.values())
     updated = list(batch.updated.values())
-    added = [
-        outbox.Pending(
-            RelationshipAddedV1(
-                relationship=RelationshipV1(
-                    id=str(rid), type=type_, source_id=str(source), target_id=str(target)
-                )
-            ),
-            str(rid),
-            1,
-        )
-        for _, (rid, type_, source, target) in batch.wanted
-    ]
+    added = [added_event(*wanted) for _, wanted in batch.wanted]
     return _Sealed(
         created=repository.CiColumns.of(created),
         updated=repository.CiColumns.of(updated),
@@ -472,6 +462,21 @@ def _seal(run: _Run, batch: _Batch) -> _Sealed:
         ),
         ci_events=len(batch.events),
     )
+
+
+def added_event(rid: uuid.UUID, type_: str, source: uuid.UUID, target: uuid.UUID) -> outbox.Pending:
+    """The `relationship.added` event of a relationship an import adds, built as data: its
+    fields were validated with the row, and an import builds hundreds of thousands."""
+    relationship: dict[str, Any] = {
+        "id": str(rid),
+        "type": type_,
+        "source_id": str(source),
+        "target_id": str(target),
+    }
+    payload = RelationshipAddedV1.model_construct(
+        relationship=RelationshipV1.model_construct(**relationship)
+    )
+    return outbox.Pending(payload, relationship["id"], 1, {"relationship": relationship})
 
 
 def _ci_row(
@@ -577,7 +582,7 @@ def _relationship_row(
         return RowResult(
             line, "relationship", row_key(row), "rejected", "target: the same CI as source"
         )
-    batch.wanted.append((len(batch.results), (uuid.uuid4(), row.type, ends[0], ends[1])))
+    batch.wanted.append((len(batch.results), (new_id(), row.type, ends[0], ends[1])))
     # Settled once the batch is written: created, or unchanged if it was in place.
     return RowResult(line, "relationship", row_key(row), "unchanged")
 

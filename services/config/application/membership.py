@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -30,7 +31,7 @@ def subject(ci_id: uuid.UUID) -> str:
     return f"membership/{ci_id}"
 
 
-Change = tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID], int]
+Change = membership.Supported
 
 # Above this many marked CIs, one walk down from every service is cheaper than walking up
 # from each CI (and from everything each one depends on).
@@ -77,6 +78,28 @@ async def settle(
         return await _publish(conn, tenant_id, changed, actor=actor, correlation_id=correlation_id)
 
 
+def announcement(
+    ci: uuid.UUID, services: list[str], previous: list[str], sequence: int
+) -> outbox.Pending:
+    """The event of a CI's new set, its payload built as data directly.
+
+    A settle after a large import announces tens of thousands of sets, some of hundreds of
+    services each; the sets come from the walk already as sorted text, so they are not
+    validated and dumped again (tests check that this is what the model would dump).
+    """
+    ci_id = str(ci)
+    payload = ServiceMembershipChangedV1.model_construct(
+        ci_id=ci_id, services=services, previous=previous, sequence=sequence
+    )
+    data: dict[str, Any] = {
+        "ci_id": ci_id,
+        "services": services,
+        "previous": previous,
+        "sequence": sequence,
+    }
+    return outbox.Pending(payload, subject(ci), sequence, data)
+
+
 async def sweep_loop(pool: asyncpg.Pool, interval: float) -> None:
     """Settle marks left behind (an import that crashed) every `interval` seconds."""
     while True:
@@ -106,19 +129,7 @@ async def _publish(
     await membership.record(conn, tenant_id, stored, datetime.now(UTC))
     await outbox.append_many(
         conn,
-        [
-            outbox.Pending(
-                ServiceMembershipChangedV1(
-                    ci_id=str(ci),
-                    services=[str(s) for s in services],
-                    previous=[str(s) for s in previous],
-                    sequence=seq,
-                ),
-                subject(ci),
-                seq,
-            )
-            for ci, services, previous, seq in bumped
-        ],
+        [announcement(ci, services, previous, seq) for ci, services, previous, seq in bumped],
         tenant_id=tenant_id,
         actor=actor,
         correlation_id=correlation_id,
