@@ -201,7 +201,9 @@ async def test_a_large_import_settles_membership_once_with_the_same_result_as_si
     assert await fetch_as(config.runtime.pool, tenant, "SELECT * FROM membership_pending") == []
 
     # A later single change walks from its seed only and agrees with the full walk.
-    vm = next(ci for ci in state if ci != service and state[ci] == [service])
+    [vm_row] = await fetch_as(config.runtime.pool, tenant, "SELECT id FROM cis WHERE name = 'vm7'")
+    vm = str(vm_row["id"])
+    assert state[vm] == [service]
     relationships = (await config.get(f"/cis/{vm}/relationships", headers=manager)).json()
     [link] = [r["id"] for r in relationships if r["removed_at"] is None]
     removed = await config.delete(f"/relationships/{link}", headers=manager)
