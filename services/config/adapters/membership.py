@@ -48,8 +48,8 @@ GROUP BY a.ci, m.services, m.sequence
 
 # Every CI's set at once: walk down from every live business service. Only the CIs whose set
 # differs from the recorded one come back (a CI that lost every service, too). Sets come back
-# as text (sorted as UUIDs): they are only passed on, in events and in `record`, and a large
-# walk returns millions of (CI, service) pairs.
+# as text (sorted as UUIDs): they are only passed on, in events and in `record`, and after a
+# large import they hold hundreds of thousands of service ids (630,000 for 300,000 relationships).
 _ALL = """
 WITH RECURSIVE down(service, ci) AS (
     SELECT id, id FROM cis
