@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from shared import outbox
-from shared.db import tenant_transaction
+from shared.db import all_tenants_transaction, tenant_transaction
 from shared.events.binding import from_kafka
 from shared.events.catalogue import INCIDENT_EVENTS, IncidentCreatedV1
 from shared.kafka import create_producer
@@ -241,3 +241,18 @@ async def test_a_long_backlog_waiting_for_retries_still_holds_back_later_events_
         "DELETE FROM outbox WHERE message_key = ANY($1::text[])",
         [subject, *backlog],
     )
+
+
+async def test_published_rows_are_deleted_by_address_whatever_plan_the_statement_caches(pools):
+    # A prepared statement's generic plan knows neither the array nor the backlog: by position,
+    # it scanned the whole outbox once per batch (seconds per batch behind a long backlog).
+    async with all_tenants_transaction(pools["incident"]) as conn:
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        statement = outbox._MARK_PUBLISHED.replace("$1::tid[]", "$1")
+        await conn.execute(f"PREPARE mark_published(tid[]) AS {statement}")
+        try:
+            plan = [r[0] for r in await conn.fetch("EXPLAIN EXECUTE mark_published('{}')")]
+        finally:
+            await conn.execute("DEALLOCATE mark_published")
+    assert any("Tid Scan on outbox" in line for line in plan), plan
+    assert not any("Seq Scan" in line for line in plan), plan
