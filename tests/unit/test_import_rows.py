@@ -5,16 +5,17 @@ import random
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.config.adapters.imports import GROWN, READ_BY_BATCHES, analyze
-from services.config.application.imports import added_event
+from services.config.application.imports import _TIME, added_event, created_event
 from services.config.cli import ProgressBar
 from services.config.domain import classes
-from services.config.domain.ci import ConfigurationItem
+from services.config.domain.ci import ConfigurationItem, created, register
 from services.config.domain.imports import (
     MAX_LINE_BYTES,
     TOO_LONG,
@@ -27,7 +28,7 @@ from services.config.domain.imports import (
     reconcile,
 )
 from shared.events.catalogue import RelationshipAddedV1, RelationshipV1
-from shared.outbox import murmur2, partition_for
+from shared.outbox import encode_data, murmur2, partition_for
 
 
 def current(**overrides):
@@ -352,3 +353,30 @@ def test_the_event_of_an_imported_relationship_carries_what_the_validated_event_
     assert pending.data == validated.model_dump(mode="json")
     assert pending.payload == validated
     assert (pending.subject, pending.sequence) == (str(rid), 1)
+
+
+@pytest.mark.parametrize("microsecond", [0, 123456])
+def test_the_event_of_an_imported_ci_is_what_the_validated_event_would_encode(microsecond):
+    now = datetime(2026, 11, 21, 9, 30, 5, microsecond, tzinfo=UTC)
+    ci = register(
+        tenant_id="t-1",
+        ci_class="server",
+        name='srv "1" \u00e9',
+        status="active",
+        owner_team=None,
+        criticality=2,
+        attributes={"hostname": "h1", "cpu_cores": 8, "tags": ["a", "b"]},
+        external_ids={"vcenter": "vm-1"},
+        controlled=False,
+        actor="importer",
+        now=now,
+    )
+    pending, state = created_event(ci, "vcenter", _TIME.dump_python(now, mode="json"))
+    validated = created(ci, source="vcenter")
+    dumped = validated.model_dump(mode="json")
+    # The bytes the outbox would have written for the validated event, and its state as the
+    # history keeps it, from one encoding.
+    assert pending.encoded == encode_data(dumped).encode()
+    assert json.loads(state) == dumped["ci"]
+    assert pending.payload == validated
+    assert (pending.subject, pending.sequence) == (str(ci.id), 1)

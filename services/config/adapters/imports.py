@@ -42,13 +42,14 @@ class RowResult(NamedTuple):
 class VersionEntry:
     """A CI version written by an import (attributed to its source).
 
-    `state` is the CI's state as JSON data when the caller has it already (from its event).
+    `state` is the CI's state as JSON text when the caller has encoded it already (for its
+    event).
     """
 
     ci: ConfigurationItem
     changed: list[str]
     reason: str
-    state: dict[str, Any] | None = None
+    state: str | None = None
 
 
 # JSON documents are encoded here, as text the statements cast, rather than by the pool's
@@ -123,7 +124,7 @@ class VersionColumns:
             [e.ci.version for e in entries],
             [e.ci.updated_at for e in entries],
             [
-                encode(e.ci.state().model_dump(mode="json") if e.state is None else e.state)
+                encode(e.ci.state().model_dump(mode="json")) if e.state is None else e.state
                 for e in entries
             ],
             # Field names (no commas), joined: a list would be read as another array dimension.

@@ -12,7 +12,7 @@ import asyncpg
 from services.config.adapters import cis as repository
 from services.config.application import catalogue, membership
 from services.config.domain import classes
-from services.config.domain.ci import CiRuleError, ConfigurationItem, modify, register
+from services.config.domain.ci import CiRuleError, ConfigurationItem, created, modify, register
 from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import CiClassDefinedV1, EventPayload
@@ -100,7 +100,7 @@ async def register_ci(
     """Validate against the class schema, store version 1, announce it."""
     async with tenant_transaction(pool, context.tenant_id) as conn:
         await _check_attributes(conn, context.tenant_id, command.ci_class, command.attributes)
-        ci, event = register(
+        ci = register(
             tenant_id=context.tenant_id,
             ci_class=command.ci_class,
             name=command.name,
@@ -113,6 +113,7 @@ async def register_ci(
             actor=context.actor,
             now=datetime.now(UTC),
         )
+        event = created(ci)
         await repository.insert(conn, ci)
         await _claim_external_ids(conn, ci)
         await repository.record_version(

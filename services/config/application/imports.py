@@ -25,10 +25,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import asyncpg
 from jsonschema.protocols import Validator
+from pydantic import TypeAdapter
 
 from services.config.adapters import cis as cis_repository
 from services.config.adapters import imports as repository
@@ -53,6 +55,8 @@ from services.config.metrics import ConfigMetrics
 from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import (
+    CiCreatedV1,
+    CiStateV1,
     DriftDetectedV1,
     ImportCompletedV1,
     RelationshipAddedV1,
@@ -60,6 +64,7 @@ from shared.events.catalogue import (
 )
 from shared.http.context import RequestContext
 from shared.ids import new_id
+from shared.outbox import encode_data
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,8 @@ READ_SLICE = 100
 # Rows decided between two yields while the batch before is written: that batch's next
 # statement goes out soon after the database answers the last one.
 DECIDE_SLICE = 20
+# How events write times (pydantic's JSON form of a datetime).
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
 class ImportInterrupted(Exception):
@@ -147,6 +154,11 @@ class _Batch:
     read_versions: dict[uuid.UUID, int] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     sealed: _Sealed | None = None
+
+    @cached_property
+    def stamp(self) -> str:
+        """`now` as events write times (the versions this batch writes are all of `now`)."""
+        return _TIME.dump_python(self.now, mode="json")  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -479,6 +491,32 @@ def added_event(rid: uuid.UUID, type_: str, source: uuid.UUID, target: uuid.UUID
     return outbox.Pending(payload, relationship["id"], 1, {"relationship": relationship})
 
 
+def created_event(ci: ConfigurationItem, source: str, stamp: str) -> tuple[outbox.Pending, str]:
+    """The `ci.created` event of a CI an import registers, built as data (its fields were
+    validated with the row), and the CI's state as JSON text: encoded once, for the event and
+    for the history. `stamp` is the CI's `updated_at` as events write times."""
+    state: dict[str, Any] = {
+        "id": str(ci.id),
+        "ci_class": ci.ci_class,
+        "name": ci.name,
+        "status": ci.status,
+        "owner_team": ci.owner_team,
+        "criticality": ci.criticality,
+        "attributes": ci.attributes,
+        "external_ids": ci.external_ids,
+        "controlled": ci.controlled,
+        "version": ci.version,
+        "updated_at": stamp,
+        "updated_by": ci.updated_by,
+    }
+    text = encode_data(state)
+    state["updated_at"] = ci.updated_at
+    payload = CiCreatedV1.model_construct(ci=CiStateV1.model_construct(**state), source=source)
+    # What encode_data makes of the payload's dump: its keys sorted, "ci" before "source".
+    encoded = f'{{"ci":{text},"source":{encode_data(source)}}}'.encode()
+    return outbox.Pending(payload, str(ci.id), ci.version, encoded=encoded), text
+
+
 def _ci_row(
     run: _Run,
     batch: _Batch,
@@ -498,7 +536,7 @@ def _ci_row(
         problem = run.attribute_problem(row.ci_class, row.attributes or {})
         if problem:
             return RowResult(line, "ci", key, "rejected", problem)
-        ci, event = register(
+        ci = register(
             tenant_id=run.context.tenant_id,
             ci_class=row.ci_class,
             name=row.name,
@@ -510,15 +548,14 @@ def _ci_row(
             controlled=False,
             actor=actor,
             now=now,
-            source=run.source,
         )
         known[key] = batch.touched[key] = ci
         batch.created[ci.id] = ci
         batch.claims.append((key, ci.id))
-        # Dumped once: the event carries the state that the history keeps.
-        data = event.model_dump(mode="json")
-        batch.versions.append(VersionEntry(ci, ["created"], run.reason, data["ci"]))
-        batch.events.append(outbox.Pending(event, str(ci.id), ci.version, data))
+        # Encoded once: the event carries the state that the history keeps.
+        event, state = created_event(ci, run.source, batch.stamp)
+        batch.versions.append(VersionEntry(ci, ["created"], run.reason, state))
+        batch.events.append(event)
         if ci.ci_class == "business_service":
             batch.seeds.add(ci.id)
         return RowResult(line, "ci", key, "created", ci_id=ci.id)
@@ -553,7 +590,7 @@ def _ci_row(
         batch.updated[ci.id] = ci
         batch.read_versions.setdefault(ci.id, current.version)
     data = outcome.event.model_dump(mode="json")
-    batch.versions.append(VersionEntry(ci, outcome.changed, run.reason, data["ci"]))
+    batch.versions.append(VersionEntry(ci, outcome.changed, run.reason, encode_data(data["ci"])))
     batch.events.append(outbox.Pending(outcome.event, str(ci.id), ci.version, data))
     if ci.status == "retired":
         batch.seeds.add(ci.id)

@@ -82,10 +82,9 @@ def register(
     controlled: bool,
     actor: str,
     now: datetime,
-    source: str | None = None,
-) -> tuple[ConfigurationItem, CiCreatedV1]:
-    """A new CI at version 1, and the event that announces it."""
-    ci = ConfigurationItem(
+) -> ConfigurationItem:
+    """A new CI at version 1 (`created` gives the event that announces it)."""
+    return ConfigurationItem(
         id=new_id(),
         tenant_id=tenant_id,
         ci_class=ci_class,
@@ -101,7 +100,11 @@ def register(
         updated_at=now,
         updated_by=actor,
     )
-    return ci, CiCreatedV1(ci=ci.state(), source=source)
+
+
+def created(ci: ConfigurationItem, source: str | None = None) -> CiCreatedV1:
+    """The event that announces a newly registered CI (`source`: the discovery source)."""
+    return CiCreatedV1(ci=ci.state(), source=source)
 
 
 @dataclass(frozen=True)
