@@ -152,18 +152,9 @@ class ServiceRuntime:
         for consumer in self.consumers:
             consumer.subscribe(self.broker)
         await self.broker.start()
-        if self.definition.publishes:
-            self.relay = OutboxRelay(
-                pool=self._pool,
-                producer=self._producer,
-                metrics=self.metrics,
-                schema=name,
-                batch_size=s.outbox_batch_size,
-                poll_interval=s.outbox_poll_interval_seconds,
-                max_backoff=s.outbox_max_backoff_seconds,
-                metrics_interval=s.outbox_metrics_interval_seconds,
-            )
-            self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{name}-outbox-relay"))
+        if self.definition.publishes and s.outbox_relay == "embedded":
+            self.relay, task = start_relay(name, s, self._pool, self._producer, self.metrics)
+            self._tasks.append(task)
         if "idempotency" in self.definition.shared_components:
             self._tasks.append(
                 asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping")
@@ -198,30 +189,12 @@ class ServiceRuntime:
             self._pool = None
 
     async def _bounded(self, step: str, awaitable: Awaitable[object]) -> bool:
-        """Await one shutdown step for at most STOP_STEP_SECONDS; False if it had to give up."""
-        future = asyncio.ensure_future(awaitable)
-        done, _ = await asyncio.wait({future}, timeout=STOP_STEP_SECONDS)
-        extra = {"service": self.definition.name, "step": step}
-        if not done:
-            future.cancel()
-            log.warning("shutdown step did not finish in time; going on", extra=extra)
-            return False
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("shutdown step failed", extra=extra, exc_info=future.exception())
-        return True
+        return await bounded(self.definition.name, step, awaitable)
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state: "ok" or what is wrong."""
-        checks = {"database": "ok", "migrations": "ok", "kafka": "ok"}
-        try:
-            async with asyncio.timeout(2):
-                async with self.pool.acquire() as conn:
-                    pending = await pending_migrations(conn, self._known_migrations)
-            if pending:
-                checks["migrations"] = f"{pending} pending"
-        except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-            checks["migrations"] = "unknown"
+        checks = await database_checks(self.pool, self._known_migrations)
+        checks["kafka"] = "ok"
         if self.broker is None or not await self.broker.ping(timeout=2):
             checks["kafka"] = "unreachable"
         elif self.revocation_listener is None or not self.revocation_listener.following:
@@ -239,11 +212,145 @@ class ServiceRuntime:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 
+async def bounded(service: str, step: str, awaitable: Awaitable[object]) -> bool:
+    """Await one shutdown step for at most STOP_STEP_SECONDS; False if it had to give up."""
+    future = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({future}, timeout=STOP_STEP_SECONDS)
+    extra = {"service": service, "step": step}
+    if not done:
+        future.cancel()
+        log.warning("shutdown step did not finish in time; going on", extra=extra)
+        return False
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("shutdown step failed", extra=extra, exc_info=future.exception())
+    return True
+
+
+def start_relay(
+    name: str,
+    settings: ServiceSettings,
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    metrics: PlatformMetrics,
+) -> tuple[OutboxRelay, asyncio.Task[None]]:
+    """The service's outbox relay, running as a task until cancelled."""
+    relay = OutboxRelay(
+        pool=pool,
+        producer=producer,
+        metrics=metrics,
+        schema=name,
+        batch_size=settings.outbox_batch_size,
+        poll_interval=settings.outbox_poll_interval_seconds,
+        max_backoff=settings.outbox_max_backoff_seconds,
+        metrics_interval=settings.outbox_metrics_interval_seconds,
+    )
+    return relay, asyncio.create_task(relay.run(), name=f"{name}-outbox-relay")
+
+
+async def database_checks(pool: asyncpg.Pool, known: frozenset[tuple[str, int]]) -> dict[str, str]:
+    """Readiness of the database: reachable, and every known migration applied."""
+    checks = {"database": "ok", "migrations": "ok"}
+    try:
+        async with asyncio.timeout(2):
+            async with pool.acquire() as conn:
+                pending = await pending_migrations(conn, known)
+        if pending:
+            checks["migrations"] = f"{pending} pending"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["migrations"] = "unknown"
+    return checks
+
+
+class RelayRuntime:
+    """A service's outbox relay as a process of its own (`python -m services.<name> relay`).
+
+    It needs the service's database role and Kafka user, and nothing else: the service writes
+    the outbox (with OUTBOX_RELAY=separate it does not relay it itself), this process publishes
+    it. Several may run: rows are claimed with SKIP LOCKED, and a row never overtakes an
+    earlier row of its aggregate. Its HTTP server has only /health/live, /health/ready and
+    /metrics (the outbox metrics), on OUTBOX_RELAY_HTTP_PORT.
+    """
+
+    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
+        if not definition.publishes:
+            raise ValueError(f"the {definition.name} service writes no outbox: nothing to relay")
+        self.definition = definition
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = PlatformMetrics(self.registry, TenantLabel(settings.metrics_tenants))
+        self._known_migrations = known_versions(definition.migration_sources())
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to the database and Kafka, then relay until stopped."""
+        s = self.settings
+        name = self.definition.name
+        kafka = kafka_options(s)
+        # The relay holds one connection for LISTEN and uses one per batch (two for headroom).
+        self._pool = await create_pool(
+            s.database_url.get_secret_value(),
+            schema=name,
+            application_name=f"itsm-{name}-relay",
+            min_size=1,
+            max_size=3,
+        )
+        self._producer = create_producer(
+            s.kafka_bootstrap_servers, f"{s.client_id}-relay", security=kafka
+        )
+        await self._producer.start()
+        self.relay, self._task = start_relay(name, s, self._pool, self._producer, self.metrics)
+        log.info("outbox relay started", extra={"service": name})
+
+    async def stop(self) -> None:
+        """Stop relaying (a batch in flight is rolled back and published again later)."""
+        name = self.definition.name
+        if self._task is not None:
+            self._task.cancel()
+            await bounded(name, "outbox relay", self._task)
+            self._task = None
+        if self._producer is not None:
+            await bounded(name, "kafka producer", self._producer.stop())
+            self._producer = None
+        if self._pool is not None:
+            if not await bounded(name, "database pool", self._pool.close()):
+                self._pool.terminate()
+            self._pool = None
+
+    async def readiness(self) -> dict[str, str]:
+        """Database and migrations as the service's, Kafka reachable, the relay running."""
+        if self._pool is None or self._producer is None:
+            return {"database": "not started", "migrations": "unknown", "kafka": "not started"}
+        checks = await database_checks(self._pool, self._known_migrations)
+        try:
+            async with asyncio.timeout(2):
+                await self._producer.client.fetch_all_metadata()
+            checks["kafka"] = "ok"
+        except Exception as exc:
+            checks["kafka"] = f"unreachable: {type(exc).__name__}"
+        task = self._task
+        checks["relay"] = "ok" if task is not None and not task.done() else "stopped"
+        return checks
+
+
 async def runtime_of(request: Request) -> ServiceRuntime:
     """The runtime serving a request (a FastAPI dependency; async, so that FastAPI does not
     hand every request to a worker thread just to read an attribute)."""
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
+
+
+def build_relay_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
+    """The ASGI app of a separate outbox relay process: health and metrics around the relay."""
+    return create_app(
+        RelayRuntime(definition, settings),
+        (),
+        title=f"ITSM {definition.name} outbox relay",
+        version=definition.version,
+    )
 
 
 def build_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
@@ -270,9 +377,12 @@ async def migrate_only(definition: ServiceDefinition, settings: ServiceSettings)
 
 
 def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> None:
-    """Command line of a service: `serve` (default) or `migrate`."""
+    """Command line of a service: `serve` (default), `migrate`, or `relay` (its outbox relay as
+    a process of its own, beside services started with OUTBOX_RELAY=separate)."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{definition.name}")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "migrate", "relay"]
+    )
     args = parser.parse_args(argv)
     settings = definition.settings_class()
     configure_logging(definition.name, settings.log_level)
@@ -280,11 +390,16 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         applied = asyncio.run(migrate_only(definition, settings))
         log.info("migrations applied", extra={"applied": applied})
         return
-    app = build_app(definition, settings)
+    if args.command == "relay":
+        if not definition.publishes:
+            parser.error(f"the {definition.name} service writes no outbox: nothing to relay")
+        app, port = build_relay_app(definition, settings), settings.relay_http_port
+    else:
+        app, port = build_app(definition, settings), settings.http_port
     config = uvicorn.Config(
         app,
         host=settings.http_host,
-        port=settings.http_port,
+        port=port,
         log_config=None,
         lifespan="on",
         loop="uvloop",  # both are dependencies; explicit, so that a broken install fails loudly

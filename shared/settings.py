@@ -22,6 +22,9 @@ GLOBAL_FALLBACKS = (
     "METRICS_TENANTS",
 )
 
+# A separate outbox relay serves its health and metrics here, past the service's HTTP port.
+RELAY_PORT_OFFSET = 100
+
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
 
@@ -81,6 +84,20 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
     outbox_metrics_interval_seconds: float = Field(default=5.0, gt=0)
+    outbox_relay: Literal["embedded", "separate"] = Field(
+        default="embedded",
+        description=(
+            "`embedded`: the service process relays its outbox to Kafka. `separate`: it only"
+            " writes the outbox, and `python -m services.<name> relay` relays it in a process"
+            " of its own (on its own CPU core: bulk writes such as discovery imports go faster)."
+        ),
+    )
+    outbox_relay_http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Where a separate relay serves health and metrics (default HTTP_PORT + 100).",
+    )
 
     consumer_max_records: int = Field(default=1000, ge=1, le=10_000)
 
@@ -103,6 +120,15 @@ class ServiceSettings(BaseSettings):
             if field not in data and name in os.environ:
                 data[field] = os.environ[name]
         return data
+
+    @property
+    def relay_http_port(self) -> int:
+        """The port of a separate relay process's health and metrics endpoints."""
+        if self.outbox_relay_http_port is not None:
+            return self.outbox_relay_http_port
+        if self.http_port == 0:
+            return 0  # the service's port is picked by the system: so is the relay's
+        return min(self.http_port + RELAY_PORT_OFFSET, 65535)
 
     @property
     def client_id(self) -> str:

@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import DEFAULT_HTTP_PORTS, LocalPlatform
+from shared.devstack.platform import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES, LocalPlatform
 
 
 def run(state_dir: Path, kafka_scram: bool = False) -> int:
-    """Start Kafka, PostgreSQL and the four services; print where they listen; stop on Ctrl-C.
+    """Start Kafka, PostgreSQL, the four services and the outbox relays of the three that publish
+    (each a process of its own, as deployed); print where they listen; stop on Ctrl-C.
 
     With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own
     user (passwords in the state folder's kafka-users.json), as in production.
@@ -25,16 +26,16 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
         print("starting Kafka and PostgreSQL ...", flush=True)
         infra = platform.start_infra()
         print("starting the services ...", flush=True)
-        services = platform.start_services(infra, DEFAULT_HTTP_PORTS)
+        services = platform.start_services(
+            infra, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
+        )
         print()
         mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
         print(f"  Kafka       {infra.bootstrap_servers}  ({mode})")
         print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
         for service in services:
-            print(
-                f"  {service.name:<11} {service.url}   docs {service.url}/docs"
-                f"   log {service.log_path}"
-            )
+            docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
+            print(f"  {service.name:<14} {service.url}{docs}   log {service.log_path}")
         issuer = infra.keys.issuer()
         day = 24 * 3600
         admin = issuer.mint(

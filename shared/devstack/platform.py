@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -22,8 +22,12 @@ from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
 from shared.kafka import ensure_topics, security_options
 from shared.provision import DEFAULT_DATABASE, SERVICES, dsn_for, provision
+from shared.settings import RELAY_PORT_OFFSET
 
 DEFAULT_HTTP_PORTS = {"incident": 8001, "change": 8002, "config": 8003, "reporting": 8004}
+# The services that write events through an outbox (their definitions' `publishes`), whose
+# relay can run as a process of its own.
+PUBLISHING_SERVICES = ("incident", "change", "config")
 
 
 @dataclass
@@ -191,37 +195,77 @@ class LocalPlatform:
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 60.0,
         replicas: int = 1,
+        separate_relays: Collection[str] = (),
     ) -> list[ServiceProcess]:
         """Start each service as `python -m services.<name>` and wait until it is ready.
 
         With `replicas` > 1, each service runs that many processes, as a deployment scales it
         out: replica r listens on its port + r and logs to `<name>-<r + 1>.log` (the first one
-        keeps `<name>.log`); they share the database and the consumer groups."""
+        keeps `<name>.log`); they share the database and the consumer groups.
+
+        The services named in `separate_relays` run with OUTBOX_RELAY=separate, and their outbox
+        relay as one more process (`python -m services.<name> relay`, named `<name>-relay`,
+        health and metrics on the service's port + RELAY_PORT_OFFSET), as the deployments run
+        them."""
         ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
-        log_dir = self.state_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        base_env = {k: v for k, v in self.environ.items() if not k.endswith("_DATABASE_URL")}
-        base_env["PYTHONPATH"] = str(REPO_ROOT)
         started = []
         for name, first_port in ports.items():
+            extra = dict(extra_env or {})
+            if name in separate_relays:
+                extra[f"{name.upper()}_OUTBOX_RELAY"] = "separate"
             for replica in range(replicas):
                 port = first_port + replica
                 suffix = "" if replica == 0 else f"-{replica + 1}"
-                log_path = log_dir / f"{name}{suffix}.log"
-                log_file = log_path.open("ab")
-                env = {**base_env, **infra.service_env(name, port, extra_env or {})}
-                process = subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-m", f"services.{name}"],
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                )
-                started.append(ServiceProcess(name, port, process, log_path, log_file))
+                env = infra.service_env(name, port, extra)
+                started.append(self._launch(name, f"{name}{suffix}", port, env))
+            if name in separate_relays:
+                started.append(self._launch_relay(infra, name, first_port, extra))
         self.services.extend(started)
         for service in started:
             wait_ready(service, timeout)
         return started
+
+    def start_relay(
+        self,
+        infra: Infra,
+        name: str,
+        service_port: int,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> ServiceProcess:
+        """Start one more outbox relay process of a service started with separate relays."""
+        extra = {f"{name.upper()}_OUTBOX_RELAY": "separate", **dict(extra_env or {})}
+        relay = self._launch_relay(infra, name, service_port, extra)
+        self.services.append(relay)
+        wait_ready(relay, timeout)
+        return relay
+
+    def _launch_relay(
+        self, infra: Infra, name: str, service_port: int, extra: Mapping[str, str]
+    ) -> ServiceProcess:
+        relay_port = service_port + RELAY_PORT_OFFSET
+        env = infra.service_env(name, service_port, extra)
+        env[f"{name.upper()}_OUTBOX_RELAY_HTTP_PORT"] = str(relay_port)
+        return self._launch(name, f"{name}-relay", relay_port, env, "relay")
+
+    def _launch(
+        self, name: str, label: str, port: int, env: Mapping[str, str], *command: str
+    ) -> ServiceProcess:
+        """`python -m services.<name> [command]` with the environment, logging to <label>.log."""
+        log_dir = self.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        base_env = {k: v for k, v in self.environ.items() if not k.endswith("_DATABASE_URL")}
+        base_env["PYTHONPATH"] = str(REPO_ROOT)
+        log_path = log_dir / f"{label}.log"
+        log_file = log_path.open("ab")
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", f"services.{name}", *command],
+            cwd=REPO_ROOT,
+            env={**base_env, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        return ServiceProcess(label, port, process, log_path, log_file)
 
     def stop(self) -> None:
         """Stop the services, then Kafka and PostgreSQL if this platform started them."""

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, get_args, get_origin
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.params import Form
@@ -23,7 +23,23 @@ from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
 
 if TYPE_CHECKING:
-    from shared.service import ServiceRuntime
+    from prometheus_client import CollectorRegistry
+
+    from shared.settings import ServiceSettings
+
+
+class Runtime(Protocol):
+    """What the app needs of the process it serves: a service, or a separate outbox relay."""
+
+    settings: ServiceSettings
+    metrics: PlatformMetrics
+    registry: CollectorRegistry
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def readiness(self) -> dict[str, str]: ...
 
 
 class ObservabilityMiddleware:
@@ -69,7 +85,7 @@ class ObservabilityMiddleware:
             )
 
 
-def operations_router(runtime: ServiceRuntime) -> APIRouter:
+def operations_router(runtime: Runtime) -> APIRouter:
     """`/health/live`, `/health/ready` and `/metrics`: unauthenticated, for orchestrators."""
     router = APIRouter(tags=["operations"])
 
@@ -97,9 +113,7 @@ def operations_router(runtime: ServiceRuntime) -> APIRouter:
     return router
 
 
-def create_app(
-    runtime: ServiceRuntime, routers: Sequence[APIRouter], **fastapi_args: Any
-) -> FastAPI:
+def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: Any) -> FastAPI:
     """A service's app: its runtime started in the lifespan, shared conventions, its routes."""
 
     @asynccontextmanager

@@ -75,3 +75,22 @@ def test_empty_kafka_security_variables_mean_unset(monkeypatch):
     settings = IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
     assert settings.kafka_ssl_cafile is None
     assert settings.kafka_sasl_username is None
+
+
+def test_the_outbox_is_relayed_inside_the_service_unless_told_to_run_it_separately(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("INCIDENT_HTTP_PORT", "9101")
+    settings = IncidentSettings()
+    assert settings.outbox_relay == "embedded"
+    assert settings.relay_http_port == 9201  # a separate relay's health and metrics
+    monkeypatch.setenv("INCIDENT_OUTBOX_RELAY", "separate")
+    monkeypatch.setenv("INCIDENT_OUTBOX_RELAY_HTTP_PORT", "9300")
+    settings = IncidentSettings()
+    assert (settings.outbox_relay, settings.relay_http_port) == ("separate", 9300)
+
+
+def test_an_unknown_relay_mode_is_a_clear_error_naming_the_setting(monkeypatch):
+    monkeypatch.setenv("INCIDENT_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("INCIDENT_OUTBOX_RELAY", "sidecar")
+    with pytest.raises(ValidationError, match="outbox_relay"):
+        IncidentSettings()
