@@ -265,9 +265,9 @@ async def database_checks(pool: asyncpg.Pool, known: frozenset[tuple[str, int]])
 class RelayRuntime:
     """A service's outbox relay as a process of its own (`python -m services.<name> relay`).
 
-    It needs the service's database role and Kafka user, and nothing else: the service writes
-    the outbox (with OUTBOX_RELAY=separate it does not relay it itself), this process publishes
-    it. Several may run: rows are claimed with SKIP LOCKED, and a row never overtakes an
+    It reads the service's settings (give it the service's environment) and uses only its
+    database role and Kafka user: the service writes the outbox (with OUTBOX_RELAY=separate it
+    does not relay it itself), this process publishes it. Several may run: rows are claimed with SKIP LOCKED, and a row never overtakes an
     earlier row of its aggregate. Its HTTP server has only /health/live, /health/ready and
     /metrics (the outbox metrics), on OUTBOX_RELAY_HTTP_PORT.
     """
