@@ -267,9 +267,10 @@ class RelayRuntime:
 
     It reads the service's settings (give it the service's environment) and uses only its
     database role and Kafka user: the service writes the outbox (with OUTBOX_RELAY=separate it
-    does not relay it itself), this process publishes it. Several may run: rows are claimed with SKIP LOCKED, and a row never overtakes an
-    earlier row of its aggregate. Its HTTP server has only /health/live, /health/ready and
-    /metrics (the outbox metrics), on OUTBOX_RELAY_HTTP_PORT.
+    does not relay it itself), this process publishes it. Several may run: rows are claimed
+    with SKIP LOCKED, and a row never overtakes an earlier row of its aggregate. Its HTTP
+    server has only /health/live, /health/ready and /metrics (the outbox metrics), on
+    OUTBOX_RELAY_HTTP_PORT.
     """
 
     def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
@@ -290,7 +291,7 @@ class RelayRuntime:
         s = self.settings
         name = self.definition.name
         kafka = kafka_options(s)
-        # The relay holds one connection for LISTEN and uses one per batch (two for headroom).
+        # One connection LISTENs, one carries the batch in flight, one counts the backlog.
         self._pool = await create_pool(
             s.database_url.get_secret_value(),
             schema=name,

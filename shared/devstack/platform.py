@@ -243,9 +243,9 @@ class LocalPlatform:
     def _launch_relay(
         self, infra: Infra, name: str, service_port: int, extra: Mapping[str, str]
     ) -> ServiceProcess:
-        relay_port = service_port + RELAY_PORT_OFFSET
+        # The service's environment: its HTTP_PORT gives the relay's default port.
         env = infra.service_env(name, service_port, extra)
-        env[f"{name.upper()}_OUTBOX_RELAY_HTTP_PORT"] = str(relay_port)
+        relay_port = service_port + RELAY_PORT_OFFSET
         return self._launch(name, f"{name}-relay", relay_port, env, "relay")
 
     def _launch(
