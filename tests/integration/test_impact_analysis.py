@@ -117,6 +117,39 @@ async def test_several_paths_to_the_same_ci_are_all_reported(config, manager, es
     assert len(billing["paths"]) == 2
 
 
+async def test_paths_come_shortest_first_and_items_by_depth_criticality_and_name(
+    config, manager, estate
+):
+    await relate(config, manager, estate["billing-app"], "depends_on", estate["payroll-app"])
+    found = await impact(config, manager, estate["payroll-db"])
+    assert [(i["name"], i["depth"]) for i in found["items"]] == [
+        ("billing-app", 1),
+        ("payroll-app", 1),
+        ("Payroll", 2),
+        ("Billing", 2),
+    ]
+    billing = found["items"][3]
+    assert billing["paths"] == [
+        [estate["payroll-db"], estate["billing-app"], estate["billing"]],
+        [estate["payroll-db"], estate["payroll-app"], estate["billing-app"], estate["billing"]],
+    ]
+    assert [s["name"] for s in found["business_services"]] == ["Payroll", "Billing"]
+
+
+async def test_names_with_quotes_backslashes_controls_and_non_ascii_come_back_intact(
+    config, manager
+):
+    awkward = 'say "hi" \\ C:\\temp\tcol\nline \u00fcml\u00e4ut \u2713 </script>'
+    server = await ci(config, manager, "server", "plain")
+    app = await ci(config, manager, "application", awkward)
+    await relate(config, manager, app, "runs_on", server)
+    found = await impact(config, manager, server)
+    assert [(i["id"], i["name"], i["class"], i["status"]) for i in found["items"]] == [
+        (app, awkward, "application", "active")
+    ]
+    assert found["items"][0]["paths"] == [[server, app]]
+
+
 async def test_a_cycle_is_walked_once_and_ends(config, manager):
     a = await ci(config, manager, "application", "a")
     b = await ci(config, manager, "application", "b")

@@ -13,10 +13,18 @@ _COLUMNS = "id, type, source_id, target_id, added_at, added_by, removed_at, remo
 
 # Every path from the origin, walking up (to what depends on it) or down (to what it depends
 # on). A CI already on a path is not visited again (cycle-safe); depth is capped; the LIMIT
-# stops the recursion itself once enough paths were found. The answer is built as JSON here,
-# in PostgreSQL: each reached CI once, with its shortest depth and its paths (shortest first),
-# sorted by depth, criticality and name; and the business services among them. Large answers
-# (thousands of CIs) then cost the service nothing but passing text through.
+# stops the recursion itself once enough paths were found. The answer is built here, in
+# PostgreSQL, as JSON text: each reached CI once, with its shortest depth and its paths
+# (shortest first), sorted by depth, criticality, name and id; and the business services among
+# them. Large answers (thousands of CIs, a megabyte) then cost the service nothing but passing
+# text through.
+# The text is concatenated rather than built with json_build_object/json_agg: for the
+# largest answers that takes about a third less time in the database (benchmark in the
+# config README). Every value is safe by construction: ids are uuids, numbers are integers,
+# and the free texts (class, name, status) go through to_json. `paths` relies on its input
+# being sorted (ci, depth, path) by the subquery, which PostgreSQL's documentation names as
+# the way to order an aggregate's input without sorting every group again ("Aggregate
+# Expressions"); nothing between the sort and the aggregate could reorder it.
 _WALK = """
 WITH RECURSIVE walk(ci, depth, path) AS (
     SELECT $2::uuid, 0, ARRAY[$2::uuid]
@@ -31,20 +39,22 @@ WITH RECURSIVE walk(ci, depth, path) AS (
 ), shown AS (
     SELECT ci, depth, path FROM found LIMIT $4
 ), reached AS (
-    SELECT ci, min(depth) AS depth, json_agg(path ORDER BY depth, path) AS paths
-    FROM shown GROUP BY ci
+    SELECT ci, min(depth) AS depth,
+           string_agg('["' || array_to_string(path, '","') || '"]', ',') AS paths
+    FROM (SELECT ci, depth, path FROM shown ORDER BY ci, depth, path) sorted
+    GROUP BY ci
 ), items AS (
-    SELECT json_build_object('id', c.id, 'class', c.class, 'name', c.name,
-               'criticality', c.criticality, 'status', c.status, 'depth', x.depth,
-               'paths', x.paths) AS item,
-           c.class, x.depth, c.criticality, c.name
+    SELECT '{{"id":"' || c.id || '","class":' || to_json(c.class) || ',"name":' || to_json(c.name)
+               || ',"criticality":' || c.criticality || ',"status":' || to_json(c.status)
+               || ',"depth":' || x.depth || ',"paths":[' || x.paths || ']}}' AS item,
+           c.class, x.depth, c.criticality, c.name, c.id
     FROM reached x JOIN cis c ON c.tenant_id = $1 AND c.id = x.ci
 )
 SELECT (SELECT count(*) FROM found) > $4 AS truncated,
-       coalesce(json_agg(item ORDER BY depth, criticality, name, item->>'id'), '[]')::text
+       '[' || coalesce(string_agg(item, ',' ORDER BY depth, criticality, name, id), '') || ']'
            AS items,
-       coalesce(json_agg(item ORDER BY depth, criticality, name, item->>'id')
-                FILTER (WHERE class = 'business_service'), '[]')::text AS business_services
+       '[' || coalesce(string_agg(item, ',' ORDER BY depth, criticality, name, id)
+                       FILTER (WHERE class = 'business_service'), '') || ']' AS business_services
 FROM items
 """
 _UPWARD = _WALK.format(this="dependency_id", next="dependent_id")
