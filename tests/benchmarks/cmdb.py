@@ -10,7 +10,9 @@ storage, network devices, locations, in layers), then prints:
   had every event of it in Kafka (the import's clock stops at its response);
 - re-import of the same CIs (every row unchanged, nothing written);
 - impact analysis p50/p99 over HTTP (`GET /cis/{id}/impact`, upward) from leaf CIs at depth 5
-  and 10, with the service's own query-duration histogram for the database share.
+  and 10, with the mean beside the service's own query-duration histogram (the database's
+  share) and the size of the largest answer: p99 is set by the few leaves whose answers run
+  to thousands of paths.
 Beside each import, the CPU seconds the service, the relay and PostgreSQL spent on it (Linux):
 on a machine shared with other work these move less than the wall clock.
 Nothing is asserted: read medians and ratios, these machines are noisy.
@@ -34,6 +36,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.config.cli import upload
 from shared.devstack.kafka import REPO_ROOT
@@ -314,10 +317,10 @@ async def outbox_drained(infra: Infra, limit: float = 300.0) -> float:
 
 async def impact_latencies(
     url: str, token: str, ids: list[str], depth: int
-) -> tuple[list[float], int]:
-    """Sequential upward impact queries: (seconds each, truncated answers)."""
+) -> tuple[list[float], int, int]:
+    """Sequential upward impact queries: (seconds each, truncated answers, largest answer bytes)."""
     times: list[float] = []
-    truncated = 0
+    truncated = largest = 0
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         headers = {"Authorization": f"Bearer {token}"}
         for ci_id in ids:
@@ -330,7 +333,23 @@ async def impact_latencies(
             times.append(time.perf_counter() - started)
             response.raise_for_status()
             truncated += bool(response.json().get("truncated"))
-    return times, truncated
+            largest = max(largest, len(response.content))
+    return times, truncated, largest
+
+
+async def impact_histogram(url: str) -> tuple[float, float]:
+    """(sum, count) of the service's own upward impact query duration histogram."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        text = (await client.get("/metrics")).text
+    found = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name != "itsm_config_impact_query_duration_seconds":
+            continue
+        for sample in family.samples:
+            kind = sample.name.rsplit("_", 1)[-1]
+            if kind in found and sample.labels.get("direction") == "upward":
+                found[kind] = sample.value
+    return found["sum"], found["count"]
 
 
 async def ci_ids_for(infra: Infra, tenant: str, external_ids: list[str]) -> list[str]:
@@ -408,15 +427,25 @@ async def measure(
     )
     for depth in (5, 10):
         rounds = []
+        truncated = largest = 0
+        before = await impact_histogram(url)
         for _ in range(args.rounds):
-            times, truncated = await impact_latencies(url, token, leaves, depth)
+            times, cut, big = await impact_latencies(url, token, leaves, depth)
             rounds.append(times)
+            truncated, largest = truncated + cut, max(largest, big)
+        after = await impact_histogram(url)
         medians = [statistics.median(r) for r in rounds]
         flat = [t for r in rounds for t in r]
+        in_service = (after[0] - before[0]) / max(after[1] - before[1], 1)
         print(
             f"impact upward depth {depth:>2} from {len(leaves)} leaves x {args.rounds}: {ms(flat)}"
             f"  (median of round medians {statistics.median(medians) * 1000:.1f} ms;"
             f" truncated at 10,000 paths: {truncated}; goal p99 < 100 ms)"
+        )
+        print(
+            f"{'':22}mean {statistics.fmean(flat) * 1000:.1f} ms over HTTP, of which"
+            f" {in_service * 1000:.1f} ms in the database (the service's own histogram);"
+            f" largest answer {largest / 1e6:.2f} MB"
         )
 
 
