@@ -84,6 +84,8 @@ def from_kafka(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Env
     attrs: dict[str, Any] = {}
     content_type = None
     for name, raw in headers:
+        if name != "content-type" and not name.startswith("ce_"):
+            continue  # not the binding's (tracing, a producer's own): any bytes, none of ours
         try:
             text = raw.decode()
         except (UnicodeDecodeError, AttributeError):

@@ -43,7 +43,7 @@ async def ledger_rows(pools, tenant, subject=None):
     return await fetch_as(
         pools["reporting"],
         tenant,
-        "SELECT event_id, type, subject, sequence FROM ledger"
+        "SELECT event_id, type, subject, version FROM ledger"
         " WHERE tenant_id = $1 AND ($2::text IS NULL OR subject = $2) ORDER BY position",
         tenant,
         subject,

@@ -191,7 +191,9 @@ async def test_redefining_a_calendar_republishes_every_policy_on_it(config, mana
     await put_calendar(config, manager, calendar=later, expect=200)
 
     events = await events_after(infra, start, tenant, 8)
-    republished = sorted((e for e in events if e.itsmversion == 2), key=lambda e: (e.type, e.subject))
+    republished = sorted(
+        (e for e in events if e.itsmversion == 2), key=lambda e: (e.type, e.subject)
+    )
     assert [(e.type, e.subject) for e in republished] == [
         ("itsm.config.calendar.defined.v1", "calendar/office"),
         ("itsm.config.sla_policy.defined.v1", "sla-policy/gold"),

@@ -250,3 +250,10 @@ def test_a_generic_cloudevents_consumer_reads_the_version_extension_and_no_seque
     assert event.get_extension("itsmversion") == "12"
     assert event.get_extension("sequence") is None
     assert event.get_data()["title"] == "Mail down"
+
+
+def test_headers_that_are_not_the_bindings_may_hold_any_bytes():
+    envelope = make()
+    record = to_kafka(envelope)
+    headers = [*record.headers, ("x-producer-trace", b"\x00\xff\xfe"), ("x-null", None)]
+    assert from_kafka(record.value, headers) == envelope
