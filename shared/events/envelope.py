@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared.ids import new_id
 
@@ -48,6 +48,16 @@ class Envelope(BaseModel):
     causationid: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL_CHARACTERS)
     actor: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
     data: dict[str, Any]
+
+    @field_validator("time")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime) -> datetime:
+        # 0001-01-01T00:00:00+14:00 is RFC 3339 but no instant a consumer can store or compare.
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("time is outside the range of years 1 to 9999 in UTC") from None
+        return value
 
 
 def new_envelope(

@@ -257,3 +257,13 @@ def test_headers_that_are_not_the_bindings_may_hold_any_bytes():
     record = to_kafka(envelope)
     headers = [*record.headers, ("x-producer-trace", b"\x00\xff\xfe"), ("x-null", None)]
     assert from_kafka(record.value, headers) == envelope
+
+
+@pytest.mark.parametrize("time", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-14:00"])
+def test_a_time_with_no_instant_in_utc_makes_an_invalid_envelope_not_a_failing_consumer(time):
+    record = to_kafka(make())
+    headers = [(k, time.encode() if k == "ce_time" else v) for k, v in record.headers]
+    with pytest.raises(DecodeError) as err:
+        from_kafka(record.value, headers)
+    assert err.value.reason == "invalid-envelope"
+    assert "time" in err.value.detail
