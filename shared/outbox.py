@@ -42,7 +42,8 @@ _INSERT = (
 
 @dataclass(frozen=True)
 class Pending:
-    """One event of a batch for `append_many`: its payload, aggregate and sequence.
+    """One event of a batch for `append_many`: its payload, aggregate and the aggregate's
+    version after it (`sequence`; the `itsmversion` attribute on the wire).
 
     `data` is the payload as `payload.model_dump(mode="json")` gives it, for a caller that has
     it already (bulk writers that store the same state elsewhere): it is not dumped again.
@@ -96,7 +97,7 @@ def _row(
         type=spec.type,
         subject=pending.subject,
         tenantid=tenant_id,
-        sequence=pending.sequence,
+        itsmversion=pending.sequence,
         actor=actor,
         data=pending.payload.model_dump(mode="json"),
         correlationid=correlation_id,
@@ -243,7 +244,7 @@ def encode_many(
         own_id = f'"{event_id}"'
         encoded.headers.append(
             f'{opening},"ce_id":{own_id}{kind},"ce_subject":{quote(pending.subject)},'
-            f'"ce_sequence":"{pending.sequence}","ce_correlationid":{correlation or own_id}}}'
+            f'"ce_itsmversion":"{pending.sequence}","ce_correlationid":{correlation or own_id}}}'
         )
         if pending.encoded is not None:
             encoded.payloads.append(pending.encoded)
