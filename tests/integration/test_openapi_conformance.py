@@ -106,6 +106,8 @@ async def run_schemathesis(base_url: str, headers: dict[str, str], report: Path)
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "160"},
+        # Its crash cache stays with the test: every run starts from the seed alone.
+        cwd=report.parent,
     )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
