@@ -5,7 +5,8 @@ more, always as problem+json: `authorize` 400/401/403, a path naming an object 4
 400/412/428, a body 413, every request 422 and 431, a database outage 503. `complete_openapi`
 adds those to each operation from what the route declares (security, parameters, body), so a new
 route is documented truthfully without a word; a route adds `responses=` only for what no
-mechanism can know (a 409 of its own, a PUT that also creates with 201).
+mechanism can know (a 409 of its own, a PUT that also creates with 201). Links lead from what
+creates an object to the operations on it.
 
 Swagger UI and ReDoc are served from the files the `fastapi-offline` package installs, so the
 pages work on a network without internet access.
@@ -13,6 +14,7 @@ pages work on a network without internet access.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +118,7 @@ def complete_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         for method, operation in item.items():
             if method in _METHODS:
                 _complete_operation(method, operation)
+    _link_created_objects(spec)
     # FastAPI's own 422 shapes, replaced above by the problem, are referenced by nothing now.
     for unused in ("HTTPValidationError", "ValidationError"):
         if unused in schemas and f'"#/components/schemas/{unused}"' not in repr(spec):
@@ -161,6 +164,77 @@ def _complete_operation(method: str, operation: dict[str, Any]) -> None:
             if status == "422" and response.get("description") == "Validation Error":
                 response["description"] = _GENERIC["422"]
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _link_created_objects(spec: dict[str, Any]) -> None:
+    """OpenAPI links from what creates an object to the operations on it.
+
+    A POST to `/things` answering with an `id` (or a `name`) leads to `/things/{thing}...`; a
+    PUT to `/things/{name}` to the other operations on `/things/{name}...`; a write that takes
+    `If-Match` gets the `ETag` just answered. Clients (and schemathesis' stateful phase) follow
+    them to use what they created.
+    """
+    paths: dict[str, dict[str, Any]] = spec.get("paths", {})
+    schemas = spec.get("components", {}).get("schemas", {})
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method not in ("post", "put"):
+                continue
+            for status, response in operation.get("responses", {}).items():
+                if status not in ("200", "201"):
+                    continue
+                if method == "post":
+                    properties = _properties(response, schemas)
+                    key = next((k for k in ("id", "name") if k in properties), None)
+                    if key is None:
+                        continue
+                    prefix, source = path + "/{", f"$response.body#/{key}"
+                else:
+                    prefix, source = path, ""
+                links = _links_to(paths, path, method, prefix, source)
+                if links:
+                    response.setdefault("links", {}).update(links)
+
+
+def _links_to(
+    paths: dict[str, dict[str, Any]], origin: str, origin_method: str, prefix: str, source: str
+) -> dict[str, Any]:
+    links: dict[str, Any] = {}
+    for path, item in paths.items():
+        if not (path == prefix or path.startswith(prefix.rstrip("/") + "/")) and not (
+            source and path.startswith(prefix)
+        ):
+            continue
+        for method, operation in item.items():
+            if method not in _METHODS or (path, method) == (origin, origin_method):
+                continue
+            names = re.findall(r"{(\w+)}", path)
+            if source:
+                # The new object's id fills the first parameter after the collection's path.
+                first, *others = re.findall(r"{(\w+)}", path[len(prefix) - 1 :])
+                if others:
+                    continue
+                parameters = {first: source}
+                parameters |= {n: f"$request.path.{n}" for n in names if n != first}
+            else:
+                parameters = {n: f"$request.path.{n}" for n in names}
+            if any(p["name"] == "If-Match" for p in operation.get("parameters", [])):
+                # The version just written is the one the next write must name.
+                parameters["header.If-Match"] = "$response.header.ETag"
+            links[operation["operationId"]] = {
+                "operationId": operation["operationId"],
+                "parameters": parameters,
+            }
+    return links
+
+
+def _properties(response: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[1], {})
+    properties: dict[str, Any] = schema.get("properties", {})
+    return properties
 
 
 def _serve_docs(app: FastAPI) -> None:

@@ -82,7 +82,7 @@ async def run_schemathesis(base_url: str, headers: dict[str, str], report: Path)
         "--checks",
         CHECKS,
         "--phases",
-        "examples,coverage,fuzzing",
+        os.environ.get("SCHEMATHESIS_PHASES", "examples,coverage,fuzzing,stateful"),
         "--max-examples",
         MAX_EXAMPLES,
         "--seed",

@@ -226,3 +226,20 @@ async def test_the_api_docs_pages_load_only_files_the_service_serves(page):
             response = await c.get(url)
             assert response.status_code == 200, url
             assert len(response.content) > 1000, url
+
+
+def test_what_creates_an_object_links_to_the_operations_on_it():
+    incident = spec_of("incident")
+    links = incident["paths"]["/incidents"]["post"]["responses"]["201"]["links"]
+    by_target = {link["operationId"]: link["parameters"] for link in links.values()}
+    patch = incident["paths"]["/incidents/{incident_id}"]["patch"]["operationId"]
+    assert by_target[patch] == {
+        "incident_id": "$response.body#/id",
+        "header.If-Match": "$response.header.ETag",
+    }
+    config = spec_of("config")
+    put = config["paths"]["/calendars/{name}"]["put"]["responses"]["201"]["links"]
+    read = config["paths"]["/calendars/{name}"]["get"]["operationId"]
+    assert put[read]["parameters"] == {"name": "$request.path.name"}
+    baseline = config["paths"]["/baselines"]["post"]["responses"]["201"]["links"]
+    assert {link["parameters"]["name"] for link in baseline.values()} == {"$response.body#/name"}
