@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
 from shared.http.limits import BodySizeLimitMiddleware
+from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
@@ -93,7 +94,11 @@ def operations_router(runtime: Runtime) -> APIRouter:
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @router.get("/health/ready", summary="Database and Kafka reachable, migrations applied")
+    @router.get(
+        "/health/ready",
+        summary="Database and Kafka reachable, migrations applied",
+        responses={503: {"description": "Not ready: `checks` names what is not ok"}},
+    )
     async def ready(request: Request) -> Response:
         checks = await runtime.readiness()
         if all(v == "ok" for v in checks.values()):
@@ -124,8 +129,10 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
         finally:
             await runtime.stop()
 
-    app = FastAPI(lifespan=lifespan, **fastapi_args)
+    # /docs and /redoc come from install_openapi, which serves them without a CDN.
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, **fastapi_args)
     app.state.runtime = runtime
+    install_openapi(app)
     install_problem_handlers(app)
     operations = operations_router(runtime)
     app.add_middleware(

@@ -182,6 +182,7 @@ def _diff_cursor(position: DiffPosition | None) -> str | None:
     status_code=201,
     response_model=BaselineOut,
     summary="Name the CMDB as it is now, or as it was at an earlier instant",
+    responses={409: {"description": "A baseline of that name exists: baselines are immutable"}},
 )
 async def post_baseline(
     body: NewBaseline,

@@ -32,6 +32,7 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.openapi import IF_MATCH_OPTIONAL
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -121,6 +122,8 @@ async def read_calendar(
     "/calendars/{name}",
     response_model=CalendarOut,
     summary="Define (201) or redefine (200) a calendar; its SLA policies are republished",
+    responses={201: {"model": CalendarOut, "description": "Defined: its first version"}},
+    openapi_extra=IF_MATCH_OPTIONAL,
 )
 async def put_calendar(
     name: Name,
@@ -284,6 +287,11 @@ async def read_policy(
     "/sla-policies/{name}",
     response_model=SlaPolicyOut,
     summary="Define (201) or redefine (200) an SLA policy",
+    responses={
+        201: {"model": SlaPolicyOut, "description": "Defined: its first version"},
+        409: {"description": "Another policy is the default, or covers one of these services"},
+    },
+    openapi_extra=IF_MATCH_OPTIONAL,
 )
 async def put_policy(
     name: Name,

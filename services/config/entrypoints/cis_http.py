@@ -185,6 +185,10 @@ async def list_classes(
     "/ci-classes/{name}",
     response_model=CiClassOut,
     summary="Define or redefine a tenant CI class and its attribute schema",
+    responses={
+        201: {"model": CiClassOut, "description": "Defined: its first version"},
+        409: {"description": "The name is a built-in class's"},
+    },
 )
 async def put_class(
     name: Annotated[str, Path(pattern=CLASS_NAME)],
@@ -199,7 +203,13 @@ async def put_class(
     return JSONResponse(out, status_code=201 if version == 1 else 200)
 
 
-@router.post("/cis", status_code=201, response_model=CiOut, summary="Register a configuration item")
+@router.post(
+    "/cis",
+    status_code=201,
+    response_model=CiOut,
+    summary="Register a configuration item",
+    responses={409: {"description": "Another CI already has one of these external ids"}},
+)
 async def create_ci(
     body: NewCi,
     context: Annotated[RequestContext, authorize("ci:write")],
@@ -307,7 +317,17 @@ async def read_ci(
     raise not_found("configuration item", str(ci_id))
 
 
-@router.patch("/cis/{ci_id}", response_model=CiOut, summary="Modify a configuration item")
+@router.patch(
+    "/cis/{ci_id}",
+    response_model=CiOut,
+    summary="Modify a configuration item",
+    responses={
+        409: {
+            "description": "A status move the lifecycle does not allow, or an external id"
+            " another CI has"
+        }
+    },
+)
 async def patch_ci(
     ci_id: uuid.UUID,
     body: CiChanges,
@@ -402,6 +422,9 @@ class ImpactOut(BaseModel):
     status_code=201,
     response_model=RelationshipOut,
     summary="Relate two CIs (200 with the existing one if already in place)",
+    responses={
+        200: {"model": RelationshipOut, "description": "Already in place: the existing one"}
+    },
 )
 async def create_relationship(
     body: NewRelationship,

@@ -254,6 +254,9 @@ async def read_incident(
     "/incidents/{incident_id}",
     response_model=IncidentOut,
     summary="Change an incident's fields (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def patch_incident(
     incident_id: uuid.UUID,
@@ -284,6 +287,9 @@ async def patch_incident(
     "/incidents/{incident_id}/transitions",
     response_model=IncidentOut,
     summary="Move an incident to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     incident_id: uuid.UUID,
@@ -348,6 +354,7 @@ async def get_history(
     "/incidents/{incident_id}/major-review",
     response_model=IncidentOut,
     summary="Record the review of a major incident (needed before closure; If-Match required)",
+    responses={409: {"description": "The incident is not a major incident"}},
 )
 async def post_major_review(
     incident_id: uuid.UUID,

@@ -166,7 +166,13 @@ def _workflow_problem(exc: workflow.WorkflowError, field: str = "to") -> Problem
     return workflow_problem(exc, field=field)
 
 
-@router.post("/problems", status_code=201, response_model=ProblemOut, summary="Open a problem")
+@router.post(
+    "/problems",
+    status_code=201,
+    response_model=ProblemOut,
+    summary="Open a problem",
+    responses={409: {"description": "An incident is closed, or linked to another open problem"}},
+)
 async def create_problem(
     body: NewProblem,
     context: Annotated[RequestContext, authorize("problem:create")],
@@ -234,6 +240,9 @@ async def read_problem(
     "/problems/{problem_id}/transitions",
     response_model=ProblemOut,
     summary="Move a problem to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     problem_id: uuid.UUID,
@@ -263,6 +272,12 @@ async def post_transition(
     "/problems/{problem_id}/incidents",
     response_model=ProblemOut,
     summary="Link an incident to the problem (If-Match required)",
+    responses={
+        409: {
+            "description": "The problem or the incident is in a state that does not allow it,"
+            " or the incident is linked to another open problem"
+        }
+    },
 )
 async def post_incident_link(
     problem_id: uuid.UUID,
@@ -285,6 +300,7 @@ async def post_incident_link(
     "/problems/{problem_id}/known-error",
     response_model=ProblemOut,
     summary="Publish (or revise) the root cause and workaround as a known error (If-Match)",
+    responses={409: {"description": "The problem is in a state that does not allow this"}},
 )
 async def post_known_error(
     problem_id: uuid.UUID,
@@ -313,6 +329,7 @@ async def post_known_error(
     status_code=202,
     response_model=ChangeRequestOut,
     summary="Ask the change service for a change (If-Match required)",
+    responses={409: {"description": "The problem is in a state that does not allow this"}},
 )
 async def post_change_request(
     problem_id: uuid.UUID,

@@ -238,6 +238,9 @@ async def read_request(
     "/requests/{request_id}/transitions",
     response_model=RequestOut,
     summary="Move a service request to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     request_id: uuid.UUID,
@@ -266,6 +269,7 @@ async def post_transition(
     "/requests/{request_id}/approvals",
     response_model=RequestOut,
     summary="Approve or reject a service request (If-Match required; never one's own)",
+    responses={409: {"description": "No decision is due, or the caller already decided"}},
 )
 async def post_approval(
     request_id: uuid.UUID,
