@@ -59,6 +59,12 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="The limit for streamed uploads (discovery imports), read as they arrive.",
     )
+    http_max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=512,
+        description="JSON bodies nested deeper (arrays and objects) are refused with 422.",
+    )
     metrics_tenants: str = Field(
         default="*",
         description=(

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
-from shared.http.limits import BodySizeLimitMiddleware
+from shared.http.limits import RequestLimitsMiddleware
+from shared.http.models import lax_number_fields
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
@@ -129,12 +130,14 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
     install_problem_handlers(app)
     operations = operations_router(runtime)
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        RequestLimitsMiddleware,
         max_bytes=lambda: runtime.settings.http_max_body_bytes,
         upload_bytes=lambda: runtime.settings.http_max_upload_bytes,
+        max_json_depth=lambda: runtime.settings.http_max_json_depth,
         routes=[route for router in (operations, *routers) for route in router.routes],
     )
-    # Added last, so it runs first: the body limit's 413s are counted and carry the correlation id.
+    # Added last, so it runs first: the limits' refusals are counted, logged, and carry the
+    # correlation id.
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
     app.include_router(operations)
     for router in routers:
@@ -173,7 +176,8 @@ def _refuse_open_bodies(router: APIRouter) -> None:
         open_models = _open_models(annotation, set())
         if open_models:
             raise RuntimeError(
-                f"{where}: body models must set extra='forbid': {', '.join(open_models)}"
+                f"{where}: body models must derive from RequestBody (shared/http/models.py):"
+                f" {', '.join(open_models)}"
             )
 
 
@@ -187,12 +191,14 @@ def _free_form(annotation: Any) -> bool:
 
 
 def _open_models(annotation: Any, seen: set[type[BaseModel]]) -> list[str]:
-    """Names of the models reachable from an annotation that do not forbid unknown fields."""
+    """The models reachable from an annotation that accept unknown fields, and their fields that
+    would coerce a string or boolean into a number (`Model.field`)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in seen:
             return []
         seen.add(annotation)
         found = [] if annotation.model_config.get("extra") == "forbid" else [annotation.__name__]
+        found += lax_number_fields(annotation)
         for field in annotation.model_fields.values():
             found += _open_models(field.annotation, seen)
         return found
