@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,9 @@ GLOBAL_FALLBACKS = (
     "KAFKA_SSL_CAFILE",
     "METRICS_TENANTS",
 )
+
+# The tenant-id pattern of shared/http/context.py (not imported: settings load before the app).
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # A separate outbox relay serves its health and metrics here, past the service's HTTP port.
 RELAY_PORT_OFFSET = 100
@@ -66,10 +70,10 @@ class ServiceSettings(BaseSettings):
         description="JSON bodies nested deeper (arrays and objects) are refused with 422.",
     )
     metrics_tenants: str = Field(
-        default="*",
+        default="",
         description=(
-            "Which tenants get their own `tenant` label value: `*` all, empty none, or a"
-            " comma-separated list (the rest are counted as `_other`)."
+            "Tenants whose ids /metrics may show as the `tenant` label (comma-separated; the rest"
+            " count as `_other`). Empty: no tenant id at all (`_all`)."
         ),
     )
 
@@ -114,6 +118,17 @@ class ServiceSettings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set."""
         return None if value == "" else value
+
+    @field_validator("metrics_tenants")
+    @classmethod
+    def _listed_tenants_only(cls, value: str) -> str:
+        """Refuse `*` and anything that is not a tenant id (the label takes these values)."""
+        for tenant in (t.strip() for t in value.split(",") if t.strip()):
+            if tenant == "*":
+                raise ValueError("'*' is no longer allowed: list the tenants /metrics may name")
+            if not _TENANT_ID.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id")
+        return value
 
     @model_validator(mode="before")
     @classmethod
