@@ -47,6 +47,7 @@ SINGLETON_HEADERS = {
 _SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
+
 class BodyTooLarge(Exception):
     """Raised by `receive` once the request body has passed the limit."""
 
