@@ -69,6 +69,16 @@ class ServiceSettings(BaseSettings):
         le=512,
         description="JSON bodies nested deeper (arrays and objects) are refused with 422.",
     )
+    http_max_header_bytes: int = Field(
+        default=8192,
+        ge=1024,
+        description="A longer request header (name and value) or request target is refused.",
+    )
+    http_max_headers_total_bytes: int = Field(
+        default=32768,
+        ge=4096,
+        description="Request line and headers together larger than this are refused with 431.",
+    )
     metrics_tenants: str = Field(
         default="",
         description=(

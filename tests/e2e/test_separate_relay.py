@@ -34,8 +34,7 @@ def published(metrics_text: str) -> float:
         s.value
         for family in text_string_to_metric_families(metrics_text)
         for s in family.samples
-        if s.name == "itsm_outbox_published_total"
-        and s.labels.get("topic") == CONFIG_EVENTS
+        if s.name == "itsm_outbox_published_total" and s.labels.get("topic") == CONFIG_EVENTS
     )
 
 
