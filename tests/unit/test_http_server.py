@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -162,3 +163,14 @@ async def test_a_malformed_content_length_is_400_problem_not_plain_text(port, co
     problem = assert_problem(headers, body, 400)
     assert problem["type"] == "urn:itsm:problem:malformed-request"
     assert "Content-Length" in str(problem["detail"])
+
+
+async def test_a_refused_head_writes_its_access_log_line(port, caplog):
+    """The app never sees such a request, so the protocol logs it (one line, like any other)."""
+    caplog.set_level(logging.INFO, logger="itsm.access")
+    big = b"X-Big: " + b"a" * HEADER_LIMIT + b"\r\n"
+    status, headers, _ = await exchange(port, b"GET /hello HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+    assert status == 431
+    [line] = [r for r in caplog.records if r.name == "itsm.access"]
+    assert (line.method, line.route, line.status) == ("GET", "unmatched", 431)  # type: ignore[attr-defined]
+    assert line.correlation_id == headers["x-correlation-id"]  # type: ignore[attr-defined]
