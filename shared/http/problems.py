@@ -106,6 +106,14 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            # FastAPI puts the character position where a field goes: name the body instead.
+            position = error.get("loc", ("body", "?"))[-1]
+            reason = (error.get("ctx") or {}).get("error", "")
+            detail = f"not valid JSON: {reason}" if reason else "not valid JSON"
+            detail += f" at character {position}"
+            errors.append({"in": "body", "field": "body", "detail": detail, "pointer": "#/"})
+            continue
         where, field = _pointer(tuple(error.get("loc", ())))
         item: dict[str, Any] = {"in": where, "field": field, "detail": error.get("msg", "")}
         if where == "body":
@@ -142,6 +150,16 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeError):
+        # FastAPI's "There was an error parsing the body" for a body that is not UTF-8 JSON.
+        return problem_response(
+            request,
+            400,
+            title,
+            "the body is not JSON text in UTF-8",
+            type_=PROBLEM_BASE + "malformed-request",
+            errors=[{"in": "body", "field": "body", "detail": "not UTF-8"}],
+        )
     return problem_response(
         request, exc.status_code, title, detail, headers=getattr(exc, "headers", None)
     )

@@ -475,3 +475,28 @@ async def test_a_content_length_that_is_not_a_byte_count_is_400_problem(client, 
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == "Content-Length"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b'{"title": "x"', 422, "not valid JSON: Expecting ',' delimiter at character 13"),
+        (b'{"title": "\xff"}', 400, "not UTF-8"),
+    ],
+    ids=["not-json", "not-utf-8"],
+)
+async def test_a_body_that_is_not_json_is_a_problem_naming_the_body(client, body, status, detail):
+    """FastAPI named the character position as the field, or nothing at all."""
+    response = await client.post(
+        "/things", content=body, headers={**bearer("agent"), "Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {
+            "in": "body",
+            "field": "body",
+            "detail": detail,
+            **({"pointer": "#/"} if status == 422 else {}),
+        }
+    ]
