@@ -71,6 +71,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # whole reads that ended inside the head (which sees a header that never ends).
         self._head_bytes = 0
         self._read_in_head = 0
+        self._began_in_read = False
         self._dropped: int | None = None  # after a refusal: bytes read and dropped
 
     def on_message_begin(self) -> None:
@@ -79,6 +80,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._read_in_head = 0
+        self._began_in_read = True
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (several for a target split across reads)."""
@@ -112,6 +114,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.abort()
             return
         self._unset_keepalive_if_required()
+        self._began_in_read = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -127,10 +130,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._refuse_malformed(exc)
         else:
-            if self._reading_head:
-                # The head is still open after this read: count the read whole (a little more
-                # than the head when a pipelined request ended in it), so that a header that
-                # never ends is refused once the total passes the limit, not read whole.
+            if self._reading_head and not self._began_in_read:
+                # The head is still open after a read that lay wholly inside it: count the read,
+                # so that a header that never ends is refused once the total passes the limit,
+                # not read whole. (The read in which the request began may also hold the end of
+                # a pipelined one: it is left out, which lets one read more through at most.)
                 self._read_in_head += len(data)
                 if self._read_in_head > self.max_head_bytes:
                     self._refuse_head(self._head_too_large())
