@@ -181,8 +181,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _answer_and_close(self, status: int, problem: dict[str, Any]) -> None:
         """Write a problem+json answer and close: the rest of the request is never parsed."""
         cid = str(uuid.uuid4())
-        if self.cycle is None or self.cycle.response_complete:
-            # No response of an earlier (pipelined) request is being written: ours can go out.
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app is still answering an earlier, pipelined request on this connection: ours
+            # cannot go out without mixing the two. End the connection.
+            self.transport.close()
+        else:
             body = json.dumps(problem).encode()
             head = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
@@ -198,10 +201,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 body,
             ]
             self.transport.write(b"".join(head))
-        self._dropped = 0
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            self._dropped = 0
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
         # The app never saw this request: the access log line is written here.
         access_log.info(
             "request",
