@@ -34,6 +34,8 @@ _DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
 )
+# asyncpg's InterfaceErrors about a connection or pool that is gone.
+_CLOSED = ("connection is closed", "pool is closed", "pool is closing")
 # OSErrors that are a bug or a broken installation, not an outage.
 _LOCAL_ERRORS = (
     FileNotFoundError,
@@ -168,9 +170,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 def database_unavailable(exc: BaseException) -> bool:
     """Whether an exception means the database cannot be reached now (answered 503, retried)."""
     if isinstance(exc, asyncpg.InterfaceError):
-        # "connection is closed", "pool is closing": a connection or pool lost with the server.
-        # Other interface errors ("another operation is in progress") are bugs.
-        return "closed" in str(exc) or "closing" in str(exc)
+        # A connection or pool lost with the server. Other interface errors ("another operation
+        # is in progress", "connection has been released back to the pool") are bugs.
+        return any(sign in str(exc) for sign in _CLOSED)
     if isinstance(exc, OSError):
         return not isinstance(exc, _LOCAL_ERRORS)
     return isinstance(exc, _DATABASE_DOWN)
