@@ -21,6 +21,7 @@ from services.config.application.baselines import (
 from shared.db import tenant_transaction
 from shared.events.catalogue import RelationshipType
 from shared.http.context import RequestContext, authorize
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -40,10 +41,8 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 BASELINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 
 
-class NewBaseline(BaseModel):
+class NewBaseline(RequestBody):
     """Body of POST /baselines."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=BASELINE_NAME, description=f"Unique in the tenant; not {NOW!r}.")
     description: str = Field(default="", max_length=2000)

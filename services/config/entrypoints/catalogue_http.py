@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.config.adapters import catalogue as repository
 from services.config.application.catalogue import (
@@ -32,6 +32,7 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.models import RequestBody
 from shared.http.openapi import IF_MATCH_OPTIONAL
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -64,10 +65,8 @@ def _written(body: dict[str, Any], location: str) -> JSONResponse:
 # --- calendars ---------------------------------------------------------------------------------
 
 
-class CalendarDefinition(BaseModel):
+class CalendarDefinition(RequestBody):
     """Body of PUT /calendars/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     calendar: CalendarSpec
@@ -168,19 +167,15 @@ async def read_calendar_history(
 # --- SLA policies ------------------------------------------------------------------------------
 
 
-class TargetIn(BaseModel):
+class TargetIn(RequestBody):
     """Targets of one priority, in business minutes on the policy's calendar."""
-
-    model_config = ConfigDict(extra="forbid")
 
     response_minutes: int = Field(description="Time to first response; at most resolution.")
     resolution_minutes: int = Field(description="Time to resolution.")
 
 
-class SlaPolicyIn(BaseModel):
+class SlaPolicyIn(RequestBody):
     """Body of PUT /sla-policies/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     calendar: str = Field(max_length=63, description="Name of one of the tenant's calendars.")

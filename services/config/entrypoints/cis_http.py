@@ -37,6 +37,7 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -61,10 +62,8 @@ ExternalIds = dict[
 ]
 
 
-class ClassDefinition(BaseModel):
+class ClassDefinition(RequestBody):
     """Body of PUT /ci-classes/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     attribute_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of `attributes`.")
@@ -80,10 +79,10 @@ class CiClassOut(BaseModel):
     version: int
 
 
-class NewCi(BaseModel):
+class NewCi(RequestBody):
     """Body of POST /cis."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(populate_by_name=False)
 
     ci_class: str = Field(alias="class", pattern=CLASS_NAME)
     name: str = Field(min_length=1, max_length=200)
@@ -97,10 +96,8 @@ class NewCi(BaseModel):
     controlled: bool = Field(default=False, description="Under change control.")
 
 
-class CiChanges(BaseModel):
+class CiChanges(RequestBody):
     """Body of PATCH /cis/{id}: the fields to change (attributes are replaced as a whole)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     status: Status | None = None
@@ -369,10 +366,8 @@ async def read_history(
     return page_of(rows, limit, key=lambda r: [r["version"]])
 
 
-class NewRelationship(BaseModel):
+class NewRelationship(RequestBody):
     """Body of POST /relationships: `source` <type> `target`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: RelationshipType
     source_id: uuid.UUID

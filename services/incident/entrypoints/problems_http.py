@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.incident.adapters.problems import ProblemFilter
 from services.incident.application import problems
@@ -19,6 +19,7 @@ from services.incident.entrypoints.common import versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     Cursor,
     PageSize,
@@ -35,10 +36,8 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 ProblemStateName = Literal["new", "investigating", "known_error", "resolved", "closed", "cancelled"]
 
 
-class NewProblem(BaseModel):
+class NewProblem(RequestBody):
     """Body of POST /problems."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
@@ -51,10 +50,8 @@ class NewProblem(BaseModel):
     )
 
 
-class ProblemTransition(BaseModel):
+class ProblemTransition(RequestBody):
     """Body of POST /problems/{id}/transitions."""
-
-    model_config = ConfigDict(extra="forbid")
 
     to: ProblemStateName
     root_cause: str | None = Field(
@@ -68,27 +65,21 @@ class ProblemTransition(BaseModel):
     )
 
 
-class IncidentLink(BaseModel):
+class IncidentLink(RequestBody):
     """Body of POST /problems/{id}/incidents."""
-
-    model_config = ConfigDict(extra="forbid")
 
     incident_id: uuid.UUID
 
 
-class KnownError(BaseModel):
+class KnownError(RequestBody):
     """Body of POST /problems/{id}/known-error (both needed, non-blank)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root_cause: str | None = Field(default=None, max_length=20_000)
     workaround: str | None = Field(default=None, max_length=20_000)
 
 
-class ChangeRequest(BaseModel):
+class ChangeRequest(RequestBody):
     """Body of POST /problems/{id}/change-requests."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
