@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
+from shared.http.guards import install_request_guards
 from shared.http.limits import BodySizeLimitMiddleware
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
@@ -128,6 +129,7 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
     app.state.runtime = runtime
     install_problem_handlers(app)
     operations = operations_router(runtime)
+    install_request_guards(app, routers)  # NUL refusal and Idempotency-Key, inside the body limit
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=lambda: runtime.settings.http_max_body_bytes,

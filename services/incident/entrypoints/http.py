@@ -27,7 +27,6 @@ from services.incident.entrypoints.common import metrics_of, versioned, workflow
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
-from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
@@ -171,18 +170,14 @@ async def create_incident(
     body: NewIncident,
     context: Annotated[RequestContext, authorize("incident:create")],
     runtime: Runtime,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     values = body.model_dump()
     values["services"] = tuple(values["services"])
     values["major_flagged"] = values.pop("major")
     created = await log_new_incident(
-        runtime.pool, LogIncident(**values), context, idempotency_key, metrics_of(runtime)
+        runtime.pool, LogIncident(**values), context, metrics_of(runtime)
     )
-    headers = {"Location": f"/incidents/{created.body['id']}"}
-    if created.replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return _with_etag(created.body, 201, **headers)
+    return _with_etag(created, 201, Location=f"/incidents/{created['id']}")
 
 
 @router.get("/incidents", response_model=IncidentPage, summary="Search incidents")
