@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI
@@ -25,8 +24,8 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.problems import PROBLEM_BASE, problem_response
+from shared.nul import NUL, REASON, nul_paths
 
-NUL = "\x00"
 _RAW_NUL = b"\x00"
 _JSON_NUL = b"\\u0000"
 _ESCAPED_NUL = b"%00"
@@ -56,16 +55,16 @@ class NulRefusalMiddleware:
             return
         errors = self._path_errors(scope) + _query_errors(scope.get("query_string", b""))
         if errors:
-            await _refuse(scope, receive, send, errors)
+            await _refuse(scope, receive, send, errors, self.routes)
             return
         if not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        body, more = await read_body(receive)
+        body, more = await read_body(scope, receive, self.routes)
         if _JSON_NUL in body or _RAW_NUL in body:
             errors = _body_errors(body)
             if errors:
-                await _refuse(scope, receive, send, errors)
+                await _refuse(scope, receive, send, errors, self.routes)
                 return
         await self.app(scope, replaying(body, more, receive), send)
 
@@ -85,7 +84,7 @@ class NulRefusalMiddleware:
 
 
 def _error(where: str, field: str) -> dict[str, str]:
-    item = {"in": where, "field": field, "detail": "must not contain NUL (U+0000)"}
+    item = {"in": where, "field": field, "detail": REASON}
     if where == "body":
         item["pointer"] = "#/" + field.replace(".", "/")
     return item
@@ -108,16 +107,24 @@ def _is_json(scope: Scope) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-async def read_body(receive: Receive) -> tuple[bytes, Message | None]:
+async def read_body(
+    scope: Scope, receive: Receive, routes: Sequence[BaseRoute] = ()
+) -> tuple[bytes, Message | None]:
     """The whole body (already bounded by the body limit), and a non-body message if one came."""
     chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), message
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), None
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), message
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+    except Exception:
+        _name_route(
+            scope, routes
+        )  # read before routing: the body limit's 413 still names its route
+        raise
 
 
 def replaying(body: bytes, other: Message | None, receive: Receive) -> Receive:
@@ -142,29 +149,17 @@ def _body_errors(body: bytes) -> list[dict[str, str]]:
         document = json.loads(body)
     except ValueError:
         return []  # not JSON: the route's own parsing answers it
-    found: list[str] = []
-    _find(document, [], found)
-    return [_error("body", path) for path in found]
+    return [_error("body", path) for path in nul_paths(document)]
 
 
-def _find(value: Any, path: list[str], found: list[str]) -> None:
-    """Dotted paths (FastAPI's error `loc` style) of the strings, and keys, holding NUL."""
-    if isinstance(value, str):
-        if NUL in value:
-            found.append(".".join(path) or "body")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if NUL in key:
-                found.append(".".join([*path, key.replace(NUL, "\\u0000")]))
-            else:
-                _find(item, [*path, key], found)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _find(item, [*path, str(index)], found)
-
-
-async def _refuse(scope: Scope, receive: Receive, send: Send, errors: list[dict[str, str]]) -> None:
-    _name_route(scope)
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    errors: list[dict[str, str]],
+    routes: Sequence[BaseRoute],
+) -> None:
+    _name_route(scope, routes)
     fields = ", ".join(e["field"] for e in errors)
     response = problem_response(
         Request(scope),
@@ -177,17 +172,11 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, errors: list[dict[
     await response(scope, receive, send)
 
 
-def _name_route(scope: Scope) -> None:
-    """Let the request metrics carry the route template of a refused request."""
-    app = scope.get("app")
-    for route in getattr(app, "routes", ()):
+def _name_route(scope: Scope, routes: Sequence[BaseRoute]) -> None:
+    """Let the request metrics carry the route template of a request answered before routing."""
+    for route in routes:
         if isinstance(route, APIRoute):
             match, _ = route.matches(scope)
             if match == Match.FULL:
                 scope["route"] = route
                 return
-
-
-def contains_nul(text: str) -> bool:
-    """Whether a piece of input text holds U+0000 (which PostgreSQL `text` cannot store)."""
-    return NUL in text

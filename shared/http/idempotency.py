@@ -182,6 +182,7 @@ class IdempotencyMiddleware:
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = routes
         self.streamed = {route.path for route in routes if _streamed(route)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,7 +203,7 @@ class IdempotencyMiddleware:
                 errors=[{"in": "header", "field": HEADER, "detail": "1 to 255 printable ASCII"}],
             )(scope, receive, send)
             return
-        body, other = await read_body(receive)
+        body, other = await read_body(scope, receive, self.routes)
         fingerprint = request_fingerprint(
             "POST", scope["path"], scope.get("query_string", b""), body
         )

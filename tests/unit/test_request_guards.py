@@ -1,0 +1,111 @@
+"""Shared request guards on an app with no database: NUL refusal, the no-token challenge."""
+
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
+
+from shared.http.app import create_app
+from shared.http.context import authorize
+from tests.unit.test_http_limits import FakeRuntime, bearer
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class Thing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str
+    tags: list[str] = []
+    items: list[Item] = []
+
+
+def router() -> APIRouter:
+    r = APIRouter()
+
+    @r.post("/things/{name}", dependencies=[authorize("incident:create")])
+    async def create(name: str, body: Thing, q: Annotated[str | None, Query()] = None) -> dict:
+        return {"name": name, "title": body.title}
+
+    @r.get("/things", dependencies=[authorize("incident:read")])
+    async def search(service: str | None = None, name: str | None = None) -> dict:
+        return {"service": service}
+
+    return r
+
+
+@pytest.fixture
+async def client():
+    app = create_app(FakeRuntime(), [router()])  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as c:
+        yield c
+
+
+def refused(response: httpx.Response) -> list[tuple[str, str]]:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = response.json()["errors"]
+    assert all("NUL" in e["detail"] for e in errors)
+    return [(e["in"], e["field"]) for e in errors]
+
+
+@pytest.mark.parametrize("query", ["service=a%00b", "name=ok&service=%00"])
+async def test_nul_in_a_query_parameter_is_refused_with_422_naming_it(client, query):
+    response = await client.get(f"/things?{query}", headers=bearer("agent"))
+    assert refused(response) == [("query", "service")]
+
+
+async def test_nul_in_a_path_parameter_is_refused_with_422_naming_it(client):
+    response = await client.post("/things/a%00b", json={"title": "t"}, headers=bearer("agent"))
+    assert refused(response) == [("path", "name")]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"title": "a\\u0000b"}', "title"),
+        ('{"title": "t", "tags": ["ok", "\\u0000"]}', "tags.1"),
+        ('{"title": "t", "items": [{"name": "x\\u0000"}]}', "items.0.name"),
+        ('{"title": "t", "ti\\u0000tle": "x"}', "ti\\u0000tle"),
+    ],
+)
+async def test_nul_in_any_json_string_is_refused_with_422_naming_its_path(client, body, field):
+    response = await client.post(
+        "/things/x",
+        content=body.encode(),
+        headers={**bearer("agent"), "Content-Type": "application/json"},
+    )
+    assert refused(response) == [("body", field)]
+    assert response.json()["errors"][0]["pointer"] == "#/" + field.replace(".", "/")
+
+
+async def test_an_escaped_backslash_before_u0000_is_text_not_nul(client):
+    response = await client.post(
+        "/things/x",
+        content=b'{"title": "C:\\\\u0000"}',
+        headers={**bearer("agent"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert response.json()["title"] == "C:\\u0000"
+
+
+async def test_nul_is_refused_before_authentication_is_even_looked_at(client):
+    response = await client.get("/things?service=%00")
+    assert refused(response) == [("query", "service")]
+
+
+async def test_a_request_without_a_token_is_challenged_without_an_error_code(client):
+    response = await client.get("/things")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="itsm"'
+
+
+async def test_a_request_with_a_bad_token_is_told_the_token_is_invalid(client):
+    response = await client.get("/things", headers={"Authorization": "Bearer nonsense"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="itsm", error="invalid_token"'
