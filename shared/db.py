@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -131,6 +132,11 @@ async def all_tenants_transaction(pool: asyncpg.Pool) -> AsyncIterator[Connectio
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config($1, 'on', true)", ALL_TENANTS_SETTING)
         yield conn
+
+
+def stored_instant(value: datetime) -> datetime:
+    """A `timestamptz` as read, always aware: asyncpg reads ±infinity as naive min/max."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.pagination import (
     Cursor,
     PageSize,
+    cursor_instant,
     decode_cursor,
     encode_cursor,
     invalid_cursor,
@@ -197,7 +198,7 @@ async def list_problems(
     if cursor:
         key = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     where = ProblemFilter(states=tuple(state or ()), ci_id=ci_id, service=service, origin=origin)

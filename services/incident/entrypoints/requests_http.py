@@ -26,7 +26,14 @@ from services.incident.domain import workflow
 from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
-from shared.http.pagination import Cursor, PageSize, decode_cursor, encode_cursor, invalid_cursor
+from shared.http.pagination import (
+    Cursor,
+    PageSize,
+    cursor_instant,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
 from shared.http.problems import Problem
 from shared.service import ServiceRuntime, runtime_of
 
@@ -199,7 +206,7 @@ async def list_requests(
     if cursor:
         key = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     where = RequestFilter(
