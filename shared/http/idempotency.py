@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -92,7 +93,7 @@ class KeyedRequest(RequestTransaction):
         self.state = state  # the request's state: tenant and subject, once authenticated
         self.task = asyncio.current_task()
         self.pool: asyncpg.Pool | None = None
-        self.conn: Connection | None = None
+        self.conn: PoolConnectionProxy[Any] | None = None
         self.transaction: Any = None
         self.tenant_id = ""
         self.caller = ""
@@ -183,7 +184,9 @@ class IdempotencyMiddleware:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.routes = routes
-        self.streamed = {route.path for route in routes if _streamed(route)}
+        self.streamed = {
+            route.path for route in routes if isinstance(route, APIRoute) and _streamed(route)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] in self.streamed:
