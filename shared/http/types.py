@@ -16,7 +16,8 @@ LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 RANGE = "1900-01-01T00:00:00Z to 9999-12-30T23:59:59Z"
 
 
-def _in_range(value: datetime) -> datetime:
+def in_range(value: datetime) -> datetime:
+    """The instant, if it falls within RANGE; ValueError (a 422 in a model) otherwise."""
     try:
         utc = value.astimezone(UTC)
     except OverflowError:
@@ -28,4 +29,4 @@ def _in_range(value: datetime) -> datetime:
 
 # Every timestamp the API accepts (bodies and query parameters): RFC 3339 with a time zone (a
 # naive one is refused), within RANGE; a refusal is a 422 naming the field.
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_range)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(in_range)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -224,3 +225,22 @@ async def test_every_post_documents_the_idempotency_key_header(service_client):
                 continue
             names = [p["name"] for p in post.get("parameters", [])]
             assert "Idempotency-Key" in names, f"{name} POST {path}"
+
+
+async def test_two_racing_posts_with_one_key_create_one_ci_and_get_the_same_answer(
+    service_client, headers, pools, tenant
+):
+    config = await service_client("config")
+    body = {"class": "server", "name": "raced", "attributes": SERVER}
+    keyed = {**headers, "Idempotency-Key": "race-1"}
+    first, second = await asyncio.gather(
+        *(config.post("/cis", json=body, headers=keyed) for _ in range(2))
+    )
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    replayed = {r.headers.get("idempotent-replayed") for r in (first, second)}
+    assert replayed == {None, "true"}
+    count = await fetchval_as(
+        pools["config"], tenant, "SELECT count(*) FROM cis WHERE tenant_id = $1", tenant
+    )
+    assert count == 1

@@ -1,14 +1,17 @@
 """Shared request guards on an app with no database: NUL refusal, the no-token challenge."""
 
+from datetime import datetime
 from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from services.incident.domain.alerts import AlertTime
 from shared.http.app import create_app
 from shared.http.context import authorize
+from shared.http.types import Timestamp
 from tests.unit.test_http_limits import FakeRuntime, bearer
 
 
@@ -109,3 +112,34 @@ async def test_a_request_with_a_bad_token_is_told_the_token_is_invalid(client):
     response = await client.get("/things", headers={"Authorization": "Bearer nonsense"})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="itsm", error="invalid_token"'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-05-01T10:00:00",  # no zone
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",
+        "1899-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-05:00",
+        "9999-12-31T00:00:00Z",
+    ],
+)
+def test_a_timestamp_without_zone_or_outside_1900_to_9999_is_refused(value):
+    with pytest.raises(ValidationError):
+        TypeAdapter(Timestamp).validate_python(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["1900-01-01T00:00:00Z", "2026-05-01T12:00:00+02:00", "9999-12-30T23:59:59Z"]
+)
+def test_a_timestamp_with_a_zone_inside_the_range_keeps_its_zone(value):
+    parsed = TypeAdapter(Timestamp).validate_python(value)
+    assert parsed == datetime.fromisoformat(value) and parsed.tzinfo is not None
+
+
+def test_an_alert_time_is_go_zero_unset_or_within_the_range():
+    adapter = TypeAdapter(AlertTime)
+    assert adapter.validate_python("0001-01-01T00:00:00Z") is None
+    with pytest.raises(ValidationError):
+        adapter.validate_python("9999-12-31T23:59:59-05:00")
