@@ -104,7 +104,8 @@ def _is_json(scope: Scope) -> bool:
     if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
         return False
     media = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
+    # No content type: FastAPI may still read the body as JSON, so it is checked too.
+    return media in ("", "application/json") or media.endswith("+json")
 
 
 async def read_body(
