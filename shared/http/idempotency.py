@@ -33,6 +33,7 @@ from asyncpg.pool import PoolConnectionProxy
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -174,6 +175,8 @@ class KeyedRequest(RequestTransaction):
         try:
             if not self.committed:
                 await self.transaction.rollback()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pass  # the connection broke: the server has dropped the transaction already
         finally:
             await self.pool.release(conn)
 
@@ -227,12 +230,44 @@ class IdempotencyMiddleware:
                 start = answer[0] if answer else None
                 if start is not None and 200 <= start["status"] < 300:
                     content = b"".join(m.get("body", b"") for m in answer[1:])
-                    await keyed.commit(start["status"], list(start.get("headers", [])), content)
+                    try:
+                        await keyed.commit(start["status"], list(start.get("headers", [])), content)
+                    except _LOST_DATABASE:
+                        # Committed or not, the client has not heard: a retry with the same key
+                        # either replays the stored answer or does the work once.
+                        answer = await _messages(_unavailable(scope))
         finally:
             request_transaction.reset(token)
             await keyed.close()
         for message in answer:
             await send(message)
+
+
+_LOST_DATABASE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+def _unavailable(scope: Scope) -> Response:
+    return problem_response(
+        Request(scope),
+        503,
+        "Service Unavailable",
+        "the database is unreachable; retry with the same Idempotency-Key",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _messages(response: Response) -> list[Message]:
+    """What a response would send, to be sent once the request transaction is settled."""
+    sent: list[Message] = []
+
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def keep(message: Message) -> None:
+        sent.append(message)
+
+    await response({"type": "http"}, nothing, keep)
+    return sent
 
 
 def _streamed(route: BaseRoute) -> bool:

@@ -3,12 +3,14 @@
 from datetime import datetime
 from typing import Annotated
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from services.incident.domain.alerts import AlertTime
+from shared.db import tenant_transaction
 from shared.http.app import create_app
 from shared.http.context import authorize
 from shared.http.types import Timestamp
@@ -143,3 +145,71 @@ def test_an_alert_time_is_go_zero_unset_or_within_the_range():
     assert adapter.validate_python("0001-01-01T00:00:00Z") is None
     with pytest.raises(ValidationError):
         adapter.validate_python("9999-12-31T23:59:59-05:00")
+
+
+class BrokenAtCommit:
+    """A connection that claims keys and then loses the server at COMMIT (a fake: no database)."""
+
+    def __init__(self) -> None:
+        self.released = False
+        self.rolled_back = False
+
+    def is_in_transaction(self) -> bool:
+        return True
+
+    def transaction(self) -> "BrokenAtCommit":
+        return self
+
+    async def start(self) -> None:
+        return None
+
+    async def __aenter__(self) -> None:  # the savepoint the route's own transaction becomes
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def commit(self) -> None:
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
+    async def rollback(self) -> None:
+        self.rolled_back = True
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed")
+
+    async def execute(self, *args: object) -> str:
+        return "OK"
+
+    async def fetchval(self, *args: object) -> bool:
+        return True
+
+
+class OnePool:
+    def __init__(self) -> None:
+        self.conn = BrokenAtCommit()
+
+    async def acquire(self) -> BrokenAtCommit:
+        return self.conn
+
+    async def release(self, conn: BrokenAtCommit) -> None:
+        conn.released = True
+
+
+async def test_a_keyed_post_whose_commit_loses_the_database_is_a_503_to_retry():
+    pool = OnePool()
+    r = APIRouter()
+
+    @r.post("/things", dependencies=[authorize("incident:create")], status_code=201)
+    async def create() -> dict[str, str]:
+        async with tenant_transaction(pool, "acme"):  # type: ignore[arg-type]
+            return {"id": "1"}
+
+    app = create_app(FakeRuntime(), [r])  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as c:
+        response = await c.post("/things", headers={**bearer("agent"), "Idempotency-Key": "k"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pool.conn.released and pool.conn.rolled_back
