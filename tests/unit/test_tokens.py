@@ -317,3 +317,13 @@ def test_a_token_larger_than_8_kib_is_refused_before_it_is_parsed():
 def test_a_token_minted_for_the_longest_allowed_lifetime_verifies():
     i = issuer()
     assert verifier(i).verify(mint(i, ttl_seconds=DEFAULT_MAX_LIFETIME_SECONDS)).subject == "alice"
+
+
+def test_the_token_cli_will_not_mint_a_token_the_services_would_refuse(tmp_path, capsys):
+    from shared.auth.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "create", "--tenant", "acme", "--role", "agent", "--ttl", "400d",
+              "--keys", str(tmp_path)])  # fmt: skip
+    assert exited.value.code == 2
+    assert "AUTH_MAX_TOKEN_LIFETIME_SECONDS" in capsys.readouterr().err
