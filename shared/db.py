@@ -8,7 +8,9 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -83,11 +85,39 @@ async def set_tenant(conn: Connection, tenant_id: str) -> None:
     await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
 
 
+class RequestTransaction:
+    """One transaction a whole request's work joins (an idempotent POST: shared/http)."""
+
+    def joins(self) -> bool:
+        """Whether the code running now belongs to the request (not a task it started)."""
+        raise NotImplementedError
+
+    async def connection(self, pool: asyncpg.Pool, tenant_id: str) -> Connection:
+        """The request's connection, inside its transaction, set to the tenant."""
+        raise NotImplementedError
+
+
+# Set by the HTTP layer for the duration of a request whose work must commit as one.
+request_transaction: ContextVar[RequestTransaction | None] = ContextVar(
+    "request_transaction", default=None
+)
+
+
 @asynccontextmanager
 async def tenant_transaction(
     pool: asyncpg.Pool, tenant_id: str, *, readonly: bool = False
 ) -> AsyncIterator[Connection]:
-    """A connection in a transaction that sees one tenant's rows: how requests use the database."""
+    """A connection in a transaction that sees one tenant's rows: how requests use the database.
+
+    Inside a request transaction it is a savepoint of that transaction instead, so the request's
+    writes and its stored answer commit together.
+    """
+    shared = request_transaction.get()
+    if shared is not None and shared.joins():
+        conn = await shared.connection(pool, tenant_id)
+        async with conn.transaction():
+            yield conn
+        return
     async with pool.acquire() as conn, conn.transaction(readonly=readonly):
         await set_tenant(conn, tenant_id)
         yield conn
@@ -102,6 +132,11 @@ async def all_tenants_transaction(pool: asyncpg.Pool) -> AsyncIterator[Connectio
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT set_config($1, 'on', true)", ALL_TENANTS_SETTING)
         yield conn
+
+
+def stored_instant(value: datetime) -> datetime:
+    """A `timestamptz` as read, always aware: asyncpg reads ±infinity as naive min/max."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

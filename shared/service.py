@@ -110,6 +110,7 @@ class ServiceRuntime:
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
             reload_seconds=settings.auth_jwks_reload_seconds,
+            max_lifetime_seconds=settings.auth_max_token_lifetime_seconds,
         )
         self.revocations = RevocationList()
         self._revocation_metrics = RevocationMetrics(self.registry)

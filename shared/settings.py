@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from shared.supervision import SupervisionPolicy
 
 # Variables that configure the whole installation; a service-prefixed variable wins over them.
@@ -19,6 +20,7 @@ GLOBAL_FALLBACKS = (
     "AUTH_JWKS_FILE",
     "AUTH_ISSUER",
     "AUTH_AUDIENCE",
+    "AUTH_MAX_TOKEN_LIFETIME_SECONDS",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM",
     "KAFKA_SSL_CAFILE",
@@ -96,6 +98,11 @@ class ServiceSettings(BaseSettings):
     auth_audience: str = "itsm-api"
     auth_jwks_reload_seconds: float = Field(
         default=5.0, gt=0, description="How often the key set file is checked for rotation."
+    )
+    auth_max_token_lifetime_seconds: int = Field(
+        default=DEFAULT_MAX_LIFETIME_SECONDS,
+        gt=0,
+        description="Tokens whose `exp - iat` is longer are refused (401 `lifetime-too-long`).",
     )
     migrate_on_start: bool = True
 

@@ -9,6 +9,7 @@ python -m shared.auth keys list
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
 from shared.auth.roles import ROLES
+from shared.auth.tokens import DEFAULT_MAX_LIFETIME_SECONDS
 from shared.devstack.kafka import REPO_ROOT
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             parser.exit(2, f"error: {exc}\n")
         return
+    # Services refuse a token that lives longer than this: do not mint one they would refuse.
+    longest = int(os.environ.get("AUTH_MAX_TOKEN_LIFETIME_SECONDS", DEFAULT_MAX_LIFETIME_SECONDS))
+    if args.ttl > longest:
+        parser.exit(2, f"error: --ttl is longer than AUTH_MAX_TOKEN_LIFETIME_SECONDS ({longest})\n")
     issuer = local.issuer(args.issuer, args.audience)
     token_id = str(uuid.uuid4())
     minted = issuer.mint(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,6 +25,11 @@ ALGORITHMS = ("EdDSA",)  # pinned: a token signed any other way (or not at all) 
 LEEWAY_SECONDS = 30
 FORCED_RELOAD_INTERVAL = 1.0  # an unknown kid reloads the key set at most this often
 VERIFIED_CACHE_SIZE = 4096  # tokens whose signature and claims were checked, kept until expiry
+MAX_TOKEN_BYTES = 8192  # a token is a header value: anything larger is refused unparsed
+# Integration accounts hold long-lived tokens (SECURITY.md): a year and a day by default.
+DEFAULT_MAX_LIFETIME_SECONDS = 366 * 86400
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # the one tenant-id syntax (tokens, headers)
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
 class AuthenticationError(Exception):
@@ -67,8 +73,10 @@ class TokenVerifier:
         audience: str,
         source: Path | None = None,
         reload_seconds: float = 5.0,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> None:
         self.keys = _keys_of(jwks)
+        self.max_lifetime_seconds = max_lifetime_seconds
         self.issuer = issuer
         self.audience = audience
         self.source = source
@@ -80,7 +88,13 @@ class TokenVerifier:
 
     @classmethod
     def from_file(
-        cls, path: Path, *, issuer: str, audience: str, reload_seconds: float = 5.0
+        cls,
+        path: Path,
+        *,
+        issuer: str,
+        audience: str,
+        reload_seconds: float = 5.0,
+        max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
     ) -> TokenVerifier:
         """A verifier for the JWKS file at path, reloading it when it changes."""
         return cls(
@@ -89,6 +103,7 @@ class TokenVerifier:
             audience=audience,
             source=path,
             reload_seconds=reload_seconds,
+            max_lifetime_seconds=max_lifetime_seconds,
         )
 
     def refresh(self, *, force: bool = False) -> bool:
@@ -121,6 +136,9 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; AuthenticationError otherwise."""
+        if len(token) > MAX_TOKEN_BYTES:
+            # Checked first: an oversized token is neither parsed nor kept in the cache.
+            raise AuthenticationError("token-too-large")
         self.refresh()
         remembered = self._verified.get(token)
         if remembered is not None:
@@ -168,10 +186,14 @@ class TokenVerifier:
             raise AuthenticationError("bad-signature") from None
         except jwt.PyJWTError:
             raise AuthenticationError("invalid-claims") from None
+        self._check_times(claims)
         tenants, roles = claims.get("tenants"), claims.get("roles")
-        if not isinstance(tenants, list) or not _strings(tenants) or not tenants:
+        if not _strings(tenants) or not tenants:
             raise AuthenticationError("invalid-claims")
-        if not isinstance(roles, list) or not _strings(roles) or not set(roles) <= ROLES:
+        if not all(_TENANT_ID.fullmatch(t) for t in tenants):
+            raise AuthenticationError("invalid-claims")
+        # A token with no role could do nothing: refused here (401), not later on each route (403).
+        if not _strings(roles) or not roles or not set(roles) <= ROLES:
             raise AuthenticationError("invalid-claims")
         principal = Principal(
             subject=str(claims["sub"]),
@@ -180,6 +202,19 @@ class TokenVerifier:
             token_id=str(claims["jti"]),
         )
         return principal, key, float(claims["exp"])
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """`exp`, `iat` (and `nbf`) are JSON numbers; `iat` not ahead; a bounded lifetime."""
+        # PyJWT takes "123" for 123: RFC 7519 says NumericDate, so a string is refused.
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise AuthenticationError("invalid-claims")
+        exp, iat = claims["exp"], claims["iat"]
+        if iat > time.time() + LEEWAY_SECONDS:
+            raise AuthenticationError("invalid-claims")
+        if exp - iat > self.max_lifetime_seconds:
+            raise AuthenticationError("lifetime-too-long")
 
 
 def _keys_of(jwks: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +315,9 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
 
 __all__ = [
     "ALGORITHMS",
+    "DEFAULT_MAX_LIFETIME_SECONDS",
+    "MAX_TOKEN_BYTES",
+    "TENANT_ID_PATTERN",
     "AuthenticationError",
     "Ed25519PublicKey",
     "Principal",

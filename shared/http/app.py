@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
+from shared.http.guards import install_request_guards
 from shared.http.limits import RequestLimitsMiddleware
 from shared.http.models import lax_number_fields
 from shared.http.openapi import install_openapi
@@ -157,6 +158,7 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
     install_openapi(app)
     install_problem_handlers(app)
     operations = operations_router(runtime)
+    install_request_guards(app, routers)  # NUL refusal and Idempotency-Key, inside the body limit
     app.add_middleware(
         RequestLimitsMiddleware,
         max_bytes=lambda: runtime.settings.http_max_body_bytes,

@@ -16,12 +16,13 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.auth.roles import allowed
-from shared.auth.tokens import AuthenticationError
+from shared.auth.tokens import TENANT_ID_PATTERN, AuthenticationError
 from shared.http.problems import PROBLEM_BASE, Problem
 
 CORRELATION_HEADER = "X-Correlation-Id"
 TENANT_HEADER = "X-Tenant-Id"
-TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+TENANT_PATTERN = TENANT_ID_PATTERN
+REALM = "itsm"
 _CORRELATION_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 # Declares the scheme in OpenAPI; a missing or malformed header is our own 401, not FastAPI's.
@@ -58,7 +59,12 @@ def _unauthenticated(request: Request, reason: str) -> Problem:
         "Unauthorized",
         "a valid bearer token is required",
         type_=PROBLEM_BASE + "unauthenticated",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        # RFC 6750 3.1: a request with no token gets no error code, only the scheme and realm.
+        headers={
+            "WWW-Authenticate": f'Bearer realm="{REALM}"'
+            if reason == "missing-token"
+            else f'Bearer realm="{REALM}", error="invalid_token"'
+        },
     )
 
 
@@ -72,7 +78,8 @@ def _resolve(
         principal = runtime.verifier.verify(credentials.credentials.strip())
     except AuthenticationError as exc:
         raise _unauthenticated(request, exc.reason) from None
-    request.state.subject = principal.subject  # for the access log, also of a 403
+    # For the access log (of a 403 too), and idempotency keys are the caller's own.
+    request.state.subject = principal.subject
     if tenant is None:
         if len(principal.tenants) != 1:
             raise Problem(

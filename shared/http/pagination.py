@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -50,6 +51,16 @@ def cursor_int(cursor: str | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise invalid_cursor()
     return value
+
+
+def cursor_instant(value: Any) -> datetime:
+    """An instant inside a cursor, in UTC; 422 naming `cursor` for one that is not ours."""
+    try:
+        instant = datetime.fromisoformat(str(value))
+        # Stored ±infinity reads back naive (asyncpg); every other instant we write is aware.
+        return (instant if instant.tzinfo else instant.replace(tzinfo=UTC)).astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
+        raise invalid_cursor() from None
 
 
 def invalid_cursor() -> Problem:

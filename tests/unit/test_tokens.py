@@ -6,7 +6,13 @@ import jwt
 import pytest
 
 from shared.auth.roles import PERMISSIONS, ROLES, allowed
-from shared.auth.tokens import AuthenticationError, TokenIssuer, TokenVerifier, new_signing_key
+from shared.auth.tokens import (
+    DEFAULT_MAX_LIFETIME_SECONDS,
+    AuthenticationError,
+    TokenIssuer,
+    TokenVerifier,
+    new_signing_key,
+)
 
 ISS, AUD = "itsm-test", "itsm"
 
@@ -248,3 +254,76 @@ def test_the_role_matrix_in_security_md_is_the_one_in_shared_auth_roles():
             if cell == "yes":
                 documented[permission].add(role)
     assert documented == {p: set(r) for p, r in PERMISSIONS.items()}
+
+
+def signed(i, **overrides):
+    """A token signed by issuer i with the usual claims, some replaced or removed (None)."""
+    now = int(time.time())
+    claims = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "alice",
+        "tenants": ["acme"],
+        "roles": ["agent"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": "t-1",
+    }
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode(claims, i.private_key, algorithm="EdDSA", headers={"kid": i.kid})
+
+
+def test_a_token_with_no_roles_is_refused_as_invalid_claims():
+    i = issuer()
+    assert reason(verifier(i), signed(i, roles=[])) == "invalid-claims"
+
+
+@pytest.mark.parametrize("tenant", ["ACME", "acme corp", "-acme", "a" * 64, "acme\x00", "", "é"])
+def test_a_tenant_id_outside_the_tenant_id_pattern_is_refused(tenant):
+    i = issuer()
+    assert reason(verifier(i), signed(i, tenants=["globex", tenant])) == "invalid-claims"
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_a_time_claim_that_is_not_a_json_number_is_refused(claim):
+    i = issuer()
+    value = str(int(time.time()) + 600 if claim == "exp" else int(time.time()))
+    assert reason(verifier(i), signed(i, **{claim: value})) == "invalid-claims"
+
+
+def test_a_token_living_longer_than_the_maximum_lifetime_is_refused():
+    i = issuer()
+    assert reason(verifier(i), signed(i, exp=10**20)) == "lifetime-too-long"
+    short = TokenVerifier({"keys": [i.jwk()]}, issuer=ISS, audience=AUD, max_lifetime_seconds=3600)
+    assert reason(short, mint(i, ttl_seconds=3601)) == "lifetime-too-long"
+    assert short.verify(mint(i, ttl_seconds=3600)).subject == "alice"
+
+
+def test_a_token_issued_in_the_future_is_refused():
+    i = issuer()
+    later = int(time.time()) + 3600
+    assert reason(verifier(i), signed(i, iat=later, nbf=None, exp=later + 60)) == "invalid-claims"
+
+
+def test_a_token_larger_than_8_kib_is_refused_before_it_is_parsed():
+    i = issuer()
+    big = signed(i, padding="x" * 9000)
+    assert reason(verifier(i), big) == "token-too-large"
+    assert reason(verifier(i), "x" * 65536) == "token-too-large"
+
+
+def test_a_token_minted_for_the_longest_allowed_lifetime_verifies():
+    i = issuer()
+    assert verifier(i).verify(mint(i, ttl_seconds=DEFAULT_MAX_LIFETIME_SECONDS)).subject == "alice"
+
+
+def test_the_token_cli_will_not_mint_a_token_the_services_would_refuse(tmp_path, capsys):
+    from shared.auth.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "create", "--tenant", "acme", "--role", "agent", "--ttl", "400d",
+              "--keys", str(tmp_path)])  # fmt: skip
+    assert exited.value.code == 2
+    assert "AUTH_MAX_TOKEN_LIFETIME_SECONDS" in capsys.readouterr().err

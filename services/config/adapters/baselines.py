@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from shared.db import Connection
+from shared.db import Connection, stored_instant
 
 _COLUMNS = "name, description, at, cis, relationships, created_at, created_by"
 
@@ -126,7 +126,7 @@ async def get(conn: Connection, tenant_id: str, name: str) -> dict[str, Any] | N
         tenant_id,
         name,
     )
-    return dict(row) if row else None
+    return _baseline(row) if row else None
 
 
 async def page(
@@ -142,7 +142,16 @@ async def page(
         after[1] if after else None,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [_baseline(r) for r in rows]
+
+
+def _baseline(row: Any) -> dict[str, Any]:
+    # A baseline stored before instants were range-checked may hold -infinity (asyncpg writes
+    # 0001-01-01T00:00:00Z so), which reads back naive: give it its zone so it compares and
+    # diffs like any other.
+    baseline = dict(row)
+    baseline["at"] = stored_instant(baseline["at"])
+    return baseline
 
 
 async def counts_at(conn: Connection, tenant_id: str, at: datetime) -> tuple[int, int]:

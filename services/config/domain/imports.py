@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from shared.events.catalogue import CiStatus, RelationshipType
+from shared.nul import NUL, nul_paths
+from shared.nul import REASON as NUL_REASON
 
 Outcome = Literal["created", "updated", "unchanged", "drift", "rejected"]
 OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "drift", "rejected")
@@ -115,6 +117,10 @@ def parse_object(line: int, data: object) -> Parsed:
     if "kind" not in data:
         data = {**data, "kind": "ci"}
     key = data.get("external_id") if isinstance(data.get("external_id"), str) else None
+    found = nul_paths(data)
+    if found:
+        # PostgreSQL text cannot hold it: refused here, per row, like any other invalid cell.
+        return Parsed(line, None, f"{found[0]}: {NUL_REASON}", key and key.replace(NUL, ""))
     try:
         row = _ROW.validate_python(data)
     except ValidationError as exc:
@@ -160,6 +166,12 @@ def parse_jsonl_line(number: int, raw: bytes) -> Parsed | None:
     text = raw.strip()
     if not text:
         return None
+    if b"\\u0000" in text:
+        # Decoded here to name the field holding the NUL (parse_object refuses the row).
+        try:
+            return parse_object(number, json.loads(text))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Parsed(number, None, f"row: not JSON ({exc})")
     try:
         row = _ROW_FROM_JSON.validate_json(text)
     except ValidationError:

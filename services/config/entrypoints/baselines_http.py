@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.adapters import baselines as repository
 from services.config.application.baselines import (
@@ -27,12 +27,14 @@ from shared.http.pagination import (
     Cursor,
     Page,
     PageSize,
+    cursor_instant,
     decode_cursor,
     encode_cursor,
     invalid_cursor,
     page_of,
 )
 from shared.http.problems import not_found
+from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["baselines"])
@@ -46,7 +48,7 @@ class NewBaseline(RequestBody):
 
     name: str = Field(pattern=BASELINE_NAME, description=f"Unique in the tenant; not {NOW!r}.")
     description: str = Field(default="", max_length=2000)
-    at: AwareDatetime | None = Field(default=None, description="The instant named; default now.")
+    at: Timestamp | None = Field(default=None, description="The instant named; default now.")
 
 
 class BaselineOut(BaseModel):
@@ -147,7 +149,7 @@ def _baseline_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     at, name = decode_cursor(cursor, 2)
     try:
-        return datetime.fromisoformat(at), str(name)
+        return cursor_instant(at), str(name)
     except (TypeError, ValueError):
         raise invalid_cursor() from None
 
@@ -162,7 +164,7 @@ def _diff_position(cursor: str | None) -> DiffPosition:
         return DiffPosition(
             section,
             None if after is None else uuid.UUID(after),
-            None if now is None else datetime.fromisoformat(now),
+            None if now is None else cursor_instant(now),
         )
     except (TypeError, ValueError, AttributeError):
         raise invalid_cursor() from None

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.config.adapters import cis as repository
 from services.config.adapters import listing
@@ -49,6 +49,7 @@ from shared.http.pagination import (
     page_of,
 )
 from shared.http.problems import invalid, not_found
+from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["configuration items"])
@@ -299,7 +300,7 @@ async def read_ci(
     context: Annotated[RequestContext, authorize("ci:read")],
     runtime: Runtime,
     as_of: Annotated[
-        AwareDatetime | None, Query(description="The CI as it was at this instant.")
+        Timestamp | None, Query(description="The CI as it was at this instant.")
     ] = None,
 ) -> JSONResponse:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from services.config.adapters import revocations
 from services.config.application.revocations import RevokeToken, revoke_token
@@ -20,10 +20,12 @@ from shared.http.pagination import (
     Cursor,
     Page,
     PageSize,
+    cursor_instant,
     decode_cursor,
     invalid_cursor,
     page_of,
 )
+from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["access"])
@@ -37,7 +39,7 @@ class NewRevocation(RequestBody):
         pattern=TOKEN_ID_PATTERN, description="The token's `jti` (printed by `token create`)."
     )
     reason: str = Field(min_length=1, max_length=500)
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Timestamp | None = Field(
         default=None, description="The token's expiry, if known: the entry can be forgotten then."
     )
 
@@ -86,7 +88,7 @@ async def list_revocations(
     if cursor:
         revoked_at, token_id = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(str(revoked_at)), str(token_id))
+            after = (cursor_instant(revoked_at), str(token_id))
         except ValueError:
             raise invalid_cursor() from None
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:

@@ -29,6 +29,7 @@ from shared.http.pagination import (
     Cursor,
     Page,
     PageSize,
+    cursor_instant,
     cursor_int,
     decode_cursor,
     encode_cursor,
@@ -168,7 +169,7 @@ async def list_imports(
     if cursor:
         started, ident = decode_cursor(cursor, 2)
         try:
-            before = (datetime.fromisoformat(started), uuid.UUID(ident))
+            before = (cursor_instant(started), uuid.UUID(ident))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:

@@ -29,7 +29,6 @@ from shared.events.catalogue import (
     MajorReviewRecordedV1,
     WorkNoteAddedV1,
 )
-from shared.http import idempotency
 from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem, not_found
@@ -105,14 +104,6 @@ class LogIncident:
     major_owner: str | None = None
     parent_id: uuid.UUID | None = None
     origin: str = "manual"
-
-
-@dataclass(frozen=True)
-class Created:
-    """What a create returns: the response body, and whether it replays an earlier request."""
-
-    body: dict[str, Any]
-    replayed: bool
 
 
 def incident_view(incident: Incident) -> dict[str, Any]:
@@ -244,24 +235,13 @@ async def log_new_incident(
     pool: asyncpg.Pool,
     command: LogIncident,
     context: RequestContext,
-    idempotency_key: str | None = None,
     metrics: IncidentMetrics | None = None,
-) -> Created:
-    """Store the incident and its created event atomically; honour an idempotency key."""
-    fingerprint = (
-        idempotency.request_fingerprint("POST", "/incidents", vars(command))
-        if idempotency_key
-        else ""
-    )
+) -> dict[str, Any]:
+    """Store the incident and its created event atomically (Idempotency-Key: shared/http)."""
     number = await numbers.allocate(pool, context.tenant_id, "incident")
     async with tenant_transaction(pool, context.tenant_id) as conn:
-        earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
-        if earlier is not None:
-            return Created(earlier.body, replayed=True)
         incident = await record_incident(conn, command, context, metrics=metrics, number=number)
-        body = incident_view(incident)
-        await idempotency.remember(conn, context.tenant_id, idempotency_key, 201, body)
-    return Created(body, replayed=False)
+    return incident_view(incident)
 
 
 async def locked_incident(

@@ -38,7 +38,6 @@ from shared import outbox
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import EventPayload, ProblemSuggestedV1
 from shared.events.envelope import MAX_SUBJECT
-from shared.http import idempotency
 from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem as HttpProblem
@@ -220,16 +219,11 @@ async def create_problem(
     pool: asyncpg.Pool,
     command: NewProblem,
     context: RequestContext,
-    idempotency_key: str | None = None,
-) -> handlers.Created:
-    """Open a problem by hand (PRB<n>), linking the incidents named; honour an idempotency key."""
+) -> dict[str, Any]:
+    """Open a problem by hand (PRB<n>), linking the incidents named."""
     now = datetime.now(UTC)
     tenant = context.tenant_id
-    fingerprint = idempotency.request_fingerprint("POST", "/problems", asdict(command))
     async with tenant_transaction(pool, tenant) as conn:
-        earlier = await idempotency.claim(conn, tenant, idempotency_key, fingerprint)
-        if earlier is not None:
-            return handlers.Created(earlier.body, replayed=True)
         if command.ci_id is not None and (
             await projections.ci_by_id(conn, tenant, str(command.ci_id)) is None
         ):
@@ -252,9 +246,7 @@ async def create_problem(
             incidents=sorted(command.incidents),  # reads list links made together by id
         )
         await _insert_new(conn, problem, events, context)
-        body = problem_view(problem)
-        await idempotency.remember(conn, tenant, idempotency_key, 201, body)
-    return handlers.Created(body, replayed=False)
+    return problem_view(problem)
 
 
 async def get_problem(pool: asyncpg.Pool, problem_id: uuid.UUID, tenant_id: str) -> Problem:

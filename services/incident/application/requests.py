@@ -43,7 +43,7 @@ from services.incident.adapters import numbers, projections, repository
 from services.incident.adapters import requests as store
 from services.incident.adapters.requests import RequestFilter
 from services.incident.application import sla
-from services.incident.application.handlers import Created, tenant_settings
+from services.incident.application.handlers import tenant_settings
 from services.incident.domain import request as domain
 from services.incident.domain.request import Change, ServiceRequest
 from services.incident.domain.workflow import Approval, Decision
@@ -52,7 +52,6 @@ from shared import outbox
 from shared.auth.roles import allowed
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import EventPayload
-from shared.http import idempotency
 from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import invalid, not_found
@@ -218,22 +217,16 @@ async def submit_request(
     pool: asyncpg.Pool,
     command: SubmitRequest,
     context: RequestContext,
-    idempotency_key: str | None = None,
     metrics: IncidentMetrics | None = None,
-) -> Created:
-    """Store the request and its events atomically; honour an idempotency key."""
-    fingerprint = idempotency.request_fingerprint("POST", "/requests", asdict(command))
+) -> dict[str, Any]:
+    """Store the request and its events atomically (Idempotency-Key: shared/http)."""
     number = await numbers.allocate(pool, context.tenant_id, "request")
     async with tenant_transaction(pool, context.tenant_id) as conn:
-        earlier = await idempotency.claim(conn, context.tenant_id, idempotency_key, fingerprint)
-        if earlier is not None:
-            return Created(earlier.body, replayed=True)
         request = await record_request(conn, command, context, metrics=metrics, number=number)
         body = request_view(request, [])
-        await idempotency.remember(conn, context.tenant_id, idempotency_key, 201, body)
     if metrics is not None:
         metrics.requests_submitted.labels(str(request.needs_approval).lower()).inc()
-    return Created(body, replayed=False)
+    return body
 
 
 async def _visible(

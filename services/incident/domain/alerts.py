@@ -98,6 +98,7 @@ from pydantic import (
 )
 
 from services.incident.domain.priority import priority_of
+from shared.http.types import in_range
 
 ALERTMANAGER_VERSION: Final = "4"
 
@@ -134,8 +135,10 @@ EventSeverity = Literal["critical", "error", "warning", "info"]
 
 
 def _unset_if_zero(value: datetime | None) -> datetime | None:
-    """Go's zero time (year 1), Alertmanager's "not set", as None."""
-    return None if value is not None and value.year == 1 else value
+    """Go's zero time (year 1), Alertmanager's "not set", as None; otherwise within RANGE."""
+    if value is None or value.year == 1:
+        return None
+    return in_range(value)
 
 
 def _utc_if_naive(value: datetime | None) -> datetime | None:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.incident.domain import workflow
+from services.incident.domain.changes import change_value
 from services.incident.domain.priority import PriorityMatrix
 from shared.events.catalogue import (
     EventPayload,
@@ -93,14 +94,6 @@ class Change:
     events: list[EventPayload] = field(default_factory=list)
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, uuid.UUID | datetime):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
 def _declared(incident: Incident, before: Incident | None) -> MajorIncidentDeclaredV1 | None:
     """The major-incident notification when an incident becomes major."""
     if not incident.major or (before is not None and before.major):
@@ -168,16 +161,16 @@ def log_incident(
             number=number,
             caller=incident.caller,
             category=incident.category,
-            ci_id=_text(incident.ci_id),
+            ci_id=change_value(incident.ci_id),
             services=list(incident.services),
             sla_policy=sla_policy,
             assignment_group=incident.assignment_group,
             assignee=incident.assignee,
             major=incident.major,
-            parent_id=_text(incident.parent_id),
+            parent_id=change_value(incident.parent_id),
             origin=incident.origin,
             workaround=workaround,
-            known_error_id=_text(known_error_id),
+            known_error_id=change_value(known_error_id),
             suspected_change=incident.suspected_change,
         )
     ]
@@ -215,7 +208,7 @@ def update(
     flagged = values.get("major_flagged", incident.major_flagged)
     values["major"] = incident.major or workflow.is_major(values["priority"], flagged=flagged)
     changes = {
-        name: {"from": _text(getattr(incident, name)), "to": _text(value)}
+        name: {"from": change_value(getattr(incident, name)), "to": change_value(value)}
         for name, value in values.items()
         if getattr(incident, name) != value
     }
@@ -279,7 +272,7 @@ def transition(
     elif wanted == "closed":
         values["closed_at"] = now
     changes = {
-        name: {"from": _text(getattr(incident, name)), "to": _text(value)}
+        name: {"from": change_value(getattr(incident, name)), "to": change_value(value)}
         for name, value in values.items()
         if getattr(incident, name) != value
     }

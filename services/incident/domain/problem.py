@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from services.incident.domain import workflow
+from services.incident.domain.changes import change_value
 from shared.events.catalogue import (
     EventPayload,
     KnownErrorPublishedV1,
@@ -94,17 +95,9 @@ class WrongProblemState(workflow.WorkflowError):
         self.what = what
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, uuid.UUID | datetime):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_text(v) for v in value]
-    return value
-
-
 def _changes(before: Problem, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        name: {"from": _text(getattr(before, name)), "to": _text(value)}
+        name: {"from": change_value(getattr(before, name)), "to": change_value(value)}
         for name, value in values.items()
         if getattr(before, name) != value
     }
@@ -121,7 +114,7 @@ def _published(problem: Problem) -> KnownErrorPublishedV1:
         title=problem.title,
         root_cause=problem.root_cause,
         workaround=problem.workaround,
-        ci_id=_text(problem.ci_id),
+        ci_id=change_value(problem.ci_id),
         service=problem.service,
     )
 
@@ -165,7 +158,7 @@ def open_problem(
     event = ProblemCreatedV1(
         title=title,
         description=description,
-        ci_id=_text(ci_id),
+        ci_id=change_value(ci_id),
         service=service,
         origin=origin,
         incidents=[str(i) for i in linked],
@@ -270,7 +263,7 @@ def link_incident(
     after = _next(problem, {"incidents": incidents}, actor=actor, now=now)
     return ProblemChange(
         after,
-        {"incidents": {"from": _text(problem.incidents), "to": _text(incidents)}},
+        {"incidents": {"from": change_value(problem.incidents), "to": change_value(incidents)}},
         [ProblemIncidentLinkedV1(incident_id=str(incident_id))],
     )
 
@@ -301,11 +294,16 @@ def request_change(
         title=title,
         description=description,
         ci_ids=[str(c) for c in targets],
-        known_error_id=_text(problem.known_error_id),
+        known_error_id=change_value(problem.known_error_id),
         incidents=[str(i) for i in problem.incidents],
     )
     return ProblemChange(
         after,
-        {"change_requests": {"from": _text(problem.change_requests), "to": _text(requests)}},
+        {
+            "change_requests": {
+                "from": change_value(problem.change_requests),
+                "to": change_value(requests),
+            }
+        },
         [event],
     )

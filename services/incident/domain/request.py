@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from services.incident.domain import workflow
+from services.incident.domain.changes import change_value
 from services.incident.domain.priority import PriorityMatrix
 from services.incident.domain.workflow import (
     Approval,
@@ -152,17 +153,9 @@ class Change:
     approval: Approval | None = None
 
 
-def _text(value: Any) -> Any:
-    if isinstance(value, uuid.UUID | datetime):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
 def _diff(before: ServiceRequest, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        name: {"from": _text(getattr(before, name)), "to": _text(value)}
+        name: {"from": change_value(getattr(before, name)), "to": change_value(value)}
         for name, value in values.items()
         if getattr(before, name) != value
     }

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from services.incident.adapters import repository
 from services.incident.adapters.repository import IncidentFilter
@@ -27,10 +27,16 @@ from services.incident.entrypoints.common import metrics_of, versioned, workflow
 from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
-from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.models import RequestBody
-from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
+from shared.http.pagination import (
+    PageSize,
+    cursor_instant,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
 from shared.http.problems import not_found
+from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["incidents"])
@@ -162,18 +168,14 @@ async def create_incident(
     body: NewIncident,
     context: Annotated[RequestContext, authorize("incident:create")],
     runtime: Runtime,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     values = body.model_dump()
     values["services"] = tuple(values["services"])
     values["major_flagged"] = values.pop("major")
     created = await log_new_incident(
-        runtime.pool, LogIncident(**values), context, idempotency_key, metrics_of(runtime)
+        runtime.pool, LogIncident(**values), context, metrics_of(runtime)
     )
-    headers = {"Location": f"/incidents/{created.body['id']}"}
-    if created.replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return _with_etag(created.body, 201, **headers)
+    return _with_etag(created, 201, Location=f"/incidents/{created['id']}")
 
 
 @router.get("/incidents", response_model=IncidentPage, summary="Search incidents")
@@ -190,16 +192,16 @@ async def list_incidents(
     assignment_group: str | None = None,
     breached: bool | None = None,
     major: bool | None = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
-    resolved_after: AwareDatetime | None = None,
-    resolved_before: AwareDatetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
+    resolved_after: Timestamp | None = None,
+    resolved_before: Timestamp | None = None,
 ) -> dict[str, Any]:
     after = None
     if cursor:
         key = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     where = IncidentFilter(

@@ -18,11 +18,11 @@ from services.incident.domain.problem import WrongProblemState
 from services.incident.entrypoints.common import versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
-from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.models import RequestBody
 from shared.http.pagination import (
     Cursor,
     PageSize,
+    cursor_instant,
     decode_cursor,
     encode_cursor,
     invalid_cursor,
@@ -168,7 +168,6 @@ async def create_problem(
     body: NewProblem,
     context: Annotated[RequestContext, authorize("problem:create")],
     runtime: Runtime,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     command = problems.NewProblem(
         title=body.title,
@@ -177,11 +176,8 @@ async def create_problem(
         service=body.service,
         incidents=tuple(body.incidents),
     )
-    created = await problems.create_problem(runtime.pool, command, context, idempotency_key)
-    headers = {"Location": f"/problems/{created.body['id']}"}
-    if created.replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return _with_etag(created.body, 201, **headers)
+    created = await problems.create_problem(runtime.pool, command, context)
+    return _with_etag(created, 201, Location=f"/problems/{created['id']}")
 
 
 @router.get("/problems", response_model=ProblemPage, summary="Search problems")
@@ -199,7 +195,7 @@ async def list_problems(
     if cursor:
         key = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     where = ProblemFilter(states=tuple(state or ()), ci_id=ci_id, service=service, origin=origin)

@@ -26,9 +26,15 @@ from services.incident.domain import workflow
 from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
-from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
 from shared.http.models import RequestBody
-from shared.http.pagination import Cursor, PageSize, decode_cursor, encode_cursor, invalid_cursor
+from shared.http.pagination import (
+    Cursor,
+    PageSize,
+    cursor_instant,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+)
 from shared.http.problems import Problem
 from shared.service import ServiceRuntime, runtime_of
 
@@ -166,21 +172,13 @@ async def create_request(
     body: NewRequest,
     context: Annotated[RequestContext, authorize("request:submit")],
     runtime: Runtime,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     values = body.model_dump()
     values["approvers"] = tuple(values["approvers"])
     created = await requests.submit_request(
-        runtime.pool,
-        requests.SubmitRequest(**values),
-        context,
-        idempotency_key,
-        metrics_of(runtime),
+        runtime.pool, requests.SubmitRequest(**values), context, metrics_of(runtime)
     )
-    headers = {"Location": f"/requests/{created.body['id']}"}
-    if created.replayed:
-        headers[REPLAYED_HEADER] = "true"
-    return _with_etag(created.body, 201, **headers)
+    return _with_etag(created, 201, Location=f"/requests/{created['id']}")
 
 
 @router.get(
@@ -203,7 +201,7 @@ async def list_requests(
     if cursor:
         key = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(key[0]), uuid.UUID(key[1]))
+            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
         except (TypeError, ValueError):
             raise invalid_cursor() from None
     where = RequestFilter(
