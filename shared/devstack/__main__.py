@@ -3,35 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES, LocalPlatform
+from shared.devstack.supervisor import Supervisor
 
 
 def run(state_dir: Path, kafka_scram: bool = False) -> int:
     """Start Kafka, PostgreSQL, the four services and the outbox relays of the three that publish
-    (each a process of its own, as deployed); print where they listen; stop on Ctrl-C.
+    (each a process of its own, as deployed) under a supervisor that restarts any that dies;
+    print where they listen and every restart as it happens; stop everything on Ctrl-C.
 
     With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own
     user (passwords in the state folder's kafka-users.json), as in production.
     """
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+    )
     platform = LocalPlatform(state_dir, kafka_scram=kafka_scram)
+    supervisor = Supervisor(report=lambda message: print(_stamp(message), flush=True))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        print("starting Kafka and PostgreSQL ...", flush=True)
-        infra = platform.start_infra()
-        print("starting the services ...", flush=True)
-        services = platform.start_services(
-            infra, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
+        print("starting PostgreSQL and Kafka, then the services ...", flush=True)
+        infra, services = platform.supervise(
+            supervisor, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
         )
         print()
         mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
-        print(f"  Kafka       {infra.bootstrap_servers}  ({mode})")
+        if platform.kafka is not None:
+            print(
+                f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
+                f"controller 127.0.0.1:{platform.kafka.controller_port})"
+            )
+        else:
+            print(f"  Kafka       {infra.bootstrap_servers}  ({mode}; not started here)")
         print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
         for service in services:
             docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
@@ -45,18 +60,32 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
             subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day
         )
         print(
-            "\nTokens for the demo tenant (24 h; more with `python -m shared.auth token create`):"
+            "\nTokens for the demo tenant (24 h; more with "
+            "`.venv/bin/python -m shared.auth token create`):"
         )
         print(f"  admin  {admin}")
         print(f"  agent  {agent}")
-        print("\nThe platform is running. Ctrl-C stops everything.", flush=True)
+        down = [name for name in supervisor.names if not supervisor.is_running(name)]
+        if down:
+            print(f"\nStarted, but down right now: {', '.join(down)} (restarting).")
+        else:
+            print(f"\nAll {len(supervisor.names)} parts are running.")
+        print(
+            "A part that dies is restarted and reported below (docs/operations.md). "
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         print("\nstopping ...", flush=True)
-        platform.stop()
+        supervisor.stop()
     return 0
+
+
+def _stamp(message: str) -> str:
+    return f"{time.strftime('%H:%M:%S')} {message}"
 
 
 def main() -> None:
