@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES, LocalPlatform
+from shared.devstack.platform import (
+    DEFAULT_HTTP_PORTS,
+    PUBLISHING_SERVICES,
+    Infra,
+    LocalPlatform,
+    SupervisedService,
+)
 from shared.devstack.supervisor import Supervisor
 
 
@@ -38,43 +44,7 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
         infra, services = platform.supervise(
             supervisor, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
         )
-        print()
-        mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
-        if platform.kafka is not None:
-            print(
-                f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
-                f"controller 127.0.0.1:{platform.kafka.controller_port})"
-            )
-        else:
-            print(f"  Kafka       {infra.bootstrap_servers}  ({mode}; not started here)")
-        print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
-        for service in services:
-            docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
-            print(f"  {service.name:<14} {service.url}{docs}   log {service.log_path}")
-        issuer = infra.keys.issuer()
-        day = 24 * 3600
-        admin = issuer.mint(
-            subject="demo-admin", tenants=["demo"], roles=["tenant_admin"], ttl_seconds=day
-        )
-        agent = issuer.mint(
-            subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day
-        )
-        print(
-            "\nTokens for the demo tenant (24 h; more with "
-            "`.venv/bin/python -m shared.auth token create`):"
-        )
-        print(f"  admin  {admin}")
-        print(f"  agent  {agent}")
-        down = [name for name in supervisor.names if not supervisor.is_running(name)]
-        if down:
-            print(f"\nStarted, but down right now: {', '.join(down)} (restarting).")
-        else:
-            print(f"\nAll {len(supervisor.names)} parts are running.")
-        print(
-            "A part that dies is restarted and reported below (docs/operations.md). "
-            "Ctrl-C stops everything.",
-            flush=True,
-        )
+        print(banner(platform, infra, services, supervisor, kafka_scram), flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
@@ -82,6 +52,55 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
         print("\nstopping ...", flush=True)
         supervisor.stop()
     return 0
+
+
+def banner(
+    platform: LocalPlatform,
+    infra: Infra,
+    services: list[SupervisedService],
+    supervisor: Supervisor,
+    kafka_scram: bool = False,
+) -> str:
+    """Where everything listens, demo tokens, and whether every part is running right now."""
+    lines = [""]
+    mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
+    if platform.kafka is not None:
+        lines.append(
+            f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
+            f"controller 127.0.0.1:{platform.kafka.controller_port})"
+        )
+    else:
+        lines.append(f"  Kafka       {infra.bootstrap_servers}  ({mode}; not started here)")
+    lines.append(
+        f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {platform.state_dir})"
+    )
+    for service in services:
+        docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
+        lines.append(f"  {service.name:<14} {service.url}{docs}   log {service.log_path}")
+    issuer = infra.keys.issuer()
+    day = 24 * 3600
+    admin = issuer.mint(
+        subject="demo-admin", tenants=["demo"], roles=["tenant_admin"], ttl_seconds=day
+    )
+    agent = issuer.mint(subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day)
+    lines += [
+        "",
+        "Tokens for the demo tenant (24 h; more, from this folder, with",
+        "`.venv/bin/python -m shared.auth token create --tenant demo --role agent --ttl 8h`):",
+        f"  admin  {admin}",
+        f"  agent  {agent}",
+        "",
+    ]
+    down = [name for name in supervisor.names if not supervisor.is_running(name)]
+    if down:
+        lines.append(f"Started, but down right now: {', '.join(down)} (being restarted).")
+    else:
+        lines.append(f"All {len(supervisor.names)} parts are running.")
+    lines.append(
+        "A part that dies is restarted and reported below (docs/operations.md). "
+        "Ctrl-C stops everything."
+    )
+    return "\n".join(lines)
 
 
 def _stamp(message: str) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,38 @@ def test_exit_descriptions_name_the_signal_or_the_code() -> None:
     assert describe_exit(-15) == "killed by SIGTERM"
     assert describe_exit(0) == "exit code 0"
     assert describe_exit(137) == "exit code 137"
+
+
+def test_the_banner_names_the_kafka_controller_port_a_working_token_command_and_what_is_down(
+    tmp_path: Path,
+) -> None:
+    from shared.auth.local import LocalKeys
+    from shared.devstack.__main__ import banner
+    from shared.devstack.platform import Infra, LocalPlatform, SupervisedService
+
+    platform = LocalPlatform(tmp_path, kafka_port=19092, kafka_controller_port=19093, environ={})
+    infra = Infra(
+        "127.0.0.1:19092",
+        "postgresql://a:b@127.0.0.1:55432/postgres",
+        {},
+        LocalKeys(tmp_path / "auth"),
+    )
+    services = [SupervisedService("incident", 8001, tmp_path / "incident.log")]
+
+    def refuse() -> subprocess.Popen[bytes]:
+        raise RuntimeError("not today")
+
+    supervisor = Supervisor(first_delay=5.0, report=lambda _m: None)
+    try:
+        supervisor.add(Part("incident", child(SLEEPER), stop_process))
+        supervisor.add(Part("incident-relay", refuse, stop_process))
+        supervisor.wait_running(["incident"], timeout=20)
+        text = banner(platform, infra, services, supervisor)
+    finally:
+        supervisor.stop(join_timeout=10)
+
+    assert "controller 127.0.0.1:19093" in text
+    assert "`.venv/bin/python -m shared.auth token create" in text
+    assert "`python -m shared.auth" not in text
+    assert "Started, but down right now: incident-relay (being restarted)." in text
+    assert "are running" not in text
