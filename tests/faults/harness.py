@@ -101,6 +101,8 @@ class Kill:
     part_back: float | None = None
     # Seconds until every service and relay answered /health/ready with 200 again.
     all_ready: float | None = None
+    # What the parts that were still not ready at the limit said.
+    not_ready: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Verdict:
     kafka_wrong: dict[str, list[int]] = field(default_factory=dict)
     ledger_wrong: dict[str, list[int]] = field(default_factory=dict)
     ledger_not_on_kafka: list[str] = field(default_factory=list)
+    kafka_not_in_ledger: list[str] = field(default_factory=list)
     unrecovered: list[str] = field(default_factory=list)
     # Counts for the report.
     aggregates: int = 0
@@ -231,6 +234,7 @@ def failures(report: Report) -> list[str]:
         ("aggregates whose versions on Kafka are not 1..n in order", v.kafka_wrong),
         ("aggregates whose versions in the ledger are not 1..n in order", v.ledger_wrong),
         ("ledger events that are not on Kafka", v.ledger_not_on_kafka),
+        ("events on Kafka missing from the ledger", v.kafka_not_in_ledger),
         ("parts that did not recover", v.unrecovered),
     ):
         if value:
@@ -451,7 +455,7 @@ class Plan:
     workers: int = 4
     # Each worker's mean pause between writes: about workers / pace writes a second, enough to
     # meet every outage without loading a small machine so much that recovery slows down.
-    pace: float = 0.25
+    pace: float = 0.5
     # Each kill waits a random time from this range after the previous recovery.
     pause: tuple[float, float] = (1.0, 4.0)
     # Writes after the last recovery, so that load runs across every recovery.
@@ -461,17 +465,24 @@ class Plan:
     settle_limit: float = 120.0
 
 
-async def _all_ready(platform: FaultPlatform, http: httpx.AsyncClient) -> bool:
-    if not all(platform.supervisor.is_running(n) for n in platform.supervisor.names):
-        return False
+async def _not_ready(platform: FaultPlatform, http: httpx.AsyncClient) -> dict[str, str]:
+    """Each part that is not running or whose /health/ready is not 200, and what it said."""
+    found = {
+        name: "not running"
+        for name in platform.supervisor.names
+        if not platform.supervisor.is_running(name)
+    }
     for service in platform.services:
+        if service.name in found:
+            continue
         try:
             response = await http.get(f"{service.url}/health/ready", timeout=3.0)
-        except httpx.TransportError:
-            return False
+        except httpx.TransportError as exc:
+            found[service.name] = type(exc).__name__
+            continue
         if response.status_code != 200:
-            return False
-    return True
+            found[service.name] = f"{response.status_code} {response.text[:300]}"
+    return found
 
 
 async def _poll(
@@ -508,7 +519,8 @@ async def _kill_and_recover(
         remaining = limit - kill.part_back
 
         async def ready() -> bool:
-            return await _all_ready(platform, http)
+            kill.not_ready = await _not_ready(platform, http)
+            return not kill.not_ready
 
         settled = await _poll(ready, max(remaining, 1.0))
         kill.all_ready = None if settled is None else kill.part_back + settled
@@ -552,10 +564,10 @@ async def _drive(
                     else:
                         ack = wrng.choice(free)
                         busy.add(ack.id)
-                        try:
-                            await client.update(urls[ack.kind], ack)
-                        finally:
-                            busy.discard(ack.id)
+                        await client.update(urls[ack.kind], ack)
+                        # One that gave up stays busy: whether it applied is unknown, so its
+                        # version is, and it is not updated again (the verdict reads the DB).
+                        busy.discard(ack.id)
                 except GaveUp as exc:
                     print(f"[faults] client gave up: {exc}", flush=True)
                 if faults_done.is_set():
@@ -727,15 +739,15 @@ async def _verify_with(
         for row in rows:
             recorded[(row["topic"], row["subject"])].append(row["sequence"])
         verdict.ledger_rows = len(rows)
-        verdict.ledger_not_on_kafka = [
-            str(r["event_id"]) for r in rows if str(r["event_id"]) not in event_ids
-        ]
+        in_ledger = {str(r["event_id"]) for r in rows}
+        verdict.ledger_not_on_kafka = sorted(in_ledger - event_ids)
+        verdict.kafka_not_in_ledger = sorted(event_ids - in_ledger)
         verdict.ledger_wrong = {
             f"{topic} {subject} (db v{v})": recorded.get((topic, subject), [])
             for (topic, subject), v in expected.items()
             if not _in_order(recorded.get((topic, subject), []), v)
         }
-        return not verdict.ledger_wrong and verdict.ledger_rows >= len(event_ids)
+        return not verdict.ledger_wrong and not verdict.kafka_not_in_ledger
 
     await _poll(ledger_complete, limit, interval=0.5)
     return verdict
@@ -756,12 +768,15 @@ def run_faults(state_dir: Path, plan: Plan) -> Report:
             ttl_seconds=3600,
         )
         kills, stats, acks = asyncio.run(_drive(platform, plan, token))
-        verdict = asyncio.run(_verify(platform, tenant, acks, plan.settle_limit))
+        # A platform that did not recover will not drain either: judge it without the wait.
+        recovered = all(k.all_ready is not None for k in kills)
+        settle = plan.settle_limit if recovered else 15.0
+        verdict = asyncio.run(_verify(platform, tenant, acks, settle))
         for kill in kills:
             if kill.all_ready is None:
                 verdict.unrecovered.append(
                     f"{kill.part} (killed pid {kill.pid}): part back {_s(kill.part_back)}, "
-                    f"not all ready within {plan.recovery_limit:.0f}s"
+                    f"not all ready within {plan.recovery_limit:.0f}s: {kill.not_ready}"
                 )
         killed = Counter(k.part for k in kills)
         restarts = {n: platform.supervisor.restarts(n) for n in platform.supervisor.names}
