@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             # Offsets are committed only after the database commit; an error rewinds the batch.
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=_parse_leaving_headers_undecoded,
             decoder=_undecoded,
             title=self.name,
         )(on_batch)
@@ -300,6 +302,18 @@ def _by_tenant(events: Sequence[ReceivedEvent]) -> dict[str, list[ReceivedEvent]
     for event in events:
         groups.setdefault(event.envelope.tenantid, []).append(event)
     return groups
+
+
+async def _parse_leaving_headers_undecoded(
+    records: tuple[ConsumerRecord[bytes, bytes], ...],
+    original: Callable[[Any], Awaitable[Any]],
+) -> Any:
+    """faststream's batch parser, without its decoding of every header as UTF-8: one header
+    that is not (a producer's binary trace context) failed the batch, which was redelivered
+    for ever. The consumer reads the binding's headers itself and dead-letters bad ones."""
+    message = await original(tuple(dataclasses.replace(r, headers=()) for r in records))
+    message.raw_message = records
+    return message
 
 
 async def _undecoded(message: Any) -> None:

@@ -42,7 +42,8 @@ _INSERT = (
 
 @dataclass(frozen=True)
 class Pending:
-    """One event of a batch for `append_many`: its payload, aggregate and sequence.
+    """One event of a batch for `append_many`: its payload, aggregate and the aggregate's
+    version after it (`sequence`; the `itsmversion` attribute on the wire).
 
     `data` is the payload as `payload.model_dump(mode="json")` gives it, for a caller that has
     it already (bulk writers that store the same state elsewhere): it is not dumped again.
@@ -96,7 +97,7 @@ def _row(
         type=spec.type,
         subject=pending.subject,
         tenantid=tenant_id,
-        sequence=pending.sequence,
+        itsmversion=pending.sequence,
         actor=actor,
         data=pending.payload.model_dump(mode="json"),
         correlationid=correlation_id,
@@ -243,7 +244,7 @@ def encode_many(
         own_id = f'"{event_id}"'
         encoded.headers.append(
             f'{opening},"ce_id":{own_id}{kind},"ce_subject":{quote(pending.subject)},'
-            f'"ce_sequence":"{pending.sequence}","ce_correlationid":{correlation or own_id}}}'
+            f'"ce_itsmversion":"{pending.sequence}","ce_correlationid":{correlation or own_id}}}'
         )
         if pending.encoded is not None:
             encoded.payloads.append(pending.encoded)
@@ -405,24 +406,21 @@ class OutboxRelay:
         self._listener: asyncpg.pool.PoolConnectionProxy | None = None
 
     async def run(self) -> None:
-        """Publish until cancelled: on every NOTIFY, and at least every poll interval."""
-        metrics_task = asyncio.create_task(self._report_backlog_forever())
+        """Publish until cancelled: on every NOTIFY, and at least every poll interval.
+
+        It keeps no error policy of its own: a database or Kafka error ends it, and the
+        process's supervisor (shared/supervision.py) logs, counts and restarts it with backoff.
+        """
         try:
             while True:
                 await self._ensure_listener()
-                try:
-                    published = await self.publish_batch()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    log.exception("outbox relay could not reach the database; retrying")
-                    published = 0
-                    await asyncio.sleep(self.poll_interval)
+                published = await self.publish_batch()
                 if published >= self.batch_size:
                     continue  # more backlog waiting: do not sleep
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
         finally:
-            metrics_task.cancel()
             await self._close_listener()
 
     async def publish_batch(self) -> int:
@@ -648,37 +646,56 @@ class OutboxRelay:
         self.metrics.outbox_oldest_age.set(row["age"])
         return row["n"], row["age"]
 
-    async def _report_backlog_forever(self) -> None:
+    async def report_backlog_forever(self) -> None:
+        """Refresh the backlog gauges every metrics interval, until cancelled.
+
+        A task of its own beside run(), reading the table: the gauges go on telling the truth
+        while the relay loop is down, which is when OutboxStuck must fire.
+        """
         while True:
-            try:
-                await self.report_backlog()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.warning("could not measure the outbox backlog", exc_info=True)
+            await self.report_backlog()
             await asyncio.sleep(self.metrics_interval)
 
     async def _ensure_listener(self) -> None:
-        """Hold a dedicated connection that LISTENs; polling covers the gaps while it is down."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        await self._close_listener()
+        """Hold a dedicated connection that LISTENs; polling covers the gaps while it is down.
+
+        A connection that the server drops (a PostgreSQL restart) is detached from its pool
+        proxy by asyncpg, after which every call on the proxy raises; its termination listener
+        tells us (or is_closed() does, or raises), and the next round acquires a new one.
+        """
+        if self._listener is not None:
+            try:
+                if not self._listener.is_closed():
+                    return
+            except asyncpg.InterfaceError:  # detached: asyncpg took the dead connection back
+                self._listener = None
+            await self._close_listener()
         try:
             conn = await self.pool.acquire()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return
+            return  # the database is down: the batch that follows fails and says so
         # Held from here on: the finally in run() releases it, even when cancelled right now.
         self._listener = conn
         try:
+            conn.add_termination_listener(self._on_listener_lost)
             await conn.add_listener(self.channel, self._on_notify)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self._close_listener()
+
+    def _on_listener_lost(self, *_: object) -> None:
+        # asyncpg has already handed the dead connection back to the pool.
+        self._listener = None
+        self._wake.set()
 
     async def _close_listener(self) -> None:
         if self._listener is None:
             return
         conn, self._listener = self._listener, None
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            conn.remove_termination_listener(self._on_listener_lost)
             await conn.remove_listener(self.channel, self._on_notify)
-        await self.pool.release(conn)
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.pool.release(conn)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,14 @@ from shared.logging import configure_logging
 from shared.metrics import PlatformMetrics, TenantLabel
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.supervision import BackgroundTask, SupervisionMetrics, Supervisor
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL = 600.0
+MIGRATION_WAIT_SECONDS = 1.0
+# The exit status of a process whose background task stayed down past its limit (EX_SOFTWARE).
+EXIT_GAVE_UP = 70
 STOP_STEP_SECONDS = 15.0
 
 
@@ -53,9 +58,10 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     shared_components: Sequence[str] = ()
     consumers: Callable[[ServiceRuntime], Sequence[EventConsumer]] = lambda _: ()
-    # Long-running loops of the service (schedulers, gauges), started after the relay and
-    # cancelled at stop; each must survive its own errors (log, wait, go on).
-    background: Callable[[ServiceRuntime], Sequence[Coroutine[Any, Any, None]]] = lambda _: ()
+    # Long-running loops of the service (schedulers, gauges), started after the relay under the
+    # process's supervisor and cancelled at stop. They keep no error policy of their own: an
+    # exception ends the loop and the supervisor logs, counts and restarts it.
+    background: Callable[[ServiceRuntime], Sequence[BackgroundTask]] = lambda _: ()
     service_metrics: Callable[[CollectorRegistry], Any] | None = None
     description: str = ""
     version: str = "0.1.0"
@@ -75,13 +81,26 @@ class ServiceDefinition:
 
 
 class ServiceRuntime:
-    """Owns a service's connections and background tasks between start() and stop()."""
+    """Owns a service's connections and background tasks between start() and stop().
 
-    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    `on_fatal` is called when a background task has been down past its limit (the served
+    process then exits non-zero, see main()); in-process runtimes (tests) may leave it out.
+    """
+
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: ServiceSettings,
+        *,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.definition = definition
         self.settings = settings
+        self.on_fatal = on_fatal
         self.registry = CollectorRegistry()
         self.metrics = PlatformMetrics(self.registry, TenantLabel(settings.metrics_tenants))
+        self.supervision_metrics = SupervisionMetrics(self.registry)
+        self.supervisor: Supervisor | None = None
         self.service_metrics = (
             definition.service_metrics(self.registry) if definition.service_metrics else None
         )
@@ -101,7 +120,6 @@ class ServiceRuntime:
         self.broker: KafkaBroker | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[EventConsumer] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -134,11 +152,15 @@ class ServiceRuntime:
                 await migrate(conn, self.definition.migration_sources())
         self._producer = create_producer(s.kafka_bootstrap_servers, s.client_id, security=kafka)
         await self._producer.start()
+        supervisor = self.supervisor = Supervisor(
+            name, self.supervision_metrics, s.supervision_policy(), on_fatal=self.on_fatal
+        )
         # Before the first request: every token revoked so far is known, then followed live.
         self.revocation_listener = RevocationListener(
             self.revocations, kafka, self._revocation_metrics
         )
         await self.revocation_listener.start()
+        supervisor.start(BackgroundTask("revocation-listener", self.revocation_listener.follow))
         self.broker = KafkaBroker(
             s.kafka_bootstrap_servers,
             client_id=s.client_id,
@@ -153,14 +175,11 @@ class ServiceRuntime:
             consumer.subscribe(self.broker)
         await self.broker.start()
         if self.definition.publishes and s.outbox_relay == "embedded":
-            self.relay, task = start_relay(name, s, self._pool, self._producer, self.metrics)
-            self._tasks.append(task)
+            self.relay = start_relay(name, s, self._pool, self._producer, self.metrics, supervisor)
         if "idempotency" in self.definition.shared_components:
-            self._tasks.append(
-                asyncio.create_task(self._housekeeping(), name=f"{name}-housekeeping")
-            )
-        for index, loop in enumerate(self.definition.background(self)):
-            self._tasks.append(asyncio.create_task(loop, name=f"{name}-background-{index}"))
+            supervisor.start(BackgroundTask("idempotency-housekeeping", self._housekeeping))
+        for task in self.definition.background(self):
+            supervisor.start(task)
         log.info("service started", extra={"service": name})
 
     async def stop(self) -> None:
@@ -169,11 +188,8 @@ class ServiceRuntime:
         Each step is bounded (STOP_STEP_SECONDS): a step that hangs (a broker that does not
         answer, a connection never released) is logged by name and the shutdown goes on.
         """
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await self._bounded(f"task {task.get_name()}", task)
-        self._tasks.clear()
+        if self.supervisor is not None:
+            await self._bounded("background tasks", self.supervisor.stop())
         if self.revocation_listener is not None:
             await self._bounded("revocation listener", self.revocation_listener.stop())
             self.revocation_listener = None
@@ -197,18 +213,16 @@ class ServiceRuntime:
         checks["kafka"] = "ok"
         if self.broker is None or not await self.broker.ping(timeout=2):
             checks["kafka"] = "unreachable"
-        elif self.revocation_listener is None or not self.revocation_listener.following:
-            checks["kafka"] = "not following the token revocations"
+        # The revocation listener is one of the supervised tasks: down past the grace period,
+        # readiness names it here.
+        checks["background"] = self.supervisor.readiness() if self.supervisor else "not started"
         return checks
 
     async def _housekeeping(self) -> None:
         while True:
-            try:
-                purged = await purge_expired(self.pool)
-                if purged:
-                    log.info("purged idempotency keys", extra={"count": purged})
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.warning("housekeeping failed", exc_info=True)
+            purged = await purge_expired(self.pool)
+            if purged:
+                log.info("purged idempotency keys", extra={"count": purged})
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
 
@@ -232,8 +246,15 @@ def start_relay(
     pool: asyncpg.Pool,
     producer: AIOKafkaProducer,
     metrics: PlatformMetrics,
-) -> tuple[OutboxRelay, asyncio.Task[None]]:
-    """The service's outbox relay, running as a task until cancelled."""
+    supervisor: Supervisor,
+    *,
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> OutboxRelay:
+    """The service's outbox relay and its backlog gauge, as two supervised tasks.
+
+    `before` runs at every (re)start of either loop before it reads the outbox (a separate
+    relay waits there for the service's migrations).
+    """
     relay = OutboxRelay(
         pool=pool,
         producer=producer,
@@ -244,7 +265,18 @@ def start_relay(
         max_backoff=settings.outbox_max_backoff_seconds,
         metrics_interval=settings.outbox_metrics_interval_seconds,
     )
-    return relay, asyncio.create_task(relay.run(), name=f"{name}-outbox-relay")
+
+    def after(loop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            if before is not None:
+                await before()
+            await loop()
+
+        return run
+
+    supervisor.start(BackgroundTask("outbox-relay", after(relay.run)))
+    supervisor.start(BackgroundTask("outbox-backlog", after(relay.report_backlog_forever)))
+    return relay
 
 
 async def database_checks(pool: asyncpg.Pool, known: frozenset[tuple[str, int]]) -> dict[str, str]:
@@ -273,18 +305,28 @@ class RelayRuntime:
     OUTBOX_RELAY_HTTP_PORT.
     """
 
-    def __init__(self, definition: ServiceDefinition, settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: ServiceSettings,
+        *,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         if not definition.publishes:
             raise ValueError(f"the {definition.name} service writes no outbox: nothing to relay")
         self.definition = definition
         self.settings = settings
+        self.on_fatal = on_fatal
         self.registry = CollectorRegistry()
         self.metrics = PlatformMetrics(self.registry, TenantLabel(settings.metrics_tenants))
+        self.supervision_metrics = SupervisionMetrics(self.registry)
+        self.supervisor: Supervisor | None = None
         self._known_migrations = known_versions(definition.migration_sources())
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
-        self._task: asyncio.Task[None] | None = None
+        self.migrated = False
+        self._told_waiting = False
 
     async def start(self) -> None:
         """Connect to the database and Kafka, then relay until stopped."""
@@ -303,16 +345,56 @@ class RelayRuntime:
             s.kafka_bootstrap_servers, f"{s.client_id}-relay", security=kafka
         )
         await self._producer.start()
-        self.relay, self._task = start_relay(name, s, self._pool, self._producer, self.metrics)
+        self.supervisor = Supervisor(
+            f"{name}-relay",
+            self.supervision_metrics,
+            s.supervision_policy(),
+            on_fatal=self.on_fatal,
+        )
+        self.relay = start_relay(
+            name,
+            s,
+            self._pool,
+            self._producer,
+            self.metrics,
+            self.supervisor,
+            before=self._wait_for_migrations,
+        )
         log.info("outbox relay started", extra={"service": name})
+
+    async def _wait_for_migrations(self) -> None:
+        """Wait (quietly: once at INFO) until the service has applied its migrations.
+
+        A relay may start before its service has migrated the schema (they start side by side);
+        publishing before that would fail on a missing table, over and over.
+        """
+        pool = self._pool
+        assert pool is not None
+        name = self.definition.name
+        while not self.migrated:
+            async with pool.acquire() as conn:
+                pending = await pending_migrations(conn, self._known_migrations)
+            if not pending:
+                self.migrated = True
+                if self._told_waiting:
+                    log.info(
+                        "migrations applied; relaying", extra={"service": self.definition.name}
+                    )
+                return
+            if not self._told_waiting:  # once, whichever of the relay's tasks asks first
+                log.info(
+                    "waiting for the service to apply its migrations before relaying",
+                    extra={"service": name, "pending": pending},
+                )
+                self._told_waiting = True
+            await asyncio.sleep(MIGRATION_WAIT_SECONDS)
 
     async def stop(self) -> None:
         """Stop relaying (a batch in flight is rolled back and published again later)."""
         name = self.definition.name
-        if self._task is not None:
-            self._task.cancel()
-            await bounded(name, "outbox relay", self._task)
-            self._task = None
+        if self.supervisor is not None:
+            await bounded(name, "outbox relay", self.supervisor.stop())
+            self.supervisor = None
         if self._producer is not None:
             await bounded(name, "kafka producer", self._producer.stop())
             self._producer = None
@@ -332,8 +414,12 @@ class RelayRuntime:
             checks["kafka"] = "ok"
         except Exception as exc:
             checks["kafka"] = f"unreachable: {type(exc).__name__}"
-        task = self._task
-        checks["relay"] = "ok" if task is not None and not task.done() else "stopped"
+        if self.supervisor is None:
+            checks["relay"] = "stopped"
+        elif not self.migrated:
+            checks["relay"] = "waiting for migrations"
+        else:
+            checks["relay"] = self.supervisor.readiness()
         return checks
 
 
@@ -344,19 +430,29 @@ async def runtime_of(request: Request) -> ServiceRuntime:
     return runtime
 
 
-def build_relay_app(definition: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
+def build_relay_app(
+    definition: ServiceDefinition,
+    settings: ServiceSettings,
+    *,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The ASGI app of a separate outbox relay process: health and metrics around the relay."""
     return create_app(
-        RelayRuntime(definition, settings),
+        RelayRuntime(definition, settings, on_fatal=on_fatal),
         (),
         title=f"ITSM {definition.name} outbox relay",
         version=definition.version,
     )
 
 
-def build_app(definition: ServiceDefinition, settings: ServiceSettings | None = None) -> FastAPI:
+def build_app(
+    definition: ServiceDefinition,
+    settings: ServiceSettings | None = None,
+    *,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The service's ASGI app with a runtime for the given (or environment) settings."""
-    runtime = ServiceRuntime(definition, settings or definition.settings_class())
+    runtime = ServiceRuntime(definition, settings or definition.settings_class(), on_fatal=on_fatal)
     return create_app(
         runtime,
         definition.routers,
@@ -391,12 +487,20 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         applied = asyncio.run(migrate_only(definition, settings))
         log.info("migrations applied", extra={"applied": applied})
         return
+    fatal: list[str] = []
+
+    def give_up(reason: str) -> None:
+        # Stop as on SIGTERM (gracefully), but exit with a status that says why.
+        fatal.append(reason)
+        server.should_exit = True
+
     if args.command == "relay":
         if not definition.publishes:
             parser.error(f"the {definition.name} service writes no outbox: nothing to relay")
-        app, port = build_relay_app(definition, settings), settings.relay_http_port
+        app = build_relay_app(definition, settings, on_fatal=give_up)
+        port = settings.relay_http_port
     else:
-        app, port = build_app(definition, settings), settings.http_port
+        app, port = build_app(definition, settings, on_fatal=give_up), settings.http_port
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -408,4 +512,7 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    server.run()
+    if fatal:
+        sys.exit(EXIT_GAVE_UP)

@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.supervision import SupervisionPolicy
+
 # Variables that configure the whole installation; a service-prefixed variable wins over them.
 GLOBAL_FALLBACKS = (
     "KAFKA_BOOTSTRAP_SERVERS",
@@ -100,6 +102,26 @@ class ServiceSettings(BaseSettings):
     )
 
     consumer_max_records: int = Field(default=1000, ge=1, le=10_000)
+
+    background_max_backoff_seconds: float = Field(
+        default=10.0, gt=0, description="Longest wait before a failed background task restarts."
+    )
+    background_grace_seconds: float = Field(
+        default=30.0, ge=0, description="A background task down this long fails readiness."
+    )
+    background_fatal_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A background task down this long makes the process exit non-zero.",
+    )
+
+    def supervision_policy(self) -> SupervisionPolicy:
+        """How this process supervises its background tasks."""
+        return SupervisionPolicy(
+            max_backoff=self.background_max_backoff_seconds,
+            grace=self.background_grace_seconds,
+            fatal_after=self.background_fatal_seconds,
+        )
 
     @field_validator(
         "kafka_ssl_cafile", "kafka_sasl_username", "kafka_sasl_password", mode="before"

@@ -94,18 +94,28 @@ def incident_event(tenant: str, *, type: str = "itsm.incident.created.v1", **dat
         type=type,
         subject=str(uuid.uuid4()),
         tenantid=tenant,
-        sequence=1,
+        itsmversion=1,
         actor="t",
         data={**payload, **data} if type.endswith("created.v1") else data,
     )
 
 
 async def send_event(
-    producer: Any, envelope: Envelope, topic: str = "itsm.incident.events"
+    producer: Any,
+    envelope: Envelope,
+    topic: str = "itsm.incident.events",
+    *,
+    legacy_version: bool = False,
 ) -> None:
-    """Put an event on a topic with the CloudEvents binding, bypassing the outbox."""
+    """Put an event on a topic with the CloudEvents binding, bypassing the outbox.
+
+    `legacy_version`: as written before `itsmversion`, the version in `ce_sequence` instead.
+    """
     wire = to_kafka(envelope)
-    await producer.send_and_wait(topic, wire.value, key=wire.key, headers=wire.headers)
+    headers = wire.headers
+    if legacy_version:
+        headers = [("ce_sequence" if k == "ce_itsmversion" else k, v) for k, v in headers]
+    await producer.send_and_wait(topic, wire.value, key=wire.key, headers=headers)
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the local platform needs and the machine lacks:
-# PostgreSQL's server binaries, a Java 17+ runtime and Maven (for Kafka's jars).
+# PostgreSQL's server binaries, a Java 17+ runtime, Maven (for Kafka's jars) and promtool (from
+# the `prometheus` package: the tests check the Prometheus configuration, alert rules and every
+# process's /metrics with it). Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null || missing+=(postgresql)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if ((${#missing[@]} == 0)); then
   exit 0
@@ -20,3 +23,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# The `prometheus` package also brings a Prometheus server as a system service; the project
+# needs only its promtool, so a server the package has just started is stopped and disabled.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+  && systemctl is-active --quiet prometheus 2>/dev/null; then
+  $sudo systemctl disable --now prometheus
+fi

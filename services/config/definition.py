@@ -1,8 +1,6 @@
 """The config service as the shared runtime runs it."""
 
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from services.config.application.census import census_loop
 from services.config.application.membership import sweep_loop
@@ -14,16 +12,22 @@ from services.config.entrypoints.imports_http import router as imports_router
 from services.config.metrics import ConfigMetrics
 from services.config.settings import ConfigSettings
 from shared.service import ServiceDefinition, ServiceRuntime
+from shared.supervision import BackgroundTask
 
 
-def _background(runtime: ServiceRuntime) -> list[Coroutine[Any, Any, None]]:
+def _background(runtime: ServiceRuntime) -> list[BackgroundTask]:
     settings = runtime.settings
+    metrics = runtime.service_metrics
     assert isinstance(settings, ConfigSettings)
-    assert isinstance(runtime.service_metrics, ConfigMetrics)
+    assert isinstance(metrics, ConfigMetrics)
+    pool, tenants = runtime.pool, runtime.metrics.tenant
     interval = settings.census_interval_seconds
-    census = census_loop(runtime.pool, runtime.service_metrics, runtime.metrics.tenant, interval)
-    sweep = sweep_loop(runtime.pool, settings.membership_sweep_seconds)
-    return [census, sweep]
+    return [
+        BackgroundTask("ci-census", lambda: census_loop(pool, metrics, tenants, interval)),
+        BackgroundTask(
+            "membership-sweep", lambda: sweep_loop(pool, settings.membership_sweep_seconds)
+        ),
+    ]
 
 
 DEFINITION = ServiceDefinition(

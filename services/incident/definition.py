@@ -1,8 +1,7 @@
 """The incident service as the shared runtime runs it."""
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from services.incident.application.housekeeping import run_auto_close, run_census
 from services.incident.application.sla import run_scheduler
@@ -17,19 +16,27 @@ from services.incident.entrypoints.http import router
 from services.incident.metrics import IncidentMetrics
 from services.incident.settings import IncidentSettings
 from shared.service import ServiceDefinition, ServiceRuntime
+from shared.supervision import BackgroundTask
 
 
-def _background(runtime: ServiceRuntime) -> Sequence[Coroutine[Any, Any, None]]:
+def _background(runtime: ServiceRuntime) -> Sequence[BackgroundTask]:
     """The SLA scheduler (warnings and breaches as they fall due), auto-close and the census of
     open incidents; each is safe in every replica."""
     metrics = runtime.service_metrics
     settings = runtime.settings
     assert isinstance(metrics, IncidentMetrics)
     assert isinstance(settings, IncidentSettings)
+    pool = runtime.pool
     return [
-        run_scheduler(runtime.pool, metrics),
-        run_auto_close(runtime.pool, metrics, interval=settings.auto_close_interval_seconds),
-        run_census(runtime.pool, metrics, interval=settings.census_interval_seconds),
+        BackgroundTask("sla-scheduler", lambda: run_scheduler(pool, metrics)),
+        BackgroundTask(
+            "auto-close",
+            lambda: run_auto_close(pool, metrics, interval=settings.auto_close_interval_seconds),
+        ),
+        BackgroundTask(
+            "incident-census",
+            lambda: run_census(pool, metrics, interval=settings.census_interval_seconds),
+        ),
     ]
 
 

@@ -9,7 +9,6 @@ then follows it: a revoked token stops working everywhere within about a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -87,7 +86,6 @@ class RevocationListener:
         self.load_timeout = load_timeout
         self.metrics = metrics
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load every revocation published so far, then keep following the topic."""
@@ -119,41 +117,31 @@ class RevocationListener:
             raise
         self.metrics.size.set(len(self.revocations))
         log.info("revocation list loaded", extra={"revocations": len(self.revocations)})
-        self._task = asyncio.create_task(self._follow(consumer), name="revocation-listener")
 
     async def stop(self) -> None:
-        """Stop following the topic."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop following the topic (cancel follow() first)."""
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
 
-    @property
-    def following(self) -> bool:
-        """Whether the listener is running (readiness reports it)."""
-        return self._task is not None and not self._task.done()
+    async def follow(self) -> None:
+        """Apply revocations as they are published, until cancelled (after start()).
+
+        A background task under the process's supervisor: an error ends it and the supervisor
+        restarts it (the consumer keeps its position and reconnects by itself).
+        """
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the revocation listener is not started")
+        while True:
+            await self._read(consumer)
+            self.metrics.size.set(len(self.revocations))
 
     async def _assigned(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         # aiokafka has no event for "partitions assigned" without a group: poll for it.
         while not consumer.assignment():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return sorted(consumer.assignment())
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                await self._read(consumer)
-                self.metrics.size.set(len(self.revocations))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The consumer reconnects by itself; never stop following.
-                log.exception("reading the revocation topic failed; retrying")
-                await asyncio.sleep(1.0)
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)

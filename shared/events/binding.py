@@ -24,11 +24,14 @@ _ATTRIBUTES = (
     "subject",
     "time",
     "tenantid",
-    "sequence",
+    "itsmversion",
     "correlationid",
     "causationid",
     "actor",
 )
+
+# Read, never written: the attribute that carried the aggregate version before `itsmversion`.
+LEGACY_VERSION_ATTRIBUTE = "sequence"
 
 
 class DecodeError(Exception):
@@ -81,6 +84,8 @@ def from_kafka(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Env
     attrs: dict[str, Any] = {}
     content_type = None
     for name, raw in headers:
+        if name != "content-type" and not name.startswith("ce_"):
+            continue  # not the binding's (tracing, a producer's own): any bytes, none of ours
         try:
             text = raw.decode()
         except (UnicodeDecodeError, AttributeError):
@@ -96,11 +101,17 @@ def from_kafka(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Env
     if value is None:
         raise DecodeError("malformed-data", "the message has no value")
     try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DecodeError("malformed-data", f"the value is not JSON: {exc}") from None
+        data = json.loads(value, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers UnicodeDecodeError, JSONDecodeError, NaN/Infinity (not JSON) and
+        # integers too long for int(); RecursionError, nesting deeper than Python parses.
+        raise DecodeError("malformed-data", f"the value is not JSON: {exc!r}"[:500]) from None
     if not isinstance(data, dict):
         raise DecodeError("malformed-data", "the value is not a JSON object")
+    # Events written before `itsmversion` carried the aggregate version in `sequence`.
+    legacy_version = attrs.pop(LEGACY_VERSION_ATTRIBUTE, None)
+    if "itsmversion" not in attrs and legacy_version is not None:
+        attrs["itsmversion"] = legacy_version
     unknown = set(attrs) - set(_ATTRIBUTES)
     for name in unknown:  # extensions we do not use are not an error
         attrs.pop(name)
@@ -108,6 +119,10 @@ def from_kafka(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> Env
         return Envelope.model_validate({**attrs, "data": data})
     except ValidationError as exc:
         raise DecodeError("invalid-envelope", _describe(exc)) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_payload(envelope: Envelope) -> EventPayload:

@@ -1,4 +1,12 @@
-"""CloudEvents 1.0 envelope with the platform's extension attributes."""
+"""CloudEvents 1.0 envelope with the platform's extension attributes.
+
+The aggregate's version travels in our own extension `itsmversion` (an Integer): the version of
+the aggregate named by `subject` after this event, 1 for its first event, gap-free. It used to
+travel in `sequence`, which the CloudEvents Sequence extension defines as a lexicographically
+orderable string ordering the events of a whole `source`: an unpadded number per aggregate
+misled generic consumers ("10" sorts before "9"). We no longer send `sequence`; the binding still
+reads it from events that carry only it (written before the change).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared.ids import new_id
 
@@ -17,6 +25,9 @@ SOURCE_PATTERN = r"^itsm/[a-z][a-z0-9-]*$"
 TYPE_PATTERN = r"^itsm\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*\.v[1-9][0-9]*$"
 TYPE_RE = re.compile(TYPE_PATTERN)
 MAX_SUBJECT = 200
+# CloudEvents 1.0 (Type System, String): the control characters U+0000-U+001F and
+# U+007F-U+009F MUST NOT be used in attribute values. An event with one is not a CloudEvent.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
 class Envelope(BaseModel):
@@ -28,15 +39,25 @@ class Envelope(BaseModel):
     id: uuid.UUID
     source: str = Field(pattern=SOURCE_PATTERN)
     type: str = Field(pattern=TYPE_PATTERN)
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT)
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT, pattern=NO_CONTROL_CHARACTERS)
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
-    tenantid: str = Field(min_length=1, max_length=100)
-    sequence: int = Field(ge=1, description="Aggregate version, gap-free per aggregate.")
-    correlationid: str = Field(min_length=1, max_length=200)
-    causationid: str | None = Field(default=None, max_length=200)
-    actor: str = Field(min_length=1, max_length=200)
+    tenantid: str = Field(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
+    itsmversion: int = Field(ge=1, description="The subject's (aggregate's) version, gap-free.")
+    correlationid: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    causationid: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL_CHARACTERS)
+    actor: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
     data: dict[str, Any]
+
+    @field_validator("time")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime) -> datetime:
+        # 0001-01-01T00:00:00+14:00 is RFC 3339 but no instant a consumer can store or compare.
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("time is outside the range of years 1 to 9999 in UTC") from None
+        return value
 
 
 def new_envelope(
@@ -45,7 +66,7 @@ def new_envelope(
     type: str,
     subject: str,
     tenantid: str,
-    sequence: int,
+    itsmversion: int,
     actor: str,
     data: dict[str, Any],
     correlationid: str | None = None,
@@ -61,7 +82,7 @@ def new_envelope(
         subject=subject,
         time=time or datetime.now(UTC),
         tenantid=tenantid,
-        sequence=sequence,
+        itsmversion=itsmversion,
         correlationid=correlationid or str(event_id),
         causationid=causationid,
         actor=actor,

@@ -151,7 +151,7 @@ def sample_record() -> tuple[bytes, list[tuple[str, bytes]]]:
         type="itsm.incident.created.v1",
         subject=str(uuid.uuid4()),
         tenantid="bench",
-        sequence=1,
+        itsmversion=1,
         actor="bench",
         data={
             "title": "bench incident 1",

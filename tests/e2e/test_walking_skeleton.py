@@ -60,7 +60,7 @@ async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(serv
 
         [entry] = await eventually(ledger, lambda items: len(items) >= 1)
         assert entry["type"] == "itsm.incident.created.v1"
-        assert entry["sequence"] == 1
+        assert entry["version"] == 1
         assert entry["actor"] == "monitoring"
         assert entry["correlation_id"] == "e2e-1"
         assert entry["data"]["priority"] == incident["priority"] == 2

@@ -114,7 +114,7 @@ async def test_a_baseline_counts_live_cis_and_relationships_and_announces_itself
 
     records = await read_topic(infra.bootstrap_servers, start, until=lambda rs: announced(rs))
     [event] = announced(records)
-    assert (event.subject, event.sequence, event.actor) == ("baseline/go-live", 1, "carol")
+    assert (event.subject, event.itsmversion, event.actor) == ("baseline/go-live", 1, "carol")
     assert event.data["cis"] == 2
     assert event.data["relationships"] == 1
     assert datetime.fromisoformat(event.data["at"]) == datetime.fromisoformat(body["at"])

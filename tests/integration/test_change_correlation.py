@@ -70,7 +70,7 @@ def implemented(tenant, change_id, ci_ids, at, *, outcome="successful"):
         type="itsm.change.implemented.v1",
         subject=change_id,
         tenantid=tenant,
-        sequence=1,
+        itsmversion=1,
         actor="cicd",
         data={
             "change_id": change_id,

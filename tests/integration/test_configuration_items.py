@@ -68,7 +68,7 @@ async def test_every_write_emits_its_event_with_the_full_new_state(config, manag
         "itsm.config.ci.updated.v1",
         "itsm.config.ci.retired.v1",
     ]
-    assert [e.sequence for e in events] == [1, 2, 3]
+    assert [e.itsmversion for e in events] == [1, 2, 3]
     assert {e.subject for e in events} == {created["id"]}
     assert events[1].data["changed"] == ["criticality"]
     assert events[1].data["reason"] == "now tier 1"

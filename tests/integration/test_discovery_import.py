@@ -539,12 +539,12 @@ async def test_an_imports_events_reach_the_topic_in_order_with_complete_envelope
     assert {e.actor for e in events} == {"discovery-bot"}
     h1 = str(await ci_by_external_id(config, tenant, "vcenter", "h1"))
     # One key, one partition: the CI's events arrive in the order they were made.
-    assert [(e.type, e.sequence, e.data["ci"]["name"]) for e in events if e.subject == h1] == [
+    assert [(e.type, e.itsmversion, e.data["ci"]["name"]) for e in events if e.subject == h1] == [
         ("itsm.config.ci.created.v1", 1, "srv-h1"),
         ("itsm.config.ci.updated.v1", 2, "renamed"),
     ]
     [added] = [e for e in events if e.type == "itsm.config.relationship.added.v1"]
-    assert added.sequence == 1
+    assert added.itsmversion == 1
     assert added.subject == added.data["relationship"]["id"]
     assert added.data["relationship"]["source_id"] == h1
 

@@ -107,7 +107,7 @@ async def test_relay_publishes_exactly_the_committed_events_in_aggregate_order(
     assert sorted(e.id for e in events) == sorted(committed)
     assert not set(aborted) & {e.id for e in events}
     for subject in subjects:
-        assert [e.sequence for e in events if e.subject == subject] == list(range(1, 21))
+        assert [e.itsmversion for e in events if e.subject == subject] == list(range(1, 21))
     assert {r.key.decode() for r in records} == set(subjects)
 
 
@@ -130,7 +130,7 @@ async def test_several_relays_at_once_keep_each_aggregates_order(infra, pools, p
     events = [from_kafka(r.value, r.headers) for r in records]
     assert len(events) == len(committed)
     for subject in subjects:
-        assert [e.sequence for e in events if e.subject == subject] == list(range(1, 26))
+        assert [e.itsmversion for e in events if e.subject == subject] == list(range(1, 26))
 
 
 async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, producer, tenant):

@@ -154,14 +154,14 @@ async def test_each_definition_emits_its_event_with_the_full_definition(
     prefixes = ("itsm.config.calendar", "itsm.config.sla_policy")
     events = await events_after(infra, start, tenant, 2, prefix=prefixes)
     calendar, policy = sorted(events, key=lambda e: e.subject)
-    assert (calendar.type, calendar.subject, calendar.sequence) == (
+    assert (calendar.type, calendar.subject, calendar.itsmversion) == (
         "itsm.config.calendar.defined.v1",
         "calendar/office",
         1,
     )
     assert calendar.data["calendar"] == OFFICE
     assert calendar.data["description"] == "Office hours"
-    assert (policy.type, policy.subject, policy.sequence) == (
+    assert (policy.type, policy.subject, policy.itsmversion) == (
         "itsm.config.sla_policy.defined.v1",
         "sla-policy/gold",
         1,
@@ -191,7 +191,9 @@ async def test_redefining_a_calendar_republishes_every_policy_on_it(config, mana
     await put_calendar(config, manager, calendar=later, expect=200)
 
     events = await events_after(infra, start, tenant, 8)
-    republished = sorted((e for e in events if e.sequence == 2), key=lambda e: (e.type, e.subject))
+    republished = sorted(
+        (e for e in events if e.itsmversion == 2), key=lambda e: (e.type, e.subject)
+    )
     assert [(e.type, e.subject) for e in republished] == [
         ("itsm.config.calendar.defined.v1", "calendar/office"),
         ("itsm.config.sla_policy.defined.v1", "sla-policy/gold"),
@@ -443,7 +445,7 @@ async def test_a_policy_announces_the_services_it_starts_and_stops_covering(
 
     def announced(events, service):
         subject = f"business-service/{service}"
-        return sorted((e for e in events if e.subject == subject), key=lambda e: e.sequence)
+        return sorted((e for e in events if e.subject == subject), key=lambda e: e.itsmversion)
 
     def covered_then_released(records):
         covers = [e.data["sla_policy"] for e in announced(events_of(records, tenant), payments)]
@@ -459,7 +461,7 @@ async def test_a_policy_announces_the_services_it_starts_and_stops_covering(
     assert (added.data["name"], added.data["owner"]) == ("Payments", "payments-team")
     assert (added.data["customer"], added.data["availability_target"]) == ("Retail", 99.9)
     assert removed.data["sla_policy"] is None
-    assert removed.sequence == added.sequence + 1 == removed.data["version"]
+    assert removed.itsmversion == added.itsmversion + 1 == removed.data["version"]
     *_, moved = announced(events, shop)
     assert moved.data["sla_policy"] == "gold"
     # Redefining without changing the cover announces nothing more.
@@ -474,7 +476,7 @@ async def test_registering_a_business_service_ci_emits_business_service_defined(
     service = await business_service(config, manager, name="Payments")
 
     [event] = await events_after(infra, start, tenant, 1, prefix="itsm.config.business_service")
-    assert (event.subject, event.sequence) == (f"business-service/{service}", 1)
+    assert (event.subject, event.itsmversion) == (f"business-service/{service}", 1)
     assert event.data == {
         "id": service,
         "name": "Payments",

@@ -109,7 +109,7 @@ async def events(pool, tenant, rid=None):
         (
             r["event_type"],
             r["message_key"],
-            int(r["headers"]["ce_sequence"]),
+            int(r["headers"]["ce_itsmversion"]),
             json.loads(r["payload"]),
         )
         for r in rows

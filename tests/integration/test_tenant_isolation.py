@@ -106,10 +106,11 @@ async def test_the_reporting_ledger_is_isolated_the_same_way(pools, two_tenants)
         for tenant in (a, b):
             await set_tenant(conn, tenant)
             await conn.execute(
-                "INSERT INTO ledger (tenant_id, event_id, type, source, subject, sequence, time,"
-                " correlation_id, actor, data, topic, partition, kafka_offset)"
+                "INSERT INTO ledger (tenant_id, event_id, type, source, subject, version, time,"
+                " correlation_id, actor, data, topic, partition, kafka_offset, message_value,"
+                " message_headers)"
                 " VALUES ($1, $2, 'itsm.test.v1', 'itsm/test', 's', 1, now(), 'c', 'x', '{}',"
-                " 'itsm.test', 0, 0)",
+                " 'itsm.test', 0, 0, '{}', '\\x00')",
                 tenant,
                 uuid.uuid4(),
             )

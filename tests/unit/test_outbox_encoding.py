@@ -61,15 +61,15 @@ def test_each_encoded_event_carries_its_full_kafka_headers_as_json():
         assert headers["ce_subject"] == batch.subjects[i]
         assert headers["ce_type"] == "itsm.config.relationship.added.v1"
         assert headers["ce_source"] == batch.sources[i]
-        assert headers["ce_sequence"] == "1"
+        assert headers["ce_itsmversion"] == "1"
         assert headers["ce_correlationid"] == "c-1"
     assert batch.select([1]).headers == [batch.headers[1]]
 
 
 def test_without_a_correlation_id_an_event_correlates_with_itself_and_odd_subjects_survive():
-    odd = 'sub "quoted" \\ é\n'
+    odd = 'sub "quoted" \\ é/ü'
     event = outbox.Pending(added(1).payload, odd, 3)
     batch = outbox.encode_many([event], tenant_id="acme", actor="bot")
     headers = json.loads(batch.headers[0])
     assert headers["ce_correlationid"] == headers["ce_id"] == str(batch.ids[0])
-    assert (headers["ce_subject"], headers["ce_sequence"]) == (odd, "3")
+    assert (headers["ce_subject"], headers["ce_itsmversion"]) == (odd, "3")

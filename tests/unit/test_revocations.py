@@ -36,7 +36,7 @@ def revoked(tenant, token_id, expires_at=None):
         type="itsm.config.token.revoked.v1",
         subject=revocation_subject(tenant, token_id),
         tenantid=tenant,
-        sequence=1,
+        itsmversion=1,
         actor="admin",
         data=payload.model_dump(mode="json"),
     )

@@ -270,13 +270,31 @@ class DownPool:
         raise OSError("connection refused")
 
 
-async def test_the_scheduler_survives_an_unreachable_database_and_stops_when_told():
-    pool = DownPool()
-    stop = asyncio.Event()
-    loop = asyncio.create_task(
-        sla.run_scheduler(pool, None, error_backoff=0.01, stop_event=stop)  # type: ignore[arg-type]
+async def test_the_scheduler_survives_an_unreachable_database_under_its_supervisor():
+    from prometheus_client import CollectorRegistry
+
+    from shared.supervision import (
+        BackgroundTask,
+        SupervisionMetrics,
+        SupervisionPolicy,
+        Supervisor,
     )
+
+    pool = DownPool()
+    registry = CollectorRegistry()
+    supervisor = Supervisor(
+        "incident",
+        SupervisionMetrics(registry),
+        SupervisionPolicy(first_backoff=0.01, max_backoff=0.01),
+    )
+    supervisor.start(BackgroundTask("sla-scheduler", lambda: sla.run_scheduler(pool, None)))  # type: ignore[arg-type]
     await asyncio.wait_for(pool.tried_thrice.wait(), timeout=5)
-    assert not loop.done()
+    labels = {"task": "sla-scheduler"}
+    assert registry.get_sample_value("itsm_background_task_failures_total", labels) >= 2
+    await asyncio.wait_for(supervisor.stop(), timeout=1)
+
+
+async def test_the_scheduler_stops_when_told():
+    stop = asyncio.Event()
     stop.set()
-    await asyncio.wait_for(loop, timeout=1)
+    await asyncio.wait_for(sla.run_scheduler(DownPool(), None, stop_event=stop), timeout=1)  # type: ignore[arg-type]

@@ -34,10 +34,8 @@ async def refresh(pool: asyncpg.Pool, metrics: ConfigMetrics, tenants: TenantLab
 async def census_loop(
     pool: asyncpg.Pool, metrics: ConfigMetrics, tenants: TenantLabel, interval: float
 ) -> None:
-    """Refresh the census every `interval` seconds until cancelled; failures are logged."""
+    """Refresh the census every `interval` seconds until cancelled (supervised: an error ends
+    the loop and the supervisor restarts it)."""
     while True:
-        try:
-            await refresh(pool, metrics, tenants)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("CI census refresh failed", exc_info=True)
+        await refresh(pool, metrics, tenants)
         await asyncio.sleep(interval)

@@ -101,15 +101,13 @@ def announcement(
 
 
 async def sweep_loop(pool: asyncpg.Pool, interval: float) -> None:
-    """Settle marks left behind (an import that crashed) every `interval` seconds."""
+    """Settle marks left behind (an import that crashed) every `interval` seconds (supervised:
+    an error ends the loop and the supervisor restarts it)."""
     while True:
-        try:
-            async with all_tenants_transaction(pool) as conn:
-                tenants = await membership.tenants_pending(conn)
-            for tenant in tenants:
-                await settle(pool, tenant, actor="system:membership", correlation_id=None)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("service membership sweep failed", exc_info=True)
+        async with all_tenants_transaction(pool) as conn:
+            tenants = await membership.tenants_pending(conn)
+        for tenant in tenants:
+            await settle(pool, tenant, actor="system:membership", correlation_id=None)
         await asyncio.sleep(interval)
 
 

@@ -104,17 +104,13 @@ async def _close_one(
 async def run_auto_close(
     pool: asyncpg.Pool, metrics: IncidentMetrics | None = None, *, interval: float = 60.0
 ) -> None:
-    """Close due incidents every `interval` seconds (and at once while rounds come back full)."""
+    """Close due incidents every `interval` seconds (and at once while rounds come back full).
+
+    Supervised: an error ends the loop and the process's supervisor restarts it."""
     while True:
-        try:
-            closed = await close_due(pool, metrics)
-            if closed:
-                log.info("resolved incidents closed automatically", extra={"closed": closed})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("auto-close round failed; trying again later")
-            closed = 0
+        closed = await close_due(pool, metrics)
+        if closed:
+            log.info("resolved incidents closed automatically", extra={"closed": closed})
         await asyncio.sleep(0 if closed >= 200 else interval)
 
 
@@ -147,12 +143,7 @@ def publish_census(metrics: IncidentMetrics, counts: Counter[tuple[int, str]]) -
 async def run_census(
     pool: asyncpg.Pool, metrics: IncidentMetrics, *, interval: float = 30.0
 ) -> None:
-    """Refresh the open-incidents gauge every `interval` seconds."""
+    """Refresh the open-incidents gauge every `interval` seconds (supervised)."""
     while True:
-        try:
-            publish_census(metrics, await census(pool))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("incident census failed; trying again later")
+        publish_census(metrics, await census(pool))
         await asyncio.sleep(interval)

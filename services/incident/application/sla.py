@@ -769,28 +769,20 @@ async def run_scheduler(
     interval: float = 1.0,
     batch: int = 500,
     late_after: timedelta = DEFAULT_LATE_AFTER,
-    error_backoff: float = 5.0,
     stop_event: asyncio.Event | None = None,
 ) -> None:
     """Announce SLA warnings and breaches as they fall due, until cancelled or `stop_event`.
 
     Safe in every replica (claims skip each other's rows). A full batch is followed at once by
     the next; otherwise it sleeps until the earliest deadline, at most `interval` seconds, so a
-    deadline set by a use case meanwhile waits at most that long. Errors are logged, and the
-    loop waits `error_backoff` seconds and goes on.
+    deadline set by a use case meanwhile waits at most that long. It keeps no error policy of
+    its own: an error ends it, and the process's supervisor logs, counts and restarts it.
     """
     stop_event = stop_event or asyncio.Event()
     while not stop_event.is_set():
-        try:
-            claimed = await process_due(pool, metrics, batch=batch, late_after=late_after)
-            if claimed >= batch:
-                continue
-            delay = await seconds_until_due(pool, interval)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            log.warning("the SLA scheduler could not reach the database; retrying", exc_info=True)
-            delay = error_backoff
-        except Exception:
-            log.exception("the SLA scheduler failed a round; retrying")
-            delay = error_backoff
+        claimed = await process_due(pool, metrics, batch=batch, late_after=late_after)
+        if claimed >= batch:
+            continue
+        delay = await seconds_until_due(pool, interval)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_event.wait(), timeout=delay)

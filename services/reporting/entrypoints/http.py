@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, computed_field
 
 from services.reporting.adapters import ledger
 from shared.db import tenant_transaction
@@ -21,20 +21,29 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
 
 class LedgerEntry(BaseModel):
-    """One recorded event."""
+    """One recorded event; `data` as the event carried it (decoded from the stored message)."""
 
     position: int
     event_id: uuid.UUID
     type: str
     source: str
     subject: str
-    sequence: int
+    version: int = Field(description="The subject's version after the event (`itsmversion`).")
     time: datetime
     correlation_id: str
     causation_id: str | None
     actor: str
     data: dict[str, Any]
     recorded_at: datetime
+
+    # Marked deprecated in the schema only: pydantic's `deprecated` warns on every response.
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Deprecated: the same as `version`, for clients written before it.",
+        json_schema_extra={"deprecated": True},
+    )
+    @property
+    def sequence(self) -> int:
+        return self.version
 
 
 @router.get("/ledger", response_model=Page[LedgerEntry], summary="The tenant's recorded events")
