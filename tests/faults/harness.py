@@ -56,10 +56,9 @@ TARGETS = {
     "postgres": ("postgres",),
 }
 SERVICES = ("incident", "change", "config", "reporting")
-# Where the aggregate version is read from each Kafka record: the CloudEvents `sequence`
-# attribute today (issue 17, finding 15, moves it to an extension of our own; add its header
-# name in front when it lands).
-VERSION_HEADERS = ("ce_sequence",)
+# Where the aggregate version is read from each Kafka record: our CloudEvents extension
+# `itsmversion` (header ce_itsmversion), or `sequence` for records written before it (finding 15).
+VERSION_HEADERS = ("ce_itsmversion", "ce_sequence")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
@@ -731,13 +730,13 @@ async def _verify_with(
 
     # 4. The ledger holds every event exactly once (event_id is unique there), each aggregate's
     # versions 1..n in the order it recorded them, and nothing Kafka does not carry.
-    ledger_query = "SELECT event_id, topic, subject, sequence FROM ledger ORDER BY position"
+    ledger_query = "SELECT event_id, topic, subject, version FROM ledger ORDER BY position"
 
     async def ledger_complete() -> bool:
         rows = await _fetch(pools["reporting"], tenant, ledger_query)
         recorded: dict[tuple[str, str], list[int]] = defaultdict(list)
         for row in rows:
-            recorded[(row["topic"], row["subject"])].append(row["sequence"])
+            recorded[(row["topic"], row["subject"])].append(row["version"])
         verdict.ledger_rows = len(rows)
         in_ledger = {str(r["event_id"]) for r in rows}
         verdict.ledger_not_on_kafka = sorted(in_ledger - event_ids)
