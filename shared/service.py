@@ -31,6 +31,7 @@ from shared.db import (
 )
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
+from shared.http.server import server_config
 from shared.inbox import EventConsumer
 from shared.kafka import broker_security, create_producer, kafka_options
 from shared.logging import configure_logging
@@ -501,18 +502,7 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         port = settings.relay_http_port
     else:
         app, port = build_app(definition, settings, on_fatal=give_up), settings.http_port
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=port,
-        log_config=None,
-        lifespan="on",
-        loop="uvloop",  # both are dependencies; explicit, so that a broken install fails loudly
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings, port))
     server.run()
     if fatal:
         sys.exit(EXIT_GAVE_UP)

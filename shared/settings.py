@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -23,6 +24,9 @@ GLOBAL_FALLBACKS = (
     "KAFKA_SSL_CAFILE",
     "METRICS_TENANTS",
 )
+
+# The tenant-id pattern of shared/http/context.py (not imported: settings load before the app).
+_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # A separate outbox relay serves its health and metrics here, past the service's HTTP port.
 RELAY_PORT_OFFSET = 100
@@ -61,11 +65,27 @@ class ServiceSettings(BaseSettings):
         ge=1024,
         description="The limit for streamed uploads (discovery imports), read as they arrive.",
     )
+    http_max_json_depth: int = Field(
+        default=64,
+        ge=2,
+        le=512,
+        description="JSON bodies nested deeper (arrays and objects) are refused with 422.",
+    )
+    http_max_header_bytes: int = Field(
+        default=8192,
+        ge=1024,
+        description="A longer request header (name and value) or request target is refused.",
+    )
+    http_max_headers_total_bytes: int = Field(
+        default=32768,
+        ge=4096,
+        description="Request line and headers together larger than this are refused with 431.",
+    )
     metrics_tenants: str = Field(
-        default="*",
+        default="",
         description=(
-            "Which tenants get their own `tenant` label value: `*` all, empty none, or a"
-            " comma-separated list (the rest are counted as `_other`)."
+            "Tenants whose ids /metrics may show as the `tenant` label (comma-separated; the rest"
+            " count as `_other`). Empty: no tenant id at all (`_all`)."
         ),
     )
 
@@ -130,6 +150,17 @@ class ServiceSettings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set."""
         return None if value == "" else value
+
+    @field_validator("metrics_tenants")
+    @classmethod
+    def _listed_tenants_only(cls, value: str) -> str:
+        """Refuse `*` and anything that is not a tenant id (the label takes these values)."""
+        for tenant in (t.strip() for t in value.split(",") if t.strip()):
+            if tenant == "*":
+                raise ValueError("'*' is no longer allowed: list the tenants /metrics may name")
+            if not _TENANT_ID.match(tenant):
+                raise ValueError(f"{tenant!r} is not a tenant id")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +18,9 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.context import CORRELATION_HEADER, correlation_id_from
-from shared.http.limits import BodySizeLimitMiddleware
+from shared.http.limits import RequestLimitsMiddleware
+from shared.http.models import lax_number_fields
+from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
@@ -42,8 +45,14 @@ class Runtime(Protocol):
     async def readiness(self) -> dict[str, str]: ...
 
 
+# One line per request at INFO (the access log): what was asked, of which route, by whom, for
+# which tenant, with what outcome and how long it took. The token itself is never logged.
+access_log = logging.getLogger("itsm.access")
+
+
 class ObservabilityMiddleware:
-    """Binds a correlation id to each request and records request rate, errors and duration."""
+    """Binds a correlation id to each request, records request rate, errors and duration, and
+    writes the request's access log line."""
 
     def __init__(self, app: ASGIApp, metrics: PlatformMetrics) -> None:
         self.app = app
@@ -55,7 +64,8 @@ class ObservabilityMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         cid = correlation_id_from(headers.get(CORRELATION_HEADER.lower().encode(), b"").decode())
-        scope.setdefault("state", {})["correlation_id"] = cid
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = cid
         token = correlation_id.set(cid)
         status = 500
         started = time.perf_counter()
@@ -74,15 +84,28 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            correlation_id.reset(token)
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope["method"]
-            tenant = self.metrics.tenant(scope.get("state", {}).get("tenant_id"))
+            tenant_id = state.get("tenant_id")
+            tenant = self.metrics.tenant(tenant_id)
             self.metrics.http_requests.labels(method, template, str(status), tenant).inc()
-            self.metrics.http_duration.labels(method, template).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.http_duration.labels(method, template).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "correlation_id": cid,
+                        "method": method,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "tenant": tenant_id,
+                        "subject": state.get("subject"),
+                    },
+                )
+            correlation_id.reset(token)
 
 
 def operations_router(runtime: Runtime) -> APIRouter:
@@ -93,7 +116,11 @@ def operations_router(runtime: Runtime) -> APIRouter:
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @router.get("/health/ready", summary="Database and Kafka reachable, migrations applied")
+    @router.get(
+        "/health/ready",
+        summary="Database and Kafka reachable, migrations applied",
+        responses={503: {"description": "Not ready: `checks` names what is not ok"}},
+    )
     async def ready(request: Request) -> Response:
         checks = await runtime.readiness()
         if all(v == "ok" for v in checks.values()):
@@ -124,17 +151,21 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
         finally:
             await runtime.stop()
 
-    app = FastAPI(lifespan=lifespan, **fastapi_args)
+    # /docs and /redoc come from install_openapi, which serves them without a CDN.
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, **fastapi_args)
     app.state.runtime = runtime
+    install_openapi(app)
     install_problem_handlers(app)
     operations = operations_router(runtime)
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        RequestLimitsMiddleware,
         max_bytes=lambda: runtime.settings.http_max_body_bytes,
         upload_bytes=lambda: runtime.settings.http_max_upload_bytes,
+        max_json_depth=lambda: runtime.settings.http_max_json_depth,
         routes=[route for router in (operations, *routers) for route in router.routes],
     )
-    # Added last, so it runs first: the body limit's 413s are counted and carry the correlation id.
+    # Added last, so it runs first: the limits' refusals are counted, logged, and carry the
+    # correlation id.
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
     app.include_router(operations)
     for router in routers:
@@ -173,7 +204,8 @@ def _refuse_open_bodies(router: APIRouter) -> None:
         open_models = _open_models(annotation, set())
         if open_models:
             raise RuntimeError(
-                f"{where}: body models must set extra='forbid': {', '.join(open_models)}"
+                f"{where}: body models must derive from RequestBody (shared/http/models.py):"
+                f" {', '.join(open_models)}"
             )
 
 
@@ -187,12 +219,14 @@ def _free_form(annotation: Any) -> bool:
 
 
 def _open_models(annotation: Any, seen: set[type[BaseModel]]) -> list[str]:
-    """Names of the models reachable from an annotation that do not forbid unknown fields."""
+    """The models reachable from an annotation that accept unknown fields, and their fields that
+    would coerce a string or boolean into a number (`Model.field`)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in seen:
             return []
         seen.add(annotation)
         found = [] if annotation.model_config.get("extra") == "forbid" else [annotation.__name__]
+        found += lax_number_fields(annotation)
         for field in annotation.model_fields.values():
             found += _open_models(field.annotation, seen)
         return found

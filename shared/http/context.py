@@ -72,6 +72,7 @@ def _resolve(
         principal = runtime.verifier.verify(credentials.credentials.strip())
     except AuthenticationError as exc:
         raise _unauthenticated(request, exc.reason) from None
+    request.state.subject = principal.subject  # for the access log, also of a 403
     if tenant is None:
         if len(principal.tenants) != 1:
             raise Problem(
@@ -85,7 +86,7 @@ def _resolve(
         raise Problem(403, "Forbidden", "the token does not serve this tenant")
     if runtime.revocations.is_revoked(tenant, principal.token_id):
         raise _unauthenticated(request, "revoked")
-    request.state.tenant_id = tenant  # for the request metrics
+    request.state.tenant_id = tenant  # for the request metrics and the access log
     correlation = getattr(request.state, "correlation_id", None) or str(uuid.uuid4())
     return RequestContext(tenant, principal.subject, correlation, principal.roles)
 

@@ -15,7 +15,7 @@ IfMatch = Annotated[
     Header(alias="If-Match", description='The ETag you read, e.g. "3": refused (412) if stale.'),
 ]
 
-_IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+_IF_MATCH = re.compile(r'^(W/)?"(\d{1,9})"$')
 
 
 def etag(version: int) -> str:
@@ -24,7 +24,8 @@ def etag(version: int) -> str:
 
 
 def if_match_version(if_match: str | None, *, required: bool) -> int | None:
-    """The version an If-Match header names; 428 when required and missing, 400 if malformed."""
+    """The version an If-Match header names; 428 when required and missing, 400 if malformed,
+    412 for a weak ETag."""
     if if_match is None:
         if not required:
             return None
@@ -42,7 +43,17 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
             'If-Match must be an ETag of this API, e.g. "3"',
             errors=[{"in": "header", "field": "If-Match", "detail": "not an ETag"}],
         )
-    return int(match.group(1))
+    if match.group(1):
+        # If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches, so the write
+        # must not apply. Our ETags are strong; a weak one comes from a cache or a proxy that
+        # transformed the representation the client read.
+        raise Problem(
+            412,
+            "Precondition Failed",
+            'a weak ETag never matches If-Match: send the strong ETag you read, e.g. "3"',
+            errors=[{"in": "header", "field": "If-Match", "detail": "weak ETag"}],
+        )
+    return int(match.group(2))
 
 
 def stale_version(what: str, current: int, expected: int) -> Problem:

@@ -1,8 +1,16 @@
-"""Request body size limit: a body over the configured size is refused with 413, not read.
+"""Request limits refused before the app reads the request, each as problem+json.
 
-A declared `Content-Length` over the limit is refused before the app runs. A body of unknown
-length (chunked) is counted as the app reads it; the read that passes the limit fails, nothing
-more is read, and whatever the app would have answered is replaced by the 413.
+Body size: a declared `Content-Length` over the limit is refused (413) before the app runs. A
+body of unknown length (chunked) is counted as the app reads it; the read that passes the limit
+fails, nothing more is read, and whatever the app would have answered is replaced by the 413.
+
+JSON nesting: a JSON body nested deeper than the limit is refused (422) when its last byte
+arrives, before it is parsed. The check is a byte count per chunk; only a body with more
+brackets than the limit is measured exactly (see `json_nesting_exceeds`).
+
+Headers the app reads one value of (Authorization, If-Match, ...) sent twice, or a
+`Content-Length` that is not a number, are refused (400) naming the header: Starlette would
+silently take the first value, and a proxy in front may have taken the other.
 """
 
 from __future__ import annotations
@@ -10,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from fastapi.routing import APIRoute
-from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +28,24 @@ from shared.http.problems import PROBLEM_BASE, problem_response
 # `openapi_extra` of a route that streams a large upload (an import): its body may be as large as
 # `upload_bytes()` instead of the general limit. Only routes with a fixed path can be marked.
 STREAMED_UPLOAD: dict[str, object] = {"x-streamed-upload": True}
+
+# Headers of which the app reads one value: a second one is refused, not ignored.
+SINGLETON_HEADERS = {
+    name.lower().encode(): name
+    for name in (
+        "Authorization",
+        "Content-Length",
+        "Content-Type",
+        "Idempotency-Key",
+        "If-Match",
+        "X-Correlation-Id",
+        "X-Tenant-Id",
+    )
+}
+
+# For the exact nesting check: `{}` counted as `[]`, every other byte dropped.
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class BodyTooLarge(Exception):
@@ -30,8 +56,37 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-class BodySizeLimitMiddleware:
-    """Refuses request bodies larger than `max_bytes()` with 413 problem+json.
+class JsonTooDeep(Exception):
+    """Raised by `receive` when a complete JSON body nests deeper than the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"JSON nested deeper than {limit} levels")
+        self.limit = limit
+
+
+def json_nesting_exceeds(body: bytes, limit: int) -> bool:
+    """Whether a JSON text nests arrays and objects more than `limit` deep (byte operations in C,
+    no parsing: strings are cut out, then innermost bracket pairs removed once per level)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    # After removing escaped backslashes, then escaped quotes, every quote delimits a string.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = b"".join(unescaped.split(b'"')[::2]).translate(_SQUARE, _NOT_BRACKETS)
+    for _ in range(limit):
+        inner_removed = structure.replace(b"[]", b"")
+        if len(inner_removed) == len(structure):
+            break
+        structure = inner_removed
+    if b"[]" in structure:
+        return True  # a pair still enclosed after `limit` levels were removed
+    # Unbalanced (invalid JSON, left to the parser), unless it opens more levels than allowed:
+    # a parser would descend into them before noticing.
+    return structure.count(b"[") > limit
+
+
+class RequestLimitsMiddleware:
+    """Refuses, as problem+json, request bodies larger than `max_bytes()` (413), JSON bodies
+    nested deeper than `max_json_depth()` (422) and repeated singleton headers (400).
 
     `routes` name the route of a request refused before routing, for its metrics.
     """
@@ -42,11 +97,13 @@ class BodySizeLimitMiddleware:
         max_bytes: Callable[[], int],
         routes: Sequence[BaseRoute] = (),
         upload_bytes: Callable[[], int] | None = None,
+        max_json_depth: Callable[[], int] | None = None,
     ) -> None:
         self.app = app
-        # A callable, so the limit comes from the runtime's settings when a request arrives.
+        # Callables, so the limits come from the runtime's settings when a request arrives.
         self.max_bytes = max_bytes
         self.upload_bytes = upload_bytes or max_bytes
+        self.max_json_depth = max_json_depth
         self.routes = routes
         self.uploads = {
             (method, route.path)
@@ -59,33 +116,66 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
+        is_json = False
+        seen: set[bytes] = set()
+        for name, value in scope["headers"]:
+            if name not in SINGLETON_HEADERS:
+                continue
+            if name in seen:
+                await self._refuse(scope, receive, send, _repeated(scope, SINGLETON_HEADERS[name]))
+                return
+            seen.add(name)
+            if name == b"content-length":
+                if not value.isdigit():
+                    await self._refuse(scope, receive, send, _bad_content_length(scope))
+                    return
+                declared = int(value)
+            elif name == b"content-type":
+                media_type = value.partition(b";")[0].strip().lower()
+                is_json = media_type == b"application/json" or media_type.endswith(b"+json")
+
         upload = (scope["method"], scope["path"]) in self.uploads
         limit = self.upload_bytes() if upload else self.max_bytes()
-        declared = _content_length(scope)
         if declared is not None and declared > limit:
-            _match_route(scope, self.routes)
-            await _too_large(scope, receive, send, limit)
+            await self._refuse(scope, receive, send, _too_large(scope, limit))
             return
+        max_depth = self.max_json_depth() if is_json and self.max_json_depth else 0
 
         received = 0
-        exceeded = False
+        brackets = 0
+        chunks: list[bytes] = []
+        refusal: Response | None = None
         response_started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
+            nonlocal received, brackets, refusal
+            if refusal is not None:
                 raise BodyTooLarge(limit)
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    raise BodyTooLarge(limit)
+            if message["type"] != "http.request":
+                return message
+            body: bytes = message.get("body", b"")
+            received += len(body)
+            if received > limit:
+                refusal = _too_large(scope, limit)
+                raise BodyTooLarge(limit)
+            if max_depth:
+                chunks.append(body)
+                brackets += body.count(b"[") + body.count(b"{")
+                # Fewer brackets than the limit cannot nest deeper: most bodies stop here.
+                if (
+                    not message.get("more_body", False)
+                    and brackets > max_depth
+                    and json_nesting_exceeds(b"".join(chunks), max_depth)
+                ):
+                    refusal = _too_deep(scope, max_depth)
+                    raise JsonTooDeep(max_depth)
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal response_started
-            if exceeded:
+            if refusal is not None:
                 # The app's answer to a body it could not read (400, 500...) is replaced below.
                 return
             if message["type"] == "http.response.start":
@@ -95,21 +185,17 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, guarded_send)
         except Exception:
-            if not exceeded or response_started:
+            if refusal is None or response_started:
                 raise
-        if exceeded:
+        if refusal is not None:
             if response_started:
-                # Too late for a 413: end the exchange so the client sees an incomplete response.
+                # Too late for a refusal: end the exchange so the client sees an incomplete one.
                 raise BodyTooLarge(limit)
-            await _too_large(scope, receive, send, limit)
+            await refusal(scope, receive, send)
 
-
-def _content_length(scope: Scope) -> int | None:
-    value = Headers(scope=scope).get("content-length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+        _match_route(scope, self.routes)
+        await response(scope, receive, send)
 
 
 def _match_route(scope: Scope, routes: Sequence[BaseRoute]) -> None:
@@ -121,8 +207,8 @@ def _match_route(scope: Scope, routes: Sequence[BaseRoute]) -> None:
             return
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    response = problem_response(
+def _too_large(scope: Scope, limit: int) -> Response:
+    return problem_response(
         Request(scope),
         413,
         "Content Too Large",
@@ -133,4 +219,46 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
         headers={"Connection": "close"},
         extensions={"max_body_bytes": limit},
     )
-    await response(scope, receive, send)
+
+
+def _too_deep(scope: Scope, limit: int) -> Response:
+    return problem_response(
+        Request(scope),
+        422,
+        "Request validation failed",
+        f"invalid: body (JSON nested deeper than {limit} levels)",
+        type_=PROBLEM_BASE + "validation",
+        errors=[
+            {
+                "in": "body",
+                "field": "body",
+                "pointer": "#/",
+                "detail": f"nested deeper than {limit} levels",
+            }
+        ],
+        extensions={"max_json_depth": limit},
+    )
+
+
+def _repeated(scope: Scope, header: str) -> Response:
+    return problem_response(
+        Request(scope),
+        400,
+        "Bad Request",
+        f"{header} must be sent once",
+        type_=PROBLEM_BASE + "malformed-request",
+        errors=[{"in": "header", "field": header, "detail": "sent more than once"}],
+    )
+
+
+def _bad_content_length(scope: Scope) -> Response:
+    return problem_response(
+        Request(scope),
+        400,
+        "Bad Request",
+        "Content-Length must be a non-negative integer",
+        type_=PROBLEM_BASE + "malformed-request",
+        errors=[{"in": "header", "field": "Content-Length", "detail": "not a byte count"}],
+        # The body's end is unknown: the connection cannot carry another request.
+        headers={"Connection": "close"},
+    )

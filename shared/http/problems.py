@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +15,35 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:itsm:problem:"  # problem type URIs: urn:itsm:problem:<name>
+
+# How long a client should wait before retrying a request refused because the database is down:
+# long enough not to hammer a server that is starting, short enough to follow a restart closely.
+RETRY_AFTER_SECONDS = 5
+
+# What a request meets when PostgreSQL is down, restarting or full: the connection cannot be made
+# (OSError: refused, unreachable, timed out, `Multiple exceptions` from several addresses), is
+# lost mid-query (ConnectionDoesNotExistError and the other class-08 errors), the server refuses
+# sessions while it starts or stops (57P01-57P03) or has no slot left (53300). A request's only
+# network peer is the database (events go through the outbox), so a network error is its outage.
+_DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+# asyncpg's InterfaceErrors about a connection or pool that is gone.
+_CLOSED = ("connection is closed", "pool is closed", "pool is closing")
+# OSErrors that are a bug or a broken installation, not an outage.
+_LOCAL_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 class Problem(Exception):
@@ -78,6 +108,14 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            # FastAPI puts the character position where a field goes: name the body instead.
+            position = error.get("loc", ("body", "?"))[-1]
+            reason = (error.get("ctx") or {}).get("error", "")
+            detail = f"not valid JSON: {reason}" if reason else "not valid JSON"
+            detail += f" at character {position}"
+            errors.append({"in": "body", "field": "body", "detail": detail, "pointer": "#/"})
+            continue
         where, field = _pointer(tuple(error.get("loc", ())))
         item: dict[str, Any] = {"in": where, "field": field, "detail": error.get("msg", "")}
         if where == "body":
@@ -114,8 +152,46 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
     title = HTTPStatus(exc.status_code).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeError):
+        # FastAPI's "There was an error parsing the body" for a body that is not UTF-8 JSON.
+        return problem_response(
+            request,
+            400,
+            title,
+            "the body is not JSON text in UTF-8",
+            type_=PROBLEM_BASE + "malformed-request",
+            errors=[{"in": "body", "field": "body", "detail": "not UTF-8"}],
+        )
     return problem_response(
         request, exc.status_code, title, detail, headers=getattr(exc, "headers", None)
+    )
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an exception means the database cannot be reached now (answered 503, retried)."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        # A connection or pool lost with the server. Other interface errors ("another operation
+        # is in progress", "connection has been released back to the pool") are bugs.
+        return any(sign in str(exc) for sign in _CLOSED)
+    if isinstance(exc, OSError):
+        return not isinstance(exc, _LOCAL_ERRORS)
+    return isinstance(exc, _DATABASE_DOWN)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unavailable(exc):
+        return await _unhandled(request, exc)
+    # No traceback: the outage is not this request's fault and may last thousands of requests.
+    log.warning(
+        "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
+    )
+    return problem_response(
+        request,
+        503,
+        "Service Unavailable",
+        "the database is unavailable: retry later",
+        type_=PROBLEM_BASE + "database-unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
@@ -129,6 +205,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(StarletteHTTPException, _http)
+    for outage in _DATABASE_DOWN:
+        app.add_exception_handler(outage, _unavailable)
     app.add_exception_handler(Exception, _unhandled)
 
 

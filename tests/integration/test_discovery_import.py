@@ -17,8 +17,9 @@ JSONL = {"Content-Type": "application/x-ndjson"}
 
 
 @pytest.fixture
-async def config(service_client):
-    return await service_client("config")
+async def config(service_client, tenant):
+    # The census test reads the tenant's own series: an operator's opt-in (METRICS_TENANTS).
+    return await service_client("config", metrics_tenants=tenant)
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http.pagination import decode_cursor, encode_cursor
-from shared.http.problems import Problem, install_problem_handlers
+from shared.http.problems import Problem, database_unavailable, install_problem_handlers
 
 
 class Body(BaseModel):
@@ -83,3 +84,38 @@ def test_foreign_cursors_are_a_validation_problem_naming_cursor(cursor):
         decode_cursor(cursor, 1)
     assert err.value.status == 422
     assert err.value.errors[0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ConnectionRefusedError(111, "Connect call failed"), True),
+        (OSError("Multiple exceptions: [Errno 111] Connect call failed"), True),
+        (TimeoutError(), True),
+        (
+            asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+            True,
+        ),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), True),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), True),
+        (asyncpg.InterfaceError("cannot perform operation: connection is closed"), True),
+        (asyncpg.InterfaceError("pool is closing"), True),
+        (
+            asyncpg.InterfaceError(
+                "cannot call Connection.is_closed(): connection has been released back to the pool"
+            ),
+            False,
+        ),
+        (
+            asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+            False,
+        ),
+        (FileNotFoundError("keys.json"), False),
+        (asyncpg.UniqueViolationError("duplicate key"), False),
+        (RuntimeError("bug"), False),
+    ],
+)
+def test_a_database_outage_is_told_from_a_bug(error, outage):
+    """An outage is answered 503 with Retry-After (retry it); a bug stays a 500."""
+    assert database_unavailable(error) is outage

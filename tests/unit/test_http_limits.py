@@ -15,12 +15,14 @@ from shared.auth.revocations import RevocationList
 from shared.auth.tokens import TokenIssuer, TokenVerifier, new_signing_key
 from shared.http.app import create_app
 from shared.http.context import authorize
+from shared.http.etags import IfMatch, if_match_version
 from shared.http.limits import STREAMED_UPLOAD
 from shared.http.pagination import MAX_PAGE_SIZE
 from shared.metrics import PlatformMetrics
 
 LIMIT = 2048
 UPLOAD_LIMIT = 8192
+DEPTH = 8
 ISSUER = TokenIssuer(new_signing_key(), kid="unit", issuer="itsm", audience="itsm-api")
 
 
@@ -31,7 +33,7 @@ class FakeRuntime:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     settings: Any = field(
         default_factory=lambda: SimpleNamespace(
-            http_max_body_bytes=LIMIT, http_max_upload_bytes=UPLOAD_LIMIT
+            http_max_body_bytes=LIMIT, http_max_upload_bytes=UPLOAD_LIMIT, http_max_json_depth=DEPTH
         )
     )
     verifier: TokenVerifier = field(
@@ -48,14 +50,15 @@ class FakeRuntime:
 class Thing(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: str
+    tags: Any = None
 
 
 def things_router() -> APIRouter:
     router = APIRouter()
 
     @router.post("/things", dependencies=[authorize("incident:create")])
-    async def create(body: Thing) -> dict[str, str]:
-        return {"title": body.title}
+    async def create(body: Thing, if_match: IfMatch = None) -> dict[str, Any]:
+        return {"title": body.title, "version": if_match_version(if_match, required=False)}
 
     @router.post(
         "/uploads", dependencies=[authorize("incident:create")], openapi_extra=STREAMED_UPLOAD
@@ -274,17 +277,30 @@ def router_with(method: str, endpoint: Any) -> APIRouter:
 def test_a_write_body_model_that_ignores_unknown_fields_refuses_to_start():
     async def create(body: Open) -> None: ...
 
-    with pytest.raises(
-        RuntimeError, match="POST /writes: body models must set extra='forbid': Open"
-    ):
+    with pytest.raises(RuntimeError, match=r"POST /writes: body models must derive from .*: Open"):
         create_app(FakeRuntime(), [router_with("POST", create)])  # type: ignore[arg-type]
 
 
 def test_a_nested_model_that_ignores_unknown_fields_refuses_to_start():
     async def update(body: OuterWithOpenInner) -> None: ...
 
-    with pytest.raises(RuntimeError, match=r"PATCH /writes: .*forbid.*: Inner"):
+    with pytest.raises(RuntimeError, match=r"PATCH /writes: .*RequestBody.*: Inner"):
         create_app(FakeRuntime(), [router_with("PATCH", update)])  # type: ignore[arg-type]
+
+
+class LaxNumbers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    impact: int
+    major: bool = False
+
+
+def test_a_body_model_that_would_coerce_strings_into_numbers_refuses_to_start():
+    async def create(body: LaxNumbers) -> None: ...
+
+    with pytest.raises(
+        RuntimeError, match=r"POST /writes: .*RequestBody.*: LaxNumbers.impact, LaxNumbers.major"
+    ):
+        create_app(FakeRuntime(), [router_with("POST", create)])  # type: ignore[arg-type]
 
 
 def test_a_free_form_body_refuses_to_start():
@@ -335,3 +351,152 @@ async def test_a_streamed_upload_route_takes_bodies_up_to_the_upload_limit_only(
     # Every other route keeps the general limit.
     other = await client.post("/things", content=json_of_size(LIMIT + 1), headers=bearer("agent"))
     assert_too_large(other)
+
+
+# --- JSON nesting -------------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A Thing whose `tags` nests arrays so that the body is `depth` levels deep."""
+    return b'{"title": "x", "tags": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_json_nested_deeper_than_the_limit_is_422_problem_naming_the_body(client):
+    response = await client.post(
+        "/things",
+        content=nested(DEPTH + 1),
+        headers={**bearer("agent"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["max_json_depth"] == DEPTH
+    assert [(e["in"], e["field"]) for e in problem["errors"]] == [("body", "body")]
+    assert "nested deeper than 8" in problem["errors"][0]["detail"]
+
+
+async def test_json_nested_to_the_limit_is_accepted(client):
+    response = await client.post(
+        "/things",
+        content=nested(DEPTH),
+        headers={**bearer("agent"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_json_bomb_deeper_than_the_parser_can_go_is_the_same_422(client):
+    """A thousand levels made json.loads raise RecursionError: a 400 that named nothing."""
+    for body in (b"[" * 1020 + b"]" * 1020, b'{"title": "x", "tags": ' + b"[" * 2000):
+        response = await client.post(
+            "/things", content=body, headers={**bearer("agent"), "Content-Type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert response.json()["max_json_depth"] == DEPTH
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper_than_3"),
+    [
+        (b'{"a": [1, {"b": [2]}]}', True),
+        (b'{"a": [1, {"b": 2}]}', False),
+        (b'[[], [], [], [], [[]], {"k": {}}]', False),
+        (b'{"s": "[[[[[[[[", "t": "\\\\"}', False),  # brackets in strings do not nest
+        (b'{"s": "\\"[[[[[[", "t": 1}', False),  # nor after an escaped quote
+        (b'{"s": "\\"[[[[", "t": [[[[]]]]}', True),
+        (b'{"s": "\\\\", "t": [[[[]]]]}', True),  # after an escaped backslash, a string ends
+        (b'{"a": [[[1, 2', True),  # unclosed: the parser would descend 4 levels first
+        (b"[[1], [2], [3], [4", False),  # unclosed but shallow: the parser's to refuse
+    ],
+)
+def test_json_nesting_is_measured_outside_strings(text, deeper_than_3):
+    from shared.http.limits import json_nesting_exceeds
+
+    assert json_nesting_exceeds(text, 3) is deeper_than_3
+
+
+# --- malformed requests: every one a problem naming what is wrong --------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Authorization",
+        "If-Match",
+        "Idempotency-Key",
+        "Content-Type",
+        "X-Tenant-Id",
+        "X-Correlation-Id",
+    ],
+)
+async def test_a_repeated_singleton_header_is_400_naming_it(client, header):
+    values = {
+        "Authorization": bearer("agent")["Authorization"],
+        "If-Match": '"1"',
+        "Idempotency-Key": "k-1",
+        "Content-Type": "application/json",
+        "X-Tenant-Id": "acme",
+        "X-Correlation-Id": "c-1",
+    }
+    headers = [(k, v) for k, v in {**bearer("agent"), **values}.items()]
+    headers.append((header, values[header]))
+    response = await client.post("/things", content=b'{"title": "x"}', headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {"in": "header", "field": header, "detail": "sent more than once"}
+    ]
+
+
+async def test_the_same_headers_sent_once_are_accepted(client):
+    headers = {**bearer("agent"), "If-Match": '"1"', "Content-Type": "application/json"}
+    response = await client.post("/things", content=b'{"title": "x"}', headers=headers)
+    assert response.status_code == 200
+    assert response.json()["version"] == 1
+
+
+async def test_a_weak_etag_in_if_match_never_applies_a_write(client):
+    """RFC 9110 §13.1.1: If-Match compares strongly, and a weak tag never matches."""
+    headers = {**bearer("agent"), "If-Match": 'W/"1"', "Content-Type": "application/json"}
+    response = await client.post("/things", content=b'{"title": "x"}', headers=headers)
+    assert response.status_code == 412
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {"in": "header", "field": "If-Match", "detail": "weak ETag"}
+    ]
+
+
+@pytest.mark.parametrize("value", ["-1", "1e3", "", "12, 12"])
+async def test_a_content_length_that_is_not_a_byte_count_is_400_problem(client, value):
+    request = client.build_request(
+        "POST", "/things", content=b'{"title": "x"}', headers=bearer("agent")
+    )
+    request.headers["Content-Length"] = value
+    response = await client.send(request)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "Content-Length"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b'{"title": "x"', 422, "not valid JSON: Expecting ',' delimiter at character 13"),
+        (b'{"title": "\xff"}', 400, "not UTF-8"),
+    ],
+    ids=["not-json", "not-utf-8"],
+)
+async def test_a_body_that_is_not_json_is_a_problem_naming_the_body(client, body, status, detail):
+    """FastAPI named the character position as the field, or nothing at all."""
+    response = await client.post(
+        "/things", content=body, headers={**bearer("agent"), "Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"] == [
+        {
+            "in": "body",
+            "field": "body",
+            "detail": detail,
+            **({"pointer": "#/"} if status == 422 else {}),
+        }
+    ]

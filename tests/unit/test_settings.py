@@ -60,11 +60,28 @@ def test_invalid_values_are_refused(monkeypatch):
 def test_the_tenant_metric_label_is_bounded_by_configuration():
     from shared.metrics import TenantLabel
 
-    assert TenantLabel("*")("acme") == "acme"
     assert TenantLabel("")("acme") == "_all"
     watched = TenantLabel("acme, globex")
     assert (watched("acme"), watched("globex"), watched("initech")) == ("acme", "globex", "_other")
-    assert TenantLabel("*")(None) == "_none"
+    assert watched(None) == "_none"
+
+
+def test_metrics_name_no_tenant_unless_an_operator_lists_it(monkeypatch):
+    """/metrics is open to any scraper: by default no tenant id, and never every tenant's."""
+    from services.incident.settings import IncidentSettings
+    from shared.metrics import TenantLabel
+
+    settings = IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    assert TenantLabel(settings.metrics_tenants)("acme") == "_all"
+    for refused in ("*", "acme,*", "Acme Corp"):
+        monkeypatch.setenv("METRICS_TENANTS", refused)
+        with pytest.raises(ValidationError, match="metrics_tenants"):
+            IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    monkeypatch.setenv("METRICS_TENANTS", "acme, globex")
+    listed = IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    assert TenantLabel(listed.metrics_tenants)("globex") == "globex"
+    with pytest.raises(ValueError, match=r"\*"):
+        TenantLabel("*")
 
 
 def test_empty_kafka_security_variables_mean_unset(monkeypatch):

@@ -21,6 +21,7 @@ from services.config.application.baselines import (
 from shared.db import tenant_transaction
 from shared.events.catalogue import RelationshipType
 from shared.http.context import RequestContext, authorize
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -40,10 +41,8 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 BASELINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 
 
-class NewBaseline(BaseModel):
+class NewBaseline(RequestBody):
     """Body of POST /baselines."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=BASELINE_NAME, description=f"Unique in the tenant; not {NOW!r}.")
     description: str = Field(default="", max_length=2000)
@@ -182,6 +181,7 @@ def _diff_cursor(position: DiffPosition | None) -> str | None:
     status_code=201,
     response_model=BaselineOut,
     summary="Name the CMDB as it is now, or as it was at an earlier instant",
+    responses={409: {"description": "A baseline of that name exists: baselines are immutable"}},
 )
 async def post_baseline(
     body: NewBaseline,

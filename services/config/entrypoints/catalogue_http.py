@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.config.adapters import catalogue as repository
 from services.config.application.catalogue import (
@@ -32,6 +32,8 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.models import RequestBody
+from shared.http.openapi import IF_MATCH_OPTIONAL
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -63,10 +65,8 @@ def _written(body: dict[str, Any], location: str) -> JSONResponse:
 # --- calendars ---------------------------------------------------------------------------------
 
 
-class CalendarDefinition(BaseModel):
+class CalendarDefinition(RequestBody):
     """Body of PUT /calendars/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     calendar: CalendarSpec
@@ -121,6 +121,8 @@ async def read_calendar(
     "/calendars/{name}",
     response_model=CalendarOut,
     summary="Define (201) or redefine (200) a calendar; its SLA policies are republished",
+    responses={201: {"model": CalendarOut, "description": "Defined: its first version"}},
+    openapi_extra=IF_MATCH_OPTIONAL,
 )
 async def put_calendar(
     name: Name,
@@ -165,19 +167,15 @@ async def read_calendar_history(
 # --- SLA policies ------------------------------------------------------------------------------
 
 
-class TargetIn(BaseModel):
+class TargetIn(RequestBody):
     """Targets of one priority, in business minutes on the policy's calendar."""
-
-    model_config = ConfigDict(extra="forbid")
 
     response_minutes: int = Field(description="Time to first response; at most resolution.")
     resolution_minutes: int = Field(description="Time to resolution.")
 
 
-class SlaPolicyIn(BaseModel):
+class SlaPolicyIn(RequestBody):
     """Body of PUT /sla-policies/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     calendar: str = Field(max_length=63, description="Name of one of the tenant's calendars.")
@@ -284,6 +282,11 @@ async def read_policy(
     "/sla-policies/{name}",
     response_model=SlaPolicyOut,
     summary="Define (201) or redefine (200) an SLA policy",
+    responses={
+        201: {"model": SlaPolicyOut, "description": "Defined: its first version"},
+        409: {"description": "Another policy is the default, or covers one of these services"},
+    },
+    openapi_extra=IF_MATCH_OPTIONAL,
 )
 async def put_policy(
     name: Name,

@@ -37,6 +37,7 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -61,10 +62,8 @@ ExternalIds = dict[
 ]
 
 
-class ClassDefinition(BaseModel):
+class ClassDefinition(RequestBody):
     """Body of PUT /ci-classes/{name}."""
-
-    model_config = ConfigDict(extra="forbid")
 
     description: str = Field(default="", max_length=2000)
     attribute_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of `attributes`.")
@@ -80,10 +79,10 @@ class CiClassOut(BaseModel):
     version: int
 
 
-class NewCi(BaseModel):
+class NewCi(RequestBody):
     """Body of POST /cis."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(populate_by_name=False)
 
     ci_class: str = Field(alias="class", pattern=CLASS_NAME)
     name: str = Field(min_length=1, max_length=200)
@@ -97,10 +96,8 @@ class NewCi(BaseModel):
     controlled: bool = Field(default=False, description="Under change control.")
 
 
-class CiChanges(BaseModel):
+class CiChanges(RequestBody):
     """Body of PATCH /cis/{id}: the fields to change (attributes are replaced as a whole)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     status: Status | None = None
@@ -185,6 +182,10 @@ async def list_classes(
     "/ci-classes/{name}",
     response_model=CiClassOut,
     summary="Define or redefine a tenant CI class and its attribute schema",
+    responses={
+        201: {"model": CiClassOut, "description": "Defined: its first version"},
+        409: {"description": "The name is a built-in class's"},
+    },
 )
 async def put_class(
     name: Annotated[str, Path(pattern=CLASS_NAME)],
@@ -199,7 +200,13 @@ async def put_class(
     return JSONResponse(out, status_code=201 if version == 1 else 200)
 
 
-@router.post("/cis", status_code=201, response_model=CiOut, summary="Register a configuration item")
+@router.post(
+    "/cis",
+    status_code=201,
+    response_model=CiOut,
+    summary="Register a configuration item",
+    responses={409: {"description": "Another CI already has one of these external ids"}},
+)
 async def create_ci(
     body: NewCi,
     context: Annotated[RequestContext, authorize("ci:write")],
@@ -307,7 +314,17 @@ async def read_ci(
     raise not_found("configuration item", str(ci_id))
 
 
-@router.patch("/cis/{ci_id}", response_model=CiOut, summary="Modify a configuration item")
+@router.patch(
+    "/cis/{ci_id}",
+    response_model=CiOut,
+    summary="Modify a configuration item",
+    responses={
+        409: {
+            "description": "A status move the lifecycle does not allow, or an external id"
+            " another CI has"
+        }
+    },
+)
 async def patch_ci(
     ci_id: uuid.UUID,
     body: CiChanges,
@@ -349,10 +366,8 @@ async def read_history(
     return page_of(rows, limit, key=lambda r: [r["version"]])
 
 
-class NewRelationship(BaseModel):
+class NewRelationship(RequestBody):
     """Body of POST /relationships: `source` <type> `target`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: RelationshipType
     source_id: uuid.UUID
@@ -402,6 +417,9 @@ class ImpactOut(BaseModel):
     status_code=201,
     response_model=RelationshipOut,
     summary="Relate two CIs (200 with the existing one if already in place)",
+    responses={
+        200: {"model": RelationshipOut, "description": "Already in place: the existing one"}
+    },
 )
 async def create_relationship(
     body: NewRelationship,

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from services.config.adapters import revocations
 from services.config.application.revocations import RevokeToken, revoke_token
 from shared.db import tenant_transaction
 from shared.events.catalogue import TOKEN_ID_PATTERN
 from shared.http.context import RequestContext, authorize
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
     Cursor,
@@ -29,10 +30,8 @@ router = APIRouter(tags=["access"])
 Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 
 
-class NewRevocation(BaseModel):
+class NewRevocation(RequestBody):
     """Body of POST /token-revocations."""
-
-    model_config = ConfigDict(extra="forbid")
 
     token_id: str = Field(
         pattern=TOKEN_ID_PATTERN, description="The token's `jti` (printed by `token create`)."

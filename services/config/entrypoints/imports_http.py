@@ -112,6 +112,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
     status_code=201,
     response_model=ImportOut,
     summary="Import CIs and relationships from a discovery source (streamed)",
+    responses={415: {"description": "The body is neither NDJSON nor CSV"}},
     openapi_extra={
         **STREAMED_UPLOAD,
         "requestBody": {

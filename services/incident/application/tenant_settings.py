@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.incident.application.handlers import TenantSettings, tenant_settings
 from services.incident.domain.alerts import AlertMapping
@@ -23,14 +23,13 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import IncidentSettingsChangedV1
 from shared.http.context import RequestContext
 from shared.http.etags import stale_version
+from shared.http.models import RequestBody
 
 DAY = 86_400
 
 
-class IncidentSettingsBody(BaseModel):
+class IncidentSettingsBody(RequestBody):
     """The tenant's incident settings (a field left out takes its default)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     priority_matrix: PriorityMatrix = Field(
         default_factory=PriorityMatrix.default,

@@ -300,8 +300,9 @@ class SeverityLevel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    impact: int = Field(ge=1, le=3)
-    urgency: int = Field(ge=1, le=3)
+    # Strict: a tenant's settings body nests these, and "1" or true is not a level.
+    impact: int = Field(strict=True, ge=1, le=3)
+    urgency: int = Field(strict=True, ge=1, le=3)
 
     @property
     def priority(self) -> int:
@@ -368,6 +369,7 @@ class AlertMapping(BaseModel):
         default="service", description="The label naming the business service; None: never."
     )
     auto_resolve: bool = Field(
+        strict=True,
         default=False,
         description="Resolve the incident when its alerts resolve; otherwise only add a note.",
     )

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from services.incident.adapters import repository
 from services.incident.adapters.repository import IncidentFilter
@@ -28,6 +28,7 @@ from shared.db import tenant_transaction
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
+from shared.http.models import RequestBody
 from shared.http.pagination import PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
@@ -38,10 +39,8 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 IncidentStateName = Literal["new", "in_progress", "on_hold", "resolved", "closed", "cancelled"]
 
 
-class NewIncident(BaseModel):
+class NewIncident(RequestBody):
     """Body of POST /incidents."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
@@ -62,11 +61,9 @@ class NewIncident(BaseModel):
     parent_id: uuid.UUID | None = None
 
 
-class IncidentChanges(BaseModel):
+class IncidentChanges(RequestBody):
     """Body of PATCH /incidents/{id}: the fields to change (state moves via /transitions; a
     problem links its incidents via POST /problems/{id}/incidents, so both sides agree)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=20_000)
@@ -83,10 +80,8 @@ class IncidentChanges(BaseModel):
     suspected_change: str | None = Field(default=None, max_length=200)
 
 
-class Transition(BaseModel):
+class Transition(RequestBody):
     """Body of POST /incidents/{id}/transitions."""
-
-    model_config = ConfigDict(extra="forbid")
 
     to: IncidentStateName
     hold_reason: str | None = Field(
@@ -96,18 +91,14 @@ class Transition(BaseModel):
     resolution_notes: str | None = Field(default=None, max_length=20_000)
 
 
-class WorkNote(BaseModel):
+class WorkNote(RequestBody):
     """Body of POST /incidents/{id}/work-notes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     note: str = Field(min_length=1, max_length=20_000)
 
 
-class MajorReview(BaseModel):
+class MajorReview(RequestBody):
     """Body of POST /incidents/{id}/major-review."""
-
-    model_config = ConfigDict(extra="forbid")
 
     summary: str = Field(min_length=1, max_length=20_000)
     lessons: str = Field(default="", max_length=20_000)
@@ -254,6 +245,9 @@ async def read_incident(
     "/incidents/{incident_id}",
     response_model=IncidentOut,
     summary="Change an incident's fields (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def patch_incident(
     incident_id: uuid.UUID,
@@ -284,6 +278,9 @@ async def patch_incident(
     "/incidents/{incident_id}/transitions",
     response_model=IncidentOut,
     summary="Move an incident to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     incident_id: uuid.UUID,
@@ -348,6 +345,7 @@ async def get_history(
     "/incidents/{incident_id}/major-review",
     response_model=IncidentOut,
     summary="Record the review of a major incident (needed before closure; If-Match required)",
+    responses={409: {"description": "The incident is not a major incident"}},
 )
 async def post_major_review(
     incident_id: uuid.UUID,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.incident.adapters.problems import ProblemFilter
 from services.incident.application import problems
@@ -19,6 +19,7 @@ from services.incident.entrypoints.common import versioned, workflow_problem
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
+from shared.http.models import RequestBody
 from shared.http.pagination import (
     Cursor,
     PageSize,
@@ -35,10 +36,8 @@ Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
 ProblemStateName = Literal["new", "investigating", "known_error", "resolved", "closed", "cancelled"]
 
 
-class NewProblem(BaseModel):
+class NewProblem(RequestBody):
     """Body of POST /problems."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
@@ -51,10 +50,8 @@ class NewProblem(BaseModel):
     )
 
 
-class ProblemTransition(BaseModel):
+class ProblemTransition(RequestBody):
     """Body of POST /problems/{id}/transitions."""
-
-    model_config = ConfigDict(extra="forbid")
 
     to: ProblemStateName
     root_cause: str | None = Field(
@@ -68,27 +65,21 @@ class ProblemTransition(BaseModel):
     )
 
 
-class IncidentLink(BaseModel):
+class IncidentLink(RequestBody):
     """Body of POST /problems/{id}/incidents."""
-
-    model_config = ConfigDict(extra="forbid")
 
     incident_id: uuid.UUID
 
 
-class KnownError(BaseModel):
+class KnownError(RequestBody):
     """Body of POST /problems/{id}/known-error (both needed, non-blank)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     root_cause: str | None = Field(default=None, max_length=20_000)
     workaround: str | None = Field(default=None, max_length=20_000)
 
 
-class ChangeRequest(BaseModel):
+class ChangeRequest(RequestBody):
     """Body of POST /problems/{id}/change-requests."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
@@ -166,7 +157,13 @@ def _workflow_problem(exc: workflow.WorkflowError, field: str = "to") -> Problem
     return workflow_problem(exc, field=field)
 
 
-@router.post("/problems", status_code=201, response_model=ProblemOut, summary="Open a problem")
+@router.post(
+    "/problems",
+    status_code=201,
+    response_model=ProblemOut,
+    summary="Open a problem",
+    responses={409: {"description": "An incident is closed, or linked to another open problem"}},
+)
 async def create_problem(
     body: NewProblem,
     context: Annotated[RequestContext, authorize("problem:create")],
@@ -234,6 +231,9 @@ async def read_problem(
     "/problems/{problem_id}/transitions",
     response_model=ProblemOut,
     summary="Move a problem to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     problem_id: uuid.UUID,
@@ -263,6 +263,12 @@ async def post_transition(
     "/problems/{problem_id}/incidents",
     response_model=ProblemOut,
     summary="Link an incident to the problem (If-Match required)",
+    responses={
+        409: {
+            "description": "The problem or the incident is in a state that does not allow it,"
+            " or the incident is linked to another open problem"
+        }
+    },
 )
 async def post_incident_link(
     problem_id: uuid.UUID,
@@ -285,6 +291,7 @@ async def post_incident_link(
     "/problems/{problem_id}/known-error",
     response_model=ProblemOut,
     summary="Publish (or revise) the root cause and workaround as a known error (If-Match)",
+    responses={409: {"description": "The problem is in a state that does not allow this"}},
 )
 async def post_known_error(
     problem_id: uuid.UUID,
@@ -313,6 +320,7 @@ async def post_known_error(
     status_code=202,
     response_model=ChangeRequestOut,
     summary="Ask the change service for a change (If-Match required)",
+    responses={409: {"description": "The problem is in a state that does not allow this"}},
 )
 async def post_change_request(
     problem_id: uuid.UUID,

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.incident.adapters.requests import RequestFilter
 from services.incident.application import requests
@@ -27,6 +27,7 @@ from services.incident.entrypoints.common import metrics_of, versioned, workflow
 from shared.http.context import RequestContext, authorize
 from shared.http.etags import IfMatch, if_match_version
 from shared.http.idempotency import REPLAYED_HEADER, IdempotencyKey
+from shared.http.models import RequestBody
 from shared.http.pagination import Cursor, PageSize, decode_cursor, encode_cursor, invalid_cursor
 from shared.http.problems import Problem
 from shared.service import ServiceRuntime, runtime_of
@@ -38,10 +39,8 @@ RequestStateName = workflow.RequestState
 Person = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class NewRequest(BaseModel):
+class NewRequest(RequestBody):
     """Body of POST /requests."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=20_000)
@@ -68,10 +67,8 @@ class NewRequest(BaseModel):
     )
 
 
-class Transition(BaseModel):
+class Transition(RequestBody):
     """Body of POST /requests/{id}/transitions."""
-
-    model_config = ConfigDict(extra="forbid")
 
     to: RequestStateName
     notes: str | None = Field(
@@ -79,10 +76,8 @@ class Transition(BaseModel):
     )
 
 
-class NewDecision(BaseModel):
+class NewDecision(RequestBody):
     """Body of POST /requests/{id}/approvals."""
-
-    model_config = ConfigDict(extra="forbid")
 
     decision: workflow.Decision
     comment: str = Field(
@@ -238,6 +233,9 @@ async def read_request(
     "/requests/{request_id}/transitions",
     response_model=RequestOut,
     summary="Move a service request to another state (If-Match required)",
+    responses={
+        409: {"description": "The workflow does not allow this move from the current state"}
+    },
 )
 async def post_transition(
     request_id: uuid.UUID,
@@ -266,6 +264,7 @@ async def post_transition(
     "/requests/{request_id}/approvals",
     response_model=RequestOut,
     summary="Approve or reject a service request (If-Match required; never one's own)",
+    responses={409: {"description": "No decision is due, or the caller already decided"}},
 )
 async def post_approval(
     request_id: uuid.UUID,
