@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit bench bench-cmdb bench-incident lint lock clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lock clean
 
 install: $(VENV)/.installed .state/.system-packages
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -28,6 +28,13 @@ run: install
 # pytest's exit code 5 (no tests collected) is a failure here, never a silent pass.
 test: install
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The fault tier's long run: 20+ kill -9s of services, relays, the broker and PostgreSQL under
+# load, then a report (kills, recovery per part, counts, publish delay). `make test` runs a
+# short one. CHAOS_ARGS="--seed N --kills M" repeats or resizes a run.
+CHAOS_ARGS ?= --kills 24
+chaos: install
+	$(PY) -m tests.faults.harness $(CHAOS_ARGS)
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

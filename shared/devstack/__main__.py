@@ -3,60 +3,108 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES, LocalPlatform
+from shared.devstack.platform import (
+    DEFAULT_HTTP_PORTS,
+    PUBLISHING_SERVICES,
+    Infra,
+    LocalPlatform,
+    SupervisedService,
+)
+from shared.devstack.supervisor import Supervisor
 
 
 def run(state_dir: Path, kafka_scram: bool = False) -> int:
     """Start Kafka, PostgreSQL, the four services and the outbox relays of the three that publish
-    (each a process of its own, as deployed); print where they listen; stop on Ctrl-C.
+    (each a process of its own, as deployed) under a supervisor that restarts any that dies;
+    print where they listen and every restart as it happens; stop everything on Ctrl-C.
 
     With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own
     user (passwords in the state folder's kafka-users.json), as in production.
     """
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+    )
     platform = LocalPlatform(state_dir, kafka_scram=kafka_scram)
+    supervisor = Supervisor(report=lambda message: print(_stamp(message), flush=True))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        print("starting Kafka and PostgreSQL ...", flush=True)
-        infra = platform.start_infra()
-        print("starting the services ...", flush=True)
-        services = platform.start_services(
-            infra, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
+        print("starting PostgreSQL and Kafka, then the services ...", flush=True)
+        infra, services = platform.supervise(
+            supervisor, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
         )
-        print()
-        mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
-        print(f"  Kafka       {infra.bootstrap_servers}  ({mode})")
-        print(f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {state_dir})")
-        for service in services:
-            docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
-            print(f"  {service.name:<14} {service.url}{docs}   log {service.log_path}")
-        issuer = infra.keys.issuer()
-        day = 24 * 3600
-        admin = issuer.mint(
-            subject="demo-admin", tenants=["demo"], roles=["tenant_admin"], ttl_seconds=day
-        )
-        agent = issuer.mint(
-            subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day
-        )
-        print(
-            "\nTokens for the demo tenant (24 h; more with `python -m shared.auth token create`):"
-        )
-        print(f"  admin  {admin}")
-        print(f"  agent  {agent}")
-        print("\nThe platform is running. Ctrl-C stops everything.", flush=True)
+        print(banner(platform, infra, services, supervisor, kafka_scram), flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         print("\nstopping ...", flush=True)
-        platform.stop()
+        supervisor.stop()
     return 0
+
+
+def banner(
+    platform: LocalPlatform,
+    infra: Infra,
+    services: list[SupervisedService],
+    supervisor: Supervisor,
+    kafka_scram: bool = False,
+) -> str:
+    """Where everything listens, demo tokens, and whether every part is running right now."""
+    lines = [""]
+    mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
+    if platform.kafka is not None:
+        lines.append(
+            f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
+            f"controller 127.0.0.1:{platform.kafka.controller_port})"
+        )
+    else:
+        lines.append(f"  Kafka       {infra.bootstrap_servers}  ({mode}; not started here)")
+    lines.append(
+        f"  PostgreSQL  {infra.admin_dsn.split('@')[-1]}  (admin DSN in {platform.state_dir})"
+    )
+    for service in services:
+        docs = "" if service.name.endswith("-relay") else f"   docs {service.url}/docs"
+        lines.append(f"  {service.name:<14} {service.url}{docs}   log {service.log_path}")
+    issuer = infra.keys.issuer()
+    day = 24 * 3600
+    admin = issuer.mint(
+        subject="demo-admin", tenants=["demo"], roles=["tenant_admin"], ttl_seconds=day
+    )
+    agent = issuer.mint(subject="demo-agent", tenants=["demo"], roles=["agent"], ttl_seconds=day)
+    lines += [
+        "",
+        "Tokens for the demo tenant (24 h; more, from this folder, with",
+        "`.venv/bin/python -m shared.auth token create --tenant demo --role agent --ttl 8h`):",
+        f"  admin  {admin}",
+        f"  agent  {agent}",
+        "",
+    ]
+    down = [name for name in supervisor.names if not supervisor.is_running(name)]
+    if down:
+        lines.append(f"Started, but down right now: {', '.join(down)} (being restarted).")
+    else:
+        lines.append(f"All {len(supervisor.names)} parts are running.")
+    lines.append(
+        "A part that dies is restarted and reported below (docs/operations.md). "
+        "Ctrl-C stops everything."
+    )
+    return "\n".join(lines)
+
+
+def _stamp(message: str) -> str:
+    return f"{time.strftime('%H:%M:%S')} {message}"
 
 
 def main() -> None:

@@ -297,6 +297,11 @@ class LocalKafka:
 
     # ---- lifecycle
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The broker process this object started last (None before start and after stop)."""
+        return self._proc
+
     def is_running(self) -> bool:
         """Whether the broker process this object started is alive."""
         return self._proc is not None and self._proc.poll() is None

@@ -20,6 +20,7 @@ from typing import IO
 from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
 from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
+from shared.devstack.supervisor import Part, Supervisor, stop_process
 from shared.kafka import ensure_topics, security_options
 from shared.provision import DEFAULT_DATABASE, SERVICES, dsn_for, provision
 from shared.settings import RELAY_PORT_OFFSET
@@ -95,6 +96,20 @@ class ServiceProcess:
             self._log.close()
 
 
+@dataclass(frozen=True)
+class SupervisedService:
+    """Where a supervised service or relay listens and logs (its process comes and goes)."""
+
+    name: str
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL of its HTTP API (health and metrics only for a relay)."""
+        return f"http://127.0.0.1:{self.port}"
+
+
 class LocalPlatform:
     """Starts what is not configured from outside: KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL win.
 
@@ -154,13 +169,19 @@ class LocalPlatform:
         """Start Kafka and PostgreSQL as needed, provision roles and schemas, create topics."""
         if self.postgres is not None:
             self.postgres.start()
+        if self.kafka is not None:
+            self.kafka.start()
+        return self.prepare_infra()
+
+    def prepare_infra(self) -> Infra:
+        """Provision roles and schemas and create topics on running Kafka and PostgreSQL."""
+        if self.postgres is not None:
             admin_dsn = self.postgres.admin_dsn
         else:
             admin_dsn = self.environ["DATABASE_URL"]
         kafka_users: dict[str, tuple[str, str]] = {}
         admin_security = None
         if self.kafka is not None:
-            self.kafka.start()
             bootstrap = self.kafka.bootstrap_servers
             users = self.kafka.scram_users
             if users:
@@ -248,8 +269,103 @@ class LocalPlatform:
         relay_port = service_port + RELAY_PORT_OFFSET
         return self._launch(name, f"{name}-relay", relay_port, env, "relay")
 
+    def supervise(
+        self,
+        supervisor: Supervisor,
+        ports: Mapping[str, int] | None = None,
+        *,
+        separate_relays: Collection[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 180.0,
+    ) -> tuple[Infra, list[SupervisedService]]:
+        """Start PostgreSQL, Kafka, the services and their separate relays as parts of the
+        supervisor (which restarts any that dies); return once every part is ready.
+
+        Each service and relay is started as start_services() does, in a session of its own
+        so that a terminal's Ctrl-C reaches only the supervisor, which stops them in order.
+        """
+        infra_parts = []
+        if self.postgres is not None:
+            supervisor.add(self._postgres_part(self.postgres))
+            infra_parts.append("postgres")
+        if self.kafka is not None:
+            supervisor.add(self._kafka_part(self.kafka))
+            infra_parts.append("kafka")
+        supervisor.wait_running(infra_parts, timeout)
+        infra = self.prepare_infra()
+        ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
+        services = []
+        for name, port in ports.items():
+            extra = dict(extra_env or {})
+            if name in separate_relays:
+                extra[f"{name.upper()}_OUTBOX_RELAY"] = "separate"
+            env = infra.service_env(name, port, extra)
+            services.append(self._service_part(supervisor, name, name, port, env))
+            if name in separate_relays:
+                services.append(
+                    self._service_part(
+                        supervisor, name, f"{name}-relay", port + RELAY_PORT_OFFSET, env, "relay"
+                    )
+                )
+        supervisor.wait_running([s.name for s in services], timeout)
+        return infra, services
+
+    def _postgres_part(self, postgres: LocalPostgres) -> Part:
+        # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
+        return Part(
+            "postgres",
+            start=postgres.spawn,
+            stop=lambda process: stop_process(process, 60.0, signal.SIGINT),
+        )
+
+    def _kafka_part(self, kafka: LocalKafka) -> Part:
+        def start() -> subprocess.Popen[bytes]:
+            kafka.start()
+            if kafka.process is None:
+                raise RuntimeError("the broker did not start")
+            return kafka.process
+
+        return Part("kafka", start=start, stop=lambda _process: kafka.stop())
+
+    def _service_part(
+        self,
+        supervisor: Supervisor,
+        name: str,
+        label: str,
+        port: int,
+        env: Mapping[str, str],
+        *command: str,
+    ) -> SupervisedService:
+        current: list[ServiceProcess] = []
+
+        def start() -> subprocess.Popen[bytes]:
+            for previous in current:
+                previous.stop()  # closes the dead one's log handle
+            current.clear()
+            service = self._launch(name, label, port, env, *command, own_session=True)
+            current.append(service)
+            try:
+                wait_ready(service, 60.0)
+            except BaseException:
+                service.stop(timeout=5.0)
+                raise
+            return service.process
+
+        def stop(_process: subprocess.Popen[bytes]) -> None:
+            for service in current:
+                service.stop()
+
+        supervisor.add(Part(label, start=start, stop=stop))
+        return SupervisedService(label, port, self.state_dir / "logs" / f"{label}.log")
+
     def _launch(
-        self, name: str, label: str, port: int, env: Mapping[str, str], *command: str
+        self,
+        name: str,
+        label: str,
+        port: int,
+        env: Mapping[str, str],
+        *command: str,
+        own_session: bool = False,
     ) -> ServiceProcess:
         """`python -m services.<name> [command]` with the environment, logging to <label>.log."""
         log_dir = self.state_dir / "logs"
@@ -264,6 +380,7 @@ class LocalPlatform:
             env={**base_env, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=own_session,
         )
         return ServiceProcess(label, port, process, log_path, log_file)
 

@@ -9,6 +9,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 ADMIN_USER = "itsm_admin"
@@ -96,45 +97,49 @@ class LocalPostgres:
         """Whether initdb already ran here."""
         return (self.data_dir / "PG_VERSION").exists()
 
+    def _initdb_once(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.initialised():
+            return
+        self.cluster_dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.cluster_dir / "initdb-pw"
+        pwfile.write_text(self.password + "\n")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.cluster_dir)
+        try:
+            self._run_as_owner(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    ADMIN_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _settings(self) -> list[str]:
+        return [
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={self.port}",
+            f"-c unix_socket_directories={self.cluster_dir}",
+            "-c fsync=on",
+            "-c synchronous_commit=on",
+            "-c max_connections=300",
+            "-c shared_buffers=256MB",
+            "-c log_min_messages=warning",
+        ]
+
     def start(self, timeout: float = 60.0) -> None:
         """initdb on first use, then start the server and wait until it accepts connections."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        if not self.initialised():
-            self.cluster_dir.mkdir(parents=True, exist_ok=True)
-            pwfile = self.cluster_dir / "initdb-pw"
-            pwfile.write_text(self.password + "\n")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._chown(self.cluster_dir)
-            try:
-                self._run_as_owner(
-                    [
-                        str(self.bindir / "initdb"),
-                        "-D",
-                        str(self.data_dir),
-                        "-U",
-                        ADMIN_USER,
-                        f"--pwfile={pwfile}",
-                        "--auth=scram-sha-256",
-                        "--encoding=UTF8",
-                        "--locale=C",
-                    ]
-                )
-            finally:
-                pwfile.unlink(missing_ok=True)
+        self._initdb_once()
         if self.is_running():
             return
-        options = " ".join(
-            [
-                "-c listen_addresses=127.0.0.1",
-                f"-c port={self.port}",
-                f"-c unix_socket_directories={self.cluster_dir}",
-                "-c fsync=on",
-                "-c synchronous_commit=on",
-                "-c max_connections=300",
-                "-c shared_buffers=256MB",
-                "-c log_min_messages=warning",
-            ]
-        )
         self._chown(self.cluster_dir)
         self._run_as_owner(
             [
@@ -144,13 +149,61 @@ class LocalPostgres:
                 "-l",
                 str(self.cluster_dir / "postgres.log"),
                 "-o",
-                options,
+                " ".join(self._settings()),
                 "-w",
                 "-t",
                 str(int(timeout)),
                 "start",
             ]
         )
+
+    def spawn(self, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """Run the postmaster as a child process (for a supervisor: its pid is the server's, so
+        its death is seen at once); return once it accepts connections.
+
+        A server that pg_ctl left running in this cluster is stopped first. On failure the
+        child is killed and the error says why, with the log's tail.
+        """
+        self._initdb_once()
+        if self.is_running():
+            self.stop()
+        self._chown(self.cluster_dir)
+        log_path = self.cluster_dir / "postgres.log"
+        settings = [arg for option in self._settings() for arg in option.split(" ", 1)]
+        owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [str(self.bindir / "postgres"), "-D", str(self.data_dir), *settings],
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # PostgreSQL refuses to run as root: drop to the `postgres` account.
+                user=owner.pw_uid if owner else None,
+                group=owner.pw_gid if owner else None,
+                extra_groups=[] if owner else None,
+                # Ctrl-C reaches the supervisor only, which then stops the server in order.
+                start_new_session=True,
+            )
+        if owner is not None:
+            os.chown(log_path, owner.pw_uid, owner.pw_gid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited during start-up (exit code {process.returncode}): "
+                    + _last_line(log_path)
+                )
+            if self._accepts_connections():
+                return process
+            time.sleep(0.2)
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"postgres not ready after {timeout:.0f}s: {_last_line(log_path)}")
+
+    def _accepts_connections(self) -> bool:
+        probe = [str(self.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(probe, check=False, capture_output=True).returncode == 0  # noqa: S603
 
     def is_running(self) -> bool:
         """Whether the cluster's postmaster is up."""
@@ -171,3 +224,11 @@ class LocalPostgres:
             self._run_as_owner(
                 [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
             )
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
