@@ -33,6 +33,7 @@ _DATABASE_DOWN: tuple[type[Exception], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 # asyncpg's InterfaceErrors about a connection or pool that is gone.
 _CLOSED = ("connection is closed", "pool is closed", "pool is closing")
@@ -173,6 +174,11 @@ def database_unavailable(exc: BaseException) -> bool:
         # A connection or pool lost with the server. Other interface errors ("another operation
         # is in progress", "connection has been released back to the pool") are bugs.
         return any(sign in str(exc) for sign in _CLOSED)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # asyncpg's protocol state machine when the server ends a session in the middle of a
+        # transaction (seen in the fault tier's kill -9 of PostgreSQL; MagicStack/asyncpg#784):
+        # the connection is gone, the request may be retried.
+        return "cannot switch to state" in str(exc)
     if isinstance(exc, OSError):
         return not isinstance(exc, _LOCAL_ERRORS)
     return isinstance(exc, _DATABASE_DOWN)

@@ -111,6 +111,13 @@ def test_foreign_cursors_are_a_validation_problem_naming_cursor(cursor):
             asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
             False,
         ),
+        (
+            asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            True,
+        ),
+        (asyncpg.exceptions.InternalClientError("got result for unknown protocol state 0"), False),
         (FileNotFoundError("keys.json"), False),
         (asyncpg.UniqueViolationError("duplicate key"), False),
         (RuntimeError("bug"), False),
