@@ -107,7 +107,12 @@ async def test_health_and_metrics_need_no_token(api):
     assert (await api.get("/health/live")).status_code == 200
     ready = await api.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "kafka": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "kafka": "ok",
+        "background": "ok",
+    }
     metrics = await api.get("/metrics")
     assert "itsm_outbox_backlog" in metrics.text
 

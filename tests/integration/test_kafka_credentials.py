@@ -171,7 +171,12 @@ async def test_a_service_logged_in_with_its_scram_user_is_ready_and_publishes_it
     scram_kafka, scram_runtime, auth, tenant
 ):
     incident = await scram_runtime("incident")
-    assert await incident.readiness() == {"database": "ok", "migrations": "ok", "kafka": "ok"}
+    assert await incident.readiness() == {
+        "database": "ok",
+        "migrations": "ok",
+        "kafka": "ok",
+        "background": "ok",
+    }
 
     async with _client(incident) as api:
         created = await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))
