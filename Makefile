@@ -16,8 +16,9 @@ $(VENV)/.installed: requirements.lock
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	touch $@
 
-# PostgreSQL server binaries, Java 17 and Maven from Debian's packages when they are missing.
-.state/.system-packages:
+# PostgreSQL server binaries, Java 17, Maven and promtool from Debian's packages when they are
+# missing; again whenever the script changes.
+.state/.system-packages: deploy/local/install-system-packages.sh
 	@mkdir -p .state
 	bash deploy/local/install-system-packages.sh
 	touch $@

@@ -36,6 +36,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.CannotConnectNowError,
+    # A session PostgreSQL ended mid-transaction, as asyncpg reports it (asyncpg#784).
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.auth.tokens import DEFAULT_MAX_LIFETIME_SECONDS
+from shared.auth.tokens import DEFAULT_MAX_LIFETIME_SECONDS, TENANT_ID_PATTERN
 from shared.supervision import SupervisionPolicy
 
 # Variables that configure the whole installation; a service-prefixed variable wins over them.
@@ -20,6 +20,7 @@ GLOBAL_FALLBACKS = (
     "AUTH_JWKS_FILE",
     "AUTH_ISSUER",
     "AUTH_AUDIENCE",
+    "AUTH_JWKS_RELOAD_SECONDS",
     "AUTH_MAX_TOKEN_LIFETIME_SECONDS",
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM",
@@ -27,8 +28,7 @@ GLOBAL_FALLBACKS = (
     "METRICS_TENANTS",
 )
 
-# The tenant-id pattern of shared/http/context.py (not imported: settings load before the app).
-_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 # A separate outbox relay serves its health and metrics here, past the service's HTTP port.
 RELAY_PORT_OFFSET = 100
@@ -111,7 +111,8 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(default=1000, ge=1, le=10_000)
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
-    outbox_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    # 10 s: after a broker outage, rows that failed meanwhile go out within seconds of its return.
+    outbox_max_backoff_seconds: float = Field(default=10.0, gt=0)
     outbox_metrics_interval_seconds: float = Field(default=5.0, gt=0)
     outbox_relay: Literal["embedded", "separate"] = Field(
         default="embedded",

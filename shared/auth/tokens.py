@@ -30,6 +30,10 @@ MAX_TOKEN_BYTES = 8192  # a token is a header value: anything larger is refused 
 DEFAULT_MAX_LIFETIME_SECONDS = 366 * 86400
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # the one tenant-id syntax (tokens, headers)
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
+# The subject becomes the `actor` of every event the token's requests cause, so it must be one:
+# 1-200 characters, none of them a control character (CloudEvents attribute strings).
+MAX_SUBJECT_CHARS = 200
+_SUBJECT = re.compile(rf"[^\x00-\x1f\x7f-\x9f]{{1,{MAX_SUBJECT_CHARS}}}")
 
 
 class AuthenticationError(Exception):
@@ -195,11 +199,16 @@ class TokenVerifier:
         # A token with no role could do nothing: refused here (401), not later on each route (403).
         if not _strings(roles) or not roles or not set(roles) <= ROLES:
             raise AuthenticationError("invalid-claims")
+        subject, token_id = claims["sub"], claims["jti"]
+        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+            raise AuthenticationError("invalid-claims")
+        if not isinstance(token_id, str) or not token_id:
+            raise AuthenticationError("invalid-claims")
         principal = Principal(
-            subject=str(claims["sub"]),
+            subject=subject,
             tenants=tuple(tenants),
             roles=frozenset(roles),
-            token_id=str(claims["jti"]),
+            token_id=token_id,
         )
         return principal, key, float(claims["exp"])
 

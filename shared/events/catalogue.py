@@ -97,7 +97,7 @@ ClockKind = Literal["response", "resolution"]
 
 @event("itsm.incident.created.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
 class IncidentCreatedV1(EventPayload):
-    """An incident was logged (subject: the incident id; sequence: its version, 1).
+    """An incident was logged (subject: the incident id; itsmversion: its version, 1).
 
     Fields after `state` were added with incident management; older events lack them.
     """
@@ -211,7 +211,7 @@ class ChangeSuspectedV1(EventPayload):
 
 @event("itsm.incident.settings_changed.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
 class IncidentSettingsChangedV1(EventPayload):
-    """A tenant changed its incident settings (subject `settings`, sequence the version).
+    """A tenant changed its incident settings (subject `settings`, itsmversion the version).
 
     Carries the settings in full, as `GET /incident-settings` shows them: the audit trail of
     how priorities, auto-closure, alert mapping, trends and change correlation were configured.

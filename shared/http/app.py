@@ -119,7 +119,7 @@ def operations_router(runtime: Runtime) -> APIRouter:
 
     @router.get(
         "/health/ready",
-        summary="Database and Kafka reachable, migrations applied",
+        summary="Database and Kafka reachable, migrations applied, no background task down",
         responses={503: {"description": "Not ready: `checks` names what is not ok"}},
     )
     async def ready(request: Request) -> Response:

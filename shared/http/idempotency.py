@@ -40,7 +40,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.db import Connection, RequestTransaction, all_tenants_transaction, request_transaction
 from shared.db import set_tenant as _set_tenant
 from shared.http.guards import read_body, replaying
-from shared.http.problems import PROBLEM_BASE, Problem, problem_response
+from shared.http.problems import (
+    PROBLEM_BASE,
+    RETRY_AFTER_SECONDS,
+    Problem,
+    database_unavailable,
+    problem_response,
+)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -232,7 +238,9 @@ class IdempotencyMiddleware:
                     content = b"".join(m.get("body", b"") for m in answer[1:])
                     try:
                         await keyed.commit(start["status"], list(start.get("headers", [])), content)
-                    except _LOST_DATABASE:
+                    except Exception as exc:
+                        if not database_unavailable(exc):
+                            raise
                         # Committed or not, the client has not heard: a retry with the same key
                         # either replays the stored answer or does the work once.
                         answer = await _messages(_unavailable(scope))
@@ -243,16 +251,14 @@ class IdempotencyMiddleware:
             await send(message)
 
 
-_LOST_DATABASE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-
-
 def _unavailable(scope: Scope) -> Response:
     return problem_response(
         Request(scope),
         503,
         "Service Unavailable",
         "the database is unreachable; retry with the same Idempotency-Key",
-        headers={"Retry-After": "1"},
+        type_=PROBLEM_BASE + "database-unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -81,8 +81,8 @@ _RETRY_AFTER = {
 
 # What each shared mechanism answers, and why: the descriptions a client reads.
 _GENERIC: dict[str, str] = {
-    "400": "Bad Request: the token serves several tenants and `X-Tenant-Id` names none, or a "
-    "header or the body cannot be parsed.",
+    "400": "Bad Request: the token serves several tenants and `X-Tenant-Id` names none, a "
+    "header that may appear once is repeated, or a header or the body cannot be parsed.",
     "401": "Unauthorized: no bearer token, or one that is invalid, expired or revoked.",
     "403": "Forbidden: the token does not serve this tenant, or its roles do not grant this.",
     "404": "Not Found: nothing of this tenant has that identifier.",
@@ -90,6 +90,7 @@ _GENERIC: dict[str, str] = {
     "413": "Content Too Large: the body is larger than the service accepts.",
     "422": "Unprocessable Content: a parameter or body field is invalid; `errors` names each.",
     "428": "Precondition Required: send `If-Match` with the ETag of the version you read.",
+    "414": "URI Too Long: the request target is longer than the server reads.",
     "431": "Request Header Fields Too Large.",
     "503": "Service Unavailable: the database cannot be reached now; retry after `Retry-After`.",
 }
@@ -132,9 +133,10 @@ def _complete_operation(method: str, operation: dict[str, Any]) -> None:
     if_match = next(
         (p for p in parameters if p["in"] == "header" and p["name"].lower() == "if-match"), None
     )
-    statuses = {"431"}
+    # The server and the request limits answer these before any route runs.
+    statuses = {"400", "414", "431"}
     if operation.get("security"):
-        statuses |= {"400", "401", "403", "422", "503"}
+        statuses |= {"401", "403", "422", "503"}
     if parameters or "requestBody" in operation:
         statuses.add("422")
     if "requestBody" in operation:

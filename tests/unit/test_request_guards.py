@@ -210,6 +210,7 @@ async def test_a_keyed_post_whose_commit_loses_the_database_is_a_503_to_retry():
     async with httpx.AsyncClient(transport=transport, base_url="http://unit") as c:
         response = await c.post("/things", headers={**bearer("agent"), "Idempotency-Key": "k"})
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["type"].endswith("database-unavailable")
     assert response.headers["content-type"] == "application/problem+json"
     assert pool.conn.released and pool.conn.rolled_back

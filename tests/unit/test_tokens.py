@@ -301,6 +301,18 @@ def test_a_token_living_longer_than_the_maximum_lifetime_is_refused():
     assert short.verify(mint(i, ttl_seconds=3600)).subject == "alice"
 
 
+@pytest.mark.parametrize("subject", ["", "a" * 201, "alice\n", "al\x00ice", 42, ["alice"]])
+def test_a_subject_that_cannot_be_an_events_actor_is_refused(subject):
+    i = issuer()
+    assert reason(verifier(i), signed(i, sub=subject)) == "invalid-claims"
+
+
+@pytest.mark.parametrize("token_id", ["", 7])
+def test_a_token_id_that_is_not_a_string_is_refused(token_id):
+    i = issuer()
+    assert reason(verifier(i), signed(i, jti=token_id)) == "invalid-claims"
+
+
 def test_a_token_issued_in_the_future_is_refused():
     i = issuer()
     later = int(time.time()) + 3600
