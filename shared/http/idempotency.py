@@ -13,9 +13,11 @@ its answer. The same key with a different request is refused (422).
 Background tasks a request starts (the record-number allocator) keep their own transactions:
 only the request's own task joins the request transaction.
 
-Streamed uploads (`POST /imports`) are the exception: they commit as they read, so they cannot
-run in one transaction; an import is a run whose rows upsert by external id, so a repeated
-upload changes no CI (it records a second run).
+Streamed uploads (`POST /imports`) pass through this middleware: they commit as they read, so
+they cannot run in one transaction. Such a route honours the key itself, with the same key
+syntax (`key_problem`), scope (tenant and caller) and replay header: the config service records
+the key with the import run (see services/config/application/imports.py), replays a completed
+run's answer, refuses a retry while the run is still going (409) and lets a failed run's key go.
 """
 
 from __future__ import annotations
@@ -65,6 +67,30 @@ PARAMETER: dict[str, Any] = {
         " request) returns the first response with `Idempotent-Replayed: true`."
     ),
 }
+
+
+def key_problem(key: str) -> Problem | None:
+    """Why a client's Idempotency-Key is not acceptable (422), or None when it is."""
+    if _KEY.match(key):
+        return None
+    return Problem(
+        422,
+        "Request validation failed",
+        f"invalid: {HEADER}",
+        type_=PROBLEM_BASE + "validation",
+        errors=[{"in": "header", "field": HEADER, "detail": "1 to 255 printable ASCII"}],
+    )
+
+
+def key_reused() -> Problem:
+    """The 422 for an Idempotency-Key already used by the caller for a different request."""
+    return Problem(
+        422,
+        "Idempotency-Key reused",
+        "this Idempotency-Key was already used for a different request",
+        type_=PROBLEM_BASE + "idempotency-key-reused",
+        errors=[{"in": "header", "field": HEADER, "detail": "reused"}],
+    )
 
 
 def request_fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
@@ -145,13 +171,7 @@ class KeyedRequest(RequestTransaction):
         )
         assert row is not None
         if row["request_hash"] != self.fingerprint:
-            raise Problem(
-                422,
-                "Idempotency-Key reused",
-                "this Idempotency-Key was already used for a different request",
-                type_=PROBLEM_BASE + "idempotency-key-reused",
-                errors=[{"in": "header", "field": HEADER, "detail": "reused"}],
-            )
+            raise key_reused()
         headers = [(k.encode(), v.encode()) for k, v in row["response_headers"] or []]
         raise Replayed(row["response_status"], headers, bytes(row["response_bytes"] or b""))
 
@@ -205,14 +225,15 @@ class IdempotencyMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        if not _KEY.match(key):
+        invalid = key_problem(key)
+        if invalid is not None:
             await problem_response(
                 Request(scope),
-                422,
-                "Request validation failed",
-                f"invalid: {HEADER}",
-                type_=PROBLEM_BASE + "validation",
-                errors=[{"in": "header", "field": HEADER, "detail": "1 to 255 printable ASCII"}],
+                invalid.status,
+                invalid.title,
+                invalid.detail,
+                type_=invalid.type,
+                errors=invalid.errors,
             )(scope, receive, send)
             return
         body, other = await read_body(scope, receive, self.routes)
@@ -295,8 +316,6 @@ def document_idempotency_key(routes: Sequence[BaseRoute]) -> None:
     """Declare the optional Idempotency-Key header in OpenAPI on every POST that honours it."""
     for route in routes:
         if not isinstance(route, APIRoute) or "POST" not in (route.methods or ()):
-            continue
-        if _streamed(route):
             continue
         extra = dict(route.openapi_extra or {})
         parameters = list(extra.get("parameters", []))

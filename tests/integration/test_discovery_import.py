@@ -662,3 +662,151 @@ async def test_a_batch_decided_while_the_one_before_is_written_sees_that_batchs_
     assert [r["target_id"] for r in hosts] == [
         await ci_by_external_id(config, tenant, "vcenter", "old")
     ]
+
+
+async def imports_count(config, tenant):
+    return await fetchval_as(
+        config.runtime.pool, tenant, "SELECT count(*) FROM imports WHERE tenant_id = $1", tenant
+    )
+
+
+def keyed(headers, key):
+    return {**headers, **JSONL, "Idempotency-Key": key}
+
+
+async def test_an_import_retried_with_its_key_answers_the_first_import_and_records_no_second_run(
+    config, manager, tenant
+):
+    params = {"source": "vcenter"}
+    first = await config.post(
+        "/imports", params=params, content=jsonl(*ESTATE), headers=keyed(manager, "nightly-1")
+    )
+    assert first.status_code == 201, first.text
+    again = await config.post(
+        "/imports", params=params, content=jsonl(*ESTATE), headers=keyed(manager, "nightly-1")
+    )
+    assert (again.status_code, again.content) == (201, first.content)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert (
+        again.headers["location"] == first.headers["location"] == f"/imports/{first.json()['id']}"
+    )
+    assert await imports_count(config, tenant) == 1
+    rows = await fetchval_as(
+        config.runtime.pool, tenant, "SELECT count(*) FROM import_rows WHERE tenant_id = $1", tenant
+    )
+    assert rows == len(ESTATE)
+
+
+async def test_the_same_import_key_from_another_caller_gets_an_import_of_its_own(
+    config, manager, auth, tenant
+):
+    other = auth(tenant, "config_manager", subject="other-bot")
+    body = jsonl(server("h1"))
+    first = await config.post(
+        "/imports", params={"source": "vcenter"}, content=body, headers=keyed(manager, "shared")
+    )
+    theirs = await config.post(
+        "/imports", params={"source": "vcenter"}, content=body, headers=keyed(other, "shared")
+    )
+    assert first.status_code == theirs.status_code == 201, theirs.text
+    assert theirs.json()["id"] != first.json()["id"]
+    assert theirs.json()["started_by"] == "other-bot"
+    assert "idempotent-replayed" not in theirs.headers
+    assert await imports_count(config, tenant) == 2
+
+
+async def test_an_import_key_retried_while_its_import_runs_is_refused_with_409(
+    config, manager, tenant
+):
+    release = asyncio.Event()
+
+    async def body():
+        yield jsonl(*(server(f"r{i}") for i in range(1001)))
+        await release.wait()
+        yield jsonl(server("last"))
+
+    posting = asyncio.create_task(
+        config.post(
+            "/imports", params={"source": "vcenter"}, content=body(), headers=keyed(manager, "k9")
+        )
+    )
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (await config.get("/imports", headers=manager)).json()["items"]:
+            assert asyncio.get_running_loop().time() < deadline, "the import never started"
+            await asyncio.sleep(0.05)
+        retry = await config.post(
+            "/imports",
+            params={"source": "vcenter"},
+            content=jsonl(server("last")),
+            headers=keyed(manager, "k9"),
+        )
+        assert retry.status_code == 409, retry.text
+        assert retry.headers["content-type"] == "application/problem+json"
+        assert "in progress" in retry.json()["detail"]
+        assert retry.json()["errors"][0]["field"] == "Idempotency-Key"
+    finally:
+        release.set()
+    first = await posting
+    assert first.status_code == 201, first.text
+    assert first.json()["rows"] == 1002
+    after = await config.post(
+        "/imports", params={"source": "vcenter"}, content=b"", headers=keyed(manager, "k9")
+    )
+    assert (after.status_code, after.json()) == (201, first.json())
+    assert after.headers["idempotent-replayed"] == "true"
+    assert await imports_count(config, tenant) == 1
+
+
+async def test_a_failed_import_lets_its_key_go_so_a_retry_runs_afresh(config, tenant):
+    context = RequestContext(tenant, "discovery-bot", f"corr-{uuid.uuid4().hex}")
+    pool = config.runtime.pool
+
+    async def broken():
+        yield jsonl(server("f1"))
+        raise import_use_cases.ImportInterrupted("the client went away")
+
+    failing = await import_use_cases.start_import(
+        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+    )
+    assert isinstance(failing, import_use_cases._Run)
+    with pytest.raises(import_use_cases.ImportInterrupted):
+        await import_use_cases.run_import(pool, failing, format_="jsonl", chunks=broken())
+
+    retried = await import_use_cases.start_import(
+        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+    )
+    assert isinstance(retried, import_use_cases._Run)
+    assert retried.id != failing.id
+    statuses = await fetch_as(
+        pool,
+        tenant,
+        "SELECT id, status, idempotency_key FROM imports WHERE tenant_id = $1",
+        tenant,
+    )
+    assert {(r["id"], r["status"], r["idempotency_key"]) for r in statuses} == {
+        (failing.id, "failed", None),
+        (retried.id, "running", "retry-me"),
+    }
+
+
+async def test_an_import_key_reused_for_another_source_or_a_bad_key_is_refused_with_422(
+    config, manager, tenant
+):
+    body = jsonl(server("h1"))
+    first = await config.post(
+        "/imports", params={"source": "vcenter"}, content=body, headers=keyed(manager, "src")
+    )
+    assert first.status_code == 201, first.text
+    other = await config.post(
+        "/imports", params={"source": "aws"}, content=body, headers=keyed(manager, "src")
+    )
+    assert other.status_code == 422, other.text
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+    bad = await config.post(
+        "/imports", params={"source": "vcenter"}, content=body, headers=keyed(manager, "a b")
+    )
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert await imports_count(config, tenant) == 1

@@ -194,17 +194,48 @@ async def start(
     format_: str,
     actor: str,
     now: datetime,
-) -> None:
-    """Record a running import."""
-    await conn.execute(
-        "INSERT INTO imports (tenant_id, id, source, format, status, started_at, started_by)"
-        " VALUES ($1, $2, $3, $4, 'running', $5, $6)",
+    idempotency: tuple[str, str] | None = None,
+) -> bool:
+    """Record a running import, with its (caller, Idempotency-Key) if any; False if the caller's
+    key belongs to another import already (nothing recorded)."""
+    caller, key = idempotency if idempotency is not None else (None, None)
+    started: bool | None = await conn.fetchval(
+        "INSERT INTO imports (tenant_id, id, source, format, status, started_at, started_by,"
+        " idempotency_caller, idempotency_key)"
+        " VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8)"
+        " ON CONFLICT (tenant_id, idempotency_caller, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING true",
         tenant_id,
         import_id,
         source,
         format_,
         now,
         actor,
+        caller,
+        key,
+    )
+    return bool(started)
+
+
+async def keyed(conn: Connection, tenant_id: str, caller: str, key: str) -> dict[str, Any] | None:
+    """The import holding the caller's Idempotency-Key, if any."""
+    row = await conn.fetchrow(
+        f"SELECT {_IMPORT_COLUMNS} FROM imports WHERE tenant_id = $1"  # noqa: S608 - constant columns
+        " AND idempotency_caller = $2 AND idempotency_key = $3",
+        tenant_id,
+        caller,
+        key,
+    )
+    return dict(row) if row is not None else None
+
+
+async def release_key(conn: Connection, tenant_id: str, import_id: uuid.UUID) -> None:
+    """Let go of the import's Idempotency-Key: the next request with it starts a new import."""
+    await conn.execute(
+        "UPDATE imports SET idempotency_caller = NULL, idempotency_key = NULL"
+        " WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        import_id,
     )
 
 
@@ -240,7 +271,10 @@ async def finish(
 ) -> dict[str, Any]:
     """Mark the import completed or failed; return it."""
     row = await conn.fetchrow(
-        f"UPDATE imports SET status = $3, finished_at = $4, error = $5, bytes_read = $6"  # noqa: S608 - constant columns
+        f"UPDATE imports SET status = $3, finished_at = $4, error = $5, bytes_read = $6,"  # noqa: S608 - constant columns
+        # A failed import lets its Idempotency-Key go: a retry with it runs afresh.
+        " idempotency_caller = CASE WHEN $3 = 'failed' THEN NULL ELSE idempotency_caller END,"
+        " idempotency_key = CASE WHEN $3 = 'failed' THEN NULL ELSE idempotency_key END"
         f" WHERE tenant_id = $1 AND id = $2 RETURNING {_IMPORT_COLUMNS}",
         tenant_id,
         import_id,

@@ -13,6 +13,13 @@ an overlay of the CIs that batch writes. Nothing is locked while a batch is deci
 writes check that every CI it updates is still at the version it read and that no external
 id it claims was claimed meanwhile. If either changed (another writer came between), the
 batch is decided again under locks, in its own transaction, and the batch after it too.
+
+An upload that commits as it reads cannot run in the shared Idempotency-Key middleware's one
+request transaction, so the import honours the key itself: the run records the caller's key
+(per tenant and caller, like the middleware's). A retry of a completed import is answered with
+that import (nothing applied again); a retry while it runs gets 409; a failed import lets its
+key go when it fails, so its retry runs afresh as a new import. Unlike the middleware, only the
+source and format are compared with the first request, not the body (read only as it streams).
 """
 
 from __future__ import annotations
@@ -62,7 +69,9 @@ from shared.events.catalogue import (
     RelationshipAddedV1,
     RelationshipV1,
 )
+from shared.http import idempotency
 from shared.http.context import RequestContext
+from shared.http.problems import PROBLEM_BASE, Problem
 from shared.ids import new_id
 from shared.outbox import encode_data
 
@@ -81,6 +90,8 @@ READ_SLICE = 100
 # Rows decided between two yields while the batch before is written: that batch's next
 # statement goes out soon after the database answers the last one.
 DECIDE_SLICE = 20
+# Claims of an Idempotency-Key: one more than a failed import letting it go meanwhile needs.
+CLAIM_ATTEMPTS = 3
 # How events write times (pydantic's JSON form of a datetime).
 _TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
@@ -188,22 +199,96 @@ async def known_schemas(pool: asyncpg.Pool, tenant_id: str) -> dict[str, dict[st
     }
 
 
+@dataclass(frozen=True)
+class Answered:
+    """The completed import an Idempotency-Key was first used for: its record, answered again."""
+
+    record: dict[str, Any]
+
+
 async def start_import(
-    pool: asyncpg.Pool, *, source: str, format_: Format, context: RequestContext
-) -> _Run:
-    """Record a running import (visible to GET /imports/{id} from now on)."""
-    run = _Run(uuid.uuid4(), source, context, await known_schemas(pool, context.tenant_id))
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        await repository.start(
+    pool: asyncpg.Pool,
+    *,
+    source: str,
+    format_: Format,
+    context: RequestContext,
+    idempotency_key: str | None = None,
+) -> _Run | Answered:
+    """Record a running import (visible to GET /imports/{id} from now on).
+
+    With an Idempotency-Key (the caller's, in the tenant) that an earlier import holds: that
+    import if it completed (Answered); 409 while it runs; 422 if it imported another source or
+    format. A failed import let its key go, so the retry starts afresh (see _claim).
+    """
+    tenant = context.tenant_id
+    run_id = uuid.uuid4()
+    # Read before the run is recorded: a failure here leaves no run `running` (holding its key).
+    schemas = await known_schemas(pool, tenant)
+    async with tenant_transaction(pool, tenant) as conn:
+        if idempotency_key is not None:
+            earlier = await _claim(conn, run_id, source, format_, context, idempotency_key)
+            if earlier is not None:
+                return Answered(earlier)
+        else:
+            await repository.start(
+                conn,
+                tenant,
+                run_id,
+                source=source,
+                format_=format_,
+                actor=context.actor,
+                now=datetime.now(UTC),
+            )
+    return _Run(run_id, source, context, schemas)
+
+
+async def _claim(
+    conn: Connection,
+    run_id: uuid.UUID,
+    source: str,
+    format_: Format,
+    context: RequestContext,
+    key: str,
+) -> dict[str, Any] | None:
+    """Start the import holding the caller's key, or return the completed one that holds it.
+
+    A key is held by one import per (tenant, caller): a failed import lets it go when it fails
+    (repository.finish), and one older than the shared keys' retention gives it up here (a run
+    left `running` by a process that died frees its key that way too).
+    """
+    tenant, caller = context.tenant_id, context.actor
+    for _ in range(CLAIM_ATTEMPTS):
+        now = datetime.now(UTC)
+        started = await repository.start(
             conn,
-            context.tenant_id,
-            run.id,
+            tenant,
+            run_id,
             source=source,
             format_=format_,
             actor=context.actor,
-            now=datetime.now(UTC),
+            now=now,
+            idempotency=(caller, key),
         )
-    return run
+        if started:
+            return None
+        earlier = await repository.keyed(conn, tenant, caller, key)
+        if earlier is None:
+            continue  # it failed meanwhile and let the key go
+        if earlier["started_at"] < now - idempotency.DEFAULT_RETENTION:
+            await repository.release_key(conn, tenant, earlier["id"])
+            continue
+        if (earlier["source"], earlier["format"]) != (source, format_):
+            raise idempotency.key_reused()
+        if earlier["status"] == "completed":
+            return earlier
+        break
+    raise Problem(
+        409,
+        "Conflict",
+        f"an import with this {idempotency.HEADER} is in progress; retry once it has finished",
+        type_=PROBLEM_BASE + "import-in-progress",
+        errors=[{"in": "header", "field": idempotency.HEADER, "detail": "in progress"}],
+    )
 
 
 async def run_import(

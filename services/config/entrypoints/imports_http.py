@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -14,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from services.config.adapters import imports as repository
 from services.config.application.imports import (
+    Answered,
     ImportInterrupted,
     run_import,
     start_import,
@@ -22,6 +24,7 @@ from services.config.domain.imports import OUTCOMES, Format, Outcome
 from services.config.entrypoints.cis_http import SOURCE_NAME
 from services.config.metrics import ConfigMetrics
 from shared.db import tenant_transaction
+from shared.http import idempotency
 from shared.http.context import RequestContext, authorize
 from shared.http.limits import STREAMED_UPLOAD, BodyTooLarge
 from shared.http.pagination import (
@@ -113,7 +116,10 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
     status_code=201,
     response_model=ImportOut,
     summary="Import CIs and relationships from a discovery source (streamed)",
-    responses={415: {"description": "The body is neither NDJSON nor CSV"}},
+    responses={
+        409: {"description": "An import with this Idempotency-Key is still running"},
+        415: {"description": "The body is neither NDJSON nor CSV"},
+    },
     openapi_extra={
         **STREAMED_UPLOAD,
         "requestBody": {
@@ -139,7 +145,25 @@ async def post_import(
     chosen = _format_of(request, format_)
     metrics = runtime.service_metrics
     assert isinstance(metrics, ConfigMetrics)
-    run = await start_import(runtime.pool, source=source, format_=chosen, context=context)
+    key = request.headers.get(idempotency.HEADER)
+    if key is not None and (invalid := idempotency.key_problem(key)) is not None:
+        raise invalid
+    run = await start_import(
+        runtime.pool, source=source, format_=chosen, context=context, idempotency_key=key
+    )
+    if isinstance(run, Answered):
+        # The retry's upload was applied the first time: read to its end, and left unused.
+        with contextlib.suppress(ClientDisconnect):
+            async for _ in request.stream():
+                pass
+        return JSONResponse(
+            _out(run.record),
+            status_code=201,
+            headers={
+                "Location": f"/imports/{run.record['id']}",
+                idempotency.REPLAYED_HEADER: "true",
+            },
+        )
     try:
         record = await run_import(
             runtime.pool, run, format_=chosen, chunks=_body(request), metrics=metrics
