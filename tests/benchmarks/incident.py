@@ -99,11 +99,23 @@ async def http_creation(
     bodies: list[dict[str, Any]],
     clients: int,
     meter: CpuMeter,
+    *,
+    keyed: bool = False,
 ) -> None:
+    """Creations over HTTP; `keyed` sends a fresh `Idempotency-Key` with each, as a client that
+    retries safely does (the key is claimed and the answer stored in the creating transaction)."""
     spread = itertools.cycle([{"Authorization": f"Bearer {t}"} for t in tokens])
+    keys = itertools.count()
+    run = uuid.uuid4().hex[:8]
+
+    def headers() -> dict[str, str]:
+        if not keyed:
+            return next(spread)
+        return {**next(spread), "Idempotency-Key": f"bench-{run}-{next(keys)}"}
+
     async with LoadClient(urls, clients) as client:
         for body in bodies[:200]:  # warm-up: connections, statement caches, page cache
-            reply = await client.post("/incidents", body, next(spread))
+            reply = await client.post("/incidents", body, headers())
             if reply.status != 201:
                 raise RuntimeError(f"warm-up creation failed: {reply.status} {reply.body!r}")
         latencies: list[float] = []
@@ -113,7 +125,7 @@ async def http_creation(
             nonlocal failures
             started = time.perf_counter()
             try:
-                reply = await client.post("/incidents", body, next(spread))
+                reply = await client.post("/incidents", body, headers())
             except LoadClient.TRANSPORT_ERRORS:  # counted, not fatal: the run reports them
                 failures += 1
                 return
@@ -127,8 +139,9 @@ async def http_creation(
         meter.stop()
     replicas = f"{len(urls)} replica{'s' if len(urls) > 1 else ''}"
     tenants = f"{len(tokens)} tenant{'s' if len(tokens) > 1 else ''}"
+    how = ", Idempotency-Key" if keyed else ""
     print(
-        f"HTTP POST /incidents   {len(bodies):>7,} in {seconds:6.1f} s ({replicas}, {tenants})"
+        f"HTTP POST /incidents   {len(bodies):>7,} in {seconds:6.1f} s ({replicas}, {tenants}{how})"
         f"  {len(bodies) / seconds:>8,.0f} req/s  {ms(latencies)}  failures {failures}"
         "  (goal >= 1,000/s)"
     )
@@ -430,7 +443,8 @@ async def measure(
         bodies = incident_bodies(args.incidents)
         await raw_inserts(admin_dsn, bodies, args.clients, meter)
         # One replica, then all of them (each run in tenants of its own).
-        for serving in sorted({1, len(urls)}):
+        # Then all of them again, each creation carrying an Idempotency-Key.
+        for serving, keyed in [*((n, False) for n in sorted({1, len(urls)})), (len(urls), True)]:
             agents = [
                 issuer.mint(
                     subject="bench",
@@ -440,7 +454,7 @@ async def measure(
                 )
                 for _ in range(args.tenants)
             ]
-            await http_creation(urls[:serving], agents, bodies, args.clients, meter)
+            await http_creation(urls[:serving], agents, bodies, args.clients, meter, keyed=keyed)
     if "storm" in args.parts:
         storm_tenant = f"t-storm-{uuid.uuid4().hex[:8]}"
         integration = issuer.mint(
