@@ -17,12 +17,8 @@ from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from pydantic import SecretStr
 
-from shared.events.catalogue import (
-    AUTH_REVOCATIONS,
-    CHANGE_EVENTS,
-    CONFIG_EVENTS,
-    INCIDENT_EVENTS,
-)
+from shared.events.catalogue import AUTH_REVOCATIONS
+from shared.registry import SERVICES
 
 if TYPE_CHECKING:
     from shared.settings import ServiceSettings
@@ -31,12 +27,11 @@ log = logging.getLogger(__name__)
 
 DEAD_LETTER_TOPIC = "itsm.deadletter"
 
-# Every topic the platform uses and its partition count: the one place to change either.
+# Every topic the platform uses and its partition count, the one place to change either: the
+# topic each service of the registry publishes, then the topics every service shares.
 DEFAULT_PARTITIONS = 6
 TOPICS: dict[str, int] = {
-    INCIDENT_EVENTS: DEFAULT_PARTITIONS,
-    CHANGE_EVENTS: DEFAULT_PARTITIONS,
-    CONFIG_EVENTS: DEFAULT_PARTITIONS,
+    **{s.publishes: DEFAULT_PARTITIONS for s in SERVICES if s.publishes is not None},
     DEAD_LETTER_TOPIC: DEFAULT_PARTITIONS,
     # Small and read whole by every process at start-up: one partition, compacted by key.
     AUTH_REVOCATIONS: 1,

@@ -14,7 +14,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-SERVICES = ("incident", "change", "config", "reporting")
+from shared.registry import SERVICE_NAMES, SERVICES
+
 DEFAULT_DATABASE = "itsm"
 
 
@@ -45,12 +46,12 @@ async def provision(
             await admin.execute(
                 f"CREATE DATABASE {_ident(database)} ENCODING 'UTF8' TEMPLATE template0"
             )
-        for service in SERVICES:
-            role = _ident(service)
-            exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service)
+        for name in SERVICE_NAMES:
+            role = _ident(name)
+            exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
             verb = "ALTER" if exists else "CREATE"
             # Passwords cannot be bind parameters in DDL; quote_literal does the escaping.
-            literal = await admin.fetchval("SELECT quote_literal($1)", passwords[service])
+            literal = await admin.fetchval("SELECT quote_literal($1)", passwords[name])
             await admin.execute(
                 f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
                 f" NOBYPASSRLS PASSWORD {literal}"
@@ -64,15 +65,15 @@ async def provision(
             await db.execute(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC")
             await db.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
             for service in SERVICES:
-                role = _ident(service)
+                role, schema = _ident(service.name), _ident(service.schema)
                 await db.execute(
                     f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} TO {role}"
                 )
-                await db.execute(f"CREATE SCHEMA IF NOT EXISTS {role} AUTHORIZATION {role}")
-                await db.execute(f"ALTER SCHEMA {role} OWNER TO {role}")
-                await db.execute(f"REVOKE ALL ON SCHEMA {role} FROM PUBLIC")
+                await db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}")
+                await db.execute(f"ALTER SCHEMA {schema} OWNER TO {role}")
+                await db.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
                 await db.execute(
-                    f"ALTER ROLE {role} IN DATABASE {_ident(database)} SET search_path = {role}"
+                    f"ALTER ROLE {role} IN DATABASE {_ident(database)} SET search_path = {schema}"
                 )
     finally:
         await db.close()
@@ -92,10 +93,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.admin_url:
         parser.error("--admin-url or DATABASE_URL is required")
-    missing = [s for s in SERVICES if f"{s.upper()}_DB_PASSWORD" not in os.environ]
+    variables = {s.name: f"{s.env_prefix}DB_PASSWORD" for s in SERVICES}
+    missing = [variable for variable in variables.values() if variable not in os.environ]
     if missing:
-        parser.error("set " + ", ".join(f"{s.upper()}_DB_PASSWORD" for s in missing))
-    passwords = {s: os.environ[f"{s.upper()}_DB_PASSWORD"] for s in SERVICES}
+        parser.error("set " + ", ".join(missing))
+    passwords = {name: os.environ[variable] for name, variable in variables.items()}
     asyncio.run(provision(args.admin_url, passwords, args.database))
 
 

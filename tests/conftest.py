@@ -23,8 +23,10 @@ from services.reporting.definition import DEFINITION as REPORTING
 from shared.db import migrate
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import Infra, LocalPlatform
+from shared.registry import service
 from shared.service import ServiceDefinition, ServiceRuntime
 
+# Every service's definition (test_service_registry checks them against shared/registry.py).
 DEFINITIONS: dict[str, ServiceDefinition] = {
     d.name: d for d in (INCIDENT, CHANGE, CONFIG, REPORTING)
 }
@@ -84,7 +86,11 @@ async def pools(migrated: Infra) -> AsyncIterator[dict[str, asyncpg.Pool]]:
 
     created = {
         name: await create_pool(
-            dsn, schema=name, application_name=f"test-{name}", min_size=1, max_size=5
+            dsn,
+            schema=service(name).schema,
+            application_name=f"test-{name}",
+            min_size=1,
+            max_size=5,
         )
         for name, dsn in migrated.service_dsns.items()
     }

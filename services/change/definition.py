@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from services.change.settings import ChangeSettings
+from services.change.settings import SERVICE, ChangeSettings
 from shared.service import ServiceDefinition
 
 DEFINITION = ServiceDefinition(
-    name="change",
+    name=SERVICE.name,
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
     shared_components=("outbox", "inbox", "idempotency"),

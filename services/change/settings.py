@@ -4,13 +4,17 @@ from typing import ClassVar
 
 from pydantic_settings import SettingsConfigDict
 
+from shared.registry import service
 from shared.settings import ServiceSettings
+
+# This service's entry in the platform's registry: its name and default port come from there.
+SERVICE = service("change")
 
 
 class ChangeSettings(ServiceSettings):
     """Settings of the change service."""
 
-    service_name: ClassVar[str] = "change"
-    model_config = SettingsConfigDict(env_prefix="CHANGE_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = SERVICE.name
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    http_port: int = 8002
+    http_port: int = SERVICE.http_port

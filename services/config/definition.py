@@ -10,7 +10,7 @@ from services.config.entrypoints.cis_http import router as ci_router
 from services.config.entrypoints.http import router
 from services.config.entrypoints.imports_http import router as imports_router
 from services.config.metrics import ConfigMetrics
-from services.config.settings import ConfigSettings
+from services.config.settings import SERVICE, ConfigSettings
 from shared.service import ServiceDefinition, ServiceRuntime
 from shared.supervision import BackgroundTask
 
@@ -31,7 +31,7 @@ def _background(runtime: ServiceRuntime) -> list[BackgroundTask]:
 
 
 DEFINITION = ServiceDefinition(
-    name="config",
+    name=SERVICE.name,
     settings_class=ConfigSettings,
     migrations=Path(__file__).parent / "migrations",
     routers=[ci_router, catalogue_router, imports_router, baselines_router, router],

@@ -5,16 +5,20 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.registry import service
 from shared.settings import ServiceSettings
+
+# This service's entry in the platform's registry: its name and default port come from there.
+SERVICE = service("config")
 
 
 class ConfigSettings(ServiceSettings):
     """Settings of the config service."""
 
-    service_name: ClassVar[str] = "config"
-    model_config = SettingsConfigDict(env_prefix="CONFIG_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = SERVICE.name
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    http_port: int = 8003
+    http_port: int = SERVICE.http_port
     census_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the CI census gauge is refreshed."
     )

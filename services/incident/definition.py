@@ -14,7 +14,7 @@ from services.incident.entrypoints import (
 from services.incident.entrypoints.consumers import consumers
 from services.incident.entrypoints.http import router
 from services.incident.metrics import IncidentMetrics
-from services.incident.settings import IncidentSettings
+from services.incident.settings import SERVICE, IncidentSettings
 from shared.service import ServiceDefinition, ServiceRuntime
 from shared.supervision import BackgroundTask
 
@@ -41,7 +41,7 @@ def _background(runtime: ServiceRuntime) -> Sequence[BackgroundTask]:
 
 
 DEFINITION = ServiceDefinition(
-    name="incident",
+    name=SERVICE.name,
     settings_class=IncidentSettings,
     migrations=Path(__file__).parent / "migrations",
     routers=[

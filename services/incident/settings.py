@@ -5,16 +5,20 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.registry import service
 from shared.settings import ServiceSettings
+
+# This service's entry in the platform's registry: its name and default port come from there.
+SERVICE = service("incident")
 
 
 class IncidentSettings(ServiceSettings):
     """Settings of the incident service."""
 
-    service_name: ClassVar[str] = "incident"
-    model_config = SettingsConfigDict(env_prefix="INCIDENT_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = SERVICE.name
+    model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
-    http_port: int = 8001
+    http_port: int = SERVICE.http_port
     # Background loops (every replica runs them; claims keep their work exactly-once).
     auto_close_interval_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="How often resolved incidents due are closed."

@@ -4,11 +4,11 @@ from pathlib import Path
 
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
-from services.reporting.settings import ReportingSettings
+from services.reporting.settings import SERVICE, ReportingSettings
 from shared.service import ServiceDefinition
 
 DEFINITION = ServiceDefinition(
-    name="reporting",
+    name=SERVICE.name,
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     routers=[router],

@@ -11,19 +11,14 @@ import time
 from pathlib import Path
 
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import (
-    DEFAULT_HTTP_PORTS,
-    PUBLISHING_SERVICES,
-    Infra,
-    LocalPlatform,
-    SupervisedService,
-)
+from shared.devstack.platform import Infra, LocalPlatform, SupervisedService
 from shared.devstack.supervisor import Supervisor
+from shared.registry import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES
 
 
 def run(state_dir: Path, kafka_scram: bool = False) -> int:
-    """Start Kafka, PostgreSQL, the four services and the outbox relays of the three that publish
-    (each a process of its own, as deployed) under a supervisor that restarts any that dies;
+    """Start Kafka, PostgreSQL, the registry's services and the outbox relays of those that
+    publish (each a process of its own, as deployed) under a supervisor that restarts any that dies;
     print where they listen and every restart as it happens; stop everything on Ctrl-C.
 
     With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own

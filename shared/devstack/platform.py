@@ -22,13 +22,9 @@ from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
 from shared.devstack.supervisor import Part, Supervisor, stop_process
 from shared.kafka import ensure_topics, security_options
-from shared.provision import DEFAULT_DATABASE, SERVICES, dsn_for, provision
+from shared.provision import DEFAULT_DATABASE, dsn_for, provision
+from shared.registry import DEFAULT_HTTP_PORTS, SERVICE_NAMES
 from shared.settings import RELAY_PORT_OFFSET
-
-DEFAULT_HTTP_PORTS = {"incident": 8001, "change": 8002, "config": 8003, "reporting": 8004}
-# The services that write events through an outbox (their definitions' `publishes`), whose
-# relay can run as a process of its own.
-PUBLISHING_SERVICES = ("incident", "change", "config")
 
 
 @dataclass
@@ -147,7 +143,7 @@ class LocalPlatform:
         """Each service role's password, made once and kept in the state directory."""
         path = self.state_dir / "service-passwords.json"
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        for service in SERVICES:
+        for service in SERVICE_NAMES:
             stored.setdefault(service, secrets.token_urlsafe(18))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=2))
@@ -158,7 +154,7 @@ class LocalPlatform:
         """SCRAM users and passwords, kept with the broker's state (it is formatted with them)."""
         path = self.state_dir / "kafka-users.json"
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        for user in ("itsm-admin", *(f"itsm-{service}" for service in SERVICES)):
+        for user in ("itsm-admin", *(f"itsm-{service}" for service in SERVICE_NAMES)):
             stored.setdefault(user, secrets.token_urlsafe(18))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=2))
@@ -185,7 +181,7 @@ class LocalPlatform:
             bootstrap = self.kafka.bootstrap_servers
             users = self.kafka.scram_users
             if users:
-                kafka_users = {s: (f"itsm-{s}", users[f"itsm-{s}"]) for s in SERVICES}
+                kafka_users = {s: (f"itsm-{s}", users[f"itsm-{s}"]) for s in SERVICE_NAMES}
                 admin_security = security_options(
                     self.kafka.security_protocol,
                     username="itsm-admin",
@@ -205,7 +201,7 @@ class LocalPlatform:
             kafka_users=kafka_users,
             service_dsns={
                 s: dsn_for(admin_dsn, user=s, password=passwords[s], database=DEFAULT_DATABASE)
-                for s in SERVICES
+                for s in SERVICE_NAMES
             },
         )
 

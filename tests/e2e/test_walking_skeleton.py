@@ -4,13 +4,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.registry import SERVICE_NAMES
 from tests.conftest import free_port
 from tests.support import eventually
 
 
 @pytest.fixture(scope="module")
 def services(local_platform, migrated):
-    ports = {name: free_port() for name in ("incident", "change", "config", "reporting")}
+    ports = {name: free_port() for name in SERVICE_NAMES}
     started = local_platform.start_services(migrated, ports)
     yield {s.name: s.url for s in started}
     for service in started:

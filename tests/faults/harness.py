@@ -40,11 +40,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared.db import create_pool, tenant_transaction
 from shared.devstack.kafka import REPO_ROOT
-from shared.devstack.platform import PUBLISHING_SERVICES, Infra, LocalPlatform, SupervisedService
+from shared.devstack.platform import Infra, LocalPlatform, SupervisedService
 from shared.devstack.supervisor import Supervisor
 from shared.events.catalogue import CONFIG_EVENTS, INCIDENT_EVENTS
 from shared.http.etags import etag
 from shared.http.idempotency import REPLAYED_HEADER
+from shared.registry import PUBLISHING_SERVICES, SERVICE_NAMES
 from shared.settings import RELAY_PORT_OFFSET
 
 KINDS = ("service", "relay", "broker", "postgres")
@@ -55,7 +56,6 @@ TARGETS = {
     "broker": ("kafka",),
     "postgres": ("postgres",),
 }
-SERVICES = ("incident", "change", "config", "reporting")
 # Where the aggregate version is read from each Kafka record: our CloudEvents extension
 # `itsmversion` (header ce_itsmversion), or `sequence` for records written before it (finding 15).
 VERSION_HEADERS = ("ce_itsmversion", "ce_sequence")
@@ -284,7 +284,7 @@ class FaultPlatform:
         if self.platform.kafka is not None:
             self.platform.kafka.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        ports = {name: _free_port_pair() for name in SERVICES}
+        ports = {name: _free_port_pair() for name in SERVICE_NAMES}
         self.infra, self.services = self.platform.supervise(
             self.supervisor, ports, separate_relays=PUBLISHING_SERVICES, timeout=240.0
         )

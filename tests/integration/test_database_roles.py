@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from shared.db import MigrationSource, known_versions, migrate, pending_migrations
-from shared.provision import SERVICES
+from shared.registry import SERVICE_NAMES as SERVICES
 
 
 @pytest.mark.parametrize(("role", "other"), list(itertools.permutations(SERVICES, 2)))

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import yaml
 
-from shared.devstack.platform import PUBLISHING_SERVICES
+from shared.registry import PUBLISHING_SERVICES
+from shared.registry import SERVICE_NAMES as SERVICES
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,6 @@ PROMETHEUS = REPO / "deploy" / "prometheus"
 CONFIG = PROMETHEUS / "prometheus.yml"
 RULES = PROMETHEUS / "alerts.yml"
 RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.yml"))
-SERVICES = ("incident", "change", "config", "reporting")
 
 
 def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,7 @@ service without an outbox refuses to start one."""
 import pytest
 
 from services.reporting.settings import ReportingSettings
-from shared.devstack.platform import PUBLISHING_SERVICES
+from shared.registry import PUBLISHING_SERVICES
 from shared.service import RelayRuntime, main
 from tests.conftest import DEFINITIONS
 
