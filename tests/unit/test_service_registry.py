@@ -1,0 +1,195 @@
+"""shared/registry.py is the one list of services: every service definition, its settings, its
+consumers, the event catalogue, the topics `create-topics` makes, docker-compose.yml and the
+Prometheus scrape targets agree with it."""
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+import yaml
+
+import shared.kafka
+from shared.events.catalogue import AUTH_REVOCATIONS, CATALOGUE
+from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
+from shared.registry import (
+    DEFAULT_HTTP_PORTS,
+    PUBLISHING_SERVICES,
+    SERVICE_NAMES,
+    SERVICES,
+    RegisteredService,
+    service,
+)
+from tests.conftest import DEFINITIONS
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+PROMETHEUS = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+# The port every service container listens on, and its relay's (docker-compose.yml).
+CONTAINER_PORT = 8000
+CONTAINER_RELAY_PORT = 8100
+
+
+def test_the_registry_and_the_service_definitions_name_the_same_services():
+    assert set(SERVICE_NAMES) == set(DEFINITIONS)
+    assert len(SERVICE_NAMES) == len(set(SERVICE_NAMES))
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=SERVICE_NAMES)
+def test_each_definition_and_its_settings_agree_with_the_registry_entry(entry):
+    definition = DEFINITIONS[entry.name]
+    settings = definition.settings_class
+    assert definition.name == entry.name
+    assert definition.publishes == entry.relay
+    assert settings.model_fields["http_port"].default == entry.http_port
+    assert settings.service_name == entry.name
+    assert settings.model_config.get("env_prefix") == entry.env_prefix
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=SERVICE_NAMES)
+def test_each_service_consumes_exactly_the_topics_its_registry_entry_names(entry):
+    runtime: Any = SimpleNamespace(
+        pool=None,
+        producer=None,
+        metrics=None,
+        service_metrics=None,
+        settings=SimpleNamespace(consumer_max_records=100),
+    )
+    consumers = DEFINITIONS[entry.name].consumers(runtime)
+    subscribed = {topic for consumer in consumers for topic in consumer.topics}
+    assert subscribed == set(entry.consumes)
+
+
+def test_every_catalogued_event_goes_to_its_services_registered_topic_or_a_shared_one():
+    for spec in CATALOGUE.values():
+        entry = service(spec.source.removeprefix("itsm/"))
+        if spec.topic == AUTH_REVOCATIONS:
+            # The shared revocation topic, which every service reads: the config service
+            # writes it through its outbox.
+            assert entry.relay, spec.type
+        else:
+            assert spec.topic == entry.publishes, spec.type
+
+
+def test_the_topics_are_the_registrys_published_ones_and_the_shared_ones():
+    published = {entry.publishes for entry in SERVICES if entry.publishes is not None}
+    assert set(TOPICS) == published | {DEAD_LETTER_TOPIC, AUTH_REVOCATIONS}
+    consumed = {topic for entry in SERVICES for topic in entry.consumes}
+    assert consumed <= set(TOPICS)
+
+
+class _RecordingAdmin:
+    """Stands in for aiokafka's admin client: a broker without topics that records creations."""
+
+    created: ClassVar[list[Any]] = []
+
+    def __init__(self, **_options: object) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def list_topics(self) -> list[str]:
+        return []
+
+    async def create_topics(self, topics: list[Any]) -> Any:
+        type(self).created.extend(topics)
+        return SimpleNamespace(topic_errors=[(t.name, 0, None) for t in topics])
+
+
+def test_create_topics_creates_the_registrys_topics(monkeypatch, capsys):
+    _RecordingAdmin.created = []
+    monkeypatch.setattr(shared.kafka, "AIOKafkaAdminClient", _RecordingAdmin)
+    shared.kafka.main(["create-topics", "--bootstrap-servers", "127.0.0.1:9"])
+    created = {topic.name: topic.num_partitions for topic in _RecordingAdmin.created}
+    for entry in SERVICES:
+        if entry.publishes is not None:
+            assert created[entry.publishes] == shared.kafka.DEFAULT_PARTITIONS, entry.name
+    assert set(created) == set(TOPICS)
+    assert "itsm.incident.events" in capsys.readouterr().out
+
+
+def test_publishing_services_and_default_ports_come_from_the_entries():
+    assert tuple(e.name for e in SERVICES if e.publishes is not None) == PUBLISHING_SERVICES
+    assert dict(DEFAULT_HTTP_PORTS) == {e.name: e.http_port for e in SERVICES}
+    assert len(set(DEFAULT_HTTP_PORTS.values())) == len(SERVICES)
+
+
+def test_a_service_not_in_the_registry_is_refused_naming_the_known_ones():
+    with pytest.raises(
+        KeyError, match=r"no service 'billing' .*known: incident, change, config, reporting"
+    ):
+        service("billing")
+
+
+def test_a_registered_service_cannot_be_changed_at_run_time():
+    entry = service("incident")
+    with pytest.raises(AttributeError):
+        entry.http_port = 9000  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        DEFAULT_HTTP_PORTS["incident"] = 9000  # type: ignore[index]
+
+
+def _command(compose_service: dict[str, Any]) -> list[str]:
+    return list(compose_service.get("command", []))
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=SERVICE_NAMES)
+def test_docker_compose_runs_each_service_on_its_registered_port(entry: RegisteredService):
+    container = COMPOSE[entry.name]
+    assert _command(container) == ["python", "-m", f"services.{entry.name}"]
+    assert container["ports"] == [f"{entry.http_port}:{CONTAINER_PORT}"]
+    env = container["environment"]
+    assert env[f"{entry.env_prefix}HTTP_PORT"] == str(CONTAINER_PORT)
+    database_url = env[f"{entry.env_prefix}DATABASE_URL"]
+    assert database_url.startswith(f"postgresql://{entry.name}:"), database_url
+    assert database_url.endswith("/itsm"), database_url
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=SERVICE_NAMES)
+def test_docker_compose_runs_a_separate_relay_for_exactly_the_services_that_publish(
+    entry: RegisteredService,
+):
+    relay_name = f"{entry.name}-relay"
+    env = COMPOSE[entry.name]["environment"]
+    if not entry.relay:
+        assert relay_name not in COMPOSE
+        assert f"{entry.env_prefix}OUTBOX_RELAY" not in env
+        return
+    assert env[f"{entry.env_prefix}OUTBOX_RELAY"] == "separate"
+    relay = COMPOSE[relay_name]
+    assert _command(relay) == ["python", "-m", f"services.{entry.name}", "relay"]
+    relay_env = relay["environment"]
+    assert relay_env[f"{entry.env_prefix}OUTBOX_RELAY_HTTP_PORT"] == str(CONTAINER_RELAY_PORT)
+    # The relay runs with the service's own configuration (the same database and Kafka user).
+    for key in (f"{entry.env_prefix}DATABASE_URL", f"{entry.env_prefix}KAFKA_SASL_USERNAME"):
+        assert relay_env[key] == env[key]
+
+
+def test_docker_compose_runs_no_service_the_registry_does_not_know():
+    run = {
+        command[2].removeprefix("services.")
+        for command in map(_command, COMPOSE.values())
+        if command[:2] == ["python", "-m"] and command[2].startswith("services.")
+    }
+    assert run == set(SERVICE_NAMES)
+
+
+def test_docker_compose_provisions_a_database_password_for_every_registered_service():
+    env = COMPOSE["db-init"]["environment"]
+    passwords = {key for key in env if key.endswith("_DB_PASSWORD")}
+    assert passwords == {f"{entry.env_prefix}DB_PASSWORD" for entry in SERVICES}
+
+
+def test_prometheus_scrapes_every_registered_service_and_relay():
+    targets = {
+        job["job_name"]: {t for config in job["static_configs"] for t in config["targets"]}
+        for job in PROMETHEUS["scrape_configs"]
+    }
+    assert targets["itsm"] == {f"{name}:{CONTAINER_PORT}" for name in SERVICE_NAMES}
+    assert targets["itsm-relays"] == {
+        f"{name}-relay:{CONTAINER_RELAY_PORT}" for name in PUBLISHING_SERVICES
+    }
