@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,10 @@ class TokenVerifier:
     verified it and its expiry: it is accepted again without the signature check while that
     key is still in the key set and it has not expired. Revocation is checked per request by
     the caller, not here, so a revoked token is refused at once all the same.
+
+    `clock` (wall time, for token expiry) and `monotonic` (for the reload intervals) are there
+    so tests can move time instead of sleeping; PyJWT checks `exp` against the system clock
+    too, so an injected clock can only make tokens expire sooner, never later.
     """
 
     def __init__(
@@ -78,7 +82,11 @@ class TokenVerifier:
         source: Path | None = None,
         reload_seconds: float = 5.0,
         max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
+        self.monotonic = monotonic
         self.keys = _keys_of(jwks)
         self.max_lifetime_seconds = max_lifetime_seconds
         self.issuer = issuer
@@ -86,7 +94,7 @@ class TokenVerifier:
         self.source = source
         self.reload_seconds = reload_seconds
         self._stamp = _stamp_of(source) if source is not None else None
-        self._checked_at = time.monotonic()
+        self._checked_at = monotonic()
         self._forced_at = 0.0
         self._verified: dict[str, tuple[Principal, Any, float]] = {}
 
@@ -99,6 +107,8 @@ class TokenVerifier:
         audience: str,
         reload_seconds: float = 5.0,
         max_lifetime_seconds: int = DEFAULT_MAX_LIFETIME_SECONDS,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> TokenVerifier:
         """A verifier for the JWKS file at path, reloading it when it changes."""
         return cls(
@@ -108,13 +118,15 @@ class TokenVerifier:
             source=path,
             reload_seconds=reload_seconds,
             max_lifetime_seconds=max_lifetime_seconds,
+            clock=clock,
+            monotonic=monotonic,
         )
 
     def refresh(self, *, force: bool = False) -> bool:
         """Reload the key set if its file changed (when due, or now if forced); True if it did."""
         if self.source is None:
             return False
-        now = time.monotonic()
+        now = self.monotonic()
         if force:
             if now - self._forced_at < FORCED_RELOAD_INTERVAL:
                 return False
@@ -148,7 +160,7 @@ class TokenVerifier:
         if remembered is not None:
             principal, key, expires = remembered
             kid = key.key_id
-            if self.keys.get(kid) is key and time.time() < expires + LEEWAY_SECONDS:
+            if self.keys.get(kid) is key and self.clock() < expires + LEEWAY_SECONDS:
                 return principal
             del self._verified[token]  # expired, or its key left the key set: check it afresh
         principal, key, expires = self._verify_afresh(token)
@@ -219,9 +231,13 @@ class TokenVerifier:
             value = claims.get(name)
             if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
                 raise AuthenticationError("invalid-claims")
-        exp, iat = claims["exp"], claims["iat"]
-        if iat > time.time() + LEEWAY_SECONDS:
+        exp, iat, now = claims["exp"], claims["iat"], self.clock()
+        if iat > now + LEEWAY_SECONDS:
             raise AuthenticationError("invalid-claims")
+        # PyJWT refused a token expired by the system clock already; this is the same rule by
+        # the verifier's own clock (the same one in production), which the cache also follows.
+        if int(exp) <= now - LEEWAY_SECONDS:
+            raise AuthenticationError("expired")
         if exp - iat > self.max_lifetime_seconds:
             raise AuthenticationError("lifetime-too-long")
 

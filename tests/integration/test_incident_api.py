@@ -2,9 +2,10 @@
 
 import uuid
 
+import asyncpg
 import pytest
 
-from tests.support import fetchval_as, sample_value
+from tests.support import fetch_as, fetchval_as, sample_value
 
 
 @pytest.fixture
@@ -28,21 +29,77 @@ async def test_a_logged_incident_can_be_read_back_with_its_priority(api, auth, t
     assert read.json() == body
 
 
-async def test_creating_an_incident_writes_its_event_in_the_same_transaction(
-    api, auth, pools, tenant
+async def _created_events(pools, tenant, incident_id):
+    return [
+        r["event_type"]
+        for r in await fetch_as(
+            pools["incident"],
+            tenant,
+            "SELECT event_type FROM outbox WHERE message_key = $1 ORDER BY position",
+            incident_id,
+        )
+    ]
+
+
+async def test_creating_an_incident_writes_its_row_and_its_created_event_together(
+    service_client, auth, pools, tenant
 ):
-    created = (await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))).json()
-    # Either still in the outbox or already published; in both cases exactly one event exists.
-    pending = await fetchval_as(
-        pools["incident"],
-        tenant,
-        "SELECT count(*) FROM outbox WHERE message_key = $1",
-        created["id"],
+    api = await service_client("incident", outbox_relay="separate")  # events stay in the outbox
+    created = await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))
+    assert created.status_code == 201, created.text
+    incident_id = created.json()["id"]
+    stored = await fetchval_as(
+        pools["incident"], tenant, "SELECT count(*) FROM incidents WHERE id = $1::uuid", incident_id
     )
-    published = sample_value(
-        api.runtime.registry, "itsm_outbox_published_total", {"topic": "itsm.incident.events"}
-    )
-    assert pending == 1 or published >= 1
+    assert stored == 1
+    assert await _created_events(pools, tenant, incident_id) == ["itsm.incident.created.v1"]
+
+
+async def test_an_outbox_write_failing_after_the_incident_was_written_leaves_neither(
+    service_client, migrated, auth, pools, tenant
+):
+    api = await service_client("incident", outbox_relay="separate")
+    # The database refuses this tenant's outbox rows, after checking the incident row is
+    # already written in the same transaction: the failure comes after the state change.
+    name = f"refuse_outbox_{uuid.uuid4().hex[:8]}"
+    owner = await asyncpg.connect(migrated.service_dsns["incident"])
+    try:
+        await owner.execute(
+            f"""
+            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM incidents WHERE id::text = NEW.message_key) THEN
+                    RAISE EXCEPTION 'injected: outbox refused after incident % was written',
+                        NEW.message_key;
+                END IF;
+                RAISE EXCEPTION 'injected: outbox refused before its incident was written';
+            END $$;
+            CREATE TRIGGER {name} AFTER INSERT ON outbox FOR EACH ROW
+                WHEN (NEW.tenant_id = '{tenant}') EXECUTE FUNCTION {name}();
+            """
+        )
+        try:
+            response = await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))
+        except asyncpg.RaiseError as exc:  # the app re-raises what it answered 500 for
+            failure = str(exc)
+        else:
+            failure = f"{response.status_code} {response.text}"
+    finally:
+        await owner.execute(f"DROP TRIGGER IF EXISTS {name} ON outbox; DROP FUNCTION {name}()")
+        await owner.close()
+
+    assert "after incident" in failure, failure
+    incident_id = failure.split("after incident ")[1].split()[0]
+    count = "SELECT count(*) FROM {} WHERE tenant_id = $1"
+    for table in ("incidents", "incident_history", "outbox", "sla_clocks"):
+        assert await fetchval_as(pools["incident"], tenant, count.format(table), tenant) == 0, table
+    assert await _created_events(pools, tenant, incident_id) == []
+    # The same request goes through once the database accepts the events again.
+    retried = await api.post("/incidents", json=NEW, headers=auth(tenant, "agent"))
+    assert retried.status_code == 201, retried.text
+    assert await _created_events(pools, tenant, retried.json()["id"]) == [
+        "itsm.incident.created.v1"
+    ]
 
 
 async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_incident(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
@@ -33,7 +33,7 @@ from tests.support import eventually, header
 
 pytestmark = pytest.mark.integration
 
-# A refused client must fail within this, never hang.
+# A refused client must fail within this, never hang: past it, the test fails as a hang.
 REFUSAL_LIMIT_S = 30.0
 USERS = {
     # The first user is also the broker's own inter-broker login.
@@ -144,6 +144,18 @@ def _client(runtime: ServiceRuntime) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
 
 
+async def _refusal(start: Callable[[], Awaitable[object]]) -> KafkaConnectionError:
+    """The error `start()` is refused with; a hang (no answer in REFUSAL_LIMIT_S) fails."""
+    try:
+        async with asyncio.timeout(REFUSAL_LIMIT_S):
+            await start()
+    except KafkaConnectionError as refused:
+        return refused
+    except TimeoutError:
+        pytest.fail(f"still connecting after {REFUSAL_LIMIT_S} s instead of being refused")
+    pytest.fail("connected without valid credentials")
+
+
 async def _records_with_key(bootstrap: str, security: dict[str, object], topic: str, key: bytes):
     """Every record of the topic with this key, read from the start (fails after 30 s)."""
     # No group: every partition is assigned, read from the beginning.
@@ -239,14 +251,11 @@ async def test_a_service_without_valid_credentials_is_refused_at_start_without_h
 ):
     runtime = ServiceRuntime(DEFINITIONS["incident"], scram_settings("incident", **overrides))
     caplog.set_level(logging.WARNING, logger="aiokafka")
-    started = time.monotonic()
     try:
-        with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
-            async with asyncio.timeout(REFUSAL_LIMIT_S):
-                await runtime.start()
+        refused = await _refusal(runtime.start)
     finally:
         await asyncio.wait_for(runtime.stop(), timeout=30)
-    assert time.monotonic() - started < REFUSAL_LIMIT_S
+    assert "Unable to bootstrap" in str(refused), refused
     assert broker_says in caplog.text, (login, caplog.text)
 
 
@@ -267,11 +276,7 @@ async def test_a_plain_kafka_client_without_valid_credentials_is_refused(
         group_id=f"intruder-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
     )
-    started = time.monotonic()
     try:
-        with pytest.raises(KafkaConnectionError):
-            async with asyncio.timeout(REFUSAL_LIMIT_S):
-                await consumer.start()
+        await _refusal(consumer.start)
     finally:
         await consumer.stop()
-    assert time.monotonic() - started < REFUSAL_LIMIT_S, login

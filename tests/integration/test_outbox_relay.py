@@ -13,7 +13,7 @@ from shared.events.catalogue import INCIDENT_EVENTS, IncidentCreatedV1
 from shared.kafka import create_producer
 from shared.metrics import PlatformMetrics
 from shared.outbox import OutboxRelay
-from tests.support import end_offsets, fetch_as, fetchval_as, read_topic
+from tests.support import end_offsets, eventually, fetch_as, fetchval_as, read_topic
 
 PAYLOAD = IncidentCreatedV1(
     title="Disk full", description="", impact=2, urgency=2, priority=3, state="new"
@@ -149,7 +149,17 @@ async def test_a_failed_publish_is_kept_and_retried_not_dropped(infra, pools, pr
     assert row["attempts"] == 1
     assert "broker unreachable" in row["last_error"]
 
-    await asyncio.sleep(0.05)  # past the (tiny) backoff
+    # Wait until the database's clock is past the (tiny) backoff: the relay asks it, not us.
+    await eventually(
+        lambda: fetchval_as(
+            pools["incident"],
+            tenant,
+            "SELECT next_attempt_at <= clock_timestamp() FROM outbox WHERE event_id = $1",
+            event_id,
+        ),
+        lambda due: due is True,
+        timeout=10,
+    )
     await drain(relay_for(pools, producer))
     records = await published(infra, start, tenant, 1, settle=0.0)
     assert [from_kafka(r.value, r.headers).id for r in records] == [event_id]

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.incident.adapters import sla as repository
 from services.incident.application import sla
 from services.incident.metrics import IncidentMetrics
 from shared.calendars import CalendarSpec
@@ -58,6 +59,18 @@ def now() -> datetime:
 
 def exactly(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def at(instant: datetime):
+    """A scheduler clock stopped at `instant`: a round sees exactly what is due by then."""
+
+    async def clock(conn) -> datetime:
+        return instant
+
+    return clock
+
+
+US = timedelta(microseconds=1)  # the database's resolution: the instant just before another
 
 
 async def start(pool, tenant, *, at=None, priority=3, policy=GOLD, record="incident", rid=None):
@@ -206,6 +219,33 @@ async def test_a_two_second_target_on_a_24x7_calendar_fires_its_warning_then_its
     assert sample(metrics, "itsm_sla_detection_delay_seconds_count") >= 2
 
 
+async def test_nothing_fires_a_microsecond_before_its_deadline_and_each_crossing_fires_at_it(
+    pools, tenant, metrics
+):
+    pool = pools["incident"]
+    started = now()
+    rid = await start(pool, tenant, at=started)  # resolution: warning at 1.5 s, breach at 2 s
+
+    await sla.process_due(pool, metrics, clock=at(started + 1.5 * S - US))
+    assert await events(pool, tenant, rid) == []
+    assert (await row(pool, tenant, rid))["next_due_at"] == started + 1.5 * S
+
+    await sla.process_due(pool, metrics, clock=at(started + 1.5 * S))
+    assert [(t, seq) for t, _, seq, _ in await events(pool, tenant, rid)] == [(WARNING, 1)]
+    assert (await row(pool, tenant, rid))["next_due_at"] == started + 2 * S
+
+    await sla.process_due(pool, metrics, clock=at(started + 2 * S - US))
+    assert [(t, seq) for t, _, seq, _ in await events(pool, tenant, rid)] == [(WARNING, 1)]
+
+    await sla.process_due(pool, metrics, clock=at(started + 2 * S))
+    fired = await events(pool, tenant, rid)
+    assert [(t, seq, exactly(d["due_at"]), d["late"]) for t, _, seq, d in fired] == [
+        (WARNING, 1, started + 1.5 * S, False),
+        (BREACH, 2, started + 2 * S, False),
+    ]
+    assert (await row(pool, tenant, rid))["next_due_at"] is None
+
+
 async def test_the_same_due_clocks_processed_by_three_concurrent_schedulers_fire_exactly_once(
     migrated, pools, tenant, metrics
 ):
@@ -222,14 +262,30 @@ async def test_the_same_due_clocks_processed_by_three_concurrent_schedulers_fire
         )
         for i in range(3)
     ]
+    reads = [0 for _ in replicas]  # how often each replica read the time: twice a round
+
+    def counted(i):
+        async def clock(conn) -> datetime:
+            reads[i] += 1
+            return await repository.now(conn)
+
+        return clock
+
     try:
         stops = [asyncio.Event() for _ in replicas]
         loops = [
-            asyncio.create_task(sla.run_scheduler(p, metrics, interval=0.1, batch=4, stop_event=s))
-            for p, s in zip(replicas, stops, strict=True)
+            asyncio.create_task(
+                sla.run_scheduler(p, metrics, interval=0.1, batch=4, stop_event=s, clock=counted(i))
+            )
+            for i, (p, s) in enumerate(zip(replicas, stops, strict=True))
         ]
         await wait_for_events(pool, tenant, None, 60)
-        await asyncio.sleep(0.5)  # room for a duplicate to show up, if there were one
+        # Room for a duplicate to show up, if there were one: two more rounds of every replica.
+        seen = list(reads)
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(r < s + 4 for r, s in zip(reads, seen, strict=True)):
+            assert asyncio.get_running_loop().time() < deadline, (seen, reads)
+            await asyncio.sleep(0.05)
         for s in stops:
             s.set()
         await asyncio.gather(*loops)
@@ -274,7 +330,7 @@ async def test_a_scheduler_that_was_down_fires_overdue_clocks_late_flagged_and_n
 
 
 async def test_a_paused_clock_fires_nothing_and_resuming_reschedules_it_keeping_its_time(
-    pools, tenant, scheduler
+    pools, tenant, metrics
 ):
     pool = pools["incident"]
     paused_at = now()
@@ -284,21 +340,26 @@ async def test_a_paused_clock_fires_nothing_and_resuming_reschedules_it_keeping_
     assert stored["paused_since"] == paused_at and stored["elapsed_seconds"] == 1.0
     assert (stored["warning_at"], stored["breach_at"], stored["next_due_at"]) == (None,) * 3
 
-    scheduler(interval=0.2)
-    await asyncio.sleep(2.5)  # past both deadlines, had it kept running
+    # Scheduler rounds at and well past both deadlines, had it kept running (0.5 s and 1 s on).
+    for later in (0.5 * S, 1 * S, 60 * S):
+        await sla.process_due(pool, metrics, clock=at(paused_at + later))
     assert await events(pool, tenant, rid) == []
+    assert await row(pool, tenant, rid) == stored
 
-    resumed_at = now()
+    resumed_at = paused_at + 3 * S
     await change(pool, tenant, sla.resume, rid, at=resumed_at)
     stored = await row(pool, tenant, rid)
     assert stored["elapsed_seconds"] == 1.0
-    assert stored["paused_seconds"] == pytest.approx((resumed_at - paused_at).total_seconds())
+    assert stored["paused_seconds"] == 3.0
     assert stored["warning_at"] == resumed_at + 0.5 * S
     assert stored["breach_at"] == resumed_at + 1 * S
-    fired = await wait_for_events(pool, tenant, rid, 2)
-    assert [(t, exactly(d["due_at"])) for t, _, _, d in fired] == [
-        (WARNING, resumed_at + 0.5 * S),
-        (BREACH, resumed_at + 1 * S),
+    await sla.process_due(pool, metrics, clock=at(resumed_at + 0.5 * S - US))
+    assert await events(pool, tenant, rid) == []
+    await sla.process_due(pool, metrics, clock=at(resumed_at + 1 * S))
+    fired = await events(pool, tenant, rid)
+    assert [(t, exactly(d["due_at"]), d["late"]) for t, _, _, d in fired] == [
+        (WARNING, resumed_at + 0.5 * S, False),
+        (BREACH, resumed_at + 1 * S, False),
     ]
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pickle
 import time
 import uuid
+from types import SimpleNamespace
+
+import pytest
 
 from shared.ids import new_id, new_ids
 
@@ -28,9 +31,13 @@ def test_a_new_id_behaves_like_any_uuid_parsed_from_its_text() -> None:
     assert {made: 1}[parsed] == 1
 
 
-def test_ids_made_later_sort_after_ids_made_earlier() -> None:
+def test_ids_made_later_sort_after_ids_made_earlier(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import ids
+
+    now_ns = time.time_ns()
+    monkeypatch.setattr(ids, "time", SimpleNamespace(time_ns=lambda: now_ns))
     first = new_id()
-    time.sleep(0.002)
+    now_ns += 1_000_000  # the next millisecond, the id's time resolution
     second = new_id()
     assert first < second
     assert str(first) < str(second)

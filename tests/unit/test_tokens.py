@@ -21,8 +21,28 @@ def issuer(kid="k1", iss=ISS, aud=AUD):
     return TokenIssuer(new_signing_key(), kid=kid, issuer=iss, audience=aud)
 
 
-def verifier(*issuers):
-    return TokenVerifier({"keys": [i.jwk() for i in issuers]}, issuer=ISS, audience=AUD)
+def verifier(*issuers, **kw):
+    return TokenVerifier({"keys": [i.jwk() for i in issuers]}, issuer=ISS, audience=AUD, **kw)
+
+
+class FakeClock:
+    """Wall and monotonic time that move only when the test says so, together."""
+
+    def __init__(self):
+        self.wall, self.mono = time.time(), time.monotonic()
+
+    def time(self):
+        return self.wall
+
+    def monotonic(self):
+        return self.mono
+
+    def advance(self, seconds):
+        self.wall += seconds
+        self.mono += seconds
+
+    def verifier_options(self):
+        return {"clock": self.time, "monotonic": self.monotonic}
 
 
 def mint(i, **kw):
@@ -127,8 +147,10 @@ def test_an_auditor_reads_the_ledger_but_cannot_create_incidents():
     assert not allowed("no-such-permission", ROLES)
 
 
-def file_verifier(path, reload_seconds=0.0):
-    return TokenVerifier.from_file(path, issuer=ISS, audience=AUD, reload_seconds=reload_seconds)
+def file_verifier(path, reload_seconds=0.0, **kw):
+    return TokenVerifier.from_file(
+        path, issuer=ISS, audience=AUD, reload_seconds=reload_seconds, **kw
+    )
 
 
 def publish(path, *issuers):
@@ -139,10 +161,14 @@ def test_a_key_added_to_the_key_set_file_is_accepted_without_a_restart(tmp_path)
     old, new = issuer("old"), issuer("new")
     jwks = tmp_path / "jwks.json"
     publish(jwks, old)
-    v = file_verifier(jwks, reload_seconds=3600)  # only an unknown kid can trigger the reload
+    clock = FakeClock()
+    # Only an unknown kid can trigger the reload.
+    v = file_verifier(jwks, reload_seconds=3600, **clock.verifier_options())
     assert reason(v, mint(new)) == "unknown-key"
     publish(jwks, new, old)
-    time.sleep(1.1)  # unknown kids force a reload at most once a second
+    clock.advance(0.9)  # unknown kids force a reload at most once a second
+    assert reason(v, mint(new)) == "unknown-key"
+    clock.advance(0.1)
     assert v.verify(mint(new)).subject == "alice"
     assert v.verify(mint(old)).subject == "alice"
 
@@ -163,12 +189,16 @@ def test_a_token_verified_before_is_still_refused_once_it_expires(monkeypatch):
 
     monkeypatch.setattr(tokens, "LEEWAY_SECONDS", 0)
     i = issuer()
-    v = verifier(i)
-    token = mint(i, ttl_seconds=1)
+    clock = FakeClock()
+    v = verifier(i, **clock.verifier_options())
+    token = mint(i, ttl_seconds=60)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
     assert v.verify(token).subject == "alice"  # verified, and remembered
-    assert v.verify(token).subject == "alice"
-    time.sleep(2.1)
+    clock.wall = expires - 0.001
+    assert v.verify(token).subject == "alice"  # from the memory, still in time
+    clock.wall = expires
     assert reason(v, token) == "expired"
+    assert reason(v, token) == "expired"  # not remembered as verified either
 
 
 def test_a_remembered_token_is_checked_afresh_when_its_kid_gets_another_key(tmp_path):

@@ -47,7 +47,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
@@ -87,6 +87,9 @@ RETRY_AFTER: Final = timedelta(seconds=60)
 MIN_WAIT_SECONDS: Final = 0.05
 
 FiredKind = Literal["warning", "breach", "stopped"]
+# Where the scheduler reads "now": the database's clock, one time for every replica; a test
+# passes its own instant to prove what is (and is not) due at it without waiting.
+SchedulerClock = Callable[[Connection], Awaitable[datetime]]
 
 
 # --- what a policy must offer -------------------------------------------------------------------
@@ -691,11 +694,12 @@ async def process_due(
     *,
     batch: int = 500,
     late_after: timedelta = DEFAULT_LATE_AFTER,
+    clock: SchedulerClock = repository.now,
 ) -> int:
-    """One round: advance up to `batch` due clocks of any tenant and announce their crossings,
-    in one transaction. Return how many clocks it claimed."""
+    """One round: advance up to `batch` clocks of any tenant due by `clock` and announce their
+    crossings, in one transaction. Return how many clocks it claimed."""
     async with all_tenants_transaction(pool) as conn:
-        now = await repository.now(conn)
+        now = await clock(conn)
         claimed_at = time.monotonic()
         claimed = await repository.claim_due(conn, now, batch)
         changes: list[tuple[ClockRow, ClockRow]] = []
@@ -751,11 +755,13 @@ async def process_due(
     return len(claimed)
 
 
-async def seconds_until_due(pool: asyncpg.Pool, interval: float) -> float:
+async def seconds_until_due(
+    pool: asyncpg.Pool, interval: float, clock: SchedulerClock = repository.now
+) -> float:
     """How long to sleep: until the earliest pending deadline of any tenant, at most `interval`
     and at least a short nap (a due clock another replica holds must not make this one spin)."""
     async with all_tenants_transaction(pool) as conn:
-        now = await repository.now(conn)
+        now = await clock(conn)
         due = await repository.next_due(conn)
     if due is None:
         return interval
@@ -770,6 +776,7 @@ async def run_scheduler(
     batch: int = 500,
     late_after: timedelta = DEFAULT_LATE_AFTER,
     stop_event: asyncio.Event | None = None,
+    clock: SchedulerClock = repository.now,
 ) -> None:
     """Announce SLA warnings and breaches as they fall due, until cancelled or `stop_event`.
 
@@ -780,9 +787,9 @@ async def run_scheduler(
     """
     stop_event = stop_event or asyncio.Event()
     while not stop_event.is_set():
-        claimed = await process_due(pool, metrics, batch=batch, late_after=late_after)
+        claimed = await process_due(pool, metrics, batch=batch, late_after=late_after, clock=clock)
         if claimed >= batch:
             continue
-        delay = await seconds_until_due(pool, interval)
+        delay = await seconds_until_due(pool, interval, clock)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_event.wait(), timeout=delay)
