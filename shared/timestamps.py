@@ -1,4 +1,8 @@
-"""Input types every service shares, so a rule about a kind of value lives in one place."""
+"""Instants every service accepts, so the rule about them lives in one place.
+
+Outside shared/http so that a domain can apply the rule without depending on the HTTP layer
+(the import-linter contracts in pyproject.toml); shared/http/types.py re-exports it for the API.
+"""
 
 from __future__ import annotations
 
