@@ -25,19 +25,13 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from shared.db import Connection, all_tenants_transaction
-from shared.events.binding import CONTENT_TYPE, Headers, encode_json, header_map
+from shared.events.binding import CONTENT_TYPE, Headers
 from shared.events.catalogue import EventPayload, spec_of
-from shared.events.envelope import MAX_SUBJECT, Envelope, new_envelope
+from shared.events.envelope import MAX_SUBJECT, Envelope
 from shared.ids import new_ids
 from shared.metrics import PlatformMetrics
 
 log = logging.getLogger(__name__)
-
-
-_INSERT = (
-    "INSERT INTO outbox (event_id, tenant_id, topic, message_key, event_type, headers, payload)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-)
 
 
 @dataclass(frozen=True)
@@ -83,38 +77,6 @@ ORDER BY x.n
 """
 
 
-def _row(
-    pending: Pending,
-    *,
-    tenant_id: str,
-    actor: str,
-    correlation_id: str | None,
-    causation_id: str | None,
-) -> tuple[Envelope, tuple[Any, ...]]:
-    spec = spec_of(pending.payload)
-    envelope = new_envelope(
-        source=spec.source,
-        type=spec.type,
-        subject=pending.subject,
-        tenantid=tenant_id,
-        itsmversion=pending.sequence,
-        actor=actor,
-        data=pending.payload.model_dump(mode="json"),
-        correlationid=correlation_id,
-        causationid=causation_id,
-    )
-    row = (
-        envelope.id,
-        tenant_id,
-        spec.topic,
-        pending.subject,
-        spec.type,
-        header_map(envelope),
-        encode_json(envelope.data),
-    )
-    return envelope, row
-
-
 def _require_transaction(conn: Connection) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("outbox events must be written inside the state change's transaction")
@@ -132,15 +94,16 @@ async def append(
     causation_id: str | None = None,
 ) -> Envelope:
     """Add an event to the outbox inside the caller's transaction; return its envelope."""
+    # `append_many` of one: one encoder for the wire format, so the two cannot drift apart.
     _require_transaction(conn)
-    envelope, row = _row(
-        Pending(payload, subject, sequence),
+    encoded, envelope = _encode(
+        [Pending(payload, subject, sequence)],
         tenant_id=tenant_id,
         actor=actor,
         correlation_id=correlation_id,
         causation_id=causation_id,
     )
-    await conn.execute(_INSERT, *row)
+    await insert_encoded(conn, encoded)
     return envelope
 
 
@@ -198,13 +161,46 @@ def encode_many(
     """
     if not events:
         return Encoded(tenant_id, correlation_id, "{}", [], [], [], [], [], [], [], [])
-    now = datetime.now(UTC)
-    first, _ = _row(
-        events[0],
+    encoded, _ = _encode(
+        events,
         tenant_id=tenant_id,
         actor=actor,
         correlation_id=correlation_id,
         causation_id=causation_id,
+    )
+    return encoded
+
+
+def _data(pending: Pending) -> dict[str, Any]:
+    return pending.data if pending.data is not None else pending.payload.model_dump(mode="json")
+
+
+def _encode(
+    events: Sequence[Pending],
+    *,
+    tenant_id: str,
+    actor: str,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> tuple[Encoded, Envelope]:
+    """The outbox's one encoder: a non-empty batch, and its first event's full envelope (the
+    one that validates the shared attributes, with the id and time the batch carries)."""
+    now = datetime.now(UTC)
+    ids = new_ids(len(events))
+    spec = spec_of(events[0].payload)
+    first_data = _data(events[0])
+    first = Envelope(
+        id=ids[0],
+        source=spec.source,
+        type=spec.type,
+        subject=events[0].subject,
+        time=now,
+        tenantid=tenant_id,
+        itsmversion=events[0].sequence,
+        correlationid=correlation_id or str(ids[0]),
+        causationid=causation_id,
+        actor=actor,
+        data=first_data,
     )
     shared = {
         "content-type": CONTENT_TYPE,
@@ -216,7 +212,6 @@ def encode_many(
     if causation_id is not None:
         shared["ce_causationid"] = causation_id
     shared_json = json.dumps(shared)
-    ids = new_ids(len(events))
     encoded = Encoded(tenant_id, correlation_id, shared_json, [], [], [], [], [], [], ids, [])
     encode = _PAYLOAD_ENCODER.encode
     # Each event's headers: the shared object, its closing brace replaced by the event's own
@@ -224,7 +219,7 @@ def encode_many(
     opening = shared_json[:-1]
     correlation = quote(correlation_id) if correlation_id else None
     quoted: dict[str, str] = {}
-    for pending, event_id in zip(events, ids, strict=True):
+    for position, (pending, event_id) in enumerate(zip(events, ids, strict=True)):
         spec = spec_of(pending.payload)
         if not 1 <= len(pending.subject) <= MAX_SUBJECT or pending.sequence < 1:
             raise ValueError(
@@ -249,11 +244,9 @@ def encode_many(
         if pending.encoded is not None:
             encoded.payloads.append(pending.encoded)
             continue
-        data = pending.data
-        if data is None:
-            data = pending.payload.model_dump(mode="json")
+        data = first_data if position == 0 else _data(pending)
         encoded.payloads.append(encode(data).encode())
-    return encoded
+    return encoded, first
 
 
 async def insert_encoded(conn: Connection, encoded: Encoded) -> list[uuid.UUID]:

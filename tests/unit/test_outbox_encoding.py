@@ -1,11 +1,14 @@
 """Encoding a batch of events for the outbox ahead of its transaction (bulk writers)."""
 
 import json
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from shared import outbox
-from shared.events.catalogue import RelationshipAddedV1, RelationshipV1
+from shared.events.binding import encode_json, header_map
+from shared.events.catalogue import RelationshipAddedV1, RelationshipV1, spec_of
 
 
 def added(n):
@@ -73,3 +76,46 @@ def test_without_a_correlation_id_an_event_correlates_with_itself_and_odd_subjec
     headers = json.loads(batch.headers[0])
     assert headers["ce_correlationid"] == headers["ce_id"] == str(batch.ids[0])
     assert (headers["ce_subject"], headers["ce_itsmversion"]) == (odd, "3")
+
+
+class RecordingConnection:
+    """A connection inside a transaction that keeps what the outbox asks it to execute."""
+
+    def __init__(self):
+        self.executed = []
+
+    def is_in_transaction(self):
+        return True
+
+    async def execute(self, query, *args):
+        self.executed.append((query, args))
+
+
+class FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+async def test_append_writes_the_very_bytes_append_many_writes_for_the_same_event(monkeypatch):
+    event_id = uuid.UUID("01900000-0000-7000-8000-000000000001")
+    monkeypatch.setattr(outbox, "new_ids", lambda n: [event_id] * n)
+    monkeypatch.setattr(outbox, "datetime", FrozenClock)
+    one, many = RecordingConnection(), RecordingConnection()
+    event = added(7)
+    context = {"tenant_id": "acme", "actor": "bot", "causation_id": "cause-1"}
+
+    envelope = await outbox.append(
+        one, event.payload, subject=event.subject, sequence=event.sequence, **context
+    )
+    ids = await outbox.append_many(many, [event], **context)
+
+    assert one.executed == many.executed
+    [(_, (tenant, topics, subjects, types, headers, payloads, written_ids))] = one.executed
+    assert (tenant, written_ids, ids) == ("acme", [event_id], [event_id])
+    # What append returns is the event it wrote: its id, time and headers are the row's.
+    assert json.loads(headers[0]) == header_map(envelope)
+    assert json.loads(headers[0])["ce_itsmversion"] == "1"
+    assert payloads == [encode_json(envelope.data)]
+    spec = spec_of(event.payload)
+    assert (topics, subjects, types) == ([spec.topic], ["r7"], [spec.type])

@@ -98,7 +98,7 @@ from pydantic import (
 )
 
 from services.incident.domain.priority import priority_of
-from shared.http.types import in_range
+from shared.timestamps import in_range
 
 ALERTMANAGER_VERSION: Final = "4"
 
