@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -85,16 +86,16 @@ async def set_tenant(conn: Connection, tenant_id: str) -> None:
     await conn.execute("SELECT set_config($1, $2, true)", TENANT_SETTING, tenant_id)
 
 
-class RequestTransaction:
+class RequestTransaction(ABC):
     """One transaction a whole request's work joins (an idempotent POST: shared/http)."""
 
+    @abstractmethod
     def joins(self) -> bool:
         """Whether the code running now belongs to the request (not a task it started)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def connection(self, pool: asyncpg.Pool, tenant_id: str) -> Connection:
         """The request's connection, inside its transaction, set to the tenant."""
-        raise NotImplementedError
 
 
 # Set by the HTTP layer for the duration of a request whose work must commit as one.

@@ -227,9 +227,7 @@ class LocalPlatform:
         ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
         started = []
         for name, first_port in ports.items():
-            extra = dict(extra_env or {})
-            if name in separate_relays:
-                extra[f"{name.upper()}_OUTBOX_RELAY"] = "separate"
+            extra = _process_env(name, extra_env, separate=name in separate_relays)
             for replica in range(replicas):
                 port = first_port + replica
                 suffix = "" if replica == 0 else f"-{replica + 1}"
@@ -251,7 +249,7 @@ class LocalPlatform:
         timeout: float = 60.0,
     ) -> ServiceProcess:
         """Start one more outbox relay process of a service started with separate relays."""
-        extra = {f"{name.upper()}_OUTBOX_RELAY": "separate", **dict(extra_env or {})}
+        extra = _process_env(name, extra_env, separate=True)
         relay = self._launch_relay(infra, name, service_port, extra)
         self.services.append(relay)
         wait_ready(relay, timeout)
@@ -292,9 +290,7 @@ class LocalPlatform:
         ports = dict(DEFAULT_HTTP_PORTS if ports is None else ports)
         services = []
         for name, port in ports.items():
-            extra = dict(extra_env or {})
-            if name in separate_relays:
-                extra[f"{name.upper()}_OUTBOX_RELAY"] = "separate"
+            extra = _process_env(name, extra_env, separate=name in separate_relays)
             env = infra.service_env(name, port, extra)
             services.append(self._service_part(supervisor, name, name, port, env))
             if name in separate_relays:
@@ -389,6 +385,16 @@ class LocalPlatform:
             self.kafka.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def _process_env(
+    name: str, extra_env: Mapping[str, str] | None, *, separate: bool
+) -> dict[str, str]:
+    """The extra environment of a service's processes; `separate`: its relay runs apart."""
+    extra = dict(extra_env or {})
+    if separate:
+        extra[f"{name.upper()}_OUTBOX_RELAY"] = "separate"
+    return extra
 
 
 def wait_ready(service: ServiceProcess, timeout: float) -> None:

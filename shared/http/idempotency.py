@@ -44,9 +44,9 @@ from shared.db import set_tenant as _set_tenant
 from shared.http.guards import read_body, replaying
 from shared.http.problems import (
     PROBLEM_BASE,
-    RETRY_AFTER_SECONDS,
     Problem,
     database_unavailable,
+    database_unavailable_response,
     problem_response,
 )
 
@@ -273,13 +273,8 @@ class IdempotencyMiddleware:
 
 
 def _unavailable(scope: Scope) -> Response:
-    return problem_response(
-        Request(scope),
-        503,
-        "Service Unavailable",
-        "the database is unreachable; retry with the same Idempotency-Key",
-        type_=PROBLEM_BASE + "database-unavailable",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    return database_unavailable_response(
+        Request(scope), "the database is unreachable; retry with the same Idempotency-Key"
     )
 
 

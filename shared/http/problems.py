@@ -191,11 +191,16 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
     )
+    return database_unavailable_response(request, "the database is unavailable: retry later")
+
+
+def database_unavailable_response(request: Request, detail: str) -> JSONResponse:
+    """The one answer to a request that met a database outage: 503 with Retry-After."""
     return problem_response(
         request,
         503,
         "Service Unavailable",
-        "the database is unavailable: retry later",
+        detail,
         type_=PROBLEM_BASE + "database-unavailable",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
