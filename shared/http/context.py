@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -17,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.auth.roles import allowed
 from shared.auth.tokens import TENANT_ID_PATTERN, AuthenticationError
+from shared.context import RequestContext
 from shared.http.problems import PROBLEM_BASE, Problem
 
 CORRELATION_HEADER = "X-Correlation-Id"
@@ -32,16 +32,6 @@ _BEARER = HTTPBearer(
     scheme_name="bearer",
     description="An EdDSA-signed JWT naming the caller's tenants and roles (see SECURITY.md).",
 )
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """The caller's tenant, identity and roles, and the correlation id of the request."""
-
-    tenant_id: str
-    actor: str
-    correlation_id: str
-    roles: frozenset[str] = frozenset()
 
 
 def correlation_id_from(header_value: str | None) -> str:

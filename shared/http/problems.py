@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import errors
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -147,6 +149,45 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# The one mapping from the typed errors of `application/` and `domain/` to HTTP, most specific
+# class first: (status, title, problem type name or None for about:blank).
+_DOMAIN: tuple[tuple[type[errors.DomainError], int, str, str | None], ...] = (
+    (errors.NotFound, 404, "Not Found", None),
+    (errors.StaleVersion, 412, "Precondition Failed", None),
+    (errors.PreconditionFailed, 412, "Precondition Failed", None),
+    (errors.ValidationFailed, 422, "Request validation failed", "validation"),
+    (errors.Forbidden, 403, "Forbidden", None),
+    (errors.Conflict, 409, "Conflict", None),
+)
+
+
+def problem_of(exc: errors.DomainError) -> Problem:
+    """The problem+json for a typed error of the application or domain layer."""
+    status, title, name = 422, "Unprocessable Content", None
+    for kind, kind_status, kind_title, kind_name in _DOMAIN:
+        if isinstance(exc, kind):
+            status, title, name = kind_status, kind_title, kind_name
+            break
+    headers = None
+    if isinstance(exc, errors.StaleVersion):
+        headers = {"ETag": f'"{exc.current}"'}
+    return Problem(
+        status,
+        title,
+        exc.detail,
+        type_=PROBLEM_BASE + name if name else None,
+        errors=[{"in": f.location, "field": f.field, "detail": f.detail} for f in exc.fields]
+        or None,
+        headers=headers,
+        **exc.extensions,
+    )
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DomainError)
+    return await _problem(request, problem_of(exc))
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     from http import HTTPStatus
@@ -215,6 +256,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Render every error of the app as problem+json."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(errors.DomainError, _domain)
     app.add_exception_handler(StarletteHTTPException, _http)
     for outage in _DATABASE_DOWN:
         app.add_exception_handler(outage, _unavailable)

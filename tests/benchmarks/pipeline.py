@@ -23,12 +23,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.incident.application.handlers import LogIncident, record_incident
+from shared.context import RequestContext
 from shared.db import create_pool, set_tenant
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import Infra, LocalPlatform, ServiceProcess
 from shared.events.binding import to_kafka
 from shared.events.envelope import new_envelope
-from shared.http.context import RequestContext
 from shared.kafka import DEFAULT_PARTITIONS, create_producer
 from tests.support import fetch_as, fetchval_as
 

@@ -8,9 +8,9 @@ import pytest
 
 from services.config.application import imports as import_use_cases
 from services.config.domain.imports import parse_jsonl_line
+from shared.context import RequestContext
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
-from shared.http.context import RequestContext
 from tests.support import end_offsets, fetch_as, fetchval_as, read_topic, sample_value
 
 JSONL = {"Content-Type": "application/x-ndjson"}

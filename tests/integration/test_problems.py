@@ -19,6 +19,7 @@ from services.incident.adapters import projections, repository
 from services.incident.application import handlers
 from services.incident.application import problems as use_cases
 from services.incident.domain.incident import log_incident
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import (
     INCIDENT_EVENTS,
@@ -26,7 +27,6 @@ from shared.events.catalogue import (
     CiStateV1,
     ServiceMembershipChangedV1,
 )
-from shared.http.context import RequestContext
 from tests.support import end_offsets, fetch_as, read_topic, sample_value
 
 SUGGESTED = "itsm.incident.problem.suggested.v1"

@@ -7,9 +7,9 @@ import pytest
 
 from services.incident.application.handlers import LogIncident, record_incident
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import all_tenants_transaction, set_tenant, tenant_transaction
 from shared.events.catalogue import IncidentCreatedV1
-from shared.http.context import RequestContext
 
 PAYLOAD = IncidentCreatedV1(title="t", description="", impact=3, urgency=3, priority=5, state="new")
 

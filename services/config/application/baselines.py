@@ -11,9 +11,9 @@ import asyncpg
 
 from services.config.adapters import baselines as repository
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import BaselineCreatedV1
-from shared.http.context import RequestContext
 from shared.http.problems import Problem, invalid, not_found
 
 # `?against=now` compares with the present; no baseline may take the name.

@@ -34,8 +34,8 @@ from services.config.domain.catalogue import (
 from services.config.domain.ci import ConfigurationItem
 from shared import outbox
 from shared.calendars import CalendarSpec
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem, invalid
 

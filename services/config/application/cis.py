@@ -14,9 +14,9 @@ from services.config.application import catalogue, membership
 from services.config.domain import classes
 from services.config.domain.ci import CiRuleError, ConfigurationItem, created, modify, register
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import CiClassDefinedV1, EventPayload
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem, invalid, not_found
 

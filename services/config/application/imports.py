@@ -60,6 +60,7 @@ from services.config.domain.imports import (
 )
 from services.config.metrics import ConfigMetrics
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import (
     CiCreatedV1,
@@ -70,7 +71,6 @@ from shared.events.catalogue import (
     RelationshipV1,
 )
 from shared.http import idempotency
-from shared.http.context import RequestContext
 from shared.http.problems import PROBLEM_BASE, Problem
 from shared.ids import new_id
 from shared.outbox import encode_data

@@ -13,9 +13,9 @@ import asyncpg
 from services.config.adapters import cis, relationships
 from services.config.application import membership
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import RelationshipAddedV1, RelationshipRemovedV1, RelationshipV1
-from shared.http.context import RequestContext
 from shared.http.problems import invalid, not_found
 
 MAX_DEPTH = 10

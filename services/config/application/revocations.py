@@ -10,9 +10,9 @@ import asyncpg
 
 from services.config.adapters import revocations
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import TokenRevokedV1, revocation_subject
-from shared.http.context import RequestContext
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from services.config.application.baselines import (
     create_baseline,
     diff,
 )
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import RelationshipType
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,

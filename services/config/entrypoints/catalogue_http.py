@@ -28,9 +28,10 @@ from services.config.domain.catalogue import (
     catalogue_entry,
 )
 from shared.calendars import CalendarSpec
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
 from shared.http.openapi import IF_MATCH_OPTIONAL

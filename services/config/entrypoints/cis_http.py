@@ -33,9 +33,10 @@ from services.config.application.relationships import (
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from services.config.metrics import ConfigMetrics
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import CiStatus, RelationshipType
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
 from shared.http.pagination import (

@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from services.config.adapters import revocations
 from services.config.application.revocations import RevokeToken, revoke_token
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import TOKEN_ID_PATTERN
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.models import RequestBody
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,

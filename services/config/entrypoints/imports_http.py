@@ -23,9 +23,10 @@ from services.config.application.imports import (
 from services.config.domain.imports import OUTCOMES, Format, Outcome
 from services.config.entrypoints.cis_http import SOURCE_NAME
 from services.config.metrics import ConfigMetrics
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.http import idempotency
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.limits import STREAMED_UPLOAD, BodyTooLarge
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,

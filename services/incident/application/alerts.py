@@ -78,9 +78,9 @@ from services.incident.domain.alerts import (
 )
 from services.incident.domain.incident import Incident
 from services.incident.metrics import IncidentMetrics
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import WorkNoteAddedV1
-from shared.http.context import RequestContext
 
 Outcome = Literal[
     "opened",

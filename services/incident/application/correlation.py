@@ -26,9 +26,9 @@ from services.incident.application.handlers import append_events, store_change, 
 from services.incident.domain import incident as domain
 from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
+from shared.context import RequestContext
 from shared.db import Connection
 from shared.events.catalogue import ChangeImplementedV1
-from shared.http.context import RequestContext
 from shared.inbox import ReceivedEvent
 
 CORRELATION_ACTOR = "system:change-correlation"

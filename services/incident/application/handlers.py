@@ -23,13 +23,13 @@ from services.incident.domain.incident import Change, Incident, log_incident
 from services.incident.domain.priority import PriorityMatrix
 from services.incident.metrics import IncidentMetrics
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import (
     EventPayload,
     MajorReviewRecordedV1,
     WorkNoteAddedV1,
 )
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem, not_found
 

@@ -29,8 +29,8 @@ from services.incident.adapters import repository
 from services.incident.application.handlers import move_incident, tenant_settings
 from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
+from shared.context import RequestContext
 from shared.db import Connection, all_tenants_transaction, set_tenant
-from shared.http.context import RequestContext
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from services.incident.domain.incident import Incident
 from services.incident.domain.problem import Problem, ProblemChange
 from services.incident.metrics import IncidentMetrics
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import EventPayload, ProblemSuggestedV1
 from shared.events.envelope import MAX_SUBJECT
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import Problem as HttpProblem
 from shared.http.problems import not_found

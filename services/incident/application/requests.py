@@ -50,9 +50,9 @@ from services.incident.domain.workflow import Approval, Decision
 from services.incident.metrics import IncidentMetrics
 from shared import outbox
 from shared.auth.roles import allowed
+from shared.context import RequestContext
 from shared.db import Connection, tenant_transaction
 from shared.events.catalogue import EventPayload
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.problems import invalid, not_found
 

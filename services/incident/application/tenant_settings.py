@@ -19,9 +19,9 @@ from services.incident.application.handlers import TenantSettings, tenant_settin
 from services.incident.domain.alerts import AlertMapping
 from services.incident.domain.priority import PriorityMatrix
 from shared import outbox
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import IncidentSettingsChangedV1
-from shared.http.context import RequestContext
 from shared.http.etags import stale_version
 from shared.http.models import RequestBody
 

@@ -28,7 +28,8 @@ from services.incident.domain.alerts import (
     intent_from_event,
 )
 from services.incident.entrypoints.common import metrics_of
-from shared.http.context import RequestContext, authorize
+from shared.context import RequestContext
+from shared.http.context import authorize
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["alerts"])

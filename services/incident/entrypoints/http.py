@@ -24,8 +24,9 @@ from services.incident.application.handlers import (
 )
 from services.incident.domain import workflow
 from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
+from shared.context import RequestContext
 from shared.db import tenant_transaction
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, if_match_version
 from shared.http.models import RequestBody
 from shared.http.pagination import (

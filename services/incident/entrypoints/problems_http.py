@@ -16,7 +16,8 @@ from services.incident.application import problems
 from services.incident.domain import workflow
 from services.incident.domain.problem import WrongProblemState
 from services.incident.entrypoints.common import versioned, workflow_problem
-from shared.http.context import RequestContext, authorize
+from shared.context import RequestContext
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
 from shared.http.pagination import (

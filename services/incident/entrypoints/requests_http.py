@@ -24,7 +24,8 @@ from services.incident.application import requests
 from services.incident.domain import request as domain
 from services.incident.domain import workflow
 from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
-from shared.http.context import RequestContext, authorize
+from shared.context import RequestContext
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, if_match_version
 from shared.http.models import RequestBody
 from shared.http.pagination import (

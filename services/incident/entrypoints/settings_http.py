@@ -13,7 +13,8 @@ from services.incident.application.tenant_settings import (
     replace_settings,
     settings_view,
 )
-from shared.http.context import RequestContext, authorize
+from shared.context import RequestContext
+from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.service import ServiceRuntime, runtime_of
 

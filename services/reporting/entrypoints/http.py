@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field, computed_field
 
 from services.reporting.adapters import ledger
+from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.envelope import TYPE_PATTERN
-from shared.http.context import RequestContext, authorize
+from shared.http.context import authorize
 from shared.http.pagination import DEFAULT_PAGE_SIZE, Cursor, Page, PageSize, cursor_int, page_of
 from shared.service import ServiceRuntime, runtime_of
 
