@@ -258,7 +258,7 @@ async def test_published_rows_are_deleted_by_address_whatever_plan_the_statement
     # it scanned the whole outbox once per batch (seconds per batch behind a long backlog).
     async with all_tenants_transaction(pools["incident"]) as conn:
         await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        statement = outbox._MARK_PUBLISHED.replace("$1::tid[]", "$1")
+        statement = outbox.relay._MARK_PUBLISHED.replace("$1::tid[]", "$1")
         await conn.execute(f"PREPARE mark_published(tid[]) AS {statement}")
         try:
             plan = [r[0] for r in await conn.fetch("EXPLAIN EXECUTE mark_published('{}')")]

@@ -99,8 +99,8 @@ class FrozenClock(datetime):
 
 async def test_append_writes_the_very_bytes_append_many_writes_for_the_same_event(monkeypatch):
     event_id = uuid.UUID("01900000-0000-7000-8000-000000000001")
-    monkeypatch.setattr(outbox, "new_ids", lambda n: [event_id] * n)
-    monkeypatch.setattr(outbox, "datetime", FrozenClock)
+    monkeypatch.setattr(outbox.writer, "new_ids", lambda n: [event_id] * n)
+    monkeypatch.setattr(outbox.writer, "datetime", FrozenClock)
     one, many = RecordingConnection(), RecordingConnection()
     event = added(7)
     context = {"tenant_id": "acme", "actor": "bot", "causation_id": "cause-1"}
