@@ -1,5 +1,8 @@
+import importlib
+
 import pytest
 
+from shared.events import catalogue
 from shared.events.catalogue import (
     CATALOGUE,
     EventPayload,
@@ -50,3 +53,35 @@ def test_an_unregistered_payload_class_is_an_error():
 
     with pytest.raises(LookupError):
         spec_of(Stray())
+
+
+# Each domain's payloads live in a module of their own; the index re-exports them all.
+DOMAIN_MODULES = {
+    "shared.events.incident": "itsm.incident.events",
+    "shared.events.change": "itsm.change.events",
+    "shared.events.config": "itsm.config.events",
+    "shared.events.auth": "itsm.auth.revocations",
+}
+
+
+def test_each_domain_module_defines_the_payloads_of_its_own_topic_only():
+    for module_name, topic in DOMAIN_MODULES.items():
+        module = importlib.import_module(module_name)
+        payloads = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, EventPayload)
+            and value.__module__ == module_name
+        ]
+        assert payloads, f"{module_name} defines no payload"
+        for model in payloads:
+            spec = next(s for s in CATALOGUE.values() if s.model is model)
+            assert spec.topic == topic, f"{model.__name__} is in {module_name}"
+
+
+def test_every_catalogued_payload_comes_from_a_domain_module_and_the_index_exports_it():
+    for spec in CATALOGUE.values():
+        assert spec.model.__module__ in DOMAIN_MODULES, spec.type
+        assert getattr(catalogue, spec.model.__name__) is spec.model
+        assert spec.model.__name__ in catalogue.__all__

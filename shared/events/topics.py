@@ -1,0 +1,7 @@
+"""The Kafka topics events travel on: one per publishing domain, plus the revocations."""
+
+INCIDENT_EVENTS = "itsm.incident.events"
+CHANGE_EVENTS = "itsm.change.events"
+CONFIG_EVENTS = "itsm.config.events"
+# Compacted: every replica of every service reads it from the beginning at start-up.
+AUTH_REVOCATIONS = "itsm.auth.revocations"
