@@ -22,6 +22,9 @@ class FieldError:
     field: str
     detail: str
     location: Location = "body"
+    # Where in the body, as a JSON pointer, when the dotted field name is ambiguous (a name
+    # with a dot or a slash in it): `#/attributes/a.b~1c`.
+    pointer: str | None = None
 
 
 class DomainError(Exception):

@@ -161,6 +161,13 @@ _DOMAIN: tuple[tuple[type[errors.DomainError], int, str, str | None], ...] = (
 )
 
 
+def _field_error(field: errors.FieldError) -> dict[str, str]:
+    item = {"in": field.location, "field": field.field, "detail": field.detail}
+    if field.pointer is not None:
+        item["pointer"] = field.pointer
+    return item
+
+
 def problem_of(exc: errors.DomainError) -> Problem:
     """The problem+json for a typed error of the application or domain layer."""
     status, title, name = 422, "Unprocessable Content", None
@@ -176,8 +183,7 @@ def problem_of(exc: errors.DomainError) -> Problem:
         title,
         exc.detail,
         type_=PROBLEM_BASE + name if name else None,
-        errors=[{"in": f.location, "field": f.field, "detail": f.detail} for f in exc.fields]
-        or None,
+        errors=[_field_error(f) for f in exc.fields] or None,
         headers=headers,
         **exc.extensions,
     )

@@ -6,6 +6,12 @@ import uuid
 import pytest
 from jsonschema import Draft202012Validator
 
+from services.config.application.validators import (
+    validate_attributes,
+    validate_class,
+    validator_cache_info,
+    validator_for,
+)
 from services.config.domain.classes import (
     BUILTIN_CLASSES,
     MAX_PROPERTIES,
@@ -17,10 +23,7 @@ from services.config.domain.classes import (
     builtin_class,
     is_valid_class_name,
     problem_errors,
-    validate_attributes,
     validate_class_schema,
-    validator_cache_info,
-    validator_for,
 )
 
 REALISTIC = {
@@ -654,7 +657,7 @@ def test_validating_many_cis_compiles_their_schema_once():
 
     for port in range(1, 1001):
         assert validate_attributes(schema, {"port": port}) == []
-        assert ci_class.validate({"port": port}) == []
+        assert validate_class(ci_class, {"port": port}) == []
 
     after = validator_cache_info()
     assert after.misses - before.misses == 2
@@ -683,14 +686,14 @@ def test_a_builtin_class_is_a_ci_class_marked_builtin_at_version_one():
     assert server.version == 1
     assert server.description
     assert server.schema is BUILTIN_CLASSES["server"]
-    assert server.validate(REALISTIC["server"]) == []
+    assert validate_class(server, REALISTIC["server"]) == []
 
 
-def test_ci_class_validate_reports_what_validate_attributes_reports():
+def test_validating_a_ci_class_reports_what_validate_attributes_reports():
     rack = CiClass("rack", RACK, builtin=False, version=3, description="19-inch rack")
     attributes = {"height_units": 99, "typo": True}
 
-    assert rack.validate(attributes) == validate_attributes(RACK, attributes)
+    assert validate_class(rack, attributes) == validate_attributes(RACK, attributes)
 
 
 @pytest.mark.parametrize("name", ["Server", "x", "9rack", "rack-mount", "a" * 64, "räck"])

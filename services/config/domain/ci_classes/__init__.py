@@ -1,0 +1,1 @@
+"""CI classes, one module per job; `services/config/domain/classes.py` is their index."""
