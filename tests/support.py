@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -38,11 +39,18 @@ async def read_topic(
     bootstrap: str,
     start: dict[TopicPartition, int],
     *,
-    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool] | None = None,
     timeout: float = 30.0,
     settle: float = 0.0,
+    to: dict[TopicPartition, int] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Records from the given offsets until `until(records)` holds, then `settle` seconds more."""
+    """Records from the given offsets until `until(records)` holds, then `settle` seconds more.
+
+    With `to` (end offsets taken once the writers are done, e.g. after the outbox drained),
+    reading also goes on until every partition is read up to them: all that was produced by
+    then is in the result, duplicates included, without waiting a fixed quiet period. `settle`
+    (such a quiet period) is left for a case with no end to read to; no test uses it now.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
@@ -56,13 +64,21 @@ async def read_topic(
             batch = await consumer.getmany(timeout_ms=200)
             for partition_records in batch.values():
                 records.extend(partition_records)
-            if settled_at is None and until(records):
+            done = until is None or until(records)
+            if settled_at is None and done and (to is None or await _read_up_to(consumer, to)):
                 settled_at = time.monotonic() + settle
             if settled_at is not None and time.monotonic() >= settled_at:
                 return records
         raise AssertionError(f"condition not met within {timeout}s; read {len(records)} records")
     finally:
         await consumer.stop()
+
+
+async def _read_up_to(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
 
 
 async def eventually(
@@ -149,3 +165,35 @@ async def fetchval_as(pool: asyncpg.Pool, tenant: str, query: str, *args: Any) -
     """The first value of a query run as the tenant."""
     async with tenant_transaction(pool, tenant) as conn:
         return await conn.fetchval(query, *args)
+
+
+async def clock_passes(instant: datetime, timeout: float = 5.0) -> None:
+    """Wait until the clock the services stamp records with reads later than `instant`.
+
+    Whatever is written next is then stamped after it: a test that needs an instant between two
+    writes takes the first write's stored timestamp and waits for this, instead of sleeping.
+    """
+
+    async def now() -> datetime:
+        return datetime.now(UTC)
+
+    await eventually(now, lambda current: current > instant, timeout)
+
+
+async def published_so_far(
+    bootstrap: str, topic: str, pool: asyncpg.Pool, tenant: str, timeout: float = 30.0
+) -> dict[TopicPartition, int]:
+    """The topic's end offsets once none of the tenant's events waits in the service's outbox.
+
+    The relay deletes a row once Kafka acknowledged it, so by then every event the tenant's
+    committed transactions wrote is below these offsets: `read_topic(..., to=these)` sees them
+    all, duplicates included, with no quiet period to wait out.
+    """
+    await eventually(
+        lambda: fetchval_as(
+            pool, tenant, "SELECT count(*) FROM outbox WHERE tenant_id = $1", tenant
+        ),
+        lambda waiting: waiting == 0,
+        timeout,
+    )
+    return await end_offsets(bootstrap, topic)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from shared.devstack.platform import Infra, LocalPlatform
 from shared.devstack.postgres import LocalPostgres
 from shared.events.catalogue import IncidentCreatedV1
 from shared.service import RelayRuntime, ServiceRuntime, migrate_only
-from tests.support import end_offsets, eventually, read_topic
+from tests.support import end_offsets, eventually, published_so_far, read_topic
 
 PAYLOAD = IncidentCreatedV1(
     title="Disk full", description="", impact=2, urgency=2, priority=3, state="new"
@@ -135,6 +136,19 @@ async def write_event(pool: asyncpg.Pool, tenant: str, subject: str) -> str:
             await asyncio.sleep(0.2)
 
 
+async def drained(bootstrap: str, pool: asyncpg.Pool, tenant: str) -> dict:
+    """The topic's end offsets once the tenant's rows left this outbox; retried while the
+    pool still meets connections the crash broke."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await published_so_far(bootstrap, "itsm.incident.events", pool, tenant)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def backlog(runtime: RelayRuntime | ServiceRuntime) -> float | None:
     return runtime.registry.get_sample_value("itsm_outbox_backlog")
 
@@ -179,16 +193,26 @@ async def test_relays_wait_for_migrations_and_publish_again_after_postgresql_cra
         start = await end_offsets(bootstrap, "itsm.incident.events")
         before = {await write_event(pool, tenant, "before") for pool in pools.values()}
         await published(bootstrap, start, before)
+        # Acknowledged and forgotten by both relays: the crash cannot make them send these again.
+        for pool in pools.values():
+            await drained(bootstrap, pool, tenant)
 
         crash(postgres)
         await restart(postgres)
         back_at = time.monotonic()
         after = {await write_event(pool, tenant, "after") for pool in pools.values()}
+        # The deadline is `published`'s poll limit; how long it took is printed, not asserted.
         await published(bootstrap, start, after)
         recovered_in = time.monotonic() - back_at
         print(f"{crash.__name__}: events published {recovered_in:.1f} s after PostgreSQL was back")
-        # The issue's promise is 15 s; a loaded CI machine gets some slack before this fails.
-        assert recovered_in < 30
+
+        # Each event exactly once: read up to what the relays had published once both outboxes
+        # were empty (duplicates included), and count.
+        for pool in pools.values():
+            end = await drained(bootstrap, pool, tenant)
+        records = await read_topic(bootstrap, start, to=end, timeout=60)
+        sent = Counter(dict(r.headers).get("ce_id", b"").decode() for r in records)
+        assert {i: sent[i] for i in before | after} == dict.fromkeys(before | after, 1)
 
         # Nothing stays down: every runtime reports ready, background tasks included.
         for runtime in (relay, config):

@@ -1,6 +1,5 @@
 """Baselines on the real database and broker: counts, events, diffs between instants, errors."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,7 +8,7 @@ import pytest
 
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
-from tests.support import end_offsets, fetch_as, read_topic
+from tests.support import clock_passes, end_offsets, fetch_as, read_topic
 
 ATTRIBUTES = {
     "server": {"hostname": "srv", "environment": "production"},
@@ -63,11 +62,12 @@ async def baseline(config, headers, name, **body):
     return response.json()
 
 
-async def instant() -> datetime:
-    """An instant strictly between what happened before and what happens after."""
-    await asyncio.sleep(0.02)
-    at = datetime.now(UTC)
-    await asyncio.sleep(0.02)
+async def stored_at(config, headers, ci_id) -> datetime:
+    """The instant a CI's current version was stored at (what happens next is stamped later)."""
+    response = await config.get(f"/cis/{ci_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    at = datetime.fromisoformat(response.json()["updated_at"])
+    await clock_passes(at)
     return at
 
 
@@ -122,7 +122,7 @@ async def test_a_baseline_counts_live_cis_and_relationships_and_announces_itself
 
 async def test_a_baseline_at_a_past_instant_reflects_that_time(config, manager):
     first = await ci(config, manager, "host-1", owner_team="platform")
-    then = await instant()
+    then = await stored_at(config, manager, first)
     second = await ci(config, manager, "host-2")
     await patch(config, manager, first, owner_team="dba", criticality=1)
     await relate(config, manager, first, second)

@@ -15,7 +15,7 @@ from shared.db import tenant_transaction
 from shared.events.catalogue import CHANGE_EVENTS, INCIDENT_EVENTS, CiStateV1
 from shared.events.envelope import new_envelope
 from shared.kafka import DEAD_LETTER_TOPIC
-from tests.support import end_offsets, eventually, header, read_topic, send_event
+from tests.support import end_offsets, eventually, header, published_so_far, read_topic, send_event
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ async def new_incident(api, headers, ci_id):
     return response.json()
 
 
-async def suspicions(infra, start, incident_id, count):
+async def suspicions(infra, pools, tenant, start, incident_id, count):
     """The change_suspected events of an incident, once `count` of them are on the topic."""
 
     def mine(records):
@@ -110,9 +110,9 @@ async def suspicions(infra, start, incident_id, count):
             and header(r, "ce_type") == "itsm.incident.change_suspected.v1"
         ]
 
-    records = await read_topic(
-        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= count, settle=1.0
-    )
+    bootstrap = infra.bootstrap_servers
+    end = await published_so_far(bootstrap, INCIDENT_EVENTS, pools["incident"], tenant)
+    records = await read_topic(bootstrap, start, until=lambda rs: len(mine(rs)) >= count, to=end)
     return mine(records)
 
 
@@ -132,7 +132,7 @@ async def test_an_incident_on_a_ci_changed_within_the_window_is_flagged_when_log
     incident = await new_incident(api, agent, ci_id)
 
     assert incident["suspected_change"] == change_id
-    [event] = await suspicions(infra, start, incident["id"], 1)
+    [event] = await suspicions(infra, pools, tenant, start, incident["id"], 1)
     assert event["change_id"] == change_id
     assert event["ci_id"] == ci_id
     assert event["window_seconds"] == 86_400
@@ -155,7 +155,7 @@ async def test_a_change_announced_after_the_incident_flags_it_with_a_new_version
 
     flagged = await eventually(read, lambda i: i["suspected_change"] == change_id)
     assert flagged["version"] == incident["version"] + 1
-    [event] = await suspicions(infra, start, incident["id"], 1)
+    [event] = await suspicions(infra, pools, tenant, start, incident["id"], 1)
     assert event["change_id"] == change_id
     history = (await api.get(f"/incidents/{incident['id']}/history", headers=agent)).json()
     assert history[-1]["action"] == "change_suspected"
@@ -214,7 +214,7 @@ async def test_the_latest_change_before_the_incident_is_the_suspect_and_repeats_
     )
     await eventually(lambda: recorded(pools, tenant, earlier), lambda n: n == 1)
 
-    events = await suspicions(infra, start, incident["id"], 2)
+    events = await suspicions(infra, pools, tenant, start, incident["id"], 2)
     assert sorted(e["change_id"] for e in events) == sorted([earlier, later])
     current = (await api.get(f"/incidents/{incident['id']}", headers=agent)).json()
     assert current["suspected_change"] == later

@@ -1,6 +1,5 @@
 """Configuration items on the real database and broker: validation, versions, history, events."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +7,7 @@ import pytest
 
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
-from tests.support import end_offsets, read_topic
+from tests.support import clock_passes, end_offsets, read_topic
 
 SERVER = {
     "class": "server",
@@ -108,10 +107,11 @@ async def test_history_records_every_version_and_as_of_returns_the_ci_as_it_was(
     config, manager, auth, tenant
 ):
     before = datetime.now(UTC)
-    ci_id = (await create(config, manager)).json()["id"]
-    await asyncio.sleep(0.05)
-    between = datetime.now(UTC)
-    await asyncio.sleep(0.05)
+    created = (await create(config, manager)).json()
+    ci_id = created["id"]
+    # The instant version 1 was stored at: as of it, the CI is as created, whatever follows.
+    between = datetime.fromisoformat(created["updated_at"])
+    await clock_passes(between)
     await patch(config, manager, ci_id, 1, owner_team="dba", reason="handover")
 
     history = await config.get(f"/cis/{ci_id}/history", headers=auth(tenant, "auditor"))
@@ -122,6 +122,8 @@ async def test_history_records_every_version_and_as_of_returns_the_ci_as_it_was(
         (2, "carol", ["owner_team"]),
     ]
     assert items[1]["reason"] == "handover"
+    assert datetime.fromisoformat(items[0]["at"]) == between
+    assert datetime.fromisoformat(items[1]["at"]) > between
     assert items[1]["state"]["owner_team"] == "dba"
 
     then = await config.get(f"/cis/{ci_id}", params={"as_of": between.isoformat()}, headers=manager)

@@ -27,7 +27,7 @@ from shared.events.catalogue import (
     CiStateV1,
     ServiceMembershipChangedV1,
 )
-from tests.support import end_offsets, fetch_as, read_topic, sample_value
+from tests.support import end_offsets, fetch_as, published_so_far, read_topic, sample_value
 
 SUGGESTED = "itsm.incident.problem.suggested.v1"
 SUGGESTIONS = "itsm_problem_suggestions_total"
@@ -171,8 +171,9 @@ def suggestions(api, basis):
     return sample_value(api.runtime.service_metrics.registry, SUGGESTIONS, {"basis": basis})
 
 
-async def events_on(infra, start, subject, until, settle=0.0):
-    """(type, data) of the subject's events on Kafka, in order, once `until(types)` holds."""
+async def events_on(infra, start, subject, until, to=None):
+    """(type, data) of the subject's events on Kafka, in order, once `until(types)` holds (and,
+    with `to`, every event up to those offsets was read)."""
 
     def mine(records):
         return [r for r in records if r.key == subject.encode()]
@@ -185,7 +186,7 @@ async def events_on(infra, start, subject, until, settle=0.0):
         start,
         until=lambda rs: until(types(rs)),
         timeout=30,
-        settle=settle,
+        to=to,
     )
     return [(dict(r.headers)["ce_type"].decode(), json.loads(r.value)) for r in mine(records)]
 
@@ -385,7 +386,11 @@ async def test_incidents_reaching_the_threshold_on_a_ci_suggest_one_problem_not_
         incidents.append(incident)
         await detect(api, pools, tenant, incident["id"])
     subject = f"trend/ci/{ci_id}"
-    events = await events_on(infra, start, subject, lambda t: SUGGESTED in t, settle=3.0)
+    # Every event the detections wrote is on the topic once the outbox drained: read them all.
+    end = await published_so_far(
+        infra.bootstrap_servers, INCIDENT_EVENTS, pools["incident"], tenant
+    )
+    events = await events_on(infra, start, subject, lambda t: SUGGESTED in t, to=end)
     assert [t for t, _ in events] == [SUGGESTED]
     data = events[0][1]
     assert data["ci_id"] == ci_id and data["opened_problem_id"] is None

@@ -6,7 +6,7 @@ import pytest
 
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
-from tests.support import end_offsets, read_topic
+from tests.support import end_offsets, published_so_far, read_topic
 
 OFFICE = {
     "timezone": "Europe/Berlin",
@@ -46,13 +46,16 @@ def events_of(records, tenant, prefix="itsm.config."):
     return [e for e in (from_kafka(r.value, r.headers) for r in ours) if e.type.startswith(prefix)]
 
 
-async def events_after(infra, start, tenant, count, prefix="itsm.config."):
-    """The tenant's events (of types starting with `prefix`) since `start`, once `count` arrived."""
+async def events_after(config, infra, start, tenant, count, prefix="itsm.config."):
+    """The tenant's events (of types starting with `prefix`) since `start`, once `count` arrived
+    and every event published so far was read."""
     records = await read_topic(
         infra.bootstrap_servers,
         start,
         until=lambda rs: len(events_of(rs, tenant, prefix)) >= count,
-        settle=0.5,
+        to=await published_so_far(
+            infra.bootstrap_servers, CONFIG_EVENTS, config.runtime.pool, tenant
+        ),
     )
     return events_of(records, tenant, prefix)
 
@@ -152,7 +155,7 @@ async def test_each_definition_emits_its_event_with_the_full_definition(
     )
 
     prefixes = ("itsm.config.calendar", "itsm.config.sla_policy")
-    events = await events_after(infra, start, tenant, 2, prefix=prefixes)
+    events = await events_after(config, infra, start, tenant, 2, prefix=prefixes)
     calendar, policy = sorted(events, key=lambda e: e.subject)
     assert (calendar.type, calendar.subject, calendar.itsmversion) == (
         "itsm.config.calendar.defined.v1",
@@ -190,7 +193,7 @@ async def test_redefining_a_calendar_republishes_every_policy_on_it(config, mana
     later = {**OFFICE, "weekly_hours": {"mon": [{"start": "07:00", "end": "19:00"}]}}
     await put_calendar(config, manager, calendar=later, expect=200)
 
-    events = await events_after(infra, start, tenant, 8)
+    events = await events_after(config, infra, start, tenant, 8)
     republished = sorted(
         (e for e in events if e.itsmversion == 2), key=lambda e: (e.type, e.subject)
     )
@@ -451,9 +454,10 @@ async def test_a_policy_announces_the_services_it_starts_and_stops_covering(
         covers = [e.data["sla_policy"] for e in announced(events_of(records, tenant), payments)]
         return covers[-2:] == ["gold", None]
 
-    records = await read_topic(
-        infra.bootstrap_servers, start, until=covered_then_released, settle=1.0
+    end = await published_so_far(
+        infra.bootstrap_servers, CONFIG_EVENTS, config.runtime.pool, tenant
     )
+    records = await read_topic(infra.bootstrap_servers, start, until=covered_then_released, to=end)
     events = events_of(records, tenant, "itsm.config.business_service")
     # Registration may announce too (sequence 1) once cis.py calls announce_business_service.
     *_, added, removed = announced(events, payments)
@@ -475,7 +479,9 @@ async def test_registering_a_business_service_ci_emits_business_service_defined(
     start = await end_offsets(infra.bootstrap_servers, CONFIG_EVENTS)
     service = await business_service(config, manager, name="Payments")
 
-    [event] = await events_after(infra, start, tenant, 1, prefix="itsm.config.business_service")
+    [event] = await events_after(
+        config, infra, start, tenant, 1, prefix="itsm.config.business_service"
+    )
     assert (event.subject, event.itsmversion) == (f"business-service/{service}", 1)
     assert event.data == {
         "id": service,

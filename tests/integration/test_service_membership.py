@@ -7,7 +7,7 @@ import pytest
 from shared.events.binding import from_kafka
 from shared.events.catalogue import CONFIG_EVENTS
 from tests.integration.test_impact_analysis import ci, relate
-from tests.support import end_offsets, fetch_as, read_topic
+from tests.support import end_offsets, fetch_as, published_so_far, read_topic
 
 MEMBERSHIP = "itsm.config.service_membership.changed.v1"
 
@@ -30,14 +30,14 @@ async def supported(config, tenant):
     return {str(r["ci_id"]): sorted(str(s) for s in r["services"]) for r in rows}
 
 
-async def membership_events(infra, tenant, start, count):
+async def membership_events(config, infra, tenant, start, count):
     def mine(records):
         events = [from_kafka(r.value, r.headers) for r in records]
         return [e for e in events if e.tenantid == tenant and e.type == MEMBERSHIP]
 
-    records = await read_topic(
-        infra.bootstrap_servers, start, until=lambda rs: len(mine(rs)) >= count, settle=1.0
-    )
+    bootstrap = infra.bootstrap_servers
+    end = await published_so_far(bootstrap, CONFIG_EVENTS, config.runtime.pool, tenant)
+    records = await read_topic(bootstrap, start, until=lambda rs: len(mine(rs)) >= count, to=end)
     return mine(records)
 
 
@@ -63,7 +63,7 @@ async def test_a_chain_below_a_service_supports_it_and_each_change_is_published_
     # The same relationship again changes nothing and publishes nothing.
     await relate(config, manager, app, "provides", payroll)
 
-    events = await membership_events(infra, tenant, start, 4)
+    events = await membership_events(config, infra, tenant, start, 4)
     assert len(events) == 4
     by_ci = {e.data["ci_id"]: e for e in events}
     assert by_ci[payroll].data["services"] == [payroll]
