@@ -10,8 +10,6 @@ from pydantic import Field
 from shared.events.base import EventPayload, event
 from shared.events.topics import AUTH_REVOCATIONS
 
-# --- Access control (tenant administration, published by the config service) ----------------
-
 TOKEN_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"  # noqa: S105 - a pattern, not a secret
 
 

@@ -8,8 +8,6 @@ from typing import Literal
 from shared.events.base import EventPayload, event
 from shared.events.topics import CHANGE_EVENTS
 
-# --- Change management (ISO/IEC 20000-1 8.5.1), the contract consumers use ------------------
-
 
 @event("itsm.change.implemented.v1", topic=CHANGE_EVENTS, source="itsm/change")
 class ChangeImplementedV1(EventPayload):

@@ -12,8 +12,6 @@ from shared.calendars import CalendarSpec
 from shared.events.base import EventPayload, event
 from shared.events.topics import CONFIG_EVENTS
 
-# --- Configuration management (ISO/IEC 20000-1 8.2.6) -----------------------------------------
-
 CiStatus = Literal["planned", "active", "maintenance", "retired"]
 
 

@@ -21,9 +21,6 @@ CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 BUILTIN_VERSION = 1
 
 
-# --- built-in classes --------------------------------------------------------------------------
-
-
 def _text(max_length: int = 200, description: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length}
     if description:

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from jsonschema import FormatChecker
 
-# --- formats -----------------------------------------------------------------------------------
 # Our own checkers, so that what is checked does not depend on which optional packages happen
 # to be installed: without them jsonschema silently passes `date-time` and `uri`.
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from services.config.domain.ci_classes.formats import FORMAT_CHECKER
 
-# --- a quick yes for the common case -------------------------------------------------------------
 # Bulk work (a discovery import validates every new or changed CI) spends most of its time in
 # the general validator, which builds an error iterator, descends with path bookkeeping and
 # resolves every keyword per value. Most attributes are valid, so `quick_check` compiles a schema

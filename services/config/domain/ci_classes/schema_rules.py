@@ -43,7 +43,6 @@ MAX_JSON_DEPTH = 64  # any JSON nesting (enum values too); guards the recursive 
 # Checks a schema against the metaschema without asking whether format values conform.
 _NO_FORMATS = FormatChecker(formats=())
 
-# --- tenant schemas ----------------------------------------------------------------------------
 
 # Keywords whose value is a subschema, a list of them, or an object of them (Draft 2020-12).
 _ONE_SUBSCHEMA = (
