@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 class Runtime(Protocol):
     """What the app needs of the process it serves: a service, or a separate outbox relay."""
 
-    settings: ServiceSettings
     metrics: PlatformMetrics
     registry: CollectorRegistry
+
+    # Read-only, so that a runtime with a service's own settings class is one too.
+    @property
+    def settings(self) -> ServiceSettings: ...
 
     async def start(self) -> None: ...
 
