@@ -31,6 +31,7 @@ from shared.db import (
     pending_migrations,
     shared_source,
 )
+from shared.events.asyncapi import service_document
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
 from shared.http.server import server_config
@@ -512,6 +513,7 @@ def build_app(
     return create_app(
         runtime,
         definition.routers,
+        asyncapi=lambda: service_document(definition.name, version=definition.version),
         title=f"ITSM {definition.name} service",
         description=definition.description,
         version=definition.version,
