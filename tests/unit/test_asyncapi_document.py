@@ -26,7 +26,6 @@ from shared.events.asyncapi import (
     DEAD_LETTER_HEADERS,
     HEADERS_SCHEMA,
     main,
-    operations,
     platform_document,
     render,
     service_document,
@@ -44,7 +43,7 @@ from shared.events.catalogue import (
 )
 from shared.events.envelope import new_envelope
 from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
-from shared.registry import SERVICE_NAMES, SERVICES, service
+from shared.registry import SERVICE_NAMES, SERVICES
 from shared.service import build_app
 from tests.conftest import DEFINITIONS
 
@@ -122,8 +121,8 @@ def test_each_service_sends_where_its_events_go_and_receives_what_the_registry_s
         assert sent == publishes | dead_letters, entry.name
         # Every process follows the revocations, besides what its consumers read.
         assert received == set(entry.consumes) | {AUTH_REVOCATIONS}, entry.name
-    config_sends = {key for key, op in DOCUMENT["operations"].items() if key.startswith("config.")}
-    assert "config.publish.itsm.auth.revocations" in config_sends
+    # The config service writes the revocations through its outbox too.
+    assert "config.publish.itsm.auth.revocations" in DOCUMENT["operations"]
 
 
 def test_an_operation_lists_every_message_of_its_channel():
@@ -182,13 +181,6 @@ def test_a_services_view_holds_its_operations_and_only_the_channels_they_use():
 def test_a_service_that_is_not_registered_has_no_view():
     with pytest.raises(KeyError, match="billing"):
         service_document("billing")
-
-
-def test_the_operations_come_from_the_registry_in_its_order():
-    assert [op.service for op in operations()] == sorted(
-        (op.service for op in operations()), key=SERVICE_NAMES.index
-    )
-    assert all(service(op.service) for op in operations())
 
 
 # --- The document says what the binding writes ------------------------------------------------
@@ -302,9 +294,13 @@ def test_a_record_of_another_type_or_missing_a_header_or_field_does_not_match():
 
 
 def test_the_dead_letter_headers_are_those_the_inbox_writes():
-    # The inbox writes them by name (shared/inbox.py); the document lists each of them.
-    source = (REPO_ROOT / "shared" / "inbox.py").read_text()
-    written = set(re.findall(r'"(dlq_[a-z_]+)"', source))
+    # The consumer writes them by name (shared/inbox.py today); the document lists each one.
+    written = {
+        name
+        for module in (REPO_ROOT / "shared").rglob("*.py")
+        if module.name != "asyncapi.py"
+        for name in re.findall(r'"(dlq_[a-z_]+)"', module.read_text())
+    }
     assert written == set(DEAD_LETTER_HEADERS)
 
 
