@@ -11,6 +11,11 @@ import pytest
 import yaml
 
 import shared.kafka
+from services.config.metrics import ConfigMetrics
+from services.config.settings import ConfigSettings
+from services.incident.metrics import IncidentMetrics
+from services.incident.settings import IncidentSettings
+from shared.auth.local import LocalKeys
 from shared.events.catalogue import AUTH_REVOCATIONS, CATALOGUE
 from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
 from shared.registry import (
@@ -21,7 +26,7 @@ from shared.registry import (
     RegisteredService,
     service,
 )
-from shared.service import ServiceDefinition, no_service_metrics
+from shared.service import ServiceDefinition, ServiceRuntime, no_service_metrics
 from shared.settings import ServiceSettings
 from tests.conftest import DEFINITIONS
 
@@ -130,6 +135,32 @@ def _definition(name: str, components: tuple[str, ...]) -> ServiceDefinition[Ser
         service_metrics=no_service_metrics,
         shared_components=components,
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "settings_class", "metrics_class"),
+    [
+        ("incident", IncidentSettings, IncidentMetrics),
+        ("config", ConfigSettings, ConfigMetrics),
+        ("change", None, type(None)),
+        ("reporting", None, type(None)),
+    ],
+)
+def test_a_runtime_has_its_services_own_settings_and_metrics_as_attributes(
+    name, settings_class, metrics_class, tmp_path
+):
+    definition = DEFINITIONS[name]
+    keys = LocalKeys(tmp_path / "auth")
+    keys.issuer()
+    settings = definition.settings_class(
+        database_url="postgresql://nobody@127.0.0.1:9/none",
+        kafka_bootstrap_servers="127.0.0.1:9",
+        auth_jwks_file=keys.jwks_file,
+    )
+    runtime = ServiceRuntime(definition, settings)
+    assert runtime.settings is settings
+    assert isinstance(runtime.settings, settings_class or definition.settings_class)
+    assert type(runtime.service_metrics) is metrics_class
 
 
 def test_a_definition_with_an_outbox_the_registry_does_not_publish_from_is_refused():
