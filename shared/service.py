@@ -65,7 +65,8 @@ def no_service_metrics(_registry: CollectorRegistry) -> None:
     return None
 
 
-def _none(_runtime: object) -> tuple[()]:
+def _nothing(_runtime: object) -> tuple[()]:
+    # The default of `consumers` and `background`: a service without any.
     return ()
 
 
@@ -85,11 +86,11 @@ class ServiceDefinition(Generic[SettingsT, MetricsT]):
     service_metrics: Callable[[CollectorRegistry], MetricsT]
     routers: Sequence[APIRouter] = ()
     shared_components: Sequence[str] = ()
-    consumers: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[EventConsumer]] = _none
+    consumers: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[EventConsumer]] = _nothing
     # Long-running loops of the service (schedulers, gauges), started after the relay under the
     # process's supervisor and cancelled at stop. They keep no error policy of their own: an
     # exception ends the loop and the supervisor logs, counts and restarts it.
-    background: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[BackgroundTask]] = _none
+    background: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[BackgroundTask]] = _nothing
     description: str = ""
     version: str = "0.1.0"
     openapi_tags: list[dict[str, str]] = field(default_factory=list)
@@ -127,7 +128,7 @@ def component_problems(components: Sequence[str], entry: RegisteredService) -> l
     if len(set(components)) != len(components):
         problems.append(f"a shared component is named twice in {list(components)}")
     # The registry says who publishes (the relay reads the outbox) and who consumes (the inbox
-    # records what was applied); the components must install exactly that.
+    # records what was applied): the outbox exactly when it publishes, the inbox when it consumes.
     if entry.relay != ("outbox" in components):
         said = f"publishes to {entry.publishes}" if entry.relay else "publishes nothing"
         problems.append(f"shared/registry.py says it {said}: the outbox must match")
