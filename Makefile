@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lint-pending lock clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lint-pending lock asyncapi clean
 
-install: $(VENV)/.installed .state/.system-packages
+install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
 
 # Python packages, pinned with hashes in requirements.lock.
@@ -22,6 +22,12 @@ $(VENV)/.installed: requirements.lock
 	@mkdir -p .state
 	bash deploy/local/install-system-packages.sh
 	touch $@
+
+# The AsyncAPI project's parser, pinned in deploy/asyncapi/package-lock.json: the tests validate
+# the event contract with it.
+.state/asyncapi/.installed: deploy/asyncapi/package.json deploy/asyncapi/package-lock.json \
+		deploy/local/install-asyncapi-parser.sh .state/.system-packages
+	bash deploy/local/install-asyncapi-parser.sh
 
 run: install
 	$(PY) -m shared.devstack run
@@ -60,6 +66,11 @@ lint: $(VENV)/.installed
 # The architecture rules that do not hold yet, each breaking import listed (not part of lint).
 lint-pending: $(VENV)/.installed
 	$(VENV)/bin/lint-imports --no-logo import-contracts-pending.toml
+
+# The event contract, docs/asyncapi.json, rewritten from the event catalogue and the service
+# registry (tests/unit/test_asyncapi_document.py fails while it is out of date).
+asyncapi: $(VENV)/.installed
+	$(PY) -m shared.events.asyncapi docs/asyncapi.json
 
 # Re-pin requirements.lock after changing pyproject.toml's dependencies.
 lock: $(VENV)/.installed

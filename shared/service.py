@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import asyncpg
 import uvicorn
@@ -18,10 +18,12 @@ from fastapi import APIRouter, FastAPI, Request
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
+from typing_extensions import TypeVar
 
 from shared.auth.revocations import RevocationList, RevocationListener, RevocationMetrics
 from shared.auth.tokens import TokenVerifier
 from shared.db import (
+    SHARED_MIGRATIONS,
     MigrationSource,
     create_pool,
     known_versions,
@@ -29,6 +31,7 @@ from shared.db import (
     pending_migrations,
     shared_source,
 )
+from shared.events.asyncapi import service_document
 from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
 from shared.http.server import server_config
@@ -37,6 +40,7 @@ from shared.kafka import broker_security, create_producer, kafka_options
 from shared.logging import configure_logging
 from shared.metrics import PlatformMetrics, TenantLabel
 from shared.outbox import OutboxRelay
+from shared.registry import RegisteredService, service
 from shared.settings import ServiceSettings
 from shared.supervision import BackgroundTask, SupervisionMetrics, Supervisor
 
@@ -49,29 +53,62 @@ EXIT_GAVE_UP = 70
 STOP_STEP_SECONDS = 15.0
 
 
-@dataclass(frozen=True)
-class ServiceDefinition:
-    """Everything that makes one service different from another."""
+# A service's settings and metrics types. A runtime named without them (`ServiceRuntime`, as
+# entry points that need neither write it) has the base settings and untyped metrics. Covariant:
+# a consumer factory written for any runtime serves the runtime of one service.
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings, default=ServiceSettings, covariant=True)
+MetricsT = TypeVar("MetricsT", default=Any, covariant=True)
+
+
+def no_service_metrics(_registry: CollectorRegistry) -> None:
+    """The `service_metrics` of a service that has no metrics of its own."""
+    return None
+
+
+def _nothing(_runtime: object) -> tuple[()]:
+    # The default of `consumers` and `background`: a service without any.
+    return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceDefinition(Generic[SettingsT, MetricsT]):
+    """Everything that makes one service different from another.
+
+    Typed by its settings and metrics: the runtime it gets in `consumers` and `background` has
+    `settings` and `service_metrics` of those types. The shared components it installs are
+    checked against its entry in shared/registry.py when it is defined.
+    """
 
     name: str
-    settings_class: type[ServiceSettings]
+    settings_class: type[SettingsT]
     migrations: Path
+    # Its own metrics, made once per runtime on the runtime's registry (`no_service_metrics`).
+    service_metrics: Callable[[CollectorRegistry], MetricsT]
     routers: Sequence[APIRouter] = ()
     shared_components: Sequence[str] = ()
-    consumers: Callable[[ServiceRuntime], Sequence[EventConsumer]] = lambda _: ()
+    consumers: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[EventConsumer]] = _nothing
     # Long-running loops of the service (schedulers, gauges), started after the relay under the
     # process's supervisor and cancelled at stop. They keep no error policy of their own: an
     # exception ends the loop and the supervisor logs, counts and restarts it.
-    background: Callable[[ServiceRuntime], Sequence[BackgroundTask]] = lambda _: ()
-    service_metrics: Callable[[CollectorRegistry], Any] | None = None
+    background: Callable[[ServiceRuntime[SettingsT, MetricsT]], Sequence[BackgroundTask]] = _nothing
     description: str = ""
     version: str = "0.1.0"
     openapi_tags: list[dict[str, str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        wrong = component_problems(self.shared_components, service(self.name))
+        if wrong:
+            raise ValueError(f"service {self.name!r}: " + "; ".join(wrong))
+
+    @property
+    def registered(self) -> RegisteredService:
+        """Its entry in shared/registry.py."""
+        return service(self.name)
+
     @property
     def publishes(self) -> bool:
         """Whether the service writes events (and so runs an outbox relay)."""
-        return "outbox" in self.shared_components
+        return self.registered.relay
 
     def migration_sources(self) -> list[MigrationSource]:
         """Shared building blocks first, then the service's own migrations."""
@@ -81,7 +118,28 @@ class ServiceDefinition:
         ]
 
 
-class ServiceRuntime:
+def component_problems(components: Sequence[str], entry: RegisteredService) -> list[str]:
+    """What is wrong with a service's shared components given its registry entry (none: [])."""
+    problems = [
+        f"no shared component {c!r} in shared/migrations"
+        for c in components
+        if not (SHARED_MIGRATIONS / c).is_dir()
+    ]
+    if len(set(components)) != len(components):
+        problems.append(f"a shared component is named twice in {list(components)}")
+    # The registry says who publishes (the relay reads the outbox) and who consumes (the inbox
+    # records what was applied): the outbox exactly when it publishes, the inbox when it consumes.
+    if entry.relay != ("outbox" in components):
+        said = f"publishes to {entry.publishes}" if entry.relay else "publishes nothing"
+        problems.append(f"shared/registry.py says it {said}: the outbox must match")
+    if entry.consumes and "inbox" not in components:
+        problems.append(
+            f"shared/registry.py says it consumes {', '.join(entry.consumes)}: it needs the inbox"
+        )
+    return problems
+
+
+class ServiceRuntime(Generic[SettingsT, MetricsT]):
     """Owns a service's connections and background tasks between start() and stop().
 
     `on_fatal` is called when a background task has been down past its limit (the served
@@ -90,21 +148,19 @@ class ServiceRuntime:
 
     def __init__(
         self,
-        definition: ServiceDefinition,
-        settings: ServiceSettings,
+        definition: ServiceDefinition[SettingsT, MetricsT],
+        settings: SettingsT,
         *,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.definition = definition
-        self.settings = settings
+        self.settings: SettingsT = settings
         self.on_fatal = on_fatal
         self.registry = CollectorRegistry()
         self.metrics = PlatformMetrics(self.registry, TenantLabel(settings.metrics_tenants))
         self.supervision_metrics = SupervisionMetrics(self.registry)
         self.supervisor: Supervisor | None = None
-        self.service_metrics = (
-            definition.service_metrics(self.registry) if definition.service_metrics else None
-        )
+        self.service_metrics: MetricsT = definition.service_metrics(self.registry)
         self.verifier = TokenVerifier.from_file(
             settings.auth_jwks_file,
             issuer=settings.auth_issuer,
@@ -309,7 +365,7 @@ class RelayRuntime:
 
     def __init__(
         self,
-        definition: ServiceDefinition,
+        definition: ServiceDefinition[ServiceSettings, object],
         settings: ServiceSettings,
         *,
         on_fatal: Callable[[str], None] | None = None,
@@ -433,7 +489,7 @@ async def runtime_of(request: Request) -> ServiceRuntime:
 
 
 def build_relay_app(
-    definition: ServiceDefinition,
+    definition: ServiceDefinition[ServiceSettings, object],
     settings: ServiceSettings,
     *,
     on_fatal: Callable[[str], None] | None = None,
@@ -448,8 +504,8 @@ def build_relay_app(
 
 
 def build_app(
-    definition: ServiceDefinition,
-    settings: ServiceSettings | None = None,
+    definition: ServiceDefinition[SettingsT, MetricsT],
+    settings: SettingsT | None = None,
     *,
     on_fatal: Callable[[str], None] | None = None,
 ) -> FastAPI:
@@ -458,13 +514,16 @@ def build_app(
     return create_app(
         runtime,
         definition.routers,
+        asyncapi=lambda: service_document(definition.name, version=definition.version),
         title=f"ITSM {definition.name} service",
         description=definition.description,
         version=definition.version,
     )
 
 
-async def migrate_only(definition: ServiceDefinition, settings: ServiceSettings) -> list[str]:
+async def migrate_only(
+    definition: ServiceDefinition[ServiceSettings, object], settings: ServiceSettings
+) -> list[str]:
     """Apply the service's migrations and return the names applied."""
     conn = await asyncpg.connect(
         settings.database_url.get_secret_value(), server_settings={"search_path": definition.name}
@@ -475,7 +534,9 @@ async def migrate_only(definition: ServiceDefinition, settings: ServiceSettings)
         await conn.close()
 
 
-def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> None:
+def main(
+    definition: ServiceDefinition[ServiceSettings, object], argv: Sequence[str] | None = None
+) -> None:
     """Command line of a service: `serve` (default), `migrate`, or `relay` (its outbox relay as
     a process of its own, beside services started with OUTBOX_RELAY=separate)."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{definition.name}")

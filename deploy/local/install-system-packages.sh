@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the local platform needs and the machine lacks:
-# PostgreSQL's server binaries, a Java 17+ runtime, Maven (for Kafka's jars) and promtool (from
+# PostgreSQL's server binaries, a Java 17+ runtime, Maven (for Kafka's jars), promtool (from
 # the `prometheus` package: the tests check the Prometheus configuration, alert rules and every
-# process's /metrics with it). Idempotent: installs only what is missing.
+# process's /metrics with it) and Node.js with npm (the tests run the AsyncAPI project's parser on
+# the event contract: install-asyncapi-parser.sh). Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -10,6 +11,8 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgre
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 from services.change.settings import SERVICE, ChangeSettings
-from shared.service import ServiceDefinition
+from shared.service import ServiceDefinition, no_service_metrics
 
-DEFINITION = ServiceDefinition(
+DEFINITION: ServiceDefinition[ChangeSettings, None] = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
+    service_metrics=no_service_metrics,
     shared_components=("outbox", "inbox", "idempotency"),
     description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
 )

@@ -15,11 +15,9 @@ from shared.service import ServiceDefinition, ServiceRuntime
 from shared.supervision import BackgroundTask
 
 
-def _background(runtime: ServiceRuntime) -> list[BackgroundTask]:
+def _background(runtime: ServiceRuntime[ConfigSettings, ConfigMetrics]) -> list[BackgroundTask]:
     settings = runtime.settings
     metrics = runtime.service_metrics
-    assert isinstance(settings, ConfigSettings)
-    assert isinstance(metrics, ConfigMetrics)
     pool, tenants = runtime.pool, runtime.metrics.tenant
     interval = settings.census_interval_seconds
     return [

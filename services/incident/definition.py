@@ -19,13 +19,13 @@ from shared.service import ServiceDefinition, ServiceRuntime
 from shared.supervision import BackgroundTask
 
 
-def _background(runtime: ServiceRuntime) -> Sequence[BackgroundTask]:
+def _background(
+    runtime: ServiceRuntime[IncidentSettings, IncidentMetrics],
+) -> Sequence[BackgroundTask]:
     """The SLA scheduler (warnings and breaches as they fall due), auto-close and the census of
     open incidents; each is safe in every replica."""
     metrics = runtime.service_metrics
     settings = runtime.settings
-    assert isinstance(metrics, IncidentMetrics)
-    assert isinstance(settings, IncidentSettings)
     pool = runtime.pool
     return [
         BackgroundTask("sla-scheduler", lambda: run_scheduler(pool, metrics)),

@@ -5,12 +5,13 @@ from pathlib import Path
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.settings import SERVICE, ReportingSettings
-from shared.service import ServiceDefinition
+from shared.service import ServiceDefinition, no_service_metrics
 
-DEFINITION = ServiceDefinition(
+DEFINITION: ServiceDefinition[ReportingSettings, None] = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
+    service_metrics=no_service_metrics,
     routers=[router],
     shared_components=("inbox",),
     consumers=consumers,

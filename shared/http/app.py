@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, Union, get_args, get_origin
@@ -21,7 +21,7 @@ from shared.http.context import CORRELATION_HEADER, correlation_id_from
 from shared.http.guards import install_request_guards
 from shared.http.limits import RequestLimitsMiddleware
 from shared.http.models import lax_number_fields
-from shared.http.openapi import install_openapi
+from shared.http.openapi import install_asyncapi, install_openapi
 from shared.http.problems import install_problem_handlers, problem_response
 from shared.logging import correlation_id
 from shared.metrics import PlatformMetrics
@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 class Runtime(Protocol):
     """What the app needs of the process it serves: a service, or a separate outbox relay."""
 
-    settings: ServiceSettings
     metrics: PlatformMetrics
     registry: CollectorRegistry
+
+    # Read-only, so that a runtime with a service's own settings class is one too.
+    @property
+    def settings(self) -> ServiceSettings: ...
 
     async def start(self) -> None: ...
 
@@ -141,8 +144,15 @@ def operations_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: Any) -> FastAPI:
-    """A service's app: its runtime started in the lifespan, shared conventions, its routes."""
+def create_app(
+    runtime: Runtime,
+    routers: Sequence[APIRouter],
+    *,
+    asyncapi: Callable[[], dict[str, Any]] | None = None,
+    **fastapi_args: Any,
+) -> FastAPI:
+    """A service's app: its runtime started in the lifespan, shared conventions, its routes, and
+    its event contract at /asyncapi.json when `asyncapi` gives one."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +180,8 @@ def create_app(runtime: Runtime, routers: Sequence[APIRouter], **fastapi_args: A
     # correlation id.
     app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
     app.include_router(operations)
+    if asyncapi is not None:
+        install_asyncapi(app, asyncapi)
     for router in routers:
         _refuse_unguarded_routes(router)
         _refuse_open_bodies(router)

@@ -9,24 +9,28 @@ mechanism can know (a 409 of its own, a PUT that also creates with 201). Links l
 creates an object to the operations on it.
 
 Swagger UI and ReDoc are served from the files the `fastapi-offline` package installs, so the
-pages work on a network without internet access.
+pages work on a network without internet access. A service's event contract (AsyncAPI 3.0,
+shared/events/asyncapi.py) is served beside its OpenAPI at /asyncapi.json, and listed in it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from shared.http.problems import PROBLEM_JSON
 
 DOCS_STATIC = "/docs/static"
+ASYNCAPI_PATH = "/asyncapi.json"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 # `openapi_extra` of a versioned PUT that creates when sent without `If-Match`: there, and only
@@ -107,6 +111,33 @@ def install_openapi(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
     _serve_docs(app)
+
+
+def install_asyncapi(app: FastAPI, document: Callable[[], dict[str, Any]]) -> None:
+    """Serve the service's event contract at /asyncapi.json, listed in its OpenAPI.
+
+    Like /openapi.json it needs no token: it describes the service, it holds no tenant's data.
+    """
+    contract = cache(document)  # built on first request, then the same every time
+
+    async def asyncapi() -> JSONResponse:
+        return JSONResponse(contract())
+
+    app.add_api_route(
+        ASYNCAPI_PATH,
+        asyncapi,
+        methods=["GET"],
+        tags=["operations"],
+        summary="The events this service publishes and consumes (AsyncAPI 3.0)",
+        response_class=JSONResponse,
+        responses={
+            200: {
+                "description": "The AsyncAPI 3.0 document of the service's Kafka topics, event "
+                "types (CloudEvents headers and payloads) and operations.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
 
 
 def complete_openapi(spec: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,10 @@ async def test_every_service_process_is_live_ready_and_exposes_metrics(services)
             assert "itsm_http_requests" in families, name
             openapi = await client.get(f"{url}/openapi.json")
             assert openapi.status_code == 200, name
+            # Its event contract, as `python -m services.<name>` serves it (no token).
+            contract = await client.get(f"{url}/asyncapi.json")
+            assert contract.status_code == 200, name
+            assert contract.json()["info"]["title"] == f"ITSM {name} service events"
 
 
 async def test_an_incident_posted_over_http_appears_in_the_reporting_ledger(services, auth, tenant):

@@ -1,7 +1,8 @@
 """shared/registry.py is the one list of services: every service definition, its settings, its
-consumers, the event catalogue, the topics `create-topics` makes, docker-compose.yml and the
-Prometheus scrape targets agree with it."""
+shared components, its consumers, the event catalogue, the topics `create-topics` makes,
+docker-compose.yml, deploy/compose.env.example and the Prometheus scrape targets agree with it."""
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -10,6 +11,11 @@ import pytest
 import yaml
 
 import shared.kafka
+from services.config.metrics import ConfigMetrics
+from services.config.settings import ConfigSettings
+from services.incident.metrics import IncidentMetrics
+from services.incident.settings import IncidentSettings
+from shared.auth.local import LocalKeys
 from shared.events.catalogue import AUTH_REVOCATIONS, CATALOGUE
 from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
 from shared.registry import (
@@ -20,11 +26,14 @@ from shared.registry import (
     RegisteredService,
     service,
 )
+from shared.service import ServiceDefinition, ServiceRuntime, no_service_metrics
+from shared.settings import ServiceSettings
 from tests.conftest import DEFINITIONS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
 PROMETHEUS = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+COMPOSE_ENV_EXAMPLE = REPO / "deploy" / "compose.env.example"
 # The port every service container listens on, and its relay's (docker-compose.yml).
 CONTAINER_PORT = 8000
 CONTAINER_RELAY_PORT = 8100
@@ -116,6 +125,93 @@ def test_publishing_services_and_default_ports_come_from_the_entries():
     assert tuple(e.name for e in SERVICES if e.publishes is not None) == PUBLISHING_SERVICES
     assert dict(DEFAULT_HTTP_PORTS) == {e.name: e.http_port for e in SERVICES}
     assert len(set(DEFAULT_HTTP_PORTS.values())) == len(SERVICES)
+
+
+def _definition(name: str, components: tuple[str, ...]) -> ServiceDefinition[ServiceSettings, None]:
+    return ServiceDefinition(
+        name=name,
+        settings_class=ServiceSettings,
+        migrations=REPO / "services" / name / "migrations",
+        service_metrics=no_service_metrics,
+        shared_components=components,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "settings_class", "metrics_class"),
+    [
+        ("incident", IncidentSettings, IncidentMetrics),
+        ("config", ConfigSettings, ConfigMetrics),
+        ("change", None, type(None)),
+        ("reporting", None, type(None)),
+    ],
+)
+def test_a_runtime_has_its_services_own_settings_and_metrics_as_attributes(
+    name, settings_class, metrics_class, tmp_path
+):
+    definition = DEFINITIONS[name]
+    keys = LocalKeys(tmp_path / "auth")
+    keys.issuer()
+    settings = definition.settings_class(
+        database_url="postgresql://nobody@127.0.0.1:9/none",
+        kafka_bootstrap_servers="127.0.0.1:9",
+        auth_jwks_file=keys.jwks_file,
+    )
+    runtime = ServiceRuntime(definition, settings)
+    assert runtime.settings is settings
+    assert isinstance(runtime.settings, settings_class or definition.settings_class)
+    assert type(runtime.service_metrics) is metrics_class
+
+
+def test_a_definition_with_an_outbox_the_registry_does_not_publish_from_is_refused():
+    with pytest.raises(ValueError, match=r"'reporting'.*publishes nothing: the outbox must match"):
+        _definition("reporting", ("outbox", "inbox"))
+
+
+def test_a_definition_without_the_outbox_of_a_publishing_service_is_refused():
+    with pytest.raises(ValueError, match=r"publishes to itsm.change.events: the outbox must match"):
+        _definition("change", ("inbox", "idempotency"))
+
+
+def test_a_definition_of_a_consuming_service_without_the_inbox_is_refused():
+    with pytest.raises(
+        ValueError, match=r"consumes itsm.config.events, itsm.change.events: it needs"
+    ):
+        _definition("incident", ("outbox", "idempotency"))
+
+
+def test_a_definition_naming_an_unknown_or_repeated_shared_component_is_refused():
+    with pytest.raises(ValueError, match=r"no shared component 'ledger' in shared/migrations"):
+        _definition("reporting", ("inbox", "ledger"))
+    with pytest.raises(ValueError, match=r"named twice"):
+        _definition("reporting", ("inbox", "inbox"))
+
+
+def test_a_definition_of_a_service_the_registry_does_not_know_is_refused():
+    with pytest.raises(KeyError, match=r"no service 'billing' in shared/registry.py"):
+        _definition("billing", ())
+
+
+# The variables deploy/compose.env.example sets (or shows, commented out, for production).
+_EXAMPLE_VARIABLE = re.compile(r"^#? ?([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+# What each service needs there: its database password and its Kafka user (for SASL).
+_PER_SERVICE = ("DB_PASSWORD", "KAFKA_USER", "KAFKA_PASSWORD")
+
+
+def test_the_compose_env_example_names_exactly_the_registrys_per_service_variables():
+    example = set(_EXAMPLE_VARIABLE.findall(COMPOSE_ENV_EXAMPLE.read_text()))
+    prefixes = tuple(entry.env_prefix for entry in SERVICES)
+    per_service = {name for name in example if name.endswith(_PER_SERVICE)}
+    wanted = {prefix + suffix for prefix in prefixes for suffix in _PER_SERVICE}
+    assert per_service == wanted
+
+
+def test_the_compose_env_example_names_every_variable_docker_compose_reads():
+    example = set(_EXAMPLE_VARIABLE.findall(COMPOSE_ENV_EXAMPLE.read_text()))
+    compose_text = (REPO / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
+    assert read, "docker-compose.yml interpolates no variable: the pattern is wrong"
+    assert read <= example, f"missing from compose.env.example: {sorted(read - example)}"
 
 
 def test_a_service_not_in_the_registry_is_refused_naming_the_known_ones():
