@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ from faststream.kafka.annotations import Consumer, KafkaMessage
 
 from shared.db import Connection, set_tenant
 from shared.events.binding import DecodeError, from_kafka, parse_payload
-from shared.events.catalogue import EventPayload
+from shared.events.catalogue import CATALOGUE, EventPayload, EventSpec
 from shared.events.envelope import Envelope
 from shared.kafka import DEAD_LETTER_TOPIC
 from shared.logging import bound_correlation_id
@@ -54,9 +54,9 @@ class ReceivedEvent:
     record: ConsumerRecord[bytes, bytes]
 
 
-EventHandler = Callable[[Connection, ReceivedEvent], Awaitable[None]]
-# Applies many events at once with the same effect as their EventHandlers one after another.
-BulkHandler = Callable[[Connection, Sequence[ReceivedEvent]], Awaitable[None]]
+# A consumer's one write shape: apply one tenant's events, in arrival order, inside the batch's
+# transaction. Isolating a failing event calls the same handler with a batch of that event alone.
+BatchHandler = Callable[[Connection, Sequence[ReceivedEvent]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -69,28 +69,37 @@ class DeadLetter:
 
 
 class EventConsumer:
-    """Consumes topics in batches into one transaction each; safe to run as N replicas."""
+    """Consumes topics in batches into one transaction each; safe to run as N replicas.
+
+    It subscribes by catalogue class (`handles=(CiCreatedV1, ...)`: their topics, only their
+    types) or to whole topics (`topics=(INCIDENT_EVENTS, ...)`: every catalogued type on them);
+    events of other types on its topics are skipped, neither applied nor kept in the inbox.
+    """
 
     def __init__(
         self,
         *,
         name: str,
-        topics: Sequence[str],
-        handlers: Mapping[str, EventHandler],
+        handler: BatchHandler,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         metrics: PlatformMetrics,
-        default_handler: EventHandler | None = None,
-        bulk_handler: BulkHandler | None = None,
+        handles: Iterable[type[EventPayload]] = (),
+        topics: Iterable[str] = (),
         max_records: int = 1000,
         retry_delay: float = 1.0,
         after_commit: Callable[[Sequence[ReceivedEvent]], Awaitable[None]] | None = None,
     ) -> None:
+        classes = tuple(handles)
+        whole = tuple(dict.fromkeys(topics))
+        if bool(classes) == bool(whole):
+            raise ValueError(f"{name}: give either the event classes it handles or whole topics")
+        specs = [catalogued(model) for model in classes]
         self.name = name
-        self.topics = tuple(topics)
-        self.handlers = dict(handlers)
-        self.default_handler = default_handler
-        self.bulk_handler = bulk_handler
+        # None: every event on the topics.
+        self.types: frozenset[str] | None = frozenset(s.type for s in specs) if specs else None
+        self.topics = whole or tuple(dict.fromkeys(s.topic for s in specs))
+        self.handler = handler
         self.pool = pool
         self.producer = producer
         self.metrics = metrics
@@ -118,9 +127,9 @@ class EventConsumer:
             title=self.name,
         )(on_batch)
 
-    def handler_for(self, event_type: str) -> EventHandler | None:
-        """The handler for a type, the default one, or None when this consumer ignores it."""
-        return self.handlers.get(event_type, self.default_handler)
+    def handles_type(self, event_type: str) -> bool:
+        """Whether this consumer applies events of this type (others on its topics are skipped)."""
+        return self.types is None or event_type in self.types
 
     async def process(
         self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer | None
@@ -135,7 +144,7 @@ class EventConsumer:
             except DecodeError as exc:
                 dead.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
-            if self.handler_for(envelope.type) is not None:
+            if self.handles_type(envelope.type):
                 events.append(ReceivedEvent(envelope, payload, record))
         try:
             applied, duplicates = await self._apply(events, dead)
@@ -212,9 +221,12 @@ class EventConsumer:
                 continue
             fresh.discard(event.envelope.id)  # the same event twice in one batch
             todo.append(event)
-        if self.bulk_handler is not None and not isolate and todo:
+        if not todo:
+            return todo, duplicates
+        if not isolate:
             try:
-                await self.bulk_handler(conn, todo)
+                with bound_correlation_id(_common_correlation_id(todo)):
+                    await self.handler(conn, todo)
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:
@@ -222,20 +234,13 @@ class EventConsumer:
             return todo, duplicates
         applied: list[ReceivedEvent] = []
         for event in todo:
-            handler = self.handler_for(event.envelope.type)
-            assert handler is not None
             try:
                 with bound_correlation_id(event.envelope.correlationid):
-                    if isolate:
-                        async with conn.transaction():  # a savepoint per event
-                            await handler(conn, event)
-                    else:
-                        await handler(conn, event)
+                    async with conn.transaction():  # a savepoint per event
+                        await self.handler(conn, [event])
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:
-                if not isolate:
-                    raise _HandlerFailedError from exc
                 log.exception(
                     "handler failed; dead-lettering the event",
                     extra={"event_id": str(event.envelope.id), "type": event.envelope.type},
@@ -296,6 +301,20 @@ class EventConsumer:
                 self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - offset - 1)
                 )
+
+
+def catalogued(model: type[EventPayload]) -> EventSpec:
+    """The catalogue's entry for a payload class; LookupError for a class it does not hold."""
+    for spec in CATALOGUE.values():
+        if spec.model is model:
+            return spec
+    raise LookupError(f"{model.__name__} is not in the event catalogue")
+
+
+def _common_correlation_id(events: Sequence[ReceivedEvent]) -> str | None:
+    """The correlation id the events share (log lines of their handler carry it), else None."""
+    ids = {e.envelope.correlationid for e in events}
+    return ids.pop() if len(ids) == 1 else None
 
 
 def _by_tenant(events: Sequence[ReceivedEvent]) -> dict[str, list[ReceivedEvent]]:

@@ -26,6 +26,9 @@ class RegisteredService:
     publishes: str | None = None
     # The topics its event consumers subscribe to.
     consumes: tuple[str, ...] = ()
+    # Whether it keeps the CMDB graph projection (shared/cmdb/) in its schema: the `cmdb`
+    # migration component and the `<name>-cmdb-projection` consumer.
+    keeps_cmdb: bool = False
 
     @property
     def relay(self) -> bool:
@@ -45,6 +48,7 @@ SERVICES: tuple[RegisteredService, ...] = (
         http_port=8001,
         publishes=INCIDENT_EVENTS,
         consumes=(CONFIG_EVENTS, CHANGE_EVENTS),
+        keeps_cmdb=True,
     ),
     RegisteredService("change", schema="change", http_port=8002, publishes=CHANGE_EVENTS),
     RegisteredService("config", schema="config", http_port=8003, publishes=CONFIG_EVENTS),

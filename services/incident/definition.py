@@ -51,7 +51,7 @@ DEFINITION = ServiceDefinition(
         alerts_http.router,
         settings_http.router,
     ],
-    shared_components=("outbox", "inbox", "idempotency"),
+    shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,
     background=_background,
     service_metrics=IncidentMetrics,

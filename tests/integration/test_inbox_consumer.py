@@ -206,9 +206,11 @@ async def test_the_official_cloudevents_sdk_reads_our_messages_off_the_topic(
     assert event.get_data()["title"] == "VPN flapping"
 
 
-async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the_batch_applies(
+async def test_a_failing_event_is_isolated_by_the_same_batch_handler_in_batches_of_one(
     infra, pools, tenant
 ):
+    """The batch fails as a whole; the consumer redoes it with the one batch handler, an event
+    at a time, dead-letters only the event that fails and applies the rest."""
     from aiokafka import ConsumerRecord
 
     from shared.inbox import EventConsumer
@@ -232,8 +234,11 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
 
     batch = [record(1, "fine"), record(2, "poison"), record(3, "also fine")]
 
-    async def handler(conn, event):
-        if event.payload.title == "poison":
+    calls = []
+
+    async def handler(conn, events):
+        calls.append([e.payload.title for e in events])
+        if any(e.payload.title == "poison" for e in events):
             raise ValueError("cannot digest poison")
 
     committed = []
@@ -247,8 +252,8 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
     try:
         consumer = EventConsumer(
             name=f"test-poison-{tenant}",
-            topics=[INCIDENT_EVENTS],
-            handlers={"itsm.incident.created.v1": handler},
+            handles=(IncidentCreatedV1,),
+            handler=handler,
             pool=pools["reporting"],
             producer=producer,
             metrics=PlatformMetrics(CollectorRegistry()),
@@ -259,6 +264,7 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
         await producer.stop()
 
     fine, poison, also_fine = (e for e, _ in batch)
+    assert calls == [["fine", "poison", "also fine"], ["fine"], ["poison"], ["also fine"]]
     assert committed == [fine.id, also_fine.id]
     inboxed = await fetch_as(
         pools["reporting"], tenant, "SELECT event_id FROM inbox WHERE consumer = $1", consumer.name
@@ -275,3 +281,58 @@ async def test_a_failing_handler_dead_letters_only_its_event_and_the_rest_of_the
     ]
     assert [header(r, "dlq_reason") for r in dead] == ["handler-failed"]
     assert "cannot digest poison" in header(dead[0], "dlq_detail")
+
+
+async def test_a_consumer_subscribed_by_class_skips_other_types_of_its_topic(infra, pools, tenant):
+    from aiokafka import ConsumerRecord
+
+    from shared.inbox import EventConsumer
+
+    def record(offset, envelope):
+        wire = to_kafka(envelope)
+        return ConsumerRecord(
+            INCIDENT_EVENTS,
+            0,
+            offset,
+            0,
+            0,
+            wire.key,
+            wire.value,
+            None,
+            len(wire.key),
+            len(wire.value),
+            wire.headers,
+        )
+
+    created = incident_event(tenant)
+    noted = incident_event(tenant, type="itsm.incident.work_note_added.v1", note="looking")
+    seen = []
+
+    async def handler(conn, events):
+        seen.extend(e.envelope.id for e in events)
+
+    producer = create_producer(infra.bootstrap_servers, "test-by-class")
+    await producer.start()
+    try:
+        metrics = PlatformMetrics(CollectorRegistry())
+        consumer = EventConsumer(
+            name=f"test-by-class-{tenant}",
+            handles=(IncidentCreatedV1,),
+            handler=handler,
+            pool=pools["reporting"],
+            producer=producer,
+            metrics=metrics,
+        )
+        assert consumer.topics == (INCIDENT_EVENTS,)
+        await consumer.process([record(1, noted), record(2, created)], None)
+    finally:
+        await producer.stop()
+
+    assert seen == [created.id]
+    inboxed = await fetch_as(
+        pools["reporting"], tenant, "SELECT event_id FROM inbox WHERE consumer = $1", consumer.name
+    )
+    assert [r["event_id"] for r in inboxed] == [created.id]
+    # Skipped, not dead-lettered: no dead letter counted, and the consumer counts only `created`.
+    assert sample_value(metrics.registry, "itsm_dead_lettered_total") == 0
+    assert sample_value(metrics.registry, "itsm_consumer_events_total") == 1

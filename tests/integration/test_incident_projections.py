@@ -1,6 +1,6 @@
 """The incident service's projection of the config service's events, on the real broker and
-database: CIs, service membership, business services, calendars and SLA policies, and the
-SLA policy that applies to work on a set of services."""
+database: CIs, service membership, business services (the shared CMDB projection), calendars
+and SLA policies, and the SLA policy that applies to work on a set of services."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,15 +10,18 @@ from aiokafka import AIOKafkaProducer
 
 from services.incident.adapters import projections
 from services.incident.entrypoints.consumers import (
+    CMDB_PROJECTION_CONSUMER,
     CONFIG_PROJECTION_CONSUMER,
-    HANDLERS,
-    apply_many,
+    apply_calendars_and_policies,
 )
 from shared.calendars import CalendarSpec
+from shared.cmdb import reads as cmdb_reads
+from shared.cmdb.consumer import apply as apply_cmdb
 from shared.db import tenant_transaction
 from shared.events.binding import parse_payload
 from shared.events.catalogue import (
     CONFIG_EVENTS,
+    CalendarDefinedV1,
     CiStateV1,
     SlaPolicyDefinedV1,
     SlaTargetV1,
@@ -42,13 +45,15 @@ SECONDS = {
     "P5": (86_400, 576_000),
 }
 PROJECTION_TABLES = (
-    "proj_cis",
-    "proj_ci_external_ids",
-    "proj_ci_services",
-    "proj_business_services",
+    "cmdb_cis",
+    "cmdb_ci_external_ids",
+    "cmdb_ci_services",
+    "cmdb_business_services",
+    "cmdb_relationships",
     "proj_calendars",
     "proj_sla_policies",
 )
+CONSUMERS = [CMDB_PROJECTION_CONSUMER, CONFIG_PROJECTION_CONSUMER]
 
 
 @pytest.fixture
@@ -136,12 +141,12 @@ async def define(pools, tenant, *policies, at=None):
 
 
 async def applied(pools, tenant, event_id):
-    """Whether the projection consumer has taken the event (the inbox holds it)."""
+    """Whether a projection consumer (CMDB or SLA) has taken the event (the inbox holds it)."""
     found = await fetchval_as(
         pools["incident"],
         tenant,
-        "SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2",
-        CONFIG_PROJECTION_CONSUMER,
+        "SELECT count(*) FROM inbox WHERE consumer = ANY($1::text[]) AND event_id = $2",
+        CONSUMERS,
         event_id,
     )
     return found == 1
@@ -334,7 +339,7 @@ async def test_config_events_with_the_version_in_the_old_sequence_attribute_stil
     kept = await read(pools["incident"], tenant, projections.ci_by_id, ci_id)
     assert (kept.name, kept.version) == ("db-b", 2)
     dead = sample_value(
-        runtime.registry, "itsm_dead_lettered_total", {"consumer": CONFIG_PROJECTION_CONSUMER}
+        runtime.registry, "itsm_dead_lettered_total", {"consumer": CMDB_PROJECTION_CONSUMER}
     )
     assert dead == 0
 
@@ -427,30 +432,22 @@ async def test_other_config_event_types_are_skipped_not_dead_lettered(
 ):
     runtime = await start_runtime("incident")
     key = str(uuid.uuid4())
-    relationship = config_event(
+    ci_class = config_event(
         tenant,
-        "relationship.added",
+        "ci_class.defined",
         key,
-        {
-            "relationship": {
-                "id": key,
-                "type": "depends_on",
-                "source_id": str(uuid.uuid4()),
-                "target_id": str(uuid.uuid4()),
-            }
-        },
+        {"name": "router", "description": "", "attribute_schema": {}, "version": 1},
     )
-    # Same key, so the same partition: once the CI is in, the relationship was read before it.
+    # Same key, so the same partition: once the CI is in, the class was read before it.
     after = config_event(tenant, "ci.created", key, {"ci": ci_state(key, 1, name="marker")})
-    await send_event(raw_producer, relationship, CONFIG_EVENTS)
+    await send_event(raw_producer, ci_class, CONFIG_EVENTS)
     await send_event(raw_producer, after, CONFIG_EVENTS)
     await eventually(lambda: applied(pools, tenant, after.id), bool)
 
-    assert not await applied(pools, tenant, relationship.id)
-    dead = sample_value(
-        runtime.registry, "itsm_dead_lettered_total", {"consumer": CONFIG_PROJECTION_CONSUMER}
-    )
-    assert dead == 0
+    assert not await applied(pools, tenant, ci_class.id)
+    for consumer in CONSUMERS:
+        labels = {"consumer": consumer}
+        assert sample_value(runtime.registry, "itsm_dead_lettered_total", labels) == 0
     assert (await read(pools["incident"], tenant, projections.ci_by_id, key)).name == "marker"
 
 
@@ -559,8 +556,9 @@ async def test_another_tenants_policies_and_cis_never_apply(
 
 
 async def test_a_batch_applied_at_once_has_the_effect_of_its_events_one_by_one(pools, tenant):
-    """The bulk handler (the normal path) and the per-event handlers (the path of a batch that
-    failed) leave the same projection, whatever the order of versions in the batch."""
+    """A batch handler given the whole batch (the normal path) and given one event at a time
+    (the path of a batch that failed) leaves the same projection, whatever the order of
+    versions in the batch."""
     ci_id, service_id = str(uuid.uuid4()), str(uuid.uuid4())
     at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -570,6 +568,12 @@ async def test_a_batch_applied_at_once_has_the_effect_of_its_events_one_by_one(p
             return ReceivedEvent(envelope, parse_payload(envelope), None)
 
         membership = f"membership/{ci_id}"
+        relationship = {
+            "id": "rel-1",
+            "type": "runs_on",
+            "source_id": ci_id,
+            "target_id": service_id,
+        }
         return [
             event("ci.created", ci_id, {"ci": ci_state(ci_id, 1, external_ids={"a": "1"}, at=at)}),
             event(
@@ -596,6 +600,13 @@ async def test_a_batch_applied_at_once_has_the_effect_of_its_events_one_by_one(p
                 {"ci_id": ci_id, "services": ["x"], "previous": [service_id], "sequence": 2},
                 2,
             ),
+            event(
+                "relationship.removed",
+                "rel-1",
+                {"relationship": relationship, "reason": "gone"},
+                2,
+            ),
+            event("relationship.added", "rel-1", {"relationship": relationship}),
             event(
                 "sla_policy.defined",
                 "sla-policy/gold",
@@ -631,11 +642,20 @@ async def test_a_batch_applied_at_once_has_the_effect_of_its_events_one_by_one(p
 
     one_by_one = f"{tenant}-one-by-one"
     pool = pools["incident"]
+
+    def handler(event):
+        sla = isinstance(event.payload, CalendarDefinedV1 | SlaPolicyDefinedV1)
+        return apply_calendars_and_policies if sla else apply_cmdb
+
     async with tenant_transaction(pool, tenant) as conn:
-        await apply_many(conn, batch(tenant))
+        events = batch(tenant)
+        await apply_cmdb(conn, [e for e in events if handler(e) is apply_cmdb])
+        await apply_calendars_and_policies(
+            conn, [e for e in events if handler(e) is apply_calendars_and_policies]
+        )
     async with tenant_transaction(pool, one_by_one) as conn:
         for event in batch(one_by_one):
-            await HANDLERS[event.envelope.type](conn, event)
+            await handler(event)(conn, [event])
 
     async def state(tenant_id):
         tables = {}
@@ -651,5 +671,6 @@ async def test_a_batch_applied_at_once_has_the_effect_of_its_events_one_by_one(p
     kept = await read(pool, tenant, projections.ci_by_id, ci_id)
     assert (kept.version, kept.status, kept.external_ids) == (3, "retired", {"b": "3"})
     assert await read(pool, tenant, projections.services_of_ci, ci_id) == []
+    assert await read(pool, tenant, cmdb_reads.relationships_of, ci_id) == []
     gold = await read(pool, tenant, projections.policy_by_name, "gold")
     assert (gold.version, gold.default) == (2, True)

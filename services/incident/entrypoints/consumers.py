@@ -1,19 +1,19 @@
-"""The incident service's consumers: its projection of the config service's events, and change
-correlation on the change service's.
+"""The incident service's consumers: the CMDB graph projection and its SLA projection of the
+config service's events, and change correlation on the change service's.
 
-`incident-config-projection` reads `itsm.config.events` and keeps CIs, service membership,
-business services, calendars and SLA policies in the `proj_*` tables
-(`adapters/projections.py`). Other config event types (relationships, CI classes, drift,
-imports, baselines) have no handler and are skipped: not applied, not recorded in the inbox,
-not dead-lettered. A message that cannot be decoded or validated is dead-lettered by the
-shared `EventConsumer`, like every consumer's.
+`incident-cmdb-projection` is the shared CMDB consumer (`shared/cmdb/consumer.py`): CIs,
+relationships, service membership and business services into the `cmdb_*` tables.
 
-`incident-change-correlation` reads `itsm.change.events` and handles
-`itsm.change.implemented.v1` only (`application/correlation.py`).
+`incident-config-projection` keeps calendars and SLA policies in the `proj_*` tables
+(`adapters/projections.py`).
 
-Config batches are applied in bulk (one statement per kind of record and tenant); if a batch fails,
-the shared consumer redoes it event by event with the per-type handlers, which have the same
-effect, and dead-letters only the event that fails.
+`incident-change-correlation` reads `itsm.change.events` and handles `ChangeImplementedV1`
+(`application/correlation.py`).
+
+Each declares the event classes it handles and one batch handler; other event types on its
+topic are skipped: not applied, not recorded in the inbox, not dead-lettered. A message that
+cannot be decoded or validated is dead-lettered by the shared `EventConsumer`, like every
+consumer's, and so is an event its handler fails on (applied alone, in a batch of one).
 """
 
 from __future__ import annotations
@@ -24,110 +24,52 @@ from typing import TYPE_CHECKING
 from services.incident.adapters import projections
 from services.incident.application import correlation
 from services.incident.metrics import IncidentMetrics
+from services.incident.settings import SERVICE
+from shared.cmdb.consumer import cmdb_consumer, consumer_name
 from shared.db import Connection
-from shared.events.catalogue import (
-    CHANGE_EVENTS,
-    CONFIG_EVENTS,
-    BusinessServiceDefinedV1,
-    CalendarDefinedV1,
-    CiCreatedV1,
-    CiRetiredV1,
-    CiUpdatedV1,
-    ServiceMembershipChangedV1,
-    SlaPolicyDefinedV1,
-)
-from shared.inbox import EventConsumer, EventHandler, ReceivedEvent
+from shared.events.catalogue import CalendarDefinedV1, ChangeImplementedV1, SlaPolicyDefinedV1
+from shared.inbox import EventConsumer, ReceivedEvent
+from shared.logging import bound_correlation_id
 
 if TYPE_CHECKING:
     from shared.service import ServiceRuntime
 
+CMDB_PROJECTION_CONSUMER = consumer_name(SERVICE.name)
 CONFIG_PROJECTION_CONSUMER = "incident-config-projection"
 CHANGE_CORRELATION_CONSUMER = "incident-change-correlation"
-CHANGE_IMPLEMENTED = "itsm.change.implemented.v1"
-
-CI_EVENTS = (
-    "itsm.config.ci.created.v1",
-    "itsm.config.ci.updated.v1",
-    "itsm.config.ci.retired.v1",
-)
-MEMBERSHIP_CHANGED = "itsm.config.service_membership.changed.v1"
-BUSINESS_SERVICE_DEFINED = "itsm.config.business_service.defined.v1"
-CALENDAR_DEFINED = "itsm.config.calendar.defined.v1"
-SLA_POLICY_DEFINED = "itsm.config.sla_policy.defined.v1"
 
 
-async def apply_ci(conn: Connection, event: ReceivedEvent) -> None:
-    """A CI was created, updated or retired: keep its latest state."""
-    payload = event.payload
-    assert isinstance(payload, CiCreatedV1 | CiUpdatedV1 | CiRetiredV1)
-    await projections.upsert_cis(conn, event.envelope.tenantid, [payload.ci])
-
-
-async def apply_membership(conn: Connection, event: ReceivedEvent) -> None:
-    """The services a CI supports changed."""
-    payload = event.payload
-    assert isinstance(payload, ServiceMembershipChangedV1)
-    await projections.upsert_memberships(conn, event.envelope.tenantid, [payload])
-
-
-async def apply_business_service(conn: Connection, event: ReceivedEvent) -> None:
-    """A business service's catalogue entry was defined or changed."""
-    payload = event.payload
-    assert isinstance(payload, BusinessServiceDefinedV1)
-    await projections.upsert_business_service(conn, event.envelope.tenantid, payload)
-
-
-async def apply_calendar(conn: Connection, event: ReceivedEvent) -> None:
-    """A business-hours calendar was defined or redefined."""
-    payload = event.payload
-    assert isinstance(payload, CalendarDefinedV1)
-    await projections.upsert_calendar(conn, event.envelope.tenantid, payload)
-
-
-async def apply_policy(conn: Connection, event: ReceivedEvent) -> None:
-    """An SLA policy was defined or redefined (or republished for its calendar)."""
-    payload = event.payload
-    assert isinstance(payload, SlaPolicyDefinedV1)
-    await projections.upsert_policy(conn, event.envelope.tenantid, payload, event.envelope.time)
-
-
-HANDLERS: dict[str, EventHandler] = {
-    **dict.fromkeys(CI_EVENTS, apply_ci),
-    MEMBERSHIP_CHANGED: apply_membership,
-    BUSINESS_SERVICE_DEFINED: apply_business_service,
-    CALENDAR_DEFINED: apply_calendar,
-    SLA_POLICY_DEFINED: apply_policy,
-}
-
-
-async def apply_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
-    """One tenant's batch at once: CIs and memberships in one statement each (imports bring
-    them by the thousand), the rare catalogue events one by one. The same effect as the
-    handlers one after another, because every write keeps only the highest version."""
-    if not events:
-        return
-    tenant_id = events[0].envelope.tenantid
-    cis = []
-    memberships = []
+async def apply_calendars_and_policies(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+    """Calendars and SLA policies defined or redefined (policies are republished when their
+    calendar changes); stale versions change nothing. These are few: one statement each."""
     for event in events:
         payload = event.payload
-        if isinstance(payload, CiCreatedV1 | CiUpdatedV1 | CiRetiredV1):
-            cis.append(payload.ci)
-        elif isinstance(payload, ServiceMembershipChangedV1):
-            memberships.append(payload)
+        tenant_id = event.envelope.tenantid
+        if isinstance(payload, CalendarDefinedV1):
+            await projections.upsert_calendar(conn, tenant_id, payload)
+        elif isinstance(payload, SlaPolicyDefinedV1):
+            await projections.upsert_policy(conn, tenant_id, payload, event.envelope.time)
         else:
-            await HANDLERS[event.envelope.type](conn, event)
-    await projections.upsert_cis(conn, tenant_id, cis)
-    await projections.upsert_memberships(conn, tenant_id, memberships)
+            raise TypeError(f"the SLA projection does not apply {event.envelope.type}")
+
+
+def cmdb_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Keeps the incident service's CMDB graph projection (`shared/cmdb/`)."""
+    return cmdb_consumer(
+        SERVICE.name,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
 
 
 def config_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
-    """Keeps the incident service's projection of the config service's events."""
+    """Keeps the calendars and SLA policies the incident service's clocks run on."""
     return EventConsumer(
         name=CONFIG_PROJECTION_CONSUMER,
-        topics=[CONFIG_EVENTS],
-        handlers=HANDLERS,
-        bulk_handler=apply_many,
+        handles=(CalendarDefinedV1, SlaPolicyDefinedV1),
+        handler=apply_calendars_and_policies,
         pool=runtime.pool,
         producer=runtime.producer,
         metrics=runtime.metrics,
@@ -141,13 +83,15 @@ def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
     metrics = runtime.service_metrics
     assert metrics is None or isinstance(metrics, IncidentMetrics)
 
-    async def implemented(conn: Connection, event: ReceivedEvent) -> None:
-        await correlation.record_implemented(conn, event, metrics)
+    async def implemented(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+        for event in events:
+            with bound_correlation_id(event.envelope.correlationid):
+                await correlation.record_implemented(conn, event, metrics)
 
     return EventConsumer(
         name=CHANGE_CORRELATION_CONSUMER,
-        topics=[CHANGE_EVENTS],
-        handlers={CHANGE_IMPLEMENTED: implemented},
+        handles=(ChangeImplementedV1,),
+        handler=implemented,
         pool=runtime.pool,
         producer=runtime.producer,
         metrics=runtime.metrics,
@@ -157,4 +101,8 @@ def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
 
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the incident service."""
-    return [config_projection_consumer(runtime), change_correlation_consumer(runtime)]
+    return [
+        cmdb_projection_consumer(runtime),
+        config_projection_consumer(runtime),
+        change_correlation_consumer(runtime),
+    ]

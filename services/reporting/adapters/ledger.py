@@ -50,13 +50,9 @@ _REFUSED_BY_JSONB = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
-async def append(conn: Connection, event: ReceivedEvent) -> None:
-    """Record one event (the inbox guarantees each event arrives here once)."""
-    await append_many(conn, [event])
-
-
 async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
-    """Record many events in one statement, in order (the same effect as `append` for each)."""
+    """Record events in one statement, in order: the ledger consumer's one write (the inbox
+    guarantees each event arrives here once)."""
     envelopes = [e.envelope for e in events]
     copies = [queryable_copy(e.record.value, e.envelope.data) for e in events]
     await conn.execute(

@@ -20,9 +20,7 @@ def ledger_consumer(runtime: ServiceRuntime) -> EventConsumer:
     return EventConsumer(
         name=LEDGER_CONSUMER,
         topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, AUTH_REVOCATIONS],
-        handlers={},
-        default_handler=ledger.append,
-        bulk_handler=ledger.append_many,
+        handler=ledger.append_many,
         pool=runtime.pool,
         producer=runtime.producer,
         metrics=runtime.metrics,
