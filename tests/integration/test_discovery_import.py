@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from services.config.application import imports as import_use_cases
+from services.config.application.uow import ConfigUnitOfWork
 from services.config.domain.imports import parse_jsonl_line
 from shared.context import RequestContext
 from shared.events.binding import from_kafka
@@ -560,7 +561,7 @@ def parsed_rows(*rows, first_line=1):
 async def started(config, tenant, source="vcenter"):
     context = RequestContext(tenant, "discovery-bot", f"corr-{uuid.uuid4().hex}")
     return await import_use_cases.start_import(
-        config.runtime.pool, source=source, format_="jsonl", context=context
+        ConfigUnitOfWork(config.runtime.pool, context), source=source, format_="jsonl"
     )
 
 
@@ -768,14 +769,20 @@ async def test_a_failed_import_lets_its_key_go_so_a_retry_runs_afresh(config, te
         raise import_use_cases.ImportInterrupted("the client went away")
 
     failing = await import_use_cases.start_import(
-        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+        ConfigUnitOfWork(pool, context),
+        source="vcenter",
+        format_="jsonl",
+        idempotency_key="retry-me",
     )
     assert isinstance(failing, import_use_cases._Run)
     with pytest.raises(import_use_cases.ImportInterrupted):
         await import_use_cases.run_import(pool, failing, format_="jsonl", chunks=broken())
 
     retried = await import_use_cases.start_import(
-        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+        ConfigUnitOfWork(pool, context),
+        source="vcenter",
+        format_="jsonl",
+        idempotency_key="retry-me",
     )
     assert isinstance(retried, import_use_cases._Run)
     assert retried.id != failing.id
