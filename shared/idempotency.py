@@ -53,7 +53,7 @@ class KeyInProgress(Conflict):
 
 def valid_key(key: str) -> bool:
     """Whether a client's key has the accepted syntax."""
-    return KEY_PATTERN.match(key) is not None
+    return KEY_PATTERN.fullmatch(key) is not None
 
 
 def check_key(key: str) -> None:
