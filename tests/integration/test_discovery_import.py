@@ -747,6 +747,8 @@ async def test_an_import_key_retried_while_its_import_runs_is_refused_with_409(
         assert retry.headers["content-type"] == "application/problem+json"
         assert "in progress" in retry.json()["detail"]
         assert retry.json()["errors"][0]["field"] == "Idempotency-Key"
+        # The use case raises a typed error; the answer keeps the import's own problem type.
+        assert retry.json()["type"] == "urn:itsm:problem:import-in-progress"
     finally:
         release.set()
     first = await posting
@@ -811,6 +813,11 @@ async def test_an_import_key_reused_for_another_source_or_a_bad_key_is_refused_w
     )
     assert other.status_code == 422, other.text
     assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+    # Answered as the Idempotency-Key middleware answers a reused key on every other POST.
+    assert (other.json()["title"], other.json()["type"]) == (
+        "Idempotency-Key reused",
+        "urn:itsm:problem:idempotency-key-reused",
+    )
     bad = await config.post(
         "/imports", params={"source": "vcenter"}, content=body, headers=keyed(manager, "a b")
     )
