@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Literal
 
 from services.config.adapters.membership import Supported
 from services.config.application.membership import DEPENDENT_ON_TARGET
-from services.config.application.uow import ConfigUnit
+from services.config.application.uow import REPOSITORIES, ConfigUnit
 from services.config.domain.catalogue import BUSINESS_SERVICE, SlaPolicyDefinition
 from services.config.domain.ci import ConfigurationItem
 from shared.calendars import CalendarSpec
@@ -44,6 +46,9 @@ class ConfigStore:
     coverage: dict[uuid.UUID, str] = field(default_factory=dict)
     announcements: dict[uuid.UUID, int] = field(default_factory=dict)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the history queries of a diff answer (their SQL is tested in the integration tier).
+    ci_changes: list[dict[str, Any]] = field(default_factory=list)
+    relationship_changes: list[dict[str, Any]] = field(default_factory=list)
     imports: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
     # What committed units wrote to the outbox, in order; and how many units rolled back.
@@ -364,6 +369,29 @@ class FakeBaselines(_Repository):
     async def prepare_for_history(self) -> None:
         self.prepared = True
 
+    async def ci_changes_summary(self, earlier: datetime, later: datetime) -> dict[str, int]:
+        return dict(Counter(row["change"] for row in self.store.ci_changes))
+
+    async def relationship_changes_summary(
+        self, earlier: datetime, later: datetime
+    ) -> dict[str, int]:
+        return dict(Counter(row["change"] for row in self.store.relationship_changes))
+
+    async def ci_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return _page(self.store.ci_changes, after, limit)
+
+    async def relationship_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return _page(self.store.relationship_changes, after, limit)
+
+
+def _page(rows: list[dict[str, Any]], after: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    ordered = sorted(rows, key=lambda r: r["id"])
+    return [dict(r) for r in ordered if after is None or r["id"] > after][:limit]
+
 
 class FakeImports(_Repository):
     async def start(
@@ -448,26 +476,57 @@ class FakeRevocations(_Repository):
         return dict(record) if record else None
 
 
+@dataclass(frozen=True)
+class Repositories:
+    """The fake repositories of one unit of work."""
+
+    cis: FakeCis
+    relationships: FakeRelationships
+    membership: FakeMembership
+    catalogue: FakeCatalogue
+    baselines: FakeBaselines
+    imports: FakeImports
+    revocations: FakeRevocations
+
+
 class FakeConfigUnit(ConfigUnit):
     """A unit of work over a ConfigStore: a rollback restores the store as it was at the start."""
 
     def __init__(self, store: ConfigStore, context: RequestContext = CONTEXT) -> None:
         super().__init__(context)
         self.store = store
-        self.cis = FakeCis(store)
-        self.relationships = FakeRelationships(store)
-        self.membership = FakeMembership(store)
-        self.catalogue = FakeCatalogue(store)
-        self.baselines = FakeBaselines(store)
-        self.imports = FakeImports(store)
-        self.revocations = FakeRevocations(store)
+        # Every repository it gave, for assertions after the unit closed (`work.used.walked`).
+        self.used = Repositories(
+            FakeCis(store),
+            FakeRelationships(store),
+            FakeMembership(store),
+            FakeCatalogue(store),
+            FakeBaselines(store),
+            FakeImports(store),
+            FakeRevocations(store),
+        )
         self._before: dict[str, Any] | None = None
         self.committed = False
 
     async def __aenter__(self) -> FakeConfigUnit:
         fields = {k: v for k, v in vars(self.store).items() if k not in ("events", "rollbacks")}
         self._before = copy.deepcopy(fields)
+        # As on PostgreSQL, the repositories exist only while the unit is open.
+        for name in REPOSITORIES:
+            setattr(self, name, getattr(self.used, name))
         return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(kind, exc, tb)
+        finally:
+            for name in REPOSITORIES:
+                self.__dict__.pop(name, None)
 
     async def _write_events(self, events: Sequence[Recorded]) -> None:
         self.store.events.extend(events)

@@ -10,7 +10,7 @@ import uuid
 
 from services.config.application import membership
 from shared.events.catalogue import ServiceMembershipChangedV1
-from tests.unit.fakes_config import ConfigStore, FakeMembership, a_ci, unit
+from tests.unit.fakes_config import ConfigStore, a_ci, unit
 
 
 def provides(store: ConfigStore, source: uuid.UUID, target: uuid.UUID) -> None:
@@ -30,7 +30,7 @@ async def test_a_set_that_changed_is_stored_and_recorded_with_the_next_sequence(
     work = unit(store)
     async with work:
         assert await membership.refresh(work, [app.id]) == 1
-    assert isinstance(work.membership, FakeMembership) and work.membership.locked
+    assert work.used.membership.locked
     assert store.membership[app.id] == ([str(service.id)], 5)
     (event,) = store.events
     assert isinstance(event.payload, ServiceMembershipChangedV1)
@@ -54,7 +54,7 @@ async def test_no_seeds_change_nothing_and_take_no_lock():
     work = unit(store)
     async with work:
         assert await membership.refresh(work, []) == 0
-    assert isinstance(work.membership, FakeMembership) and not work.membership.locked
+    assert not work.used.membership.locked
 
 
 def test_the_dependency_side_of_a_relationship_is_where_membership_changes():

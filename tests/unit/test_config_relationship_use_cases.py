@@ -19,7 +19,7 @@ from shared.events.catalogue import (
     RelationshipRemovedV1,
     ServiceMembershipChangedV1,
 )
-from tests.unit.fakes_config import ConfigStore, FakeRelationships, a_ci, unit
+from tests.unit.fakes_config import ConfigStore, a_ci, unit
 
 
 async def test_relating_two_cis_stores_it_and_records_relationship_added_as_version_1():
@@ -121,8 +121,7 @@ async def test_impact_walks_from_a_known_ci_and_writes_nothing():
     ci = a_ci(store)
     work = unit(store)
     found = await impact(work, ci.id, direction="downward", depth=3)
-    assert isinstance(work.relationships, FakeRelationships)
-    assert work.relationships.walked == [(ci.id, "downward", 3)]
+    assert work.used.relationships.walked == [(ci.id, "downward", 3)]
     assert found.items == f'[{{"id": "{ci.id}"}}]' and not found.truncated
     assert store.events == [] and MAX_PATHS == 10_000
 

@@ -244,6 +244,30 @@ class PostgresBaselines(_Bound):
     async def prepare_for_history(self) -> None:
         await baselines.without_jit(self.conn)
 
+    async def ci_changes_summary(self, earlier: datetime, later: datetime) -> dict[str, int]:
+        return await baselines.ci_changes_summary(self.conn, self.tenant_id, earlier, later)
+
+    async def relationship_changes_summary(
+        self, earlier: datetime, later: datetime
+    ) -> dict[str, int]:
+        return await baselines.relationship_changes_summary(
+            self.conn, self.tenant_id, earlier, later
+        )
+
+    async def ci_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await baselines.ci_changes(
+            self.conn, self.tenant_id, earlier, later, after=after, limit=limit
+        )
+
+    async def relationship_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return await baselines.relationship_changes(
+            self.conn, self.tenant_id, earlier, later, after=after, limit=limit
+        )
+
 
 class PostgresImports(_Bound):
     """Import runs (their batches write through adapters/imports.py directly: the bulk path)."""

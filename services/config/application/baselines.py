@@ -1,8 +1,5 @@
-"""Baseline use cases: name an instant of the CMDB (in a unit of work), compare two instants.
-
-`diff` is a read over the whole history, not a use case that changes anything: it runs in a
-read-only transaction of its own, its queries kept in `adapters/baselines.py`.
-"""
+"""Baseline use cases: name an instant of the CMDB, compare two instants (each in a unit of
+work; a diff records nothing)."""
 
 from __future__ import annotations
 
@@ -11,11 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from services.config.adapters import baselines as repository
 from services.config.application.uow import ConfigUnit
-from shared.db import tenant_transaction
 from shared.errors import Conflict, FieldError, NotFound, invalid_field
 from shared.events.catalogue import BaselineCreatedV1
 
@@ -95,8 +88,7 @@ async def create_baseline(uow: ConfigUnit, command: CreateBaseline) -> dict[str,
 
 
 async def diff(
-    pool: asyncpg.Pool,
-    tenant_id: str,
+    uow: ConfigUnit,
     name: str,
     against: str,
     *,
@@ -106,33 +98,33 @@ async def diff(
     """The CMDB compared between a baseline and another (or now), from the earlier to the later.
 
     Summary counts always; one page of the item lists: CIs by id, then relationships by id.
+    Records nothing. NotFound names the baseline (or `against`) the tenant does not have.
     """
-    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        baseline = await repository.get(conn, tenant_id, name)
+    async with uow:
+        repository = uow.baselines
+        baseline = await repository.get(name)
         if baseline is None:
             raise NotFound("baseline", name)
         if against == NOW:
             other = Instant(NOW, position.now or datetime.now(UTC))
         else:
-            found = await repository.get(conn, tenant_id, against)
+            found = await repository.get(against)
             if found is None:
                 raise NotFound("baseline", against)
             other = Instant(against, found["at"])
         this = Instant(name, baseline["at"])
         pinned = other.at if against == NOW else None
         earlier, later = (this, other) if this.at <= other.at else (other, this)
-        await repository.without_jit(conn)
+        await repository.prepare_for_history()
 
-        ci_summary = await repository.ci_changes_summary(conn, tenant_id, earlier.at, later.at)
-        relationship_summary = await repository.relationship_changes_summary(
-            conn, tenant_id, earlier.at, later.at
-        )
+        ci_summary = await repository.ci_changes_summary(earlier.at, later.at)
+        relationship_summary = await repository.relationship_changes_summary(earlier.at, later.at)
         cis: list[dict[str, Any]] = []
         relationships: list[dict[str, Any]] = []
         next_position: DiffPosition | None = None
         if position.section == "cis":
             rows = await repository.ci_changes(
-                conn, tenant_id, earlier.at, later.at, after=position.after, limit=limit + 1
+                earlier.at, later.at, after=position.after, limit=limit + 1
             )
             cis = [_ci_item(r) for r in rows[:limit]]
             if len(rows) > limit:
@@ -144,7 +136,7 @@ async def diff(
         if position.section == "relationships":
             room = limit - len(cis)
             rows = await repository.relationship_changes(
-                conn, tenant_id, earlier.at, later.at, after=position.after, limit=room + 1
+                earlier.at, later.at, after=position.after, limit=room + 1
             )
             relationships = rows[:room]
             if len(rows) > room:

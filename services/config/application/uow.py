@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 from services.config.adapters import repositories
@@ -192,6 +193,28 @@ class BaselineRepository(Protocol):
         """Tune the transaction for the queries over the whole history (no JIT)."""
         ...
 
+    async def ci_changes_summary(self, earlier: datetime, later: datetime) -> dict[str, int]:
+        """CIs `added`, `removed` and `changed` between two instants."""
+        ...
+
+    async def relationship_changes_summary(
+        self, earlier: datetime, later: datetime
+    ) -> dict[str, int]:
+        """Relationships `added` and `removed` between two instants."""
+        ...
+
+    async def ci_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` changed CIs by id after `after`: id, change, fields, before, after."""
+        ...
+
+    async def relationship_changes(
+        self, earlier: datetime, later: datetime, *, after: uuid.UUID | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` relationships added or removed, by id after `after`."""
+        ...
+
 
 class ImportRepository(Protocol):
     """Import runs: their Idempotency-Key, status and outcome counts."""
@@ -242,8 +265,21 @@ class RevocationRepository(Protocol):
     async def get(self, token_id: str) -> dict[str, Any] | None: ...
 
 
+# The repositories a unit of work gives while it is open (`async with`), and only then.
+REPOSITORIES = (
+    "cis",
+    "relationships",
+    "membership",
+    "catalogue",
+    "baselines",
+    "imports",
+    "revocations",
+)
+
+
 class ConfigUnit(UnitOfWork):
-    """What a config use case works with: the unit of work and the service's repositories."""
+    """What a config use case works with: the unit of work and the service's repositories
+    (`REPOSITORIES`), which exist while it is open."""
 
     cis: CiRepository
     relationships: RelationshipRepository
@@ -269,3 +305,16 @@ class ConfigUnitOfWork(PostgresUnitOfWork, ConfigUnit):
         self.imports = repositories.PostgresImports(conn, tenant)
         self.revocations = repositories.PostgresRevocations(conn, tenant)
         return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await super().__aexit__(kind, exc, tb)
+        finally:
+            # Bound to a connection that went back to the pool: unusable once the unit is closed.
+            for name in REPOSITORIES:
+                self.__dict__.pop(name, None)

@@ -242,8 +242,7 @@ async def read_diff(
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> dict[str, Any]:
     found = await diff(
-        runtime.pool,
-        context.tenant_id,
+        ConfigUnitOfWork(runtime.pool, context),
         name,
         against,
         position=_diff_position(cursor),
