@@ -24,10 +24,11 @@ Key syntax, retention and the refusals are the shared ones (`shared/idempotency.
 
 Starting and finishing an import are use cases in a unit of work (`start_import`,
 `finish_import`). The batches are the bulk path and keep their own transactions: each writes
-its CIs, versions, relationships and rows set-based and its events pre-encoded
+its CIs, versions, relationships and rows set-based, and its events encoded ahead
 (`outbox.encode_many` while the batch before is written, `outbox.insert_encoded` in its
-transaction), which a unit of work's per-event recording and encoding at commit would make
-several times slower (`python -m tests.benchmarks.cmdb` measures it).
+transaction). A unit of work would validate and encode the events at commit, one by one and
+on the write path, undoing the pipelining that sets the import's throughput (measured by
+`python -m tests.benchmarks.cmdb`).
 """
 
 from __future__ import annotations

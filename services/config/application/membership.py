@@ -3,8 +3,8 @@
 `refresh` runs inside a use case's unit of work and records its events there. `settle` (after
 an import, and the sweeper's) is a bulk path: it may announce tens of thousands of sets at
 once, so it keeps its own transaction and writes the announcements with one
-`outbox.append_many` of payloads built as data (`announcement`), which a unit of work's
-per-event validation and encoding would slow down several times.
+`outbox.append_many` of payloads built as data (`announcement`), not validated and dumped
+again one by one as a unit of work's recorded payloads are.
 """
 
 from __future__ import annotations
