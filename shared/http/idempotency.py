@@ -14,10 +14,12 @@ Background tasks a request starts (the record-number allocator) keep their own t
 only the request's own task joins the request transaction.
 
 Streamed uploads (`POST /imports`) pass through this middleware: they commit as they read, so
-they cannot run in one transaction. Such a route honours the key itself, with the same key
-syntax (`key_problem`), scope (tenant and caller) and replay header: the config service records
+they cannot run in one transaction. Such a route honours the key itself through the same
+mechanism without HTTP (`shared/idempotency.py`: header, key syntax, retention, the typed
+errors), with the same scope (tenant and caller) and replay header: the config service records
 the key with the import run (see services/config/application/imports.py), replays a completed
 run's answer, refuses a retry while the run is still going (409) and lets a failed run's key go.
+`key_error_problem` answers its typed errors exactly as this middleware answers its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -39,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import idempotency as keys
 from shared.db import Connection, RequestTransaction, all_tenants_transaction, request_transaction
 from shared.db import set_tenant as _set_tenant
 from shared.http.guards import read_body, replaying
@@ -50,10 +52,9 @@ from shared.http.problems import (
     problem_response,
 )
 
-HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-DEFAULT_RETENTION = timedelta(hours=24)
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+HEADER = keys.HEADER
+REPLAYED_HEADER = keys.REPLAYED_HEADER
+DEFAULT_RETENTION = keys.DEFAULT_RETENTION
 # Response headers worth replaying; the rest (date, correlation id, length) belong to the reply.
 _KEPT_HEADERS = ("content-type", "location", "etag")
 
@@ -61,7 +62,12 @@ PARAMETER: dict[str, Any] = {
     "name": HEADER,
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _KEY.pattern},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": keys.KEY_PATTERN.pattern,
+    },
     "description": (
         "A unique printable string chosen by the caller; a retry with it (same caller, same"
         " request) returns the first response with `Idempotent-Replayed: true`."
@@ -71,14 +77,14 @@ PARAMETER: dict[str, Any] = {
 
 def key_problem(key: str) -> Problem | None:
     """Why a client's Idempotency-Key is not acceptable (422), or None when it is."""
-    if _KEY.match(key):
+    if keys.valid_key(key):
         return None
     return Problem(
         422,
         "Request validation failed",
         f"invalid: {HEADER}",
         type_=PROBLEM_BASE + "validation",
-        errors=[{"in": "header", "field": HEADER, "detail": "1 to 255 printable ASCII"}],
+        errors=[{"in": "header", "field": HEADER, "detail": keys.KEY_SYNTAX}],
     )
 
 
@@ -90,6 +96,19 @@ def key_reused() -> Problem:
         "this Idempotency-Key was already used for a different request",
         type_=PROBLEM_BASE + "idempotency-key-reused",
         errors=[{"in": "header", "field": HEADER, "detail": "reused"}],
+    )
+
+
+def key_error_problem(exc: keys.KeyReused | keys.KeyInProgress) -> Problem:
+    """The answer to a key a use case could not honour, the same as this middleware's own."""
+    if isinstance(exc, keys.KeyReused):
+        return key_reused()
+    return Problem(
+        409,
+        "Conflict",
+        exc.detail,
+        type_=PROBLEM_BASE + exc.problem,
+        errors=[{"in": f.location, "field": f.field, "detail": f.detail} for f in exc.fields],
     )
 
 

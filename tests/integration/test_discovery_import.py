@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from services.config.application import imports as import_use_cases
+from services.config.application.uow import ConfigUnitOfWork
 from services.config.domain.imports import parse_jsonl_line
 from shared.context import RequestContext
 from shared.events.binding import from_kafka
@@ -560,7 +561,7 @@ def parsed_rows(*rows, first_line=1):
 async def started(config, tenant, source="vcenter"):
     context = RequestContext(tenant, "discovery-bot", f"corr-{uuid.uuid4().hex}")
     return await import_use_cases.start_import(
-        config.runtime.pool, source=source, format_="jsonl", context=context
+        ConfigUnitOfWork(config.runtime.pool, context), source=source, format_="jsonl"
     )
 
 
@@ -746,6 +747,8 @@ async def test_an_import_key_retried_while_its_import_runs_is_refused_with_409(
         assert retry.headers["content-type"] == "application/problem+json"
         assert "in progress" in retry.json()["detail"]
         assert retry.json()["errors"][0]["field"] == "Idempotency-Key"
+        # The use case raises a typed error; the answer keeps the import's own problem type.
+        assert retry.json()["type"] == "urn:itsm:problem:import-in-progress"
     finally:
         release.set()
     first = await posting
@@ -768,14 +771,20 @@ async def test_a_failed_import_lets_its_key_go_so_a_retry_runs_afresh(config, te
         raise import_use_cases.ImportInterrupted("the client went away")
 
     failing = await import_use_cases.start_import(
-        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+        ConfigUnitOfWork(pool, context),
+        source="vcenter",
+        format_="jsonl",
+        idempotency_key="retry-me",
     )
     assert isinstance(failing, import_use_cases._Run)
     with pytest.raises(import_use_cases.ImportInterrupted):
         await import_use_cases.run_import(pool, failing, format_="jsonl", chunks=broken())
 
     retried = await import_use_cases.start_import(
-        pool, source="vcenter", format_="jsonl", context=context, idempotency_key="retry-me"
+        ConfigUnitOfWork(pool, context),
+        source="vcenter",
+        format_="jsonl",
+        idempotency_key="retry-me",
     )
     assert isinstance(retried, import_use_cases._Run)
     assert retried.id != failing.id
@@ -804,6 +813,11 @@ async def test_an_import_key_reused_for_another_source_or_a_bad_key_is_refused_w
     )
     assert other.status_code == 422, other.text
     assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+    # Answered as the Idempotency-Key middleware answers a reused key on every other POST.
+    assert (other.json()["title"], other.json()["type"]) == (
+        "Idempotency-Key reused",
+        "urn:itsm:problem:idempotency-key-reused",
+    )
     bad = await config.post(
         "/imports", params={"source": "vcenter"}, content=body, headers=keyed(manager, "a b")
     )

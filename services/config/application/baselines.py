@@ -1,4 +1,5 @@
-"""Baseline use cases: name an instant of the CMDB, compare two instants."""
+"""Baseline use cases: name an instant of the CMDB, compare two instants (each in a unit of
+work; a diff records nothing)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from services.config.adapters import baselines as repository
-from shared import outbox
-from shared.context import RequestContext
-from shared.db import tenant_transaction
+from services.config.application.uow import ConfigUnit
+from shared.errors import Conflict, FieldError, NotFound, invalid_field
 from shared.events.catalogue import BaselineCreatedV1
-from shared.http.problems import Problem, invalid, not_found
 
 # `?against=now` compares with the present; no baseline may take the name.
 NOW = "now"
@@ -46,29 +42,24 @@ class DiffPosition:
     now: datetime | None = None  # `now` as the first page saw it: every page diffs the same
 
 
-async def create_baseline(
-    pool: asyncpg.Pool, command: CreateBaseline, context: RequestContext
-) -> dict[str, Any]:
-    """Store the baseline with its counts and announce it; 422 future/reserved, 409 name taken."""
+async def create_baseline(uow: ConfigUnit, command: CreateBaseline) -> dict[str, Any]:
+    """Store the baseline with its counts and announce it; ValidationFailed for a future
+    instant or the reserved name, Conflict for a name taken."""
     now = datetime.now(UTC)
     at = command.at or now
     if command.name == NOW:
-        raise invalid([{"in": "body", "field": "name", "detail": f"{NOW!r} is reserved"}])
+        raise invalid_field("name", f"{NOW!r} is reserved")
     if at > now:
-        raise invalid(
-            [{"in": "body", "field": "at", "detail": "a baseline cannot be in the future"}]
-        )
-    taken = Problem(
-        409,
-        "Conflict",
+        raise invalid_field("at", "a baseline cannot be in the future")
+    taken = Conflict(
         f"a baseline named {command.name} already exists: baselines are immutable",
-        errors=[{"in": "body", "field": "name", "detail": "already used"}],
+        fields=[FieldError("name", "already used")],
     )
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        if await repository.get(conn, context.tenant_id, command.name) is not None:
+    async with uow:
+        if await uow.baselines.get(command.name) is not None:
             raise taken
-        await repository.without_jit(conn)
-        cis, relationships = await repository.counts_at(conn, context.tenant_id, at)
+        await uow.baselines.prepare_for_history()
+        cis, relationships = await uow.baselines.counts_at(at)
         baseline = {
             "name": command.name,
             "description": command.description,
@@ -76,31 +67,28 @@ async def create_baseline(
             "cis": cis,
             "relationships": relationships,
             "created_at": now,
-            "created_by": context.actor,
+            "created_by": uow.context.actor,
         }
-        if not await repository.insert(conn, context.tenant_id, baseline):
+        if not await uow.baselines.insert(baseline):
             raise taken
-        await outbox.append(
-            conn,
-            BaselineCreatedV1(
-                name=command.name,
-                description=command.description,
-                at=at,
-                cis=cis,
-                relationships=relationships,
-            ),
-            subject=f"baseline/{command.name}",
-            tenant_id=context.tenant_id,
-            sequence=1,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
+        uow.record(
+            f"baseline/{command.name}",
+            1,
+            [
+                BaselineCreatedV1(
+                    name=command.name,
+                    description=command.description,
+                    at=at,
+                    cis=cis,
+                    relationships=relationships,
+                )
+            ],
         )
     return baseline
 
 
 async def diff(
-    pool: asyncpg.Pool,
-    tenant_id: str,
+    uow: ConfigUnit,
     name: str,
     against: str,
     *,
@@ -110,33 +98,33 @@ async def diff(
     """The CMDB compared between a baseline and another (or now), from the earlier to the later.
 
     Summary counts always; one page of the item lists: CIs by id, then relationships by id.
+    Records nothing. NotFound names the baseline (or `against`) the tenant does not have.
     """
-    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        baseline = await repository.get(conn, tenant_id, name)
+    async with uow:
+        repository = uow.baselines
+        baseline = await repository.get(name)
         if baseline is None:
-            raise not_found("baseline", name)
+            raise NotFound("baseline", name)
         if against == NOW:
             other = Instant(NOW, position.now or datetime.now(UTC))
         else:
-            found = await repository.get(conn, tenant_id, against)
+            found = await repository.get(against)
             if found is None:
-                raise not_found("baseline", against)
+                raise NotFound("baseline", against)
             other = Instant(against, found["at"])
         this = Instant(name, baseline["at"])
         pinned = other.at if against == NOW else None
         earlier, later = (this, other) if this.at <= other.at else (other, this)
-        await repository.without_jit(conn)
+        await repository.prepare_for_history()
 
-        ci_summary = await repository.ci_changes_summary(conn, tenant_id, earlier.at, later.at)
-        relationship_summary = await repository.relationship_changes_summary(
-            conn, tenant_id, earlier.at, later.at
-        )
+        ci_summary = await repository.ci_changes_summary(earlier.at, later.at)
+        relationship_summary = await repository.relationship_changes_summary(earlier.at, later.at)
         cis: list[dict[str, Any]] = []
         relationships: list[dict[str, Any]] = []
         next_position: DiffPosition | None = None
         if position.section == "cis":
             rows = await repository.ci_changes(
-                conn, tenant_id, earlier.at, later.at, after=position.after, limit=limit + 1
+                earlier.at, later.at, after=position.after, limit=limit + 1
             )
             cis = [_ci_item(r) for r in rows[:limit]]
             if len(rows) > limit:
@@ -148,7 +136,7 @@ async def diff(
         if position.section == "relationships":
             room = limit - len(cis)
             rows = await repository.relationship_changes(
-                conn, tenant_id, earlier.at, later.at, after=position.after, limit=room + 1
+                earlier.at, later.at, after=position.after, limit=room + 1
             )
             relationships = rows[:room]
             if len(rows) > room:

@@ -1,9 +1,10 @@
 """Service catalogue use cases: calendars, SLA policies, business service announcements.
 
-Each runs in one tenant transaction with its outbox events. Locks are always taken in the
-same order — calendar, then policies, then business service CIs, then announcement counters —
-so concurrent definitions wait for each other instead of deadlocking, and an event never carries
-a calendar or a CI state that a concurrent commit has already replaced:
+Each runs in one unit of work (`application/uow.py`) and records its events there. Locks are
+always taken in the same order — calendar, then policies, then business service CIs, then
+announcement counters — so concurrent definitions wait for each other instead of deadlocking,
+and an event never carries a calendar or a CI state that a concurrent commit has already
+replaced:
 
 - a policy definition share-locks its calendar, so a calendar redefinition either commits
   first (and the policy embeds the new spec) or waits and then republishes the policy;
@@ -14,12 +15,13 @@ a calendar or a CI state that a concurrent commit has already replaced:
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from services.config.adapters import catalogue as repository
+from services.config.application.uow import CatalogueRepository, ConfigUnit
 from services.config.domain.catalogue import (
     BUSINESS_SERVICE,
     FieldProblem,
@@ -29,27 +31,45 @@ from services.config.domain.catalogue import (
     calendar_problems,
     policy_event,
     policy_problems,
-    problem_errors,
 )
 from services.config.domain.ci import ConfigurationItem
-from shared import outbox
 from shared.calendars import CalendarSpec
-from shared.context import RequestContext
-from shared.db import Connection, tenant_transaction
-from shared.http.etags import stale_version
-from shared.http.problems import Problem, invalid
+from shared.errors import (
+    Conflict,
+    FieldError,
+    PreconditionFailed,
+    StaleVersion,
+    ValidationFailed,
+    invalid_field,
+)
+from shared.events.catalogue import BusinessServiceDefinedV1
+
+
+@dataclass(frozen=True)
+class DefineCalendar:
+    """Command: define or redefine a business-hours calendar (`expected_version`: If-Match)."""
+
+    name: str
+    description: str
+    spec: CalendarSpec
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class DefinePolicy:
+    """Command: define or redefine an SLA policy (`expected_version`: If-Match)."""
+
+    name: str
+    definition: SlaPolicyDefinition
+    expected_version: int | None = None
 
 
 def _check_precondition(kind: str, name: str, current: int | None, expected: int | None) -> None:
     if expected is None or current == expected:
         return
     if current is None:
-        raise Problem(
-            412,
-            "Precondition Failed",
-            f"{kind} {name} does not exist yet: define it without If-Match",
-        )
-    raise stale_version(f"{kind} {name}", current, expected)
+        raise PreconditionFailed(f"{kind} {name} does not exist yet: define it without If-Match")
+    raise StaleVersion(f"{kind} {name}", current, expected)
 
 
 def calendar_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -76,83 +96,51 @@ def policy_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def define_calendar(
-    pool: asyncpg.Pool,
-    name: str,
-    description: str,
-    spec: CalendarSpec,
-    expected_version: int | None,
-    context: RequestContext,
-) -> dict[str, Any]:
+async def define_calendar(uow: ConfigUnit, command: DefineCalendar) -> dict[str, Any]:
     """Create or redefine a calendar, and republish every policy on it (new policy versions)."""
+    name, description, spec = command.name, command.description, command.spec
     problems = calendar_problems(spec)
     if problems:
-        raise invalid(problem_errors(problems))
+        raise ValidationFailed(problems)
     now = datetime.now(UTC)
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        current = await repository.calendar(conn, context.tenant_id, name, lock="UPDATE")
+    async with uow:
+        current = await uow.catalogue.calendar(name, lock="UPDATE")
         _check_precondition(
-            "calendar", name, current["version"] if current else None, expected_version
+            "calendar", name, current["version"] if current else None, command.expected_version
         )
-        version = await repository.save_calendar(
-            conn,
-            context.tenant_id,
-            name,
-            description=description,
-            spec=spec,
-            actor=context.actor,
-            now=now,
+        version = await uow.catalogue.save_calendar(
+            name, description=description, spec=spec, actor=uow.context.actor, now=now
         )
-        await outbox.append(
-            conn,
-            calendar_event(name, description, spec, version),
-            subject=f"calendar/{name}",
-            tenant_id=context.tenant_id,
-            sequence=version,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
-        )
-        for policy in await repository.policies_using(conn, context.tenant_id, name):
-            await _republish(conn, policy, version, spec, context, now)
-        saved = await repository.calendar(conn, context.tenant_id, name)
+        uow.record(f"calendar/{name}", version, [calendar_event(name, description, spec, version)])
+        for policy in await uow.catalogue.policies_using(name):
+            await _republish(uow, policy, version, spec, now)
+        saved = await uow.catalogue.calendar(name)
     assert saved is not None
     return calendar_out(saved)
 
 
 async def _republish(
-    conn: Connection,
+    uow: ConfigUnit,
     policy: dict[str, Any],
     calendar_version: int,
     spec: CalendarSpec,
-    context: RequestContext,
     now: datetime,
 ) -> None:
     """A policy's next version, unchanged but for its calendar: consumers keep policies only."""
     name, definition = policy["name"], policy["definition"]
-    version = await repository.bump_policy(
-        conn, context.tenant_id, name, actor=context.actor, now=now
-    )
-    await repository.record_policy_version(
-        conn,
-        context.tenant_id,
+    actor = uow.context.actor
+    version = await uow.catalogue.bump_policy(name, actor=actor, now=now)
+    await uow.catalogue.record_policy_version(
         name,
         definition,
         version=version,
         cause="calendar_redefined",
         calendar_version=calendar_version,
         calendar=spec,
-        actor=context.actor,
+        actor=actor,
         now=now,
     )
-    await outbox.append(
-        conn,
-        policy_event(name, definition, spec, version),
-        subject=f"sla-policy/{name}",
-        tenant_id=context.tenant_id,
-        sequence=version,
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-    )
+    uow.record(f"sla-policy/{name}", version, [policy_event(name, definition, spec, version)])
 
 
 def _service_problems(
@@ -171,138 +159,106 @@ def _service_problems(
     return problems
 
 
-async def define_policy(
-    pool: asyncpg.Pool,
-    name: str,
-    definition: SlaPolicyDefinition,
-    expected_version: int | None,
-    context: RequestContext,
-) -> dict[str, Any]:
+async def define_policy(uow: ConfigUnit, command: DefinePolicy) -> dict[str, Any]:
     """Create or redefine an SLA policy; announce the business services it gains or loses."""
+    name, definition = command.name, command.definition
     problems = policy_problems(definition)
     if problems:
-        raise invalid(problem_errors(problems))
+        raise ValidationFailed(problems)
     now = datetime.now(UTC)
-    tenant = context.tenant_id
-    async with tenant_transaction(pool, tenant) as conn:
-        calendar = await repository.calendar(conn, tenant, definition.calendar, lock="SHARE")
+    actor = uow.context.actor
+    async with uow:
+        repository = uow.catalogue
+        calendar = await repository.calendar(definition.calendar, lock="SHARE")
         if calendar is None:
-            raise invalid(
-                problem_errors(
-                    [FieldProblem("calendar", f"no calendar named {definition.calendar!r}")]
-                )
-            )
-        current = await repository.policy(conn, tenant, name, for_update=True)
+            raise invalid_field("calendar", f"no calendar named {definition.calendar!r}")
+        current = await repository.policy(name, for_update=True)
         _check_precondition(
-            "SLA policy", name, current["version"] if current else None, expected_version
+            "SLA policy", name, current["version"] if current else None, command.expected_version
         )
         before: tuple[uuid.UUID, ...] = current["definition"].services if current else ()
-        found = await repository.cis_share_locked(
-            conn, tenant, sorted(set(before) | set(definition.services))
-        )
+        found = await repository.cis_share_locked(sorted(set(before) | set(definition.services)))
         problems = _service_problems(definition.services, found)
         if problems:
-            raise invalid(problem_errors(problems))
-        await _check_conflicts(conn, tenant, name, definition)
+            raise ValidationFailed(problems)
+        await _check_conflicts(repository, name, definition)
         version = current["version"] + 1 if current else 1
         try:
-            await repository.save_policy(
-                conn, tenant, name, definition, version=version, actor=context.actor, now=now
-            )
-            await repository.set_coverage(conn, tenant, name, list(definition.services))
+            await repository.save_policy(name, definition, version=version, actor=actor, now=now)
+            await repository.set_coverage(name, list(definition.services))
         except asyncpg.UniqueViolationError:
             # A concurrent definition took the default or a service after our checks.
-            raise Problem(
-                409,
-                "Conflict",
+            raise Conflict(
                 "a concurrent SLA policy definition took the default or one of these services:"
-                " read the policies again and retry",
+                " read the policies again and retry"
             ) from None
         await repository.record_policy_version(
-            conn,
-            tenant,
             name,
             definition,
             version=version,
             cause="defined",
             calendar_version=calendar["version"],
             calendar=calendar["spec"],
-            actor=context.actor,
+            actor=actor,
             now=now,
         )
-        await outbox.append(
-            conn,
-            policy_event(name, definition, calendar["spec"], version),
-            subject=f"sla-policy/{name}",
-            tenant_id=tenant,
-            sequence=version,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
+        uow.record(
+            f"sla-policy/{name}",
+            version,
+            [policy_event(name, definition, calendar["spec"], version)],
         )
         changed = set(before) ^ set(definition.services)
         for service_id in sorted(changed):
-            await announce_business_service(
-                conn, found[service_id], actor=context.actor, correlation_id=context.correlation_id
-            )
-        saved = await repository.policy(conn, tenant, name)
+            await announce_business_service(uow, found[service_id])
+        saved = await repository.policy(name)
     assert saved is not None
     return policy_out(saved)
 
 
 async def _check_conflicts(
-    conn: Connection, tenant: str, name: str, definition: SlaPolicyDefinition
+    repository: CatalogueRepository, name: str, definition: SlaPolicyDefinition
 ) -> None:
-    """409 naming the services another policy covers, or `default` if another is the default."""
-    elsewhere = await repository.covered_elsewhere(conn, tenant, name, list(definition.services))
+    """Conflict naming the services another policy covers, or `default` if another is it."""
+    elsewhere = await repository.covered_elsewhere(name, list(definition.services))
     errors = [
-        {
-            "in": "body",
-            "field": f"services.{index}",
-            "detail": f"{service_id} is already covered by SLA policy {elsewhere[service_id]!r}",
-        }
+        FieldError(
+            f"services.{index}",
+            f"{service_id} is already covered by SLA policy {elsewhere[service_id]!r}",
+        )
         for index, service_id in enumerate(definition.services)
         if service_id in elsewhere
     ]
     if definition.default:
-        other = await repository.other_default(conn, tenant, name)
+        other = await repository.other_default(name)
         if other is not None:
-            errors.append(
-                {
-                    "in": "body",
-                    "field": "default",
-                    "detail": f"SLA policy {other!r} is already the default",
-                }
-            )
+            errors.append(FieldError("default", f"SLA policy {other!r} is already the default"))
     if errors:
-        raise Problem(
-            409,
-            "Conflict",
-            "; ".join(e["detail"] for e in errors)
+        raise Conflict(
+            "; ".join(e.detail for e in errors)
             + ": a business service has one SLA policy and a tenant one default",
-            errors=errors,
+            fields=errors,
         )
 
 
-async def announce_business_service(
-    conn: Connection, ci: ConfigurationItem, *, actor: str, correlation_id: str | None
-) -> None:
-    """Append BusinessServiceDefinedV1 for a business service CI, in the caller's transaction.
-
-    Call it whenever the service's catalogue entry may have changed: the CI was registered or
-    modified, or a policy started or stopped covering it. The sequence is the service's own
-    announcement counter (it is not the CI version: policies change entries too). The caller
-    should hold the CI's row lock (any lock mode) so the state announced is the committed one.
-    """
+async def business_service_announcement(
+    repository: CatalogueRepository, ci: ConfigurationItem
+) -> tuple[str, int, BusinessServiceDefinedV1]:
+    """(subject, sequence, event) announcing a business service CI's catalogue entry; takes the
+    next number of the service's own announcement counter (not the CI version: policies change
+    entries too)."""
     if ci.ci_class != BUSINESS_SERVICE:
         raise ValueError(f"CI {ci.id} is a {ci.ci_class}, not a {BUSINESS_SERVICE}")
-    policy = await repository.covering_policy(conn, ci.tenant_id, ci.id)
-    sequence = await repository.next_announcement(conn, ci.tenant_id, ci.id)
-    await outbox.append(
-        conn,
-        business_service_event(ci, policy, sequence),
-        subject=f"business-service/{ci.id}",
-        tenant_id=ci.tenant_id,
-        sequence=sequence,
-        actor=actor,
-        correlation_id=correlation_id,
-    )
+    policy = await repository.covering_policy(ci.id)
+    sequence = await repository.next_announcement(ci.id)
+    return f"business-service/{ci.id}", sequence, business_service_event(ci, policy, sequence)
+
+
+async def announce_business_service(uow: ConfigUnit, ci: ConfigurationItem) -> None:
+    """Record BusinessServiceDefinedV1 for a business service CI, in the open unit of work.
+
+    Call it whenever the service's catalogue entry may have changed: the CI was registered or
+    modified, or a policy started or stopped covering it. The caller should hold the CI's row
+    lock (any lock mode) so the state announced is the committed one.
+    """
+    subject, sequence, event = await business_service_announcement(uow.catalogue, ci)
+    uow.record(subject, sequence, [event])

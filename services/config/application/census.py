@@ -1,4 +1,8 @@
-"""The CI census gauge: CIs by class and status (and tenant, where configured), on a timer."""
+"""The CI census gauge: CIs by class and status (and tenant, where configured), on a timer.
+
+Not a use case: a platform job that reads the trigger-kept counts of every tenant at once
+(`all_tenants_transaction`), writes nothing and records no event, so it needs no unit of work.
+"""
 
 from __future__ import annotations
 

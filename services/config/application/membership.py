@@ -1,4 +1,11 @@
-"""The derived service-membership fact: recomputed where the graph changed, published on change."""
+"""The derived service-membership fact: recomputed where the graph changed, published on change.
+
+`refresh` runs inside a use case's unit of work and records its events there. `settle` (after
+an import, and the sweeper's) is a bulk path: it may announce tens of thousands of sets at
+once, so it keeps its own transaction and writes the announcements with one
+`outbox.append_many` of payloads built as data (`announcement`), not validated and dumped
+again one by one as a unit of work's recorded payloads are.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from services.config.adapters import membership
+from services.config.application.uow import ConfigUnit
 from shared import outbox
 from shared.db import Connection, all_tenants_transaction, tenant_transaction
 from shared.events.catalogue import ServiceMembershipChangedV1
@@ -38,27 +46,40 @@ Change = membership.Supported
 FULL_WALK_FROM = 200
 
 
-async def refresh(
-    conn: Connection,
-    tenant_id: str,
-    seeds: Iterable[uuid.UUID],
-    *,
-    actor: str,
-    correlation_id: str | None,
-) -> int:
-    """Recompute the sets of the seeds and of everything they depend on; publish the changes.
+async def refresh(uow: ConfigUnit, seeds: Iterable[uuid.UUID]) -> int:
+    """Recompute the sets of the seeds and of everything they depend on; record the changes.
 
     Seeds are the CIs where the graph changed: the dependency side of an added or removed
-    relationship, a new CI, a retired CI. Runs in the caller's transaction; returns how many
-    CIs' sets changed.
+    relationship, a new CI, a retired CI. Runs in the caller's open unit of work; returns how
+    many CIs' sets changed.
     """
     distinct = sorted(set(seeds))
     if not distinct:
         return 0
-    await membership.lock_tenant(conn, tenant_id)
-    rows = await membership.supported(conn, tenant_id, distinct)
-    changed = [row for row in rows if row[1] != row[2]]
-    return await _publish(conn, tenant_id, changed, actor=actor, correlation_id=correlation_id)
+    await uow.membership.lock_tenant()
+    rows = await uow.membership.supported(distinct)
+    bumped = _bumped([row for row in rows if row[1] != row[2]])
+    if not bumped:
+        return 0
+    await uow.membership.record(
+        [(ci, services, seq) for ci, services, _, seq in bumped], datetime.now(UTC)
+    )
+    for ci, services, previous, seq in bumped:
+        uow.record(
+            subject(ci),
+            seq,
+            [
+                ServiceMembershipChangedV1(
+                    ci_id=str(ci), services=services, previous=previous, sequence=seq
+                )
+            ],
+        )
+    return len(bumped)
+
+
+def _bumped(changed: list[Change]) -> list[Change]:
+    """The changed sets in CI order, each with its next sequence."""
+    return [(ci, services, previous, seq + 1) for ci, services, previous, seq in sorted(changed)]
 
 
 async def settle(
@@ -122,7 +143,7 @@ async def _publish(
     """Store the new sets and announce each (sequence + 1 per CI)."""
     if not changed:
         return 0
-    bumped = [(ci, services, previous, seq + 1) for ci, services, previous, seq in sorted(changed)]
+    bumped = _bumped(changed)
     stored = [(ci, services, seq) for ci, services, _, seq in bumped]
     await membership.record(conn, tenant_id, stored, datetime.now(UTC))
     await outbox.append_many(

@@ -1,4 +1,4 @@
-"""Relationship use cases and impact analysis."""
+"""Relationship use cases and impact analysis, each in one unit of work."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
-
-from services.config.adapters import cis, relationships
 from services.config.application import membership
-from shared import outbox
-from shared.context import RequestContext
-from shared.db import Connection, tenant_transaction
+from services.config.application.uow import ConfigUnit
+from shared.errors import NotFound, invalid_field
 from shared.events.catalogue import RelationshipAddedV1, RelationshipRemovedV1, RelationshipV1
-from shared.http.problems import invalid, not_found
 
 MAX_DEPTH = 10
 MAX_PATHS = 10_000
@@ -41,28 +36,20 @@ def wire(row: dict[str, Any]) -> RelationshipV1:
     )
 
 
-async def _refresh_membership(
-    conn: Connection, row: dict[str, Any], context: RequestContext
-) -> None:
-    """The dependency side gained or lost dependents: its services (and below) may change."""
-    seed = membership.dependency_of(row["type"], row["source_id"], row["target_id"])
-    await membership.refresh(
-        conn, context.tenant_id, [seed], actor=context.actor, correlation_id=context.correlation_id
-    )
-
-
 async def add_relationship(
-    pool: asyncpg.Pool, command: AddRelationship, context: RequestContext
+    uow: ConfigUnit, command: AddRelationship
 ) -> tuple[dict[str, Any], bool]:
-    """Add it (and announce it) unless it is in place; (row, created). Both CIs must exist."""
-    async with tenant_transaction(pool, context.tenant_id) as conn:
+    """Add it (and announce it) unless it is in place; (row, created). Both CIs must exist and
+    not be retired (ValidationFailed naming `source_id` or `target_id`), and differ."""
+    if command.source_id == command.target_id:
+        raise invalid_field("target_id", "a CI cannot relate to itself")
+    context = uow.context
+    async with uow:
         for field, ci_id in (("source_id", command.source_id), ("target_id", command.target_id)):
-            ci = await cis.get(conn, context.tenant_id, ci_id)
+            ci = await uow.cis.get(ci_id)
             if ci is None or ci.status == "retired":
-                raise invalid([{"in": "body", "field": field, "detail": "no such active CI"}])
-        row = await relationships.add(
-            conn,
-            context.tenant_id,
+                raise invalid_field(field, "no such active CI")
+        row = await uow.relationships.add(
             type_=command.type,
             source_id=command.source_id,
             target_id=command.target_id,
@@ -70,45 +57,37 @@ async def add_relationship(
             now=datetime.now(UTC),
         )
         if row is None:
-            existing = await relationships.in_place(
-                conn, context.tenant_id, command.type, command.source_id, command.target_id
+            existing = await uow.relationships.in_place(
+                command.type, command.source_id, command.target_id
             )
             assert existing is not None
             return existing, False
-        await outbox.append(
-            conn,
-            RelationshipAddedV1(relationship=wire(row)),
-            subject=str(row["id"]),
-            tenant_id=context.tenant_id,
-            sequence=1,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
-        )
-        await _refresh_membership(conn, row, context)
+        uow.record(str(row["id"]), 1, [RelationshipAddedV1(relationship=wire(row))])
+        await _refresh_membership(uow, row)
     return row, True
 
 
 async def remove_relationship(
-    pool: asyncpg.Pool, relationship_id: uuid.UUID, reason: str | None, context: RequestContext
+    uow: ConfigUnit, relationship_id: uuid.UUID, reason: str | None
 ) -> dict[str, Any]:
-    """Remove a relationship in place (its history stays); 404 if there is none."""
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        row = await relationships.remove(
-            conn, context.tenant_id, relationship_id, actor=context.actor, now=datetime.now(UTC)
+    """Remove a relationship in place (its history stays); NotFound if there is none."""
+    async with uow:
+        row = await uow.relationships.remove(
+            relationship_id, actor=uow.context.actor, now=datetime.now(UTC)
         )
         if row is None:
-            raise not_found("relationship", str(relationship_id))
-        await outbox.append(
-            conn,
-            RelationshipRemovedV1(relationship=wire(row), reason=reason),
-            subject=str(row["id"]),
-            tenant_id=context.tenant_id,
-            sequence=2,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
+            raise NotFound("relationship", str(relationship_id))
+        uow.record(
+            str(row["id"]), 2, [RelationshipRemovedV1(relationship=wire(row), reason=reason)]
         )
-        await _refresh_membership(conn, row, context)
+        await _refresh_membership(uow, row)
     return row
+
+
+async def _refresh_membership(uow: ConfigUnit, row: dict[str, Any]) -> None:
+    """The dependency side gained or lost dependents: its services (and below) may change."""
+    seed = membership.dependency_of(row["type"], row["source_id"], row["target_id"])
+    await membership.refresh(uow, [seed])
 
 
 @dataclass(frozen=True)
@@ -125,19 +104,18 @@ class Impact:
 
 
 async def impact(
-    pool: asyncpg.Pool,
-    tenant_id: str,
+    uow: ConfigUnit,
     ci_id: uuid.UUID,
     *,
     direction: Literal["upward", "downward"],
     depth: int,
 ) -> Impact:
-    """Walk the graph from a CI (404 if the tenant has no such CI)."""
+    """Walk the graph from a CI (NotFound if the tenant has no such CI); writes nothing."""
     started = time.perf_counter()
-    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        if await cis.get(conn, tenant_id, ci_id) is None:
-            raise not_found("configuration item", str(ci_id))
-        truncated, items, services = await relationships.walk(
-            conn, tenant_id, ci_id, direction=direction, depth=depth, max_paths=MAX_PATHS
+    async with uow:
+        if await uow.cis.get(ci_id) is None:
+            raise NotFound("configuration item", str(ci_id))
+        truncated, items, services = await uow.relationships.walk(
+            ci_id, direction=direction, depth=depth, max_paths=MAX_PATHS
         )
     return Impact(items, services, truncated, time.perf_counter() - started)

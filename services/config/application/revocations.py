@@ -1,4 +1,4 @@
-"""Revoking a token for a tenant: the record and its event in one transaction."""
+"""Revoking a token for a tenant: the record and its event in one unit of work."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from services.config.adapters import revocations
-from shared import outbox
-from shared.context import RequestContext
-from shared.db import tenant_transaction
+from services.config.application.uow import ConfigUnit
 from shared.events.catalogue import TokenRevokedV1, revocation_subject
 
 
@@ -32,14 +27,11 @@ class Revocation:
     created: bool
 
 
-async def revoke_token(
-    pool: asyncpg.Pool, command: RevokeToken, context: RequestContext
-) -> Revocation:
+async def revoke_token(uow: ConfigUnit, command: RevokeToken) -> Revocation:
     """Record the revocation and announce it; revoking a revoked token changes nothing."""
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        record = await revocations.insert(
-            conn,
-            context.tenant_id,
+    context = uow.context
+    async with uow:
+        record = await uow.revocations.insert(
             command.token_id,
             reason=command.reason,
             revoked_at=datetime.now(UTC),
@@ -47,18 +39,16 @@ async def revoke_token(
             expires_at=command.expires_at,
         )
         if record is None:
-            existing = await revocations.get(conn, context.tenant_id, command.token_id)
+            existing = await uow.revocations.get(command.token_id)
             assert existing is not None
             return Revocation(existing, created=False)
-        await outbox.append(
-            conn,
-            TokenRevokedV1(
-                token_id=command.token_id, reason=command.reason, expires_at=command.expires_at
-            ),
-            subject=revocation_subject(context.tenant_id, command.token_id),
-            tenant_id=context.tenant_id,
-            sequence=1,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
+        uow.record(
+            revocation_subject(context.tenant_id, command.token_id),
+            1,
+            [
+                TokenRevokedV1(
+                    token_id=command.token_id, reason=command.reason, expires_at=command.expires_at
+                )
+            ],
         )
     return Revocation(record, created=True)

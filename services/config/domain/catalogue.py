@@ -3,7 +3,8 @@
 Pure: no I/O. The rules that need the database (the calendar exists, each service is a
 business service of the tenant, a service is covered by one policy, one default policy) are
 checked by `application/catalogue.py`; everything an SLA policy says about itself is here, each
-problem named by its field path as HTTP reports it (`targets.P2.response_minutes`).
+problem named by its field path as HTTP reports it (`targets.P2.response_minutes`), a
+`shared.errors.FieldError` that the use case raises in one `ValidationFailed`.
 
 Targets are business minutes on the policy's calendar; events carry them in seconds.
 """
@@ -11,13 +12,14 @@ Targets are business minutes on the policy's calendar; events carry them in seco
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from shared.calendars import CalendarSpec
+from shared.errors import FieldError
 from shared.events.catalogue import (
     BusinessServiceDefinedV1,
     CalendarDefinedV1,
@@ -51,17 +53,9 @@ assert {OWNER, CUSTOMER, AVAILABILITY_TARGET} <= set(
 )
 
 
-@dataclass(frozen=True)
-class FieldProblem:
-    """One refused part of a definition: its field path and why."""
-
-    field: str
-    detail: str
-
-
-def problem_errors(problems: Sequence[FieldProblem]) -> list[dict[str, str]]:
-    """The `errors` of a problem+json body."""
-    return [{"in": "body", "field": p.field, "detail": p.detail} for p in problems]
+# One refused part of a definition: its field path (as the body names it) and why. A list of
+# them is refused at once with `ValidationFailed(problems)`.
+FieldProblem = FieldError
 
 
 @dataclass(frozen=True)

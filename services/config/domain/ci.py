@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from shared.errors import Conflict, FieldError, ValidationFailed
 from shared.events.catalogue import CiCreatedV1, CiRetiredV1, CiStateV1, CiUpdatedV1
 from shared.ids import new_id
 
@@ -23,13 +24,9 @@ EDITABLE = (
 )
 
 
-class CiRuleError(Exception):
-    """A modification the rules of configuration management refuse; `field` names the culprit."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-        self.detail = detail
+def _refused(field: str, detail: str) -> ValidationFailed:
+    """A modification the rules of configuration management refuse, naming the culprit."""
+    return ValidationFailed([FieldError(field, detail)], detail)
 
 
 @dataclass(frozen=True)
@@ -128,18 +125,20 @@ def modify(
 ) -> Modification:
     """Apply changes as a new version; the same values again change nothing (no new version).
 
-    A controlled CI changes only with a change reference; a retired CI does not change at all.
+    A controlled CI changes only with a change reference (ValidationFailed naming
+    `change_ref`); a retired CI does not change at all (Conflict naming `status`).
     """
     unknown = set(changes) - set(EDITABLE)
     if unknown:
-        raise CiRuleError(sorted(unknown)[0], "this field cannot be changed")
+        raise _refused(sorted(unknown)[0], "this field cannot be changed")
     changed = [f for f in EDITABLE if f in changes and changes[f] != getattr(ci, f)]
     if not changed:
         return Modification(ci, [], None)
     if ci.status == "retired":
-        raise CiRuleError("status", "a retired configuration item cannot be modified")
+        detail = "a retired configuration item cannot be modified"
+        raise Conflict(detail, fields=[FieldError("status", detail)])
     if ci.controlled and not change_ref:
-        raise CiRuleError(
+        raise _refused(
             "change_ref", "this configuration item is under change control: name the change"
         )
     new = replace(

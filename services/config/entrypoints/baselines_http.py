@@ -18,8 +18,10 @@ from services.config.application.baselines import (
     create_baseline,
     diff,
 )
+from services.config.application.uow import ConfigUnitOfWork
 from shared.context import RequestContext
 from shared.db import tenant_transaction
+from shared.errors import NotFound
 from shared.events.catalogue import RelationshipType
 from shared.http.context import authorize
 from shared.http.models import RequestBody
@@ -34,7 +36,6 @@ from shared.http.pagination import (
     invalid_cursor,
     page_of,
 )
-from shared.http.problems import not_found
 from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
@@ -192,7 +193,8 @@ async def post_baseline(
     runtime: Runtime,
 ) -> JSONResponse:
     baseline = await create_baseline(
-        runtime.pool, CreateBaseline(body.name, body.description, body.at), context
+        ConfigUnitOfWork(runtime.pool, context),
+        CreateBaseline(body.name, body.description, body.at),
     )
     out = BaselineOut.model_validate(baseline).model_dump(mode="json")
     return JSONResponse(out, status_code=201, headers={"Location": f"/baselines/{body.name}"})
@@ -220,7 +222,7 @@ async def read_baseline(
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         baseline = await repository.get(conn, context.tenant_id, name)
     if baseline is None:
-        raise not_found("baseline", name)
+        raise NotFound("baseline", name)
     return baseline
 
 
@@ -240,8 +242,7 @@ async def read_diff(
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> dict[str, Any]:
     found = await diff(
-        runtime.pool,
-        context.tenant_id,
+        ConfigUnitOfWork(runtime.pool, context),
         name,
         against,
         position=_diff_position(cursor),

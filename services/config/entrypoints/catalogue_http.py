@@ -12,11 +12,14 @@ from pydantic import BaseModel, Field
 
 from services.config.adapters import catalogue as repository
 from services.config.application.catalogue import (
+    DefineCalendar,
+    DefinePolicy,
     calendar_out,
     define_calendar,
     define_policy,
     policy_out,
 )
+from services.config.application.uow import ConfigUnitOfWork
 from services.config.domain import classes
 from services.config.domain.catalogue import (
     DEFAULT_PAUSE_ON,
@@ -30,6 +33,7 @@ from services.config.domain.catalogue import (
 from shared.calendars import CalendarSpec
 from shared.context import RequestContext
 from shared.db import tenant_transaction
+from shared.errors import NotFound
 from shared.events.catalogue import CiStatus
 from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
@@ -45,7 +49,6 @@ from shared.http.pagination import (
     invalid_cursor,
     page_of,
 )
-from shared.http.problems import not_found
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["service catalogue"])
@@ -113,7 +116,7 @@ async def read_calendar(
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         row = await repository.calendar(conn, context.tenant_id, name)
     if row is None:
-        raise not_found("calendar", name)
+        raise NotFound("calendar", name)
     body = _calendar_json(row)
     return JSONResponse(body, headers={"ETag": etag(body["version"])})
 
@@ -133,12 +136,10 @@ async def put_calendar(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     saved = await define_calendar(
-        runtime.pool,
-        name,
-        body.description,
-        body.calendar,
-        if_match_version(if_match, required=False),
-        context,
+        ConfigUnitOfWork(runtime.pool, context),
+        DefineCalendar(
+            name, body.description, body.calendar, if_match_version(if_match, required=False)
+        ),
     )
     return _written(CalendarOut.model_validate(saved).model_dump(mode="json"), f"/calendars/{name}")
 
@@ -161,7 +162,7 @@ async def read_calendar_history(
             conn, context.tenant_id, name, after=after, limit=limit + 1
         )
         if not rows and await repository.calendar(conn, context.tenant_id, name) is None:
-            raise not_found("calendar", name)
+            raise NotFound("calendar", name)
     return page_of(rows, limit, key=lambda r: [r["version"]])
 
 
@@ -274,7 +275,7 @@ async def read_policy(
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         row = await repository.policy(conn, context.tenant_id, name)
     if row is None:
-        raise not_found("SLA policy", name)
+        raise NotFound("SLA policy", name)
     body = _policy_json(row)
     return JSONResponse(body, headers={"ETag": etag(body["version"])})
 
@@ -297,7 +298,8 @@ async def put_policy(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     saved = await define_policy(
-        runtime.pool, name, body.definition(), if_match_version(if_match, required=False), context
+        ConfigUnitOfWork(runtime.pool, context),
+        DefinePolicy(name, body.definition(), if_match_version(if_match, required=False)),
     )
     out = SlaPolicyOut.model_validate(saved).model_dump(mode="json")
     return _written(out, f"/sla-policies/{name}")
@@ -321,7 +323,7 @@ async def read_policy_history(
             conn, context.tenant_id, name, after=after, limit=limit + 1
         )
         if not rows and await repository.policy(conn, context.tenant_id, name) is None:
-            raise not_found("SLA policy", name)
+            raise NotFound("SLA policy", name)
     return page_of(rows, limit, key=lambda r: [r["version"]])
 
 
@@ -385,5 +387,5 @@ async def read_business_service(
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         found = await repository.business_service(conn, context.tenant_id, ci_id)
     if found is None:
-        raise not_found("business service", str(ci_id))
+        raise NotFound("business service", str(ci_id))
     return catalogue_entry(*found)

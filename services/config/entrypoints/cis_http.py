@@ -16,6 +16,7 @@ from services.config.adapters import cis as repository
 from services.config.adapters import listing
 from services.config.adapters import relationships as relationships_repository
 from services.config.application.cis import (
+    DefineClass,
     ModifyCi,
     RegisterCi,
     define_class,
@@ -30,11 +31,13 @@ from services.config.application.relationships import (
     impact,
     remove_relationship,
 )
+from services.config.application.uow import ConfigUnitOfWork
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem
 from services.config.metrics import ConfigMetrics
 from shared.context import RequestContext
 from shared.db import tenant_transaction
+from shared.errors import FieldError, NotFound, ValidationFailed, invalid_field
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
@@ -49,7 +52,6 @@ from shared.http.pagination import (
     invalid_cursor,
     page_of,
 )
-from shared.http.problems import invalid, not_found
 from shared.http.types import Timestamp
 from shared.service import ServiceRuntime, runtime_of
 
@@ -196,7 +198,8 @@ async def put_class(
     runtime: Runtime,
 ) -> JSONResponse:
     version = await define_class(
-        runtime.pool, name, body.description, body.attribute_schema, context
+        ConfigUnitOfWork(runtime.pool, context),
+        DefineClass(name, body.description, body.attribute_schema),
     )
     out = {**body.model_dump(), "name": name, "builtin": False, "version": version}
     return JSONResponse(out, status_code=201 if version == 1 else 200)
@@ -214,7 +217,7 @@ async def create_ci(
     context: Annotated[RequestContext, authorize("ci:write")],
     runtime: Runtime,
 ) -> JSONResponse:
-    ci = await register_ci(runtime.pool, RegisterCi(**body.model_dump()), context)
+    ci = await register_ci(ConfigUnitOfWork(runtime.pool, context), RegisterCi(**body.model_dump()))
     return _ci_response(ci, 201)
 
 
@@ -234,15 +237,7 @@ def _id_cursor(cursor: str | None) -> uuid.UUID | None:
 def _external_id(value: str) -> tuple[str, str]:
     source, sep, external = value.partition(":")
     if not sep or not re.match(SOURCE_NAME, source) or not 1 <= len(external) <= 200:
-        raise invalid(
-            [
-                {
-                    "in": "query",
-                    "field": "external_id",
-                    "detail": "expected <source>:<id>, e.g. vcenter:vm-42",
-                }
-            ]
-        )
+        raise invalid_field("external_id", "expected <source>:<id>, e.g. vcenter:vm-42", "query")
     return source, external
 
 
@@ -274,11 +269,8 @@ async def list_cis(
 ) -> Page[dict[str, Any]]:
     unknown = sorted({s for s in status or () if s not in _STATUSES})
     if unknown:
-        raise invalid(
-            [
-                {"in": "query", "field": "status", "detail": f"not a CI status: {s!r}"}
-                for s in unknown
-            ]
+        raise ValidationFailed(
+            [FieldError("status", f"not a CI status: {s!r}", "query") for s in unknown]
         )
     where = listing.CiFilter(
         ci_class=ci_class,
@@ -313,7 +305,7 @@ async def read_ci(
             state = await repository.state_as_of(conn, context.tenant_id, ci_id, as_of)
             if state is not None:
                 return _ci_response(state)
-    raise not_found("configuration item", str(ci_id))
+    raise NotFound("configuration item", str(ci_id))
 
 
 @router.patch(
@@ -339,9 +331,10 @@ async def patch_ci(
     reason, change_ref = fields.pop("reason", None), fields.pop("change_ref", None)
     nulls = [f for f, v in fields.items() if v is None and f != "owner_team"]
     if nulls:
-        raise invalid([{"in": "body", "field": f, "detail": "may not be null"} for f in nulls])
+        raise ValidationFailed([FieldError(f, "may not be null") for f in nulls])
     ci = await modify_ci(
-        runtime.pool, ModifyCi(ci_id, expected, fields, reason, change_ref), context
+        ConfigUnitOfWork(runtime.pool, context),
+        ModifyCi(ci_id, expected, fields, reason, change_ref),
     )
     return _ci_response(ci)
 
@@ -364,7 +357,7 @@ async def read_history(
             conn, context.tenant_id, ci_id, after=after, limit=limit + 1
         )
         if not rows and after == 0 and await repository.get(conn, context.tenant_id, ci_id) is None:
-            raise not_found("configuration item", str(ci_id))
+            raise NotFound("configuration item", str(ci_id))
     return page_of(rows, limit, key=lambda r: [r["version"]])
 
 
@@ -428,12 +421,9 @@ async def create_relationship(
     context: Annotated[RequestContext, authorize("ci:write")],
     runtime: Runtime,
 ) -> JSONResponse:
-    if body.source_id == body.target_id:
-        raise invalid(
-            [{"in": "body", "field": "target_id", "detail": "a CI cannot relate to itself"}]
-        )
     row, created = await add_relationship(
-        runtime.pool, AddRelationship(body.type, body.source_id, body.target_id), context
+        ConfigUnitOfWork(runtime.pool, context),
+        AddRelationship(body.type, body.source_id, body.target_id),
     )
     out = RelationshipOut.model_validate(row).model_dump(mode="json")
     return JSONResponse(out, status_code=201 if created else 200)
@@ -450,7 +440,9 @@ async def delete_relationship(
     runtime: Runtime,
     reason: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> dict[str, Any]:
-    return await remove_relationship(runtime.pool, relationship_id, reason, context)
+    return await remove_relationship(
+        ConfigUnitOfWork(runtime.pool, context), relationship_id, reason
+    )
 
 
 @router.get(
@@ -465,7 +457,7 @@ async def read_relationships(
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         if await repository.get(conn, context.tenant_id, ci_id) is None:
-            raise not_found("configuration item", str(ci_id))
+            raise NotFound("configuration item", str(ci_id))
         return await relationships_repository.of_ci(conn, context.tenant_id, ci_id)
 
 
@@ -481,7 +473,9 @@ async def read_impact(
     direction: Literal["upward", "downward"] = "upward",
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 5,
 ) -> Response:
-    found = await impact(runtime.pool, context.tenant_id, ci_id, direction=direction, depth=depth)
+    found = await impact(
+        ConfigUnitOfWork(runtime.pool, context), ci_id, direction=direction, depth=depth
+    )
     metrics = runtime.service_metrics
     assert isinstance(metrics, ConfigMetrics)
     metrics.impact_duration.labels(direction).observe(found.seconds)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.config.adapters import revocations
 from services.config.application.revocations import RevokeToken, revoke_token
+from services.config.application.uow import ConfigUnitOfWork
 from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.events.catalogue import TOKEN_ID_PATTERN
@@ -68,7 +69,8 @@ async def create_revocation(
     runtime: Runtime,
 ) -> JSONResponse:
     revocation = await revoke_token(
-        runtime.pool, RevokeToken(body.token_id, body.reason, body.expires_at), context
+        ConfigUnitOfWork(runtime.pool, context),
+        RevokeToken(body.token_id, body.reason, body.expires_at),
     )
     out = RevocationOut.model_validate(revocation.record).model_dump(mode="json")
     return JSONResponse(out, status_code=201 if revocation.created else 200)

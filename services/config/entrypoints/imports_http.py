@@ -20,13 +20,16 @@ from services.config.application.imports import (
     run_import,
     start_import,
 )
+from services.config.application.uow import ConfigUnitOfWork
 from services.config.domain.imports import OUTCOMES, Format, Outcome
 from services.config.entrypoints.cis_http import SOURCE_NAME
 from services.config.metrics import ConfigMetrics
+from shared import idempotency
 from shared.context import RequestContext
 from shared.db import tenant_transaction
-from shared.http import idempotency
+from shared.errors import NotFound
 from shared.http.context import authorize
+from shared.http.idempotency import key_error_problem
 from shared.http.limits import STREAMED_UPLOAD, BodyTooLarge
 from shared.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -39,7 +42,7 @@ from shared.http.pagination import (
     encode_cursor,
     invalid_cursor,
 )
-from shared.http.problems import Problem, not_found
+from shared.http.problems import Problem
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["discovery imports"])
@@ -147,11 +150,18 @@ async def post_import(
     metrics = runtime.service_metrics
     assert isinstance(metrics, ConfigMetrics)
     key = request.headers.get(idempotency.HEADER)
-    if key is not None and (invalid := idempotency.key_problem(key)) is not None:
-        raise invalid
-    run = await start_import(
-        runtime.pool, source=source, format_=chosen, context=context, idempotency_key=key
-    )
+    if key is not None:
+        idempotency.check_key(key)
+    try:
+        run = await start_import(
+            ConfigUnitOfWork(runtime.pool, context),
+            source=source,
+            format_=chosen,
+            idempotency_key=key,
+        )
+    except (idempotency.KeyReused, idempotency.KeyInProgress) as refused:
+        # Answered as the Idempotency-Key middleware answers its own (title, problem type).
+        raise key_error_problem(refused) from None
     if isinstance(run, Answered):
         # The retry's upload was applied the first time: read to its end, and left unused.
         with contextlib.suppress(ClientDisconnect):
@@ -214,7 +224,7 @@ async def read_import(
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         record = await repository.get(conn, context.tenant_id, import_id)
     if record is None:
-        raise not_found("import", str(import_id))
+        raise NotFound("import", str(import_id))
     return _out(record)
 
 
@@ -234,7 +244,7 @@ async def import_rows(
     after = cursor_int(cursor)
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
         if await repository.get(conn, context.tenant_id, import_id) is None:
-            raise not_found("import", str(import_id))
+            raise NotFound("import", str(import_id))
         found = await repository.rows(
             conn, context.tenant_id, import_id, outcome=outcome, after_line=after, limit=limit + 1
         )
