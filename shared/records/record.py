@@ -18,9 +18,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from shared.events.catalogue import EventPayload
+from shared.ids import new_id
 from shared.records.workflow import StateMachine
 
 Changes = dict[str, dict[str, Any]]
@@ -42,6 +43,31 @@ class VersionedRecord:
     created_by: str
     updated_at: datetime
     updated_by: str
+
+    @classmethod
+    def first(
+        cls,
+        *,
+        tenant_id: str,
+        state: str,
+        actor: str,
+        now: datetime,
+        id: uuid.UUID | None = None,
+        **fields: Any,
+    ) -> Self:
+        """Version 1 of a new record in `state`, created (and so last changed) by `actor` at
+        `now`, with a new id unless the caller chose one."""
+        return cls(
+            id=id or new_id(),
+            tenant_id=tenant_id,
+            state=state,
+            version=1,
+            created_at=now,
+            created_by=actor,
+            updated_at=now,
+            updated_by=actor,
+            **fields,
+        )
 
     @property
     def reference(self) -> str | None:

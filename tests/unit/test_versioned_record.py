@@ -163,3 +163,20 @@ def test_an_unknown_state_is_a_422_naming_the_field_that_asked_for_it():
 def test_a_change_carries_its_record_changes_and_events():
     changed = Changed(ticket(), {}, [])
     assert changed.record.reference == "TCK7" and changed.events == []
+
+
+def test_a_new_record_is_version_one_created_and_last_changed_by_its_author():
+    made = Ticket.first(tenant_id="t1", state="open", actor="ann", now=T0, number=1, title="x")
+    assert (made.version, made.state, made.tenant_id) == (1, "open", "t1")
+    assert (made.created_at, made.created_by) == (made.updated_at, made.updated_by) == (T0, "ann")
+    chosen = uuid.UUID(int=9)
+    assert (
+        Ticket.first(
+            tenant_id="t1", state="open", actor="a", now=T0, id=chosen, number=1, title="x"
+        ).id
+        == chosen
+    )
+    assert (
+        made.id
+        != Ticket.first(tenant_id="t1", state="open", actor="a", now=T0, number=1, title="x").id
+    )

@@ -23,7 +23,6 @@ from shared.events.catalogue import (
     IncidentUpdatedV1,
     MajorIncidentDeclaredV1,
 )
-from shared.ids import new_id
 from shared.records.record import Changed, VersionedRecord, apply_change, change_value, diff
 from shared.records.record import transition as move
 
@@ -126,20 +125,16 @@ def log_incident(
     """A new incident in state `new`, and the events that announce it."""
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
     flagged = bool(fields.get("major_flagged", False))
-    incident = Incident(
-        id=new_id(),
+    incident = Incident.first(
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         title=title,
         description=description,
         impact=impact,
         urgency=urgency,
         priority=priority,
         state="new",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         number=number,
         services=tuple(sorted(services)),
         sla_policy=sla_policy,

@@ -28,7 +28,6 @@ from shared.events.catalogue import (
     ProblemIncidentLinkedV1,
     ProblemTransitionedV1,
 )
-from shared.ids import new_id
 from shared.records.record import Changed, VersionedRecord, apply_change, change_value, diff
 from shared.records.record import transition as move
 
@@ -127,19 +126,16 @@ def open_problem(
     if not title.strip():
         raise ValueError("a problem needs a title")
     linked = tuple(dict.fromkeys(incidents))
-    problem = Problem(
-        id=problem_id or new_id(),
+    problem = Problem.first(
+        id=problem_id,
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         number=number,
         title=title,
         description=description,
         origin=origin,
         state="new",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         ci_id=ci_id,
         service=service,
         incidents=linked,

@@ -43,7 +43,6 @@ from shared.events.catalogue import (
     RequestSubmittedV1,
     RequestTransitionedV1,
 )
-from shared.ids import new_id
 from shared.records.record import Changed, VersionedRecord, apply_change, diff
 from shared.records.record import transition as move
 
@@ -197,9 +196,10 @@ def submit(
     if problems:
         raise InvalidRequest(problems)
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
-    request = ServiceRequest(
-        id=new_id(),
+    request = ServiceRequest.first(
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         number=number,
         title=title,
         description=description,
@@ -209,11 +209,6 @@ def submit(
         priority=priority,
         needs_approval=needs_approval,
         state="submitted",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         item=item,
         service=service,
         approvers=named,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -29,29 +29,23 @@ from services.incident.application.handlers import (
     transition_incident,
     update_incident,
 )
+from services.incident.domain import workflow
 from services.incident.domain.incident import Incident
 from services.incident.entrypoints.common import metrics_of
 from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.errors import NotFound
+from shared.http import records
 from shared.http.context import authorize
 from shared.http.models import RequestBody
 from shared.http.pagination import PageSize
-from shared.http.records import (
-    add_history_route,
-    add_read_route,
-    add_versioned_write,
-    after_cursor,
-    keyset_page,
-    versioned,
-)
 from shared.http.types import Timestamp
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["incidents"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
-IncidentStateName = Literal["new", "in_progress", "on_hold", "resolved", "closed", "cancelled"]
+IncidentStateName = workflow.IncidentState
 
 
 class NewIncident(RequestBody):
@@ -169,7 +163,7 @@ class IncidentPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(IncidentOut, body, status, **headers)
+    return records.versioned(IncidentOut, body, status, **headers)
 
 
 async def _incident(
@@ -217,7 +211,7 @@ async def list_incidents(
     resolved_after: Timestamp | None = None,
     resolved_before: Timestamp | None = None,
 ) -> dict[str, Any]:
-    after = after_cursor(cursor)
+    after = records.after_cursor(cursor)
     where = IncidentFilter(
         states=tuple(state or ()),
         priorities=tuple(priority or ()),
@@ -236,7 +230,7 @@ async def list_incidents(
         found = await repository.search(
             conn, context.tenant_id, where, after=after, limit=limit + 1
         )
-    page, next_cursor = keyset_page(found, limit)
+    page, next_cursor = records.keyset_page(found, limit)
     return {"items": [incident_view(i) for i in page], "next_cursor": next_cursor}
 
 
@@ -292,7 +286,7 @@ _REFUSED_MOVE = {
     409: {"description": "The workflow does not allow this move from the current state"}
 }
 
-add_read_route(
+records.add_read_route(
     router,
     path="/incidents/{incident_id}",
     ident="incident_id",
@@ -302,7 +296,7 @@ add_read_route(
     name="read_incident",
     summary="Read an incident",
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     method="patch",
     path="/incidents/{incident_id}",
@@ -315,7 +309,7 @@ add_versioned_write(
     summary="Change an incident's fields (If-Match required)",
     responses=_REFUSED_MOVE,
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/incidents/{incident_id}/transitions",
     ident="incident_id",
@@ -360,7 +354,7 @@ async def _history(
         return await repository.history(conn, context.tenant_id, incident_id)
 
 
-add_history_route(
+records.add_history_route(
     router,
     path="/incidents/{incident_id}/history",
     ident="incident_id",
@@ -382,7 +376,7 @@ async def _review(
     return incident_view(incident)
 
 
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/incidents/{incident_id}/major-review",
     ident="incident_id",

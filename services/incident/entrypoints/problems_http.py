@@ -10,31 +10,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.incident.adapters.problems import ProblemFilter
 from services.incident.application import problems
+from services.incident.domain import workflow
 from shared.context import RequestContext
+from shared.http import records
 from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
 from shared.http.pagination import Cursor, PageSize
-from shared.http.records import (
-    add_history_route,
-    add_read_route,
-    add_versioned_write,
-    after_cursor,
-    keyset_page,
-    versioned,
-)
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["problems"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
-ProblemStateName = Literal["new", "investigating", "known_error", "resolved", "closed", "cancelled"]
+ProblemStateName = workflow.ProblemState
 
 
 class NewProblem(RequestBody):
@@ -142,7 +136,7 @@ def _out(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(ProblemOut, body, status, **headers)
+    return records.versioned(ProblemOut, body, status, **headers)
 
 
 _STATE_REFUSES = {409: {"description": "The problem is in a state that does not allow this"}}
@@ -182,12 +176,12 @@ async def list_problems(
     service: str | None = None,
     origin: Literal["manual", "trend"] | None = None,
 ) -> dict[str, Any]:
-    after = after_cursor(cursor)
+    after = records.after_cursor(cursor)
     where = ProblemFilter(states=tuple(state or ()), ci_id=ci_id, service=service, origin=origin)
     found = await problems.search_problems(
         runtime.pool, context.tenant_id, where, after=after, limit=limit + 1
     )
-    page, next_cursor = keyset_page(found, limit)
+    page, next_cursor = records.keyset_page(found, limit)
     return {
         "items": [_out(problems.problem_view(p)) for p in page],
         "next_cursor": next_cursor,
@@ -253,7 +247,7 @@ async def _publish(
     return problems.problem_view(problem)
 
 
-add_read_route(
+records.add_read_route(
     router,
     path="/problems/{problem_id}",
     ident="problem_id",
@@ -263,7 +257,7 @@ add_read_route(
     name="read_problem",
     summary="Read a problem",
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/problems/{problem_id}/transitions",
     ident="problem_id",
@@ -277,7 +271,7 @@ add_versioned_write(
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/problems/{problem_id}/incidents",
     ident="problem_id",
@@ -294,7 +288,7 @@ add_versioned_write(
         }
     },
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/problems/{problem_id}/known-error",
     ident="problem_id",
@@ -347,7 +341,7 @@ async def _history(
     return await problems.problem_history(runtime.pool, problem_id, context.tenant_id)
 
 
-add_history_route(
+records.add_history_route(
     router,
     path="/problems/{problem_id}/history",
     ident="problem_id",

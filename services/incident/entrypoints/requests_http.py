@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -26,21 +26,14 @@ from services.incident.application import requests
 from services.incident.domain import workflow
 from services.incident.entrypoints.common import metrics_of
 from shared.context import RequestContext
+from shared.http import records
 from shared.http.context import authorize
 from shared.http.models import RequestBody
 from shared.http.pagination import Cursor, PageSize
-from shared.http.records import (
-    add_history_route,
-    add_read_route,
-    add_versioned_write,
-    after_cursor,
-    cursor_of,
-    versioned,
-)
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["service requests"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
 RequestStateName = workflow.RequestState
 Person = Annotated[str, Field(min_length=1, max_length=200)]
@@ -141,7 +134,7 @@ class RequestPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(RequestOut, body, status, **headers)
+    return records.versioned(RequestOut, body, status, **headers)
 
 
 @router.post(
@@ -179,7 +172,7 @@ async def list_requests(
     service: Annotated[str | None, Query(max_length=200)] = None,
     item: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    after = after_cursor(cursor)
+    after = records.after_cursor(cursor)
     where = RequestFilter(
         states=tuple(state or ()),
         priorities=tuple(priority or ()),
@@ -188,7 +181,7 @@ async def list_requests(
         item=item,
     )
     page = await requests.search_requests(runtime.pool, where, context, after=after, limit=limit)
-    return {"items": page.items, "next_cursor": cursor_of(page.last)}
+    return {"items": page.items, "next_cursor": records.cursor_of(page.last)}
 
 
 async def _read(
@@ -239,7 +232,7 @@ async def _history(
     return await requests.request_history(runtime.pool, request_id, context)
 
 
-add_read_route(
+records.add_read_route(
     router,
     path="/requests/{request_id}",
     ident="request_id",
@@ -249,7 +242,7 @@ add_read_route(
     name="read_request",
     summary="Read a service request",
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/requests/{request_id}/transitions",
     ident="request_id",
@@ -263,7 +256,7 @@ add_versioned_write(
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-add_versioned_write(
+records.add_versioned_write(
     router,
     path="/requests/{request_id}/approvals",
     ident="request_id",
@@ -275,7 +268,7 @@ add_versioned_write(
     summary="Approve or reject a service request (If-Match required; never one's own)",
     responses={409: {"description": "No decision is due, or the caller already decided"}},
 )
-add_history_route(
+records.add_history_route(
     router,
     path="/requests/{request_id}/history",
     ident="request_id",
