@@ -9,6 +9,7 @@ version as ETag, the keyset cursor of its lists, and the routes every such recor
 - `add_versioned_write`: a write to one record that needs `If-Match` (428 without, 400 when
   malformed, 412 when stale) and answers the new version with its ETag: transitions, and every
   other write of a record.
+- `RecordRoutes`: the same, for one record type's path, id and output model, said once.
 
 The routes call the use case and answer; they translate no errors: the use case and the domain
 raise the typed errors of `shared/errors.py`, which the one mapping in `shared/http/problems.py`
@@ -194,3 +195,64 @@ def add_versioned_write(
         summary=summary,
         responses={status: dict(what) for status, what in (responses or {}).items()},
     )(endpoint)
+
+
+class RecordRoutes:
+    """The routes of one record type at `base`/{`ident`}: each call adds one, answering with
+    `model` (reads, and writes unless they say otherwise)."""
+
+    def __init__(self, router: APIRouter, base: str, *, ident: str, model: type[BaseModel]) -> None:
+        self.router = router
+        self.ident = ident
+        self.model = model
+        self.path = f"{base}/{{{ident}}}"
+
+    def read(self, *, permission: str, read: ReadOne, name: str, summary: str) -> None:
+        """GET the record, with its ETag."""
+        add_read_route(
+            self.router,
+            path=self.path,
+            ident=self.ident,
+            permission=permission,
+            model=self.model,
+            read=read,
+            name=name,
+            summary=summary,
+        )
+
+    def history(self, *, permission: str, history: ReadHistory) -> None:
+        """GET …/history: every version of the record."""
+        add_history_route(
+            self.router,
+            path=f"{self.path}/history",
+            ident=self.ident,
+            permission=permission,
+            history=history,
+        )
+
+    def write(
+        self,
+        below: str = "",
+        *,
+        method: str = "post",
+        body: type[BaseModel],
+        permission: str,
+        write: Write,
+        name: str,
+        summary: str,
+        responses: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """A write to the record (at `below` it, e.g. "/transitions") guarded by If-Match."""
+        add_versioned_write(
+            self.router,
+            method=method,
+            path=self.path + below,
+            ident=self.ident,
+            body=body,
+            permission=permission,
+            model=self.model,
+            write=write,
+            name=name,
+            summary=summary,
+            responses=responses,
+        )

@@ -19,14 +19,7 @@ from shared.auth.tokens import Principal
 from shared.context import RequestContext
 from shared.errors import NotFound, StaleVersion
 from shared.http.problems import Problem, install_problem_handlers
-from shared.http.records import (
-    add_history_route,
-    add_read_route,
-    add_versioned_write,
-    after_cursor,
-    cursor_of,
-    keyset_page,
-)
+from shared.http.records import RecordRoutes, after_cursor, cursor_of, keyset_page
 from shared.records.workflow import IllegalTransition
 
 KNOWN = uuid.UUID(int=7)
@@ -71,35 +64,18 @@ async def move(
 
 def application() -> FastAPI:
     router = APIRouter()
-    add_read_route(
-        router,
-        path="/things/{thing_id}",
-        ident="thing_id",
-        permission="incident:read",
-        model=ThingOut,
-        read=read,
-        name="read_thing",
-        summary="Read a thing",
-    )
-    add_versioned_write(
-        router,
-        path="/things/{thing_id}/transitions",
-        ident="thing_id",
+    things = RecordRoutes(router, "/things", ident="thing_id", model=ThingOut)
+    things.read(permission="incident:read", read=read, name="read_thing", summary="Read a thing")
+    things.write(
+        "/transitions",
         body=Move,
         permission="incident:update",
-        model=ThingOut,
         write=move,
         name="post_transition",
         summary="Move a thing",
         responses={409: {"description": "refused"}},
     )
-    add_history_route(
-        router,
-        path="/things/{thing_id}/history",
-        ident="thing_id",
-        permission="incident:read",
-        history=history,
-    )
+    things.history(permission="incident:read", history=history)
     app = FastAPI()
     install_problem_handlers(app)
     app.include_router(router)

@@ -286,36 +286,26 @@ _REFUSED_MOVE = {
     409: {"description": "The workflow does not allow this move from the current state"}
 }
 
-records.add_read_route(
-    router,
-    path="/incidents/{incident_id}",
-    ident="incident_id",
+_incidents = records.RecordRoutes(router, "/incidents", ident="incident_id", model=IncidentOut)
+_incidents.read(
     permission="incident:read",
-    model=IncidentOut,
     read=_read,
     name="read_incident",
     summary="Read an incident",
 )
-records.add_versioned_write(
-    router,
+_incidents.write(
     method="patch",
-    path="/incidents/{incident_id}",
-    ident="incident_id",
     body=IncidentChanges,
     permission="incident:update",
-    model=IncidentOut,
     write=_patch,
     name="patch_incident",
     summary="Change an incident's fields (If-Match required)",
     responses=_REFUSED_MOVE,
 )
-records.add_versioned_write(
-    router,
-    path="/incidents/{incident_id}/transitions",
-    ident="incident_id",
+_incidents.write(
+    "/transitions",
     body=Transition,
     permission="incident:update",
-    model=IncidentOut,
     write=_transition,
     name="post_transition",
     summary="Move an incident to another state (If-Match required)",
@@ -354,10 +344,7 @@ async def _history(
         return await repository.history(conn, context.tenant_id, incident_id)
 
 
-records.add_history_route(
-    router,
-    path="/incidents/{incident_id}/history",
-    ident="incident_id",
+_incidents.history(
     permission="incident:read",
     history=_history,
 )
@@ -376,13 +363,10 @@ async def _review(
     return incident_view(incident)
 
 
-records.add_versioned_write(
-    router,
-    path="/incidents/{incident_id}/major-review",
-    ident="incident_id",
+_incidents.write(
+    "/major-review",
     body=MajorReview,
     permission="incident:update",
-    model=IncidentOut,
     write=_review,
     name="post_major_review",
     summary="Record the review of a major incident (needed before closure; If-Match required)",

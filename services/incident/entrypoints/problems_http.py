@@ -247,23 +247,17 @@ async def _publish(
     return problems.problem_view(problem)
 
 
-records.add_read_route(
-    router,
-    path="/problems/{problem_id}",
-    ident="problem_id",
+_problems = records.RecordRoutes(router, "/problems", ident="problem_id", model=ProblemOut)
+_problems.read(
     permission="problem:read",
-    model=ProblemOut,
     read=_read,
     name="read_problem",
     summary="Read a problem",
 )
-records.add_versioned_write(
-    router,
-    path="/problems/{problem_id}/transitions",
-    ident="problem_id",
+_problems.write(
+    "/transitions",
     body=ProblemTransition,
     permission="problem:manage",
-    model=ProblemOut,
     write=_transition,
     name="post_transition",
     summary="Move a problem to another state (If-Match required)",
@@ -271,13 +265,10 @@ records.add_versioned_write(
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-records.add_versioned_write(
-    router,
-    path="/problems/{problem_id}/incidents",
-    ident="problem_id",
+_problems.write(
+    "/incidents",
     body=IncidentLink,
     permission="problem:create",
-    model=ProblemOut,
     write=_link,
     name="post_incident_link",
     summary="Link an incident to the problem (If-Match required)",
@@ -288,13 +279,10 @@ records.add_versioned_write(
         }
     },
 )
-records.add_versioned_write(
-    router,
-    path="/problems/{problem_id}/known-error",
-    ident="problem_id",
+_problems.write(
+    "/known-error",
     body=KnownError,
     permission="problem:manage",
-    model=ProblemOut,
     write=_publish,
     name="post_known_error",
     summary="Publish (or revise) the root cause and workaround as a known error (If-Match)",
@@ -341,10 +329,7 @@ async def _history(
     return await problems.problem_history(runtime.pool, problem_id, context.tenant_id)
 
 
-records.add_history_route(
-    router,
-    path="/problems/{problem_id}/history",
-    ident="problem_id",
+_problems.history(
     permission="problem:read",
     history=_history,
 )

@@ -232,23 +232,17 @@ async def _history(
     return await requests.request_history(runtime.pool, request_id, context)
 
 
-records.add_read_route(
-    router,
-    path="/requests/{request_id}",
-    ident="request_id",
+_requests = records.RecordRoutes(router, "/requests", ident="request_id", model=RequestOut)
+_requests.read(
     permission="request:read",
-    model=RequestOut,
     read=_read,
     name="read_request",
     summary="Read a service request",
 )
-records.add_versioned_write(
-    router,
-    path="/requests/{request_id}/transitions",
-    ident="request_id",
+_requests.write(
+    "/transitions",
     body=Transition,
     permission="request:fulfil",
-    model=RequestOut,
     write=_transition,
     name="post_transition",
     summary="Move a service request to another state (If-Match required)",
@@ -256,22 +250,16 @@ records.add_versioned_write(
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-records.add_versioned_write(
-    router,
-    path="/requests/{request_id}/approvals",
-    ident="request_id",
+_requests.write(
+    "/approvals",
     body=NewDecision,
     permission="request:approve",
-    model=RequestOut,
     write=_decide,
     name="post_approval",
     summary="Approve or reject a service request (If-Match required; never one's own)",
     responses={409: {"description": "No decision is due, or the caller already decided"}},
 )
-records.add_history_route(
-    router,
-    path="/requests/{request_id}/history",
-    ident="request_id",
+_requests.history(
     permission="request:read",
     history=_history,
 )
