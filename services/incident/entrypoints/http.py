@@ -33,7 +33,7 @@ from services.incident.domain import workflow
 from services.incident.domain.incident import Incident
 from services.incident.entrypoints.common import metrics_of
 from shared.context import RequestContext
-from shared.db import tenant_transaction
+from shared.db import Connection, tenant_transaction
 from shared.errors import NotFound
 from shared.http import records
 from shared.http.context import authorize
@@ -175,6 +175,12 @@ async def _incident(
     if incident is None:
         raise NotFound("incident", str(incident_id))
     return incident
+
+
+async def _known(conn: Connection, context: RequestContext, incident_id: uuid.UUID) -> None:
+    """NotFound unless the tenant has this incident."""
+    if await repository.get(conn, context.tenant_id, incident_id) is None:
+        raise NotFound("incident", str(incident_id))
 
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")
@@ -330,8 +336,7 @@ async def get_work_notes(
     runtime: Runtime,
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise NotFound("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         return await repository.work_notes(conn, context.tenant_id, incident_id)
 
 
@@ -339,8 +344,7 @@ async def _history(
     runtime: ServiceRuntime, context: RequestContext, incident_id: uuid.UUID
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise NotFound("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         return await repository.history(conn, context.tenant_id, incident_id)
 
 
@@ -381,7 +385,6 @@ async def get_sla(
     runtime: Runtime,
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise NotFound("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         clocks = await sla.clocks_of(conn, context.tenant_id, "incident", incident_id)
     return [c.as_json() for c in clocks]
