@@ -1,58 +1,50 @@
 """Problems, their incident links, history and trends in PostgreSQL: plain, parameterised SQL,
-always scoped to a tenant (the `tenant_id` filter and row-level security both apply)."""
+always scoped to a tenant (the `tenant_id` filter and row-level security both apply).
+
+The numbered, versioned record itself is the shared repository (`shared/records/sql.py`) over
+the `problems` table, its linked incidents read from `problem_incidents`; this module adds the
+links, known errors, the problem filter and the trends.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.incident.domain.problem import Problem
 from shared.db import Connection
+from shared.records.sql import Condition, RecordTable
 
-# `incidents` lives in problem_incidents, not in a column.
-_FIELDS = [f.name for f in fields(Problem) if f.name != "incidents"]
-_COLUMNS = ", ".join(_FIELDS)
-_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
-_SETS = ", ".join(f"{name} = ${i}" for i, name in enumerate(_FIELDS, start=1) if i > 2)
-_LINKED = (
-    "ARRAY(SELECT l.incident_id FROM problem_incidents l WHERE l.tenant_id = p.tenant_id"
-    " AND l.problem_id = p.id ORDER BY l.linked_at, l.incident_id) AS incidents"
+PROBLEMS = RecordTable(
+    Problem,
+    table="problems",
+    history="problem_history",
+    key="problem_id",
+    kind="problem",
+    what="the problem",
+    arrays=("change_requests", "incidents"),
+    # `incidents` lives in problem_incidents, not in a column.
+    computed={
+        "incidents": "ARRAY(SELECT l.incident_id FROM problem_incidents l"
+        " WHERE l.tenant_id = r.tenant_id AND l.problem_id = r.id"
+        " ORDER BY l.linked_at, l.incident_id)"
+    },
 )
-_SELECT = f"SELECT {', '.join('p.' + f for f in _FIELDS)}, {_LINKED} FROM problems p"  # noqa: S608 - constant columns
 # Problems that no longer explain incidents; an incident linked to one of them is free again.
 CLOSED = ("closed", "cancelled")
 
 
-def _row(problem: Problem) -> list[Any]:
-    values = asdict(problem)
-    values["change_requests"] = list(problem.change_requests)
-    return [values[name] for name in _FIELDS]
-
-
-def _problem(row: Any) -> Problem:
-    values = dict(row)
-    values["change_requests"] = tuple(values["change_requests"] or ())
-    values["incidents"] = tuple(values["incidents"] or ())
-    return Problem(**values)
-
-
 async def insert(conn: Connection, problem: Problem) -> None:
     """Store a new problem and its links."""
-    await conn.execute(
-        f"INSERT INTO problems ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608 - constant column list
-        *_row(problem),
-    )
+    await PROBLEMS.insert(conn, problem)
     await link(conn, problem, problem.incidents)
 
 
 async def save(conn: Connection, problem: Problem) -> None:
     """Store a new version of a problem the caller holds locked (links: see `link`)."""
-    await conn.execute(
-        f"UPDATE problems SET {_SETS} WHERE id = $1 AND tenant_id = $2",  # noqa: S608 - constant columns
-        *_row(problem),
-    )
+    await PROBLEMS.save(conn, problem)
 
 
 async def link(conn: Connection, problem: Problem, incidents: tuple[uuid.UUID, ...]) -> None:
@@ -75,12 +67,7 @@ async def get(
     conn: Connection, tenant_id: str, problem_id: uuid.UUID, *, lock: bool = False
 ) -> Problem | None:
     """The tenant's problem with this id, or None (locked for the transaction with `lock`)."""
-    row = await conn.fetchrow(
-        f"{_SELECT} WHERE p.tenant_id = $1 AND p.id = $2" + (" FOR UPDATE OF p" if lock else ""),
-        tenant_id,
-        problem_id,
-    )
-    return _problem(row) if row else None
+    return await PROBLEMS.get(conn, tenant_id, problem_id, lock=lock)
 
 
 async def problem_state(conn: Connection, tenant_id: str, problem_id: uuid.UUID) -> str | None:
@@ -95,28 +82,12 @@ async def record_history(
     conn: Connection, problem: Problem, *, action: str, changes: dict[str, Any]
 ) -> None:
     """Keep the version: who, when, what changed."""
-    await conn.execute(
-        "INSERT INTO problem_history (tenant_id, problem_id, version, at, actor, action, changes)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        problem.tenant_id,
-        problem.id,
-        problem.version,
-        problem.updated_at,
-        problem.updated_by,
-        action,
-        changes,
-    )
+    await PROBLEMS.record_history(conn, problem, action=action, changes=changes)
 
 
 async def history(conn: Connection, tenant_id: str, problem_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every version of a problem, oldest first."""
-    rows = await conn.fetch(
-        "SELECT version, at, actor, action, changes FROM problem_history"
-        " WHERE tenant_id = $1 AND problem_id = $2 ORDER BY version",
-        tenant_id,
-        problem_id,
-    )
-    return [dict(r) for r in rows]
+    return await PROBLEMS.history(conn, tenant_id, problem_id)
 
 
 @dataclass(frozen=True)
@@ -138,24 +109,13 @@ async def search(
     limit: int,
 ) -> list[Problem]:
     """Problems matching the filter, newest first, after a (created_at, id) position."""
-    rows = await conn.fetch(
-        f"{_SELECT} WHERE p.tenant_id = $1"
-        " AND (cardinality($2::text[]) = 0 OR p.state = ANY($2))"
-        " AND ($3::uuid IS NULL OR p.ci_id = $3)"
-        " AND ($4::text IS NULL OR p.service = $4)"
-        " AND ($5::text IS NULL OR p.origin = $5)"
-        " AND ($6::timestamptz IS NULL OR (p.created_at, p.id) < ($6, $7))"
-        " ORDER BY p.created_at DESC, p.id DESC LIMIT $8",
-        tenant_id,
-        list(where.states),
-        where.ci_id,
-        where.service,
-        where.origin,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_problem(r) for r in rows]
+    conditions = [
+        Condition("(cardinality({p}::text[]) = 0 OR r.state = ANY({p}))", list(where.states)),
+        Condition("({p}::uuid IS NULL OR r.ci_id = {p})", where.ci_id),
+        Condition("({p}::text IS NULL OR r.service = {p})", where.service),
+        Condition("({p}::text IS NULL OR r.origin = {p})", where.origin),
+    ]
+    return await PROBLEMS.search(conn, tenant_id, conditions, after=after, limit=limit)
 
 
 async def newest_known_error(

@@ -1,62 +1,48 @@
-"""Incidents in PostgreSQL: plain, parameterised SQL, always scoped to a tenant."""
+"""Incidents in PostgreSQL: plain, parameterised SQL, always scoped to a tenant.
+
+The numbered, versioned record itself (insert, get, save, history, search) is the shared
+repository (`shared/records/sql.py`) over the `incidents` table; this module adds what only
+incidents have (work notes, the auto-close queue) and the incident filter.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.incident.domain.incident import Incident
 from shared.db import Connection
+from shared.records import sql
+from shared.records.sql import Condition
 
-_FIELDS = [f.name for f in fields(Incident)]
-_COLUMNS = ", ".join(_FIELDS)
-_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
-_SERVICES = _FIELDS.index("services")
-_SETS = ", ".join(f"{name} = ${i}" for i, name in enumerate(_FIELDS, start=1) if i > 2)
-
-
-def _row(incident: Incident) -> list[Any]:
-    values = [getattr(incident, name) for name in _FIELDS]  # not asdict: it deep-copies
-    values[_SERVICES] = list(incident.services)
-    return values
-
-
-def _incident(row: Any) -> Incident:
-    values = dict(row)
-    values["services"] = tuple(values["services"] or ())
-    return Incident(**values)
+INCIDENTS = sql.RecordTable(
+    Incident,
+    table="incidents",
+    history="incident_history",
+    key="incident_id",
+    kind="incident",
+    what="the incident",
+    arrays=("services",),
+)
 
 
 async def insert(conn: Connection, incident: Incident) -> None:
     """Store a new incident."""
-    await conn.execute(
-        f"INSERT INTO incidents ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608 - constant column list
-        *_row(incident),
-    )
+    await INCIDENTS.insert(conn, incident)
 
 
 async def save(conn: Connection, incident: Incident) -> None:
     """Store a new version of an incident the caller holds locked."""
-    await conn.execute(
-        f"UPDATE incidents SET {_SETS}"  # noqa: S608 - constant columns
-        " WHERE id = $1 AND tenant_id = $2",
-        *_row(incident),
-    )
+    await INCIDENTS.save(conn, incident)
 
 
 async def get(
     conn: Connection, tenant_id: str, incident_id: uuid.UUID, *, lock: bool = False
 ) -> Incident | None:
     """The tenant's incident with this id, or None (locked for the transaction with `lock`)."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM incidents WHERE tenant_id = $1 AND id = $2"  # noqa: S608 - constant column list
-        + (" FOR UPDATE" if lock else ""),
-        tenant_id,
-        incident_id,
-    )
-    return _incident(row) if row else None
+    return await INCIDENTS.get(conn, tenant_id, incident_id, lock=lock)
 
 
 async def record_history(
@@ -67,28 +53,12 @@ async def record_history(
     changes: dict[str, Any],
 ) -> None:
     """Keep the version: who, when, what changed."""
-    await conn.execute(
-        "INSERT INTO incident_history (tenant_id, incident_id, version, at, actor, action,"
-        " changes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        incident.tenant_id,
-        incident.id,
-        incident.version,
-        incident.updated_at,
-        incident.updated_by,
-        action,
-        changes,
-    )
+    await INCIDENTS.record_history(conn, incident, action=action, changes=changes)
 
 
 async def history(conn: Connection, tenant_id: str, incident_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every version of an incident, oldest first."""
-    rows = await conn.fetch(
-        "SELECT version, at, actor, action, changes FROM incident_history"
-        " WHERE tenant_id = $1 AND incident_id = $2 ORDER BY version",
-        tenant_id,
-        incident_id,
-    )
-    return [dict(r) for r in rows]
+    return await INCIDENTS.history(conn, tenant_id, incident_id)
 
 
 async def add_work_note(
@@ -129,15 +99,7 @@ async def work_notes(
 
 async def next_number(conn: Connection, tenant_id: str, kind: str) -> int:
     """The tenant's next record number of a kind (gap-free: taken in the creating transaction)."""
-    number = await conn.fetchval(
-        "INSERT INTO record_numbers (tenant_id, kind, last) VALUES ($1, $2, 1)"
-        " ON CONFLICT (tenant_id, kind) DO UPDATE SET last = record_numbers.last + 1"
-        " RETURNING last",
-        tenant_id,
-        kind,
-    )
-    assert isinstance(number, int)
-    return number
+    return await sql.next_number(conn, tenant_id, kind)
 
 
 async def queue_auto_close(
@@ -189,39 +151,29 @@ async def search(
     limit: int,
 ) -> list[Incident]:
     """Incidents matching the filter, newest first, after a (created_at, id) position."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM incidents WHERE tenant_id = $1"  # noqa: S608 - constant column list
-        " AND (cardinality($2::text[]) = 0 OR state = ANY($2))"
-        " AND (cardinality($3::smallint[]) = 0 OR priority = ANY($3))"
-        " AND ($4::text IS NULL OR services @> ARRAY[$4::text])"
-        " AND ($5::uuid IS NULL OR ci_id = $5)"
-        " AND ($6::text IS NULL OR assignee = $6)"
-        " AND ($7::text IS NULL OR assignment_group = $7)"
-        " AND ($8::boolean IS NULL OR $8 = EXISTS (SELECT 1 FROM sla_clocks s"
-        " WHERE s.tenant_id = incidents.tenant_id AND s.record = 'incident'"
-        " AND s.record_id = incidents.id::text AND s.breached_at IS NOT NULL))"
-        " AND ($9::boolean IS NULL OR major = $9)"
-        " AND ($10::timestamptz IS NULL OR created_at >= $10)"
-        " AND ($11::timestamptz IS NULL OR created_at < $11)"
-        " AND ($12::timestamptz IS NULL OR resolved_at >= $12)"
-        " AND ($13::timestamptz IS NULL OR resolved_at < $13)"
-        " AND ($14::timestamptz IS NULL OR (created_at, id) < ($14, $15))"
-        " ORDER BY created_at DESC, id DESC LIMIT $16",
-        tenant_id,
-        list(where.states),
-        list(where.priorities),
-        where.service,
-        where.ci_id,
-        where.assignee,
-        where.assignment_group,
-        where.breached,
-        where.major,
-        where.created_after,
-        where.created_before,
-        where.resolved_after,
-        where.resolved_before,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_incident(r) for r in rows]
+    return await INCIDENTS.search(conn, tenant_id, _conditions(where), after=after, limit=limit)
+
+
+def _conditions(where: IncidentFilter) -> list[Condition]:
+    """The filter as SQL: each part holds for any value when it is empty or None."""
+    return [
+        Condition("(cardinality({p}::text[]) = 0 OR r.state = ANY({p}))", list(where.states)),
+        Condition(
+            "(cardinality({p}::smallint[]) = 0 OR r.priority = ANY({p}))", list(where.priorities)
+        ),
+        Condition("({p}::text IS NULL OR r.services @> ARRAY[{p}::text])", where.service),
+        Condition("({p}::uuid IS NULL OR r.ci_id = {p})", where.ci_id),
+        Condition("({p}::text IS NULL OR r.assignee = {p})", where.assignee),
+        Condition("({p}::text IS NULL OR r.assignment_group = {p})", where.assignment_group),
+        Condition(
+            "({p}::boolean IS NULL OR {p} = EXISTS (SELECT 1 FROM sla_clocks s"
+            " WHERE s.tenant_id = r.tenant_id AND s.record = 'incident'"
+            " AND s.record_id = r.id::text AND s.breached_at IS NOT NULL))",
+            where.breached,
+        ),
+        Condition("({p}::boolean IS NULL OR r.major = {p})", where.major),
+        Condition("({p}::timestamptz IS NULL OR r.created_at >= {p})", where.created_after),
+        Condition("({p}::timestamptz IS NULL OR r.created_at < {p})", where.created_before),
+        Condition("({p}::timestamptz IS NULL OR r.resolved_at >= {p})", where.resolved_after),
+        Condition("({p}::timestamptz IS NULL OR r.resolved_at < {p})", where.resolved_before),
+    ]

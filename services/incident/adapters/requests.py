@@ -1,93 +1,60 @@
-"""Service requests in PostgreSQL: plain, parameterised SQL, always scoped to a tenant."""
+"""Service requests in PostgreSQL: plain, parameterised SQL, always scoped to a tenant.
+
+The numbered, versioned record itself is the shared repository (`shared/records/sql.py`) over
+the `service_requests` table; this module adds the approvals and the request filter.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.incident.domain.request import ServiceRequest
 from services.incident.domain.workflow import Approval
 from shared.db import Connection
+from shared.records.sql import Condition, RecordTable
 
-_FIELDS = [f.name for f in fields(ServiceRequest)]
-_COLUMNS = ", ".join(_FIELDS)
-_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
-# id and tenant_id (the first two) never change.
-_SETS = ", ".join(f"{name} = ${i}" for i, name in enumerate(_FIELDS, start=1) if i > 2)
-assert _FIELDS[:2] == ["id", "tenant_id"]
-
-
-def _row(request: ServiceRequest) -> list[Any]:
-    values = asdict(request)
-    values["approvers"] = list(request.approvers)
-    return [values[name] for name in _FIELDS]
-
-
-def _request(row: Any) -> ServiceRequest:
-    values = dict(row)
-    values["approvers"] = tuple(values["approvers"] or ())
-    return ServiceRequest(**values)
+REQUESTS = RecordTable(
+    ServiceRequest,
+    table="service_requests",
+    history="request_history",
+    key="request_id",
+    kind="request",
+    what="the service request",
+    arrays=("approvers",),
+)
 
 
 async def insert(conn: Connection, request: ServiceRequest) -> None:
     """Store a new request."""
-    await conn.execute(
-        f"INSERT INTO service_requests ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",  # noqa: S608 - constant column list
-        *_row(request),
-    )
+    await REQUESTS.insert(conn, request)
 
 
 async def save(conn: Connection, request: ServiceRequest) -> None:
     """Store a new version of a request the caller holds locked."""
-    await conn.execute(
-        f"UPDATE service_requests SET {_SETS}"  # noqa: S608 - constant columns
-        " WHERE id = $1 AND tenant_id = $2",
-        *_row(request),
-    )
+    await REQUESTS.save(conn, request)
 
 
 async def get(
     conn: Connection, tenant_id: str, request_id: uuid.UUID, *, lock: bool = False
 ) -> ServiceRequest | None:
     """The tenant's request with this id, or None (locked for the transaction with `lock`)."""
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM service_requests WHERE tenant_id = $1 AND id = $2"  # noqa: S608 - constant column list
-        + (" FOR UPDATE" if lock else ""),
-        tenant_id,
-        request_id,
-    )
-    return _request(row) if row else None
+    return await REQUESTS.get(conn, tenant_id, request_id, lock=lock)
 
 
 async def record_history(
     conn: Connection, request: ServiceRequest, *, action: str, changes: dict[str, Any]
 ) -> None:
     """Keep the version: who, when, what changed."""
-    await conn.execute(
-        "INSERT INTO request_history (tenant_id, request_id, version, at, actor, action, changes)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        request.tenant_id,
-        request.id,
-        request.version,
-        request.updated_at,
-        request.updated_by,
-        action,
-        changes,
-    )
+    await REQUESTS.record_history(conn, request, action=action, changes=changes)
 
 
 async def history(conn: Connection, tenant_id: str, request_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every version of a request, oldest first."""
-    rows = await conn.fetch(
-        "SELECT version, at, actor, action, changes FROM request_history"
-        " WHERE tenant_id = $1 AND request_id = $2 ORDER BY version",
-        tenant_id,
-        request_id,
-    )
-    return [dict(r) for r in rows]
+    return await REQUESTS.history(conn, tenant_id, request_id)
 
 
 async def add_approval(conn: Connection, request: ServiceRequest, approval: Approval) -> None:
@@ -150,25 +117,16 @@ async def search(
     limit: int,
 ) -> list[ServiceRequest]:
     """Requests matching the filter, newest first, after a (created_at, id) position."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM service_requests WHERE tenant_id = $1"  # noqa: S608 - constant column list
-        " AND (cardinality($2::text[]) = 0 OR state = ANY($2))"
-        " AND (cardinality($3::smallint[]) = 0 OR priority = ANY($3))"
-        " AND ($4::text IS NULL OR requester = $4)"
-        " AND ($5::text IS NULL OR service = $5)"
-        " AND ($6::text IS NULL OR item = $6)"
-        " AND ($7::text IS NULL OR requester = $7 OR created_by = $7)"
-        " AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9))"
-        " ORDER BY created_at DESC, id DESC LIMIT $10",
-        tenant_id,
-        list(where.states),
-        list(where.priorities),
-        where.requester,
-        where.service,
-        where.item,
-        where.involving,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [_request(r) for r in rows]
+    conditions = [
+        Condition("(cardinality({p}::text[]) = 0 OR r.state = ANY({p}))", list(where.states)),
+        Condition(
+            "(cardinality({p}::smallint[]) = 0 OR r.priority = ANY({p}))", list(where.priorities)
+        ),
+        Condition("({p}::text IS NULL OR r.requester = {p})", where.requester),
+        Condition("({p}::text IS NULL OR r.service = {p})", where.service),
+        Condition("({p}::text IS NULL OR r.item = {p})", where.item),
+        Condition(
+            "({p}::text IS NULL OR r.requester = {p} OR r.created_by = {p})", where.involving
+        ),
+    ]
+    return await REQUESTS.search(conn, tenant_id, conditions, after=after, limit=limit)

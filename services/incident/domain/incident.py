@@ -1,19 +1,20 @@
 """The incident aggregate: its fields, what may change, and the events that say so.
 
 Pure logic: the application layer loads an `Incident`, asks this module for the next version
-and its events, and stores both in one transaction. Priority always comes from the tenant's
-impact × urgency matrix; a P1 or a flagged incident is major (`workflow.is_major`).
+and its events, and stores both in one transaction. An incident is a numbered, versioned record
+(`shared/records/record.py`): every change goes through its `apply_change` or `transition`.
+Priority always comes from the tenant's impact × urgency matrix; a P1 or a flagged incident is
+major (`workflow.is_major`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from services.incident.domain import workflow
-from services.incident.domain.changes import change_value
 from services.incident.domain.priority import PriorityMatrix
 from shared.events.catalogue import (
     EventPayload,
@@ -22,7 +23,8 @@ from shared.events.catalogue import (
     IncidentUpdatedV1,
     MajorIncidentDeclaredV1,
 )
-from shared.ids import new_id
+from shared.records.record import Changed, VersionedRecord, apply_change, change_value, diff
+from shared.records.record import transition as move
 
 # Fields a PATCH may change (state moves through transitions, priority through the matrix).
 EDITABLE = (
@@ -44,22 +46,16 @@ EDITABLE = (
 
 
 @dataclass(frozen=True)
-class Incident:
-    """An incident as the service stores it."""
+class Incident(VersionedRecord):
+    """An incident as the service stores it (INC<number>; logged before numbering: none)."""
 
-    id: uuid.UUID
-    tenant_id: str
+    PREFIX: ClassVar[str] = "INC"
+
     title: str
     description: str
     impact: int
     urgency: int
     priority: int
-    state: str
-    version: int
-    created_at: datetime
-    created_by: str
-    updated_at: datetime
-    updated_by: str
     number: int | None = None
     caller: str | None = None
     category: str | None = None
@@ -86,12 +82,13 @@ class Incident:
 
 
 @dataclass(frozen=True)
-class Change:
+class Change(Changed[Incident]):
     """A new version of an incident, what changed, and the events to publish."""
 
-    incident: Incident
-    changes: dict[str, dict[str, Any]]
-    events: list[EventPayload] = field(default_factory=list)
+    @property
+    def incident(self) -> Incident:
+        """The new version."""
+        return self.record
 
 
 def _declared(incident: Incident, before: Incident | None) -> MajorIncidentDeclaredV1 | None:
@@ -128,20 +125,16 @@ def log_incident(
     """A new incident in state `new`, and the events that announce it."""
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
     flagged = bool(fields.get("major_flagged", False))
-    incident = Incident(
-        id=new_id(),
+    incident = Incident.first(
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         title=title,
         description=description,
         impact=impact,
         urgency=urgency,
         priority=priority,
         state="new",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         number=number,
         services=tuple(sorted(services)),
         sla_policy=sla_policy,
@@ -207,16 +200,9 @@ def update(
     values["priority"] = matrix.priority(impact, urgency)
     flagged = values.get("major_flagged", incident.major_flagged)
     values["major"] = incident.major or workflow.is_major(values["priority"], flagged=flagged)
-    changes = {
-        name: {"from": change_value(getattr(incident, name)), "to": change_value(value)}
-        for name, value in values.items()
-        if getattr(incident, name) != value
-    }
-    if not changes:
+    if not diff(incident, values):
         return None
-    after = replace(
-        incident, **values, version=incident.version + 1, updated_at=now, updated_by=actor
-    )
+    after, changes = apply_change(incident, values, actor=actor, now=now)
     events: list[EventPayload] = [
         IncidentUpdatedV1(
             changes=changes,
@@ -247,20 +233,16 @@ def transition(
 
     Closing a major incident needs its review (MajorReviewMissing).
     """
-    workflow.check_incident_transition(
-        incident.state,
-        wanted,
-        hold_reason=hold_reason,
-        resolution_code=resolution_code,
-        resolution_notes=resolution_notes,
-    )
-    if wanted == "closed":
-        workflow.check_major_review(
-            priority=incident.priority,
-            flagged=incident.major_flagged,
-            review_recorded=incident.major_review is not None,
-        )
-    values: dict[str, Any] = {"state": wanted, "hold_reason": hold_reason}
+
+    def reviewed(incident: Incident) -> None:
+        if wanted == "closed":
+            workflow.check_major_review(
+                priority=incident.priority,
+                flagged=incident.major_flagged,
+                review_recorded=incident.major_review is not None,
+            )
+
+    values: dict[str, Any] = {"hold_reason": hold_reason}
     if wanted == "resolved":
         values |= {
             "resolution_code": resolution_code,
@@ -271,13 +253,19 @@ def transition(
         values |= {"resolution_code": None, "resolution_notes": None, "resolved_at": None}
     elif wanted == "closed":
         values["closed_at"] = now
-    changes = {
-        name: {"from": change_value(getattr(incident, name)), "to": change_value(value)}
-        for name, value in values.items()
-        if getattr(incident, name) != value
-    }
-    after = replace(
-        incident, **values, version=incident.version + 1, updated_at=now, updated_by=actor
+    after, changes = move(
+        incident,
+        workflow.INCIDENT,
+        wanted,
+        actor=actor,
+        now=now,
+        details={
+            "hold_reason": hold_reason,
+            "resolution_code": resolution_code,
+            "resolution_notes": resolution_notes,
+        },
+        values=values,
+        guard=reviewed,
     )
     event = IncidentTransitionedV1(
         from_state=incident.state,
@@ -295,10 +283,4 @@ def replace_review(
     incident: Incident, review: dict[str, Any], *, actor: str, now: datetime
 ) -> Incident:
     """The next version of a major incident, with its review recorded."""
-    return replace(
-        incident,
-        major_review=review,
-        version=incident.version + 1,
-        updated_at=now,
-        updated_by=actor,
-    )
+    return apply_change(incident, {"major_review": review}, actor=actor, now=now)[0]

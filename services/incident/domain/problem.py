@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from services.incident.domain import workflow
-from services.incident.domain.changes import change_value
+from shared.errors import Conflict, FieldError
 from shared.events.catalogue import (
     EventPayload,
     KnownErrorPublishedV1,
@@ -28,7 +28,8 @@ from shared.events.catalogue import (
     ProblemIncidentLinkedV1,
     ProblemTransitionedV1,
 )
-from shared.ids import new_id
+from shared.records.record import Changed, VersionedRecord, apply_change, change_value, diff
+from shared.records.record import transition as move
 
 Origin = Literal["manual", "trend"]
 # States in which a problem still explains incidents: nothing links to a closed or cancelled one.
@@ -38,22 +39,17 @@ CHANGE_STATES: Final[tuple[str, ...]] = ("new", "investigating", "known_error")
 
 
 @dataclass(frozen=True)
-class Problem:
-    """A problem as the service stores it (`incidents`: the linked incidents, oldest link first;
-    `change_requests`: the request ids of the changes it asked for, oldest first)."""
+class Problem(VersionedRecord):
+    """A problem as the service stores it (PRB<number>; `incidents`: the linked incidents,
+    oldest link first; `change_requests`: the request ids of the changes it asked for, oldest
+    first)."""
 
-    id: uuid.UUID
-    tenant_id: str
+    PREFIX: ClassVar[str] = "PRB"
+
     number: int
     title: str
     description: str
     origin: str
-    state: str
-    version: int
-    created_at: datetime
-    created_by: str
-    updated_at: datetime
-    updated_by: str
     ci_id: uuid.UUID | None = None
     service: str | None = None
     root_cause: str | None = None
@@ -77,34 +73,26 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class ProblemChange:
+class ProblemChange(Changed[Problem]):
     """A new version of a problem, what changed, and the events to publish."""
 
-    problem: Problem
-    changes: dict[str, dict[str, Any]]
-    events: list[EventPayload] = field(default_factory=list)
+    @property
+    def problem(self) -> Problem:
+        """The new version."""
+        return self.record
 
 
-class WrongProblemState(workflow.WorkflowError):
+class WrongProblemState(workflow.WorkflowError, Conflict):
     """A problem in a state that refuses this: a closed or cancelled one takes no more links,
-    a resolved, closed or cancelled one requests no change (HTTP: 409)."""
+    a resolved, closed or cancelled one requests no change (HTTP: 409 naming the problem)."""
 
     def __init__(self, state: str, what: str) -> None:
-        super().__init__(f"problem: a {state} problem cannot {what}")
+        super().__init__(
+            f"problem: a {state} problem cannot {what}",
+            fields=[FieldError("problem_id", f"the problem is {state}", "path")],
+        )
         self.state = state
         self.what = what
-
-
-def _changes(before: Problem, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"from": change_value(getattr(before, name)), "to": change_value(value)}
-        for name, value in values.items()
-        if getattr(before, name) != value
-    }
-
-
-def _next(problem: Problem, values: dict[str, Any], *, actor: str, now: datetime) -> Problem:
-    return replace(problem, **values, version=problem.version + 1, updated_at=now, updated_by=actor)
 
 
 def _published(problem: Problem) -> KnownErrorPublishedV1:
@@ -138,19 +126,16 @@ def open_problem(
     if not title.strip():
         raise ValueError("a problem needs a title")
     linked = tuple(dict.fromkeys(incidents))
-    problem = Problem(
-        id=problem_id or new_id(),
+    problem = Problem.first(
+        id=problem_id,
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         number=number,
         title=title,
         description=description,
         origin=origin,
         state="new",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         ci_id=ci_id,
         service=service,
         incidents=linked,
@@ -185,14 +170,7 @@ def transition(
     the record when a known error goes back to investigation: it is no longer published (only
     `known_error` problems give workarounds to new incidents), and the history keeps them.
     """
-    workflow.check_problem_transition(
-        problem.state,
-        wanted,
-        root_cause=root_cause,
-        workaround=workaround,
-        resolution_notes=resolution_notes,
-    )
-    values: dict[str, Any] = {"state": wanted}
+    values: dict[str, Any] = {}
     if root_cause is not None:
         values["root_cause"] = root_cause
     if wanted == "known_error":
@@ -203,7 +181,19 @@ def transition(
         values |= {"resolution_notes": None, "resolved_at": None}
     elif wanted == "closed":
         values["closed_at"] = now
-    after = _next(problem, values, actor=actor, now=now)
+    after, changes = move(
+        problem,
+        workflow.PROBLEM,
+        wanted,
+        actor=actor,
+        now=now,
+        details={
+            "root_cause": root_cause,
+            "workaround": workaround,
+            "resolution_notes": resolution_notes,
+        },
+        values=values,
+    )
     events: list[EventPayload] = [
         ProblemTransitionedV1(
             from_state=problem.state,
@@ -214,7 +204,7 @@ def transition(
     ]
     if wanted == "known_error":
         events.append(_published(after))
-    return ProblemChange(after, _changes(problem, values), events)
+    return ProblemChange(after, changes, events)
 
 
 def publish_known_error(
@@ -241,13 +231,14 @@ def publish_known_error(
         if value is None or not value.strip()
     }
     if missing:
-        raise workflow.InvalidTransitionDetails("problem", problem.state, "known_error", missing)
+        raise workflow.PROBLEM.refuse(problem.state, "known_error", missing)
     values: dict[str, Any] = {"root_cause": root_cause, "workaround": workaround}
-    changes = _changes(problem, values)
+    changes = diff(problem, values)
     if not changes:
         return ProblemChange(problem, {}, [])
-    values["known_error_published_at"] = now
-    after = _next(problem, values, actor=actor, now=now)
+    after, _ = apply_change(
+        problem, {**values, "known_error_published_at": now}, actor=actor, now=now
+    )
     return ProblemChange(after, changes, [_published(after)])
 
 
@@ -260,12 +251,8 @@ def link_incident(
     if incident_id in problem.incidents:
         return ProblemChange(problem, {}, [])
     incidents = (*problem.incidents, incident_id)
-    after = _next(problem, {"incidents": incidents}, actor=actor, now=now)
-    return ProblemChange(
-        after,
-        {"incidents": {"from": change_value(problem.incidents), "to": change_value(incidents)}},
-        [ProblemIncidentLinkedV1(incident_id=str(incident_id))],
-    )
+    after, changes = apply_change(problem, {"incidents": incidents}, actor=actor, now=now)
+    return ProblemChange(after, changes, [ProblemIncidentLinkedV1(incident_id=str(incident_id))])
 
 
 def request_change(
@@ -283,12 +270,12 @@ def request_change(
     if problem.state not in CHANGE_STATES:
         raise WrongProblemState(problem.state, "request a change")
     if not title.strip():
-        raise workflow.InvalidTransitionDetails(
-            "problem", problem.state, problem.state, {"title": "required to request a change"}
+        raise workflow.PROBLEM.refuse(
+            problem.state, problem.state, {"title": "required to request a change"}
         )
     targets = tuple(dict.fromkeys(ci_ids)) or ((problem.ci_id,) if problem.ci_id else ())
     requests = (*problem.change_requests, request_id)
-    after = _next(problem, {"change_requests": requests}, actor=actor, now=now)
+    after, changes = apply_change(problem, {"change_requests": requests}, actor=actor, now=now)
     event = ProblemChangeRequestedV1(
         request_id=str(request_id),
         title=title,
@@ -297,13 +284,4 @@ def request_change(
         known_error_id=change_value(problem.known_error_id),
         incidents=[str(i) for i in problem.incidents],
     )
-    return ProblemChange(
-        after,
-        {
-            "change_requests": {
-                "from": change_value(problem.change_requests),
-                "to": change_value(requests),
-            }
-        },
-        [event],
-    )
+    return ProblemChange(after, changes, [event])

@@ -11,13 +11,13 @@ that depend on the record rather than on the move:
   version (`route_for_approval`); one that does not waits in `submitted` until fulfilment starts.
   A request needs approval when the submitter says so or names approvers.
 - **Segregation of duties.** Neither the requester (who the request is for) nor its submitter
-  may decide on it (`SelfApproval`, HTTP 403: the caller is not allowed to, whatever the
-  request's state; retrying cannot help). Nor may they be named as its approvers.
+  may decide on it (`SelfApproval`, a `Forbidden`, HTTP 403: the caller is not allowed to,
+  whatever the request's state; retrying cannot help). Nor may they be named as its approvers.
 - **Named approvers.** With no names, one decision by anybody allowed to approve settles the
-  request. With names, only they may decide (`NotAnApprover`, 403), each once
-  (`AlreadyDecided`, 409); every one must approve before fulfilment starts, and one rejection
-  rejects the request. Each decision is recorded (`RequestApprovalRecordedV1`) with the
-  approver and the instant; the one that settles the request moves it too.
+  request. With names, only they may decide (`NotAnApprover`, a `Forbidden`, 403), each once
+  (`AlreadyDecided`, a `Conflict`, 409); every one must approve before fulfilment starts, and
+  one rejection rejects the request. Each decision is recorded (`RequestApprovalRecordedV1`)
+  with the approver and the instant; the one that settles the request moves it too.
 - **A rejection needs a comment** (the requester is owed the reason; `workflow.Approval`
   enforces it): refused as `InvalidTransitionDetails` naming `comment` (422).
 - **Fulfilled needs notes**: what was delivered, kept as `fulfilment_notes` (422 naming
@@ -28,29 +28,23 @@ that depend on the record rather than on the move:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from services.incident.domain import workflow
-from services.incident.domain.changes import change_value
 from services.incident.domain.priority import PriorityMatrix
-from services.incident.domain.workflow import (
-    Approval,
-    Decision,
-    InvalidTransitionDetails,
-    RequestState,
-    WorkflowError,
-)
+from services.incident.domain.workflow import Approval, Decision, WorkflowError
+from shared.errors import Conflict, FieldError, Forbidden
 from shared.events.catalogue import (
     EventPayload,
     RequestApprovalRecordedV1,
     RequestSubmittedV1,
     RequestTransitionedV1,
 )
-from shared.ids import new_id
+from shared.records.record import Changed, VersionedRecord, apply_change, diff
+from shared.records.record import transition as move
 
 RECORD: Final = "service request"
 # Moves that must say what was done.
@@ -65,49 +59,58 @@ class InvalidRequest(ValueError):
         self.problems = dict(problems)
 
 
-class SelfApproval(WorkflowError):
+def _on_decision(detail: str) -> list[FieldError]:
+    """A refused decision names the body's `decision` with the reason."""
+    return [FieldError("decision", detail)]
+
+
+class SelfApproval(WorkflowError, Forbidden):
     """The requester or the submitter tried to decide on their own request."""
 
     def __init__(self, approver: str) -> None:
-        super().__init__(
+        detail = (
             f"{approver} cannot decide on a request they submitted or that is for them"
             " (segregation of duties)"
         )
+        super().__init__(detail, fields=_on_decision(detail))
         self.approver = approver
 
 
-class NotAnApprover(WorkflowError):
+class NotAnApprover(WorkflowError, Forbidden):
     """The request names its approvers, and the caller is not one of them."""
 
     def __init__(self, approver: str, approvers: tuple[str, ...]) -> None:
-        super().__init__(f"{approver} is not an approver of this request ({', '.join(approvers)})")
+        detail = f"{approver} is not an approver of this request ({', '.join(approvers)})"
+        super().__init__(detail, fields=_on_decision(detail))
         self.approver = approver
         self.approvers = approvers
 
 
-class AlreadyDecided(WorkflowError):
+class AlreadyDecided(WorkflowError, Conflict):
     """The approver's decision on this request is recorded already."""
 
     def __init__(self, approver: str, decision: str) -> None:
-        super().__init__(f"{approver} has {decision} this request already")
+        detail = f"{approver} has {decision} this request already"
+        super().__init__(detail, fields=_on_decision(detail))
         self.approver = approver
         self.decision = decision
 
 
-class NoDecisionDue(WorkflowError):
+class NoDecisionDue(WorkflowError, Conflict):
     """A decision on a request that is not awaiting approval."""
 
     def __init__(self, state: str) -> None:
-        super().__init__(f"the request is {state}, not awaiting approval: no decision is due")
+        detail = f"the request is {state}, not awaiting approval: no decision is due"
+        super().__init__(detail, fields=_on_decision(detail))
         self.state = state
 
 
 @dataclass(frozen=True)
-class ServiceRequest:
-    """A service request as the service stores it."""
+class ServiceRequest(VersionedRecord):
+    """A service request as the service stores it (REQ<number>, per tenant)."""
 
-    id: uuid.UUID
-    tenant_id: str
+    PREFIX: ClassVar[str] = "REQ"
+
     number: int
     title: str
     description: str
@@ -116,12 +119,6 @@ class ServiceRequest:
     urgency: int
     priority: int
     needs_approval: bool
-    state: RequestState
-    version: int
-    created_at: datetime
-    created_by: str
-    updated_at: datetime
-    updated_by: str
     item: str | None = None
     service: str | None = None
     approvers: tuple[str, ...] = ()
@@ -131,11 +128,6 @@ class ServiceRequest:
     closed_at: datetime | None = None
     closed_by: str | None = None
 
-    @property
-    def reference(self) -> str:
-        """REQ<number>, per tenant."""
-        return f"REQ{self.number}"
-
     def involves(self, person: str) -> bool:
         """Whether `person` is the requester or the submitter (who may follow it, and who may
         never decide on it)."""
@@ -143,22 +135,16 @@ class ServiceRequest:
 
 
 @dataclass(frozen=True)
-class Change:
+class Change(Changed[ServiceRequest]):
     """A new version of a request, what changed, the events to publish, and the decision to
     record when the change is one."""
 
-    request: ServiceRequest
-    changes: dict[str, dict[str, Any]]
-    events: list[EventPayload] = field(default_factory=list)
     approval: Approval | None = None
 
-
-def _diff(before: ServiceRequest, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"from": change_value(getattr(before, name)), "to": change_value(value)}
-        for name, value in values.items()
-        if getattr(before, name) != value
-    }
+    @property
+    def request(self) -> ServiceRequest:
+        """The new version."""
+        return self.record
 
 
 def approvers_of(
@@ -210,9 +196,10 @@ def submit(
     if problems:
         raise InvalidRequest(problems)
     priority = (matrix or PriorityMatrix.default()).priority(impact, urgency)
-    request = ServiceRequest(
-        id=new_id(),
+    request = ServiceRequest.first(
         tenant_id=tenant_id,
+        actor=actor,
+        now=now,
         number=number,
         title=title,
         description=description,
@@ -222,11 +209,6 @@ def submit(
         priority=priority,
         needs_approval=needs_approval,
         state="submitted",
-        version=1,
-        created_at=now,
-        created_by=actor,
-        updated_at=now,
-        updated_by=actor,
         item=item,
         service=service,
         approvers=named,
@@ -271,28 +253,36 @@ def transition(
     """Move to another state: `IllegalTransition` (409) for a move the workflow does not have,
     `InvalidTransitionDetails` (422) for a decision made as a plain move or a fulfilment
     without notes."""
-    workflow.check_request_transition(request.state, wanted)
-    target = workflow.SERVICE_REQUEST.state(wanted)
     notes = notes.strip() if notes and notes.strip() else None
-    if wanted in NOTES_REQUIRED and notes is None:
-        raise InvalidTransitionDetails(
-            RECORD,
-            request.state,
-            wanted,
-            {"notes": f"required to go from {request.state} to {wanted}: say what was done"},
-        )
-    values: dict[str, Any] = {"state": target}
-    if target == "fulfilled":
+
+    def noted(request: ServiceRequest) -> None:
+        if wanted in NOTES_REQUIRED and notes is None:
+            raise workflow.SERVICE_REQUEST.refuse(
+                request.state,
+                wanted,
+                {"notes": f"required to go from {request.state} to {wanted}: say what was done"},
+            )
+
+    values: dict[str, Any] = {}
+    if wanted == "fulfilled":
         values |= {"fulfilment_notes": notes, "fulfilled_at": now}
-    elif target == "closed":
+    elif wanted == "closed":
         values |= {"closed_at": now, "closed_by": actor}
-    after = replace(
-        request, **values, version=request.version + 1, updated_at=now, updated_by=actor
+    # A decision is never a plain move: no approval here, so leaving awaiting_approval is refused.
+    after, changes = move(
+        request,
+        workflow.SERVICE_REQUEST,
+        wanted,
+        actor=actor,
+        now=now,
+        details={"approval": None},
+        values=values,
+        guard=noted,
     )
     event = RequestTransitionedV1(
-        from_state=request.state, to_state=target, notes=notes, automatic=automatic
+        from_state=request.state, to_state=after.state, notes=notes, automatic=automatic
     )
-    return Change(after, _diff(request, values), [event])
+    return Change(after, changes, [event])
 
 
 def decide(
@@ -324,8 +314,7 @@ def decide(
     if earlier is not None:
         raise AlreadyDecided(approver, earlier.decision)
     if decision == "rejected" and not comment.strip():
-        raise InvalidTransitionDetails(
-            RECORD,
+        raise workflow.SERVICE_REQUEST.refuse(
             request.state,
             "rejected",
             {"comment": "required to reject a request: the requester is owed the reason"},
@@ -348,14 +337,12 @@ def decide(
         }
     }
     if not settles:
-        after = replace(request, version=request.version + 1, updated_at=now, updated_by=approver)
+        after, _ = apply_change(request, {}, actor=approver, now=now)
         return Change(after, changes, [recorded_event], approval)
     wanted = workflow.state_after_approval(request.state, approval)
-    after = replace(
-        request, state=wanted, version=request.version + 1, updated_at=now, updated_by=approver
-    )
+    after, _ = apply_change(request, {"state": wanted}, actor=approver, now=now)
     moved = RequestTransitionedV1(
         from_state=request.state, to_state=wanted, notes=approval.comment or None
     )
-    changes |= _diff(request, {"state": wanted})
+    changes |= diff(request, {"state": wanted})
     return Change(after, changes, [recorded_event, moved], approval)

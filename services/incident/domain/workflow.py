@@ -1,16 +1,21 @@
 """Which state changes incidents, service requests and problems may make (ISO/IEC 20000-1 8.6).
 
-Pure: no I/O. One generic `StateMachine` holds each record type's transitions, the details a
-transition needs and the values a detail may take (`INCIDENT`, `SERVICE_REQUEST`, `PROBLEM`);
-a `check_*_transition` function per record type takes the details as keyword arguments (for
-requests it also matches the approval's decision to the move). Every check refuses with:
+Pure: no I/O. The generic `StateMachine` (`shared/records/workflow.py`) holds each record
+type's transitions, the details a transition needs and the values a detail may take (`INCIDENT`,
+`SERVICE_REQUEST`, `PROBLEM`); a `check_*_transition` function per record type takes the details
+as keyword arguments (for requests it also matches the approval's decision to the move). Every
+check refuses with a typed error of `shared/errors.py` (answered by the one mapping at the HTTP
+edge, no endpoint translates them):
 
-- `UnknownState` (a `ValueError`) for a state name the record type does not have;
-- `IllegalTransition` when the record type's table has no such move; it carries `current`,
-  `wanted` and the sorted tuple `allowed` of the states `current` may go to (HTTP: 409);
-- `InvalidTransitionDetails` (a `ValueError`) when a detail the move needs is missing or blank,
-  has a value that is not allowed, or is given to a move that does not take it, so that nothing
-  a client sends is silently dropped; `problems` maps each field to why (HTTP: 422).
+- `UnknownState` (a `ValidationFailed`, also a `ValueError`) for a state name the record type
+  does not have (HTTP: 422);
+- `IllegalTransition` (an `InvalidTransition`) when the record type's table has no such move; it
+  carries `current`, `wanted` and the sorted tuple `allowed` of the states `current` may go to
+  (HTTP: 409 naming the field `to`, with `allowed`);
+- `InvalidTransitionDetails` (a `ValidationFailed`, also a `ValueError`) when a detail the move
+  needs is missing or blank, has a value that is not allowed, or is given to a move that does
+  not take it, so that nothing a client sends is silently dropped; `problems` maps each field to
+  why (HTTP: 422 naming each field, with the machine's hint where the caller should go instead).
 
 No state moves to itself: changing the hold reason of an on-hold incident is an update of the
 record, not a transition. The checks run in that order: an illegal move is reported before its
@@ -101,169 +106,43 @@ resolved` needs `root_cause` and `resolution_notes`; `known_error → resolved` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Final, Generic, Literal, TypeVar, get_args
+from typing import Final, Literal, get_args
 
-S = TypeVar("S", bound=str)
+from shared.errors import Conflict, FieldError
+from shared.records.workflow import (
+    IllegalTransition,
+    InvalidTransitionDetails,
+    StateMachine,
+    UnknownState,
+    WorkflowError,
+    on_entry,
+)
 
-
-class WorkflowError(Exception):
-    """A state change the workflow rules refuse."""
-
-
-class UnknownState(WorkflowError, ValueError):
-    """A state name the record type does not have."""
-
-    def __init__(self, record: str, state: str, known: tuple[str, ...]) -> None:
-        super().__init__(f"{record}: {state!r} is not a state; the states are {', '.join(known)}")
-        self.record = record
-        self.state = state
-        self.known = known
-
-
-class IllegalTransition(WorkflowError):
-    """A move the record type's transition table does not have."""
-
-    def __init__(self, record: str, current: str, wanted: str, allowed: tuple[str, ...]) -> None:
-        where = (
-            f"allowed from {current}: {', '.join(allowed)}" if allowed else f"{current} is final"
-        )
-        super().__init__(f"{record}: cannot go from {current} to {wanted} ({where})")
-        self.record = record
-        self.current = current
-        self.wanted = wanted
-        self.allowed = allowed
+__all__ = [
+    "IllegalTransition",
+    "InvalidTransitionDetails",
+    "MajorReviewMissing",
+    "StateMachine",
+    "UnknownState",
+    "WorkflowError",
+]
 
 
-class InvalidTransitionDetails(WorkflowError, ValueError):
-    """A legal move whose details are missing, not allowed, or not taken by that move."""
-
-    def __init__(self, record: str, current: str, wanted: str, problems: Mapping[str, str]) -> None:
-        listed = "; ".join(f"{name}: {why}" for name, why in problems.items())
-        super().__init__(f"{record}: {current} to {wanted}: {listed}")
-        self.record = record
-        self.current = current
-        self.wanted = wanted
-        self.problems: Mapping[str, str] = MappingProxyType(dict(problems))
-
-
-class MajorReviewMissing(WorkflowError):
+class MajorReviewMissing(WorkflowError, Conflict):
     """A major incident cannot be closed before its post-resolution review is recorded."""
 
-    def __init__(self, priority: int, flagged: bool) -> None:
+    def __init__(self, priority: int, flagged: bool, *, field: str = "to") -> None:
         why = f"priority {priority}" if priority == 1 else "flagged major"
-        super().__init__(f"a major incident ({why}) cannot be closed until its review is recorded")
+        super().__init__(
+            f"a major incident ({why}) cannot be closed until its review is recorded",
+            fields=[FieldError(field, "record the major-incident review")],
+        )
         self.priority = priority
         self.flagged = flagged
-
-
-@dataclass(frozen=True)
-class StateMachine(Generic[S]):
-    """The states of one record type, the moves between them, and the details each move needs.
-
-    `transitions` maps every state (final ones to an empty set) to the states it may go to;
-    `requires` maps a move `(from, to)` to the names of the details it needs; `choices` maps a
-    detail to the values it may take, where they are a fixed list. All are frozen on
-    construction, and a table that names a state it does not define is refused.
-    """
-
-    record: str
-    transitions: Mapping[S, frozenset[S]]
-    requires: Mapping[tuple[S, S], tuple[str, ...]] = field(default_factory=dict)
-    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        undefined = sorted(
-            {target for targets in self.transitions.values() for target in targets}
-            - set(self.transitions)
-        )
-        if undefined:
-            raise ValueError(f"{self.record}: moves to undefined states {', '.join(undefined)}")
-        not_moves = sorted(
-            f"{a}->{b}" for a, b in self.requires if b not in self.transitions.get(a, frozenset())
-        )
-        if not_moves:
-            raise ValueError(
-                f"{self.record}: details required for non-moves {', '.join(not_moves)}"
-            )
-        object.__setattr__(
-            self,
-            "transitions",
-            MappingProxyType({state: frozenset(t) for state, t in self.transitions.items()}),
-        )
-        object.__setattr__(self, "requires", MappingProxyType(dict(self.requires)))
-        object.__setattr__(self, "choices", MappingProxyType(dict(self.choices)))
-
-    @property
-    def states(self) -> tuple[S, ...]:
-        """Every state, in the order the table defines them."""
-        return tuple(self.transitions)
-
-    @property
-    def final_states(self) -> tuple[S, ...]:
-        """The states nothing leaves."""
-        return tuple(state for state, targets in self.transitions.items() if not targets)
-
-    def state(self, name: str) -> S:
-        """`name` as one of this record type's states, or `UnknownState`."""
-        for state in self.transitions:
-            if state == name:
-                return state
-        raise UnknownState(self.record, name, self.states)
-
-    def allowed_from(self, state: str) -> tuple[S, ...]:
-        """The states `state` may go to, sorted by name (empty for a final state)."""
-        return tuple(sorted(self.transitions[self.state(state)]))
-
-    def can(self, current: str, wanted: str) -> bool:
-        """Whether the table has the move from `current` to `wanted`."""
-        return self.state(wanted) in self.transitions[self.state(current)]
-
-    def required(self, current: str, wanted: str) -> tuple[str, ...]:
-        """The names of the details the move needs (empty for none)."""
-        return self.requires.get((self.state(current), self.state(wanted)), ())
-
-    def check(
-        self, current: str, wanted: str, details: Mapping[str, object | None] | None = None
-    ) -> None:
-        """Refuse an unknown state, a move not in the table, or details the move does not fit.
-
-        `details` maps each detail the caller knows of to its value or None (not given). A
-        detail the move needs must be given and, when it is text, not blank, and one of its
-        `choices` if it has them; a detail it does not need must not be given. All problems
-        are reported together, the needed details first.
-        """
-        if not self.can(current, wanted):
-            raise IllegalTransition(self.record, current, wanted, self.allowed_from(current))
-        needed = self.required(current, wanted)
-        given = {**dict.fromkeys(needed), **(details or {})}
-        problems: dict[str, str] = {}
-        for name, value in given.items():
-            choices = self.choices.get(name)
-            if name not in needed:
-                if value is not None:
-                    problems[name] = f"not taken by the move from {current} to {wanted}"
-            elif value is None or (isinstance(value, str) and not value.strip()):
-                problems[name] = f"required to go from {current} to {wanted}"
-            elif choices is not None and value not in choices:
-                problems[name] = f"must be one of {', '.join(choices)}, not {value!r}"
-        if problems:
-            raise InvalidTransitionDetails(self.record, current, wanted, problems)
-
-
-def _on_entry(
-    transitions: Mapping[S, Iterable[S]], needs: Mapping[S, tuple[str, ...]]
-) -> dict[tuple[S, S], tuple[str, ...]]:
-    """Details required by every move into a state, whatever it comes from."""
-    return {
-        (source, target): needs[target]
-        for source, targets in transitions.items()
-        for target in targets
-        if target in needs
-    }
 
 
 # --- Incidents --------------------------------------------------------------------------------
@@ -293,7 +172,7 @@ _INCIDENT_MOVES: Final[dict[IncidentState, frozenset[IncidentState]]] = {
 INCIDENT: Final = StateMachine[IncidentState](
     "incident",
     _INCIDENT_MOVES,
-    _on_entry(
+    on_entry(
         _INCIDENT_MOVES,
         {"on_hold": ("hold_reason",), "resolved": ("resolution_code", "resolution_notes")},
     ),
@@ -364,6 +243,8 @@ SERVICE_REQUEST: Final = StateMachine[RequestState](
         ("awaiting_approval", "in_fulfilment"): ("approval",),
         ("awaiting_approval", "rejected"): ("approval",),
     },
+    # A decision is not a move: the refusal says where to make it.
+    hints={"approval": "; decide with POST /requests/{id}/approvals"},
 )
 
 
@@ -398,8 +279,7 @@ def check_request_transition(
     """Refuse a service request's move unless the table allows it with this approval."""
     SERVICE_REQUEST.check(current, wanted, {"approval": approval})
     if approval is not None and (decided := _STATE_AFTER[approval.decision]) != wanted:
-        raise InvalidTransitionDetails(
-            "service request",
+        raise SERVICE_REQUEST.refuse(
             current,
             wanted,
             {"approval": f"{approval.decision}, so the request goes to {decided}, not {wanted}"},

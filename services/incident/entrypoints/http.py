@@ -1,12 +1,19 @@
-"""Incident HTTP API: thin handlers that validate, call a use case and map errors."""
+"""Incident HTTP API: thin handlers that validate and call a use case.
+
+An incident is a numbered, versioned record: reading it, its history and every write to it
+(If-Match, answered with the new version and its ETag) are the shared routes of
+`shared/http/records.py`. Refusals are typed errors the use case and the domain raise; the one
+mapping of `shared/http/problems.py` answers them (409 with `allowed` for a move the workflow
+does not have, 422 naming each missing detail, 409 for a major incident closed without review).
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -23,27 +30,22 @@ from services.incident.application.handlers import (
     update_incident,
 )
 from services.incident.domain import workflow
-from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
+from services.incident.domain.incident import Incident
+from services.incident.entrypoints.common import metrics_of
 from shared.context import RequestContext
-from shared.db import tenant_transaction
+from shared.db import Connection, tenant_transaction
+from shared.errors import NotFound
+from shared.http import records
 from shared.http.context import authorize
-from shared.http.etags import IfMatch, if_match_version
 from shared.http.models import RequestBody
-from shared.http.pagination import (
-    PageSize,
-    cursor_instant,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
-)
-from shared.http.problems import not_found
+from shared.http.pagination import PageSize
 from shared.http.types import Timestamp
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["incidents"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
-IncidentStateName = Literal["new", "in_progress", "on_hold", "resolved", "closed", "cancelled"]
+IncidentStateName = workflow.IncidentState
 
 
 class NewIncident(RequestBody):
@@ -161,7 +163,24 @@ class IncidentPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(IncidentOut, body, status, **headers)
+    return records.versioned(IncidentOut, body, status, **headers)
+
+
+async def _incident(
+    runtime: ServiceRuntime, context: RequestContext, incident_id: uuid.UUID
+) -> Incident:
+    """The tenant's incident, or NotFound."""
+    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
+        incident = await repository.get(conn, context.tenant_id, incident_id)
+    if incident is None:
+        raise NotFound("incident", str(incident_id))
+    return incident
+
+
+async def _known(conn: Connection, context: RequestContext, incident_id: uuid.UUID) -> None:
+    """NotFound unless the tenant has this incident."""
+    if await repository.get(conn, context.tenant_id, incident_id) is None:
+        raise NotFound("incident", str(incident_id))
 
 
 @router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Log an incident")
@@ -198,13 +217,7 @@ async def list_incidents(
     resolved_after: Timestamp | None = None,
     resolved_before: Timestamp | None = None,
 ) -> dict[str, Any]:
-    after = None
-    if cursor:
-        key = decode_cursor(cursor, 2)
-        try:
-            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
-        except (TypeError, ValueError):
-            raise invalid_cursor() from None
+    after = records.after_cursor(cursor)
     where = IncidentFilter(
         states=tuple(state or ()),
         priorities=tuple(priority or ()),
@@ -223,91 +236,87 @@ async def list_incidents(
         found = await repository.search(
             conn, context.tenant_id, where, after=after, limit=limit + 1
         )
-    page = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    page, next_cursor = records.keyset_page(found, limit)
     return {"items": [incident_view(i) for i in page], "next_cursor": next_cursor}
 
 
-@router.get("/incidents/{incident_id}", response_model=IncidentOut, summary="Read an incident")
-async def read_incident(
-    incident_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("incident:read")],
-    runtime: Runtime,
-) -> JSONResponse:
-    async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        incident = await repository.get(conn, context.tenant_id, incident_id)
-    if incident is None:
-        raise not_found("incident", str(incident_id))
-    return _with_etag(incident_view(incident))
+async def _read(
+    runtime: ServiceRuntime, context: RequestContext, incident_id: uuid.UUID
+) -> dict[str, Any]:
+    return incident_view(await _incident(runtime, context, incident_id))
 
 
-@router.patch(
-    "/incidents/{incident_id}",
-    response_model=IncidentOut,
-    summary="Change an incident's fields (If-Match required)",
-    responses={
-        409: {"description": "The workflow does not allow this move from the current state"}
-    },
-)
-async def patch_incident(
+async def _patch(
+    runtime: ServiceRuntime,
+    context: RequestContext,
     incident_id: uuid.UUID,
     body: IncidentChanges,
-    context: Annotated[RequestContext, authorize("incident:update")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
+    expected: int,
+) -> dict[str, Any]:
     wanted = body.model_dump(exclude_unset=True)
     if "major" in wanted:
         wanted["major_flagged"] = wanted.pop("major")
-    try:
-        incident = await update_incident(
-            runtime.pool,
-            incident_id,
-            wanted,
-            context,
-            expected_version=expected,
-            metrics=metrics_of(runtime),
-        )
-    except workflow.WorkflowError as exc:
-        raise workflow_problem(exc) from None
-    return _with_etag(incident_view(incident))
+    incident = await update_incident(
+        runtime.pool,
+        incident_id,
+        wanted,
+        context,
+        expected_version=expected,
+        metrics=metrics_of(runtime),
+    )
+    return incident_view(incident)
 
 
-@router.post(
-    "/incidents/{incident_id}/transitions",
-    response_model=IncidentOut,
-    summary="Move an incident to another state (If-Match required)",
-    responses={
-        409: {"description": "The workflow does not allow this move from the current state"}
-    },
-)
-async def post_transition(
+async def _transition(
+    runtime: ServiceRuntime,
+    context: RequestContext,
     incident_id: uuid.UUID,
     body: Transition,
-    context: Annotated[RequestContext, authorize("incident:update")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        incident = await transition_incident(
-            runtime.pool,
-            incident_id,
-            body.to,
-            context,
-            expected_version=expected,
-            hold_reason=body.hold_reason,
-            resolution_code=body.resolution_code,
-            resolution_notes=body.resolution_notes,
-            metrics=metrics_of(runtime),
-        )
-    except workflow.WorkflowError as exc:
-        raise workflow_problem(exc) from None
-    return _with_etag(incident_view(incident))
+    expected: int,
+) -> dict[str, Any]:
+    incident = await transition_incident(
+        runtime.pool,
+        incident_id,
+        body.to,
+        context,
+        expected_version=expected,
+        hold_reason=body.hold_reason,
+        resolution_code=body.resolution_code,
+        resolution_notes=body.resolution_notes,
+        metrics=metrics_of(runtime),
+    )
+    return incident_view(incident)
+
+
+_REFUSED_MOVE = {
+    409: {"description": "The workflow does not allow this move from the current state"}
+}
+
+_incidents = records.RecordRoutes(router, "/incidents", ident="incident_id", model=IncidentOut)
+_incidents.read(
+    permission="incident:read",
+    read=_read,
+    name="read_incident",
+    summary="Read an incident",
+)
+_incidents.write(
+    method="patch",
+    body=IncidentChanges,
+    permission="incident:update",
+    write=_patch,
+    name="patch_incident",
+    summary="Change an incident's fields (If-Match required)",
+    responses=_REFUSED_MOVE,
+)
+_incidents.write(
+    "/transitions",
+    body=Transition,
+    permission="incident:update",
+    write=_transition,
+    name="post_transition",
+    summary="Move an incident to another state (If-Match required)",
+    responses=_REFUSED_MOVE,
+)
 
 
 @router.post("/incidents/{incident_id}/work-notes", status_code=201, summary="Add a work note")
@@ -327,41 +336,46 @@ async def get_work_notes(
     runtime: Runtime,
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise not_found("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         return await repository.work_notes(conn, context.tenant_id, incident_id)
 
 
-@router.get("/incidents/{incident_id}/history", summary="Every version: who, when, what")
-async def get_history(
-    incident_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("incident:read")],
-    runtime: Runtime,
+async def _history(
+    runtime: ServiceRuntime, context: RequestContext, incident_id: uuid.UUID
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise not_found("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         return await repository.history(conn, context.tenant_id, incident_id)
 
 
-@router.post(
-    "/incidents/{incident_id}/major-review",
-    response_model=IncidentOut,
-    summary="Record the review of a major incident (needed before closure; If-Match required)",
-    responses={409: {"description": "The incident is not a major incident"}},
+_incidents.history(
+    permission="incident:read",
+    history=_history,
 )
-async def post_major_review(
+
+
+async def _review(
+    runtime: ServiceRuntime,
+    context: RequestContext,
     incident_id: uuid.UUID,
     body: MajorReview,
-    context: Annotated[RequestContext, authorize("incident:update")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
+    expected: int,
+) -> dict[str, Any]:
     incident = await record_major_review(
         runtime.pool, incident_id, body.summary, body.lessons, context, expected_version=expected
     )
-    return _with_etag(incident_view(incident))
+    return incident_view(incident)
+
+
+_incidents.write(
+    "/major-review",
+    body=MajorReview,
+    permission="incident:update",
+    write=_review,
+    name="post_major_review",
+    summary="Record the review of a major incident (needed before closure; If-Match required)",
+    responses={409: {"description": "The incident is not a major incident"}},
+)
 
 
 @router.get("/incidents/{incident_id}/sla", summary="The incident's SLA clocks, as of now")
@@ -371,7 +385,6 @@ async def get_sla(
     runtime: Runtime,
 ) -> list[dict[str, Any]]:
     async with tenant_transaction(runtime.pool, context.tenant_id, readonly=True) as conn:
-        if await repository.get(conn, context.tenant_id, incident_id) is None:
-            raise not_found("incident", str(incident_id))
+        await _known(conn, context, incident_id)
         clocks = await sla.clocks_of(conn, context.tenant_id, "incident", incident_id)
     return [c.as_json() for c in clocks]

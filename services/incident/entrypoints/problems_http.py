@@ -1,5 +1,8 @@
-"""Problem and known error HTTP API (ISO/IEC 20000-1 8.6.3): thin handlers that validate, call
-a use case (`application/problems.py`) and map errors."""
+"""Problem and known error HTTP API (ISO/IEC 20000-1 8.6.3): thin handlers that validate and
+call a use case (`application/problems.py`); reads, history and writes are the shared routes of
+a versioned record (`shared/http/records.py`). Refusals are typed errors of the domain (a
+problem in the wrong state for the action is a 409 naming it), answered by the one mapping of
+`shared/http/problems.py`."""
 
 from __future__ import annotations
 
@@ -7,34 +10,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.incident.adapters.problems import ProblemFilter
 from services.incident.application import problems
 from services.incident.domain import workflow
-from services.incident.domain.problem import WrongProblemState
-from services.incident.entrypoints.common import versioned, workflow_problem
 from shared.context import RequestContext
+from shared.http import records
 from shared.http.context import authorize
 from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
-from shared.http.pagination import (
-    Cursor,
-    PageSize,
-    cursor_instant,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
-)
-from shared.http.problems import Problem
-from shared.service import ServiceRuntime, runtime_of
+from shared.http.pagination import Cursor, PageSize
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["problems"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
-ProblemStateName = Literal["new", "investigating", "known_error", "resolved", "closed", "cancelled"]
+ProblemStateName = workflow.ProblemState
 
 
 class NewProblem(RequestBody):
@@ -142,20 +136,10 @@ def _out(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(ProblemOut, body, status, **headers)
+    return records.versioned(ProblemOut, body, status, **headers)
 
 
-def _workflow_problem(exc: workflow.WorkflowError, field: str = "to") -> Problem:
-    """A problem in the wrong state for the action is 409 naming it; other refusals as for
-    every record (`entrypoints/common.py`)."""
-    if isinstance(exc, WrongProblemState):
-        return Problem(
-            409,
-            "Conflict",
-            str(exc),
-            errors=[{"in": "path", "field": "problem_id", "detail": f"the problem is {exc.state}"}],
-        )
-    return workflow_problem(exc, field=field)
+_STATE_REFUSES = {409: {"description": "The problem is in a state that does not allow this"}}
 
 
 @router.post(
@@ -192,73 +176,101 @@ async def list_problems(
     service: str | None = None,
     origin: Literal["manual", "trend"] | None = None,
 ) -> dict[str, Any]:
-    after = None
-    if cursor:
-        key = decode_cursor(cursor, 2)
-        try:
-            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
-        except (TypeError, ValueError):
-            raise invalid_cursor() from None
+    after = records.after_cursor(cursor)
     where = ProblemFilter(states=tuple(state or ()), ci_id=ci_id, service=service, origin=origin)
     found = await problems.search_problems(
         runtime.pool, context.tenant_id, where, after=after, limit=limit + 1
     )
-    page = found[:limit]
-    next_cursor = None
-    if len(found) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    page, next_cursor = records.keyset_page(found, limit)
     return {
         "items": [_out(problems.problem_view(p)) for p in page],
         "next_cursor": next_cursor,
     }
 
 
-@router.get("/problems/{problem_id}", response_model=ProblemOut, summary="Read a problem")
-async def read_problem(
+async def _read(
+    runtime: ServiceRuntime, context: RequestContext, problem_id: uuid.UUID
+) -> dict[str, Any]:
+    return problems.problem_view(
+        await problems.get_problem(runtime.pool, problem_id, context.tenant_id)
+    )
+
+
+async def _transition(
+    runtime: ServiceRuntime,
+    context: RequestContext,
     problem_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("problem:read")],
-    runtime: Runtime,
-) -> JSONResponse:
-    problem = await problems.get_problem(runtime.pool, problem_id, context.tenant_id)
-    return _with_etag(problems.problem_view(problem))
+    body: ProblemTransition,
+    expected: int,
+) -> dict[str, Any]:
+    problem = await problems.transition_problem(
+        runtime.pool,
+        problem_id,
+        body.to,
+        context,
+        expected_version=expected,
+        root_cause=body.root_cause,
+        workaround=body.workaround,
+        resolution_notes=body.resolution_notes,
+    )
+    return problems.problem_view(problem)
 
 
-@router.post(
-    "/problems/{problem_id}/transitions",
-    response_model=ProblemOut,
+async def _link(
+    runtime: ServiceRuntime,
+    context: RequestContext,
+    problem_id: uuid.UUID,
+    body: IncidentLink,
+    expected: int,
+) -> dict[str, Any]:
+    problem = await problems.link_incident(
+        runtime.pool, problem_id, body.incident_id, context, expected_version=expected
+    )
+    return problems.problem_view(problem)
+
+
+async def _publish(
+    runtime: ServiceRuntime,
+    context: RequestContext,
+    problem_id: uuid.UUID,
+    body: KnownError,
+    expected: int,
+) -> dict[str, Any]:
+    problem = await problems.publish_known_error(
+        runtime.pool,
+        problem_id,
+        context,
+        root_cause=body.root_cause,
+        workaround=body.workaround,
+        expected_version=expected,
+    )
+    return problems.problem_view(problem)
+
+
+_problems = records.RecordRoutes(router, "/problems", ident="problem_id", model=ProblemOut)
+_problems.read(
+    permission="problem:read",
+    read=_read,
+    name="read_problem",
+    summary="Read a problem",
+)
+_problems.write(
+    "/transitions",
+    body=ProblemTransition,
+    permission="problem:manage",
+    write=_transition,
+    name="post_transition",
     summary="Move a problem to another state (If-Match required)",
     responses={
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-async def post_transition(
-    problem_id: uuid.UUID,
-    body: ProblemTransition,
-    context: Annotated[RequestContext, authorize("problem:manage")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        problem = await problems.transition_problem(
-            runtime.pool,
-            problem_id,
-            body.to,
-            context,
-            expected_version=expected,
-            root_cause=body.root_cause,
-            workaround=body.workaround,
-            resolution_notes=body.resolution_notes,
-        )
-    except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc) from None
-    return _with_etag(problems.problem_view(problem))
-
-
-@router.post(
-    "/problems/{problem_id}/incidents",
-    response_model=ProblemOut,
+_problems.write(
+    "/incidents",
+    body=IncidentLink,
+    permission="problem:create",
+    write=_link,
+    name="post_incident_link",
     summary="Link an incident to the problem (If-Match required)",
     responses={
         409: {
@@ -267,49 +279,15 @@ async def post_transition(
         }
     },
 )
-async def post_incident_link(
-    problem_id: uuid.UUID,
-    body: IncidentLink,
-    context: Annotated[RequestContext, authorize("problem:create")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        problem = await problems.link_incident(
-            runtime.pool, problem_id, body.incident_id, context, expected_version=expected
-        )
-    except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc, "incident_id") from None
-    return _with_etag(problems.problem_view(problem))
-
-
-@router.post(
-    "/problems/{problem_id}/known-error",
-    response_model=ProblemOut,
+_problems.write(
+    "/known-error",
+    body=KnownError,
+    permission="problem:manage",
+    write=_publish,
+    name="post_known_error",
     summary="Publish (or revise) the root cause and workaround as a known error (If-Match)",
-    responses={409: {"description": "The problem is in a state that does not allow this"}},
+    responses=_STATE_REFUSES,
 )
-async def post_known_error(
-    problem_id: uuid.UUID,
-    body: KnownError,
-    context: Annotated[RequestContext, authorize("problem:manage")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        problem = await problems.publish_known_error(
-            runtime.pool,
-            problem_id,
-            context,
-            root_cause=body.root_cause,
-            workaround=body.workaround,
-            expected_version=expected,
-        )
-    except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc) from None
-    return _with_etag(problems.problem_view(problem))
 
 
 @router.post(
@@ -327,18 +305,15 @@ async def post_change_request(
     if_match: IfMatch = None,
 ) -> JSONResponse:
     expected = if_match_version(if_match, required=True)
-    try:
-        requested = await problems.request_change(
-            runtime.pool,
-            problem_id,
-            context,
-            title=body.title,
-            description=body.description,
-            ci_ids=tuple(body.ci_ids),
-            expected_version=expected,
-        )
-    except workflow.WorkflowError as exc:
-        raise _workflow_problem(exc) from None
+    requested = await problems.request_change(
+        runtime.pool,
+        problem_id,
+        context,
+        title=body.title,
+        description=body.description,
+        ci_ids=tuple(body.ci_ids),
+        expected_version=expected,
+    )
     body_out = {
         "request_id": str(requested.request_id),
         "problem": _out(problems.problem_view(requested.problem)),
@@ -348,10 +323,13 @@ async def post_change_request(
     )
 
 
-@router.get("/problems/{problem_id}/history", summary="Every version: who, when, what")
-async def get_history(
-    problem_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("problem:read")],
-    runtime: Runtime,
+async def _history(
+    runtime: ServiceRuntime, context: RequestContext, problem_id: uuid.UUID
 ) -> list[dict[str, Any]]:
     return await problems.problem_history(runtime.pool, problem_id, context.tenant_id)
+
+
+_problems.history(
+    permission="problem:read",
+    history=_history,
+)

@@ -1,12 +1,14 @@
-"""HTTP API of service requests (ISO/IEC 20000-1 8.6.2): thin handlers that validate, call a
-use case (`application/requests.py`) and map refusals to problems.
+"""HTTP API of service requests (ISO/IEC 20000-1 8.6.2): thin handlers that validate and call
+a use case (`application/requests.py`); reads, history and writes are the shared routes of a
+versioned record (`shared/http/records.py`).
 
-Refusals: a move the workflow does not have is 409 naming the allowed ones (`allowed`); a
-missing detail (notes to fulfil, an approval to leave `awaiting_approval`, a comment to reject)
-is 422 naming the field; a decision by the requester or the submitter, or by someone the
-request does not name as approver, is 403 (segregation of duties: the caller may not, whatever
-the request's state); a second decision by one approver, or one on a request not awaiting
-approval, is 409. Writes to a request need `If-Match` (428 without, 412 when stale).
+Refusals are typed errors of the domain, answered by the one mapping of
+`shared/http/problems.py`: a move the workflow does not have is 409 naming the allowed ones
+(`allowed`); a missing detail (notes to fulfil, an approval to leave `awaiting_approval`, a
+comment to reject) is 422 naming the field; a decision by the requester or the submitter, or by
+someone the request does not name as approver, is 403 (segregation of duties: the caller may
+not, whatever the request's state); a second decision by one approver, or one on a request not
+awaiting approval, is 409. Writes to a request need `If-Match` (428 without, 412 when stale).
 """
 
 from __future__ import annotations
@@ -15,32 +17,23 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.incident.adapters.requests import RequestFilter
 from services.incident.application import requests
-from services.incident.domain import request as domain
 from services.incident.domain import workflow
-from services.incident.entrypoints.common import metrics_of, versioned, workflow_problem
+from services.incident.entrypoints.common import metrics_of
 from shared.context import RequestContext
+from shared.http import records
 from shared.http.context import authorize
-from shared.http.etags import IfMatch, if_match_version
 from shared.http.models import RequestBody
-from shared.http.pagination import (
-    Cursor,
-    PageSize,
-    cursor_instant,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
-)
-from shared.http.problems import Problem
-from shared.service import ServiceRuntime, runtime_of
+from shared.http.pagination import Cursor, PageSize
+from shared.service import ServiceRuntime
 
 router = APIRouter(tags=["service requests"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = records.Runtime
 
 RequestStateName = workflow.RequestState
 Person = Annotated[str, Field(min_length=1, max_length=200)]
@@ -141,26 +134,7 @@ class RequestPage(BaseModel):
 
 
 def _with_etag(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return versioned(RequestOut, body, status, **headers)
-
-
-def _refusal(exc: workflow.WorkflowError) -> Problem:
-    """The problem for a refused move or decision (module docstring)."""
-    if isinstance(exc, domain.SelfApproval | domain.NotAnApprover):
-        return Problem(
-            403,
-            "Forbidden",
-            str(exc),
-            errors=[{"in": "body", "field": "decision", "detail": str(exc)}],
-        )
-    if isinstance(exc, workflow.IllegalTransition | workflow.InvalidTransitionDetails):
-        return workflow_problem(exc, hints=_HINTS)
-    return Problem(
-        409, "Conflict", str(exc), errors=[{"in": "body", "field": "decision", "detail": str(exc)}]
-    )
-
-
-_HINTS = {"approval": "; decide with POST /requests/{id}/approvals"}
+    return records.versioned(RequestOut, body, status, **headers)
 
 
 @router.post(
@@ -198,13 +172,7 @@ async def list_requests(
     service: Annotated[str | None, Query(max_length=200)] = None,
     item: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    after = None
-    if cursor:
-        key = decode_cursor(cursor, 2)
-        try:
-            after = (cursor_instant(key[0]), uuid.UUID(key[1]))
-        except (TypeError, ValueError):
-            raise invalid_cursor() from None
+    after = records.after_cursor(cursor)
     where = RequestFilter(
         states=tuple(state or ()),
         priorities=tuple(priority or ()),
@@ -213,88 +181,88 @@ async def list_requests(
         item=item,
     )
     page = await requests.search_requests(runtime.pool, where, context, after=after, limit=limit)
-    next_cursor = None
-    if page.last is not None:
-        next_cursor = encode_cursor([page.last[0].isoformat(), str(page.last[1])])
-    return {"items": page.items, "next_cursor": next_cursor}
+    return {"items": page.items, "next_cursor": records.cursor_of(page.last)}
 
 
-@router.get("/requests/{request_id}", response_model=RequestOut, summary="Read a service request")
-async def read_request(
+async def _read(
+    runtime: ServiceRuntime, context: RequestContext, request_id: uuid.UUID
+) -> dict[str, Any]:
+    return await requests.get_request(runtime.pool, request_id, context)
+
+
+async def _transition(
+    runtime: ServiceRuntime,
+    context: RequestContext,
     request_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("request:read")],
-    runtime: Runtime,
-) -> JSONResponse:
-    return _with_etag(await requests.get_request(runtime.pool, request_id, context))
+    body: Transition,
+    expected: int,
+) -> dict[str, Any]:
+    return await requests.transition_request(
+        runtime.pool,
+        request_id,
+        body.to,
+        context,
+        expected_version=expected,
+        notes=body.notes,
+        metrics=metrics_of(runtime),
+    )
 
 
-@router.post(
-    "/requests/{request_id}/transitions",
-    response_model=RequestOut,
+async def _decide(
+    runtime: ServiceRuntime,
+    context: RequestContext,
+    request_id: uuid.UUID,
+    body: NewDecision,
+    expected: int,
+) -> dict[str, Any]:
+    return await requests.decide_request(
+        runtime.pool,
+        request_id,
+        body.decision,
+        context,
+        expected_version=expected,
+        comment=body.comment,
+        metrics=metrics_of(runtime),
+    )
+
+
+async def _history(
+    runtime: ServiceRuntime, context: RequestContext, request_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    return await requests.request_history(runtime.pool, request_id, context)
+
+
+_requests = records.RecordRoutes(router, "/requests", ident="request_id", model=RequestOut)
+_requests.read(
+    permission="request:read",
+    read=_read,
+    name="read_request",
+    summary="Read a service request",
+)
+_requests.write(
+    "/transitions",
+    body=Transition,
+    permission="request:fulfil",
+    write=_transition,
+    name="post_transition",
     summary="Move a service request to another state (If-Match required)",
     responses={
         409: {"description": "The workflow does not allow this move from the current state"}
     },
 )
-async def post_transition(
-    request_id: uuid.UUID,
-    body: Transition,
-    context: Annotated[RequestContext, authorize("request:fulfil")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        view = await requests.transition_request(
-            runtime.pool,
-            request_id,
-            body.to,
-            context,
-            expected_version=expected,
-            notes=body.notes,
-            metrics=metrics_of(runtime),
-        )
-    except workflow.WorkflowError as exc:
-        raise _refusal(exc) from None
-    return _with_etag(view)
-
-
-@router.post(
-    "/requests/{request_id}/approvals",
-    response_model=RequestOut,
+_requests.write(
+    "/approvals",
+    body=NewDecision,
+    permission="request:approve",
+    write=_decide,
+    name="post_approval",
     summary="Approve or reject a service request (If-Match required; never one's own)",
     responses={409: {"description": "No decision is due, or the caller already decided"}},
 )
-async def post_approval(
-    request_id: uuid.UUID,
-    body: NewDecision,
-    context: Annotated[RequestContext, authorize("request:approve")],
-    runtime: Runtime,
-    if_match: IfMatch = None,
-) -> JSONResponse:
-    expected = if_match_version(if_match, required=True)
-    try:
-        view = await requests.decide_request(
-            runtime.pool,
-            request_id,
-            body.decision,
-            context,
-            expected_version=expected,
-            comment=body.comment,
-            metrics=metrics_of(runtime),
-        )
-    except workflow.WorkflowError as exc:
-        raise _refusal(exc) from None
-    return _with_etag(view)
-
-
-@router.get("/requests/{request_id}/history", summary="Every version: who, when, what")
-async def get_history(
-    request_id: uuid.UUID,
-    context: Annotated[RequestContext, authorize("request:read")],
-    runtime: Runtime,
-) -> list[dict[str, Any]]:
-    return await requests.request_history(runtime.pool, request_id, context)
+_requests.history(
+    permission="request:read",
+    history=_history,
+)
 
 
 @router.get("/requests/{request_id}/sla", summary="The request's SLA clocks, as of now")
