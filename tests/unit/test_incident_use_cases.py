@@ -12,6 +12,7 @@ import pytest
 from services.incident.adapters.changes import ImplementedChange
 from services.incident.adapters.settings import TenantSettings
 from services.incident.application import handlers, housekeeping
+from services.incident.application.alerts import apply_alert
 from services.incident.application.correlation import change_implemented
 from services.incident.application.handlers import LogIncident
 from services.incident.application.tenant_settings import (
@@ -19,6 +20,7 @@ from services.incident.application.tenant_settings import (
     replace_settings_in,
 )
 from services.incident.domain import workflow
+from services.incident.domain.alerts import AlertIntent, CiRef
 from shared.errors import Conflict, NotFound, StaleVersion, ValidationFailed
 from shared.events.catalogue import (
     ChangeImplementedV1,
@@ -31,6 +33,7 @@ from tests.unit.fakes_incident import (
     NOW,
     FakeIncidentUnitOfWork,
     a_ci,
+    context,
     gold_policy,
     new_metrics,
 )
@@ -332,3 +335,117 @@ async def test_replacing_settings_read_at_an_older_version_is_refused() -> None:
             await replace_settings_in(uow, IncidentSettingsBody(), expected_version=3)
     assert (stale.value.current, stale.value.expected) == (4, 3)
     assert uow.written == [] and uow.settings_row.writes == []
+
+
+# --- alert intake -------------------------------------------------------------------------------
+
+
+def intent(action: str = "trigger", **changes: object) -> AlertIntent:
+    base = AlertIntent(
+        source="alertmanager",
+        dedup_key="group-1",
+        action=action,  # type: ignore[arg-type]
+        title="DiskFull on db-1" if action == "trigger" else None,
+        description="disk at 99%" if action == "trigger" else None,
+        impact=2 if action == "trigger" else None,
+        urgency=2 if action == "trigger" else None,
+        ci_ref=CiRef("db-1", "name") if action == "trigger" else None,
+        service_ref="payroll" if action == "trigger" else None,
+        started_at=NOW,
+        ended_at=None,
+        alert_count=1,
+        truncated_alerts=0,
+        fingerprints=("f1",),
+        auto_resolve=True,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+async def alert(uow: FakeIncidentUnitOfWork, what: AlertIntent, at=NOW):
+    async with uow:
+        return await apply_alert(uow, what, await uow.settings.get(), now=at)
+
+
+async def test_a_first_trigger_opens_an_incident_on_the_named_ci_and_says_what_it_could_not_link():
+    uow = FakeIncidentUnitOfWork(context("alertmanager"))
+    ci = a_ci("db-1")
+    uow.projected.cis[ci.id] = ci
+    applied = await alert(uow, intent())
+    assert applied.outcome == "opened" and applied.incident is not None
+    opened = uow.incident_rows.rows[applied.incident.id]
+    assert (opened.ci_id, opened.origin) == (uuid.UUID(ci.id), "alertmanager")
+    assert opened.description.startswith("Not linked: the alerts name a business service")
+    group = uow.alert_rows.groups["alertmanager", "group-1"]
+    assert (group.incident_id, group.incidents_opened, group.last_outcome) == (
+        opened.id,
+        1,
+        "opened",
+    )
+    assert uow.events() == [("IncidentCreatedV1", 1)]
+
+
+async def test_a_repeated_trigger_goes_to_the_same_incident_and_changes_nothing_new():
+    uow = FakeIncidentUnitOfWork(context("alertmanager"))
+    first = await alert(uow, intent())
+    again = await alert(uow, intent(), at=NOW + S)
+    assert again.outcome == "unchanged" and again.incident == first.incident
+    assert uow.alert_rows.groups["alertmanager", "group-1"].deduplicated == 1
+    assert uow.events() == [("IncidentCreatedV1", 1)]
+
+
+async def test_an_acknowledgement_starts_work_with_a_note_and_a_resolve_resolves():
+    uow = FakeIncidentUnitOfWork(context("alertmanager"))
+    uow.projected.policy = gold_policy()
+    opened = await alert(uow, intent())
+    assert opened.incident is not None
+    acknowledged = await alert(uow, intent("acknowledge"), at=NOW + S)
+    resolved = await alert(uow, intent("resolve"), at=NOW + 2 * S)
+    assert (acknowledged.outcome, resolved.outcome) == ("acknowledged", "resolved")
+    stored = uow.incident_rows.rows[opened.incident.id]
+    assert (stored.state, stored.resolution_code) == ("resolved", "alert_cleared")
+    assert [t for t, _ in uow.events(opened.incident.id)] == [
+        "IncidentCreatedV1",
+        "IncidentTransitionedV1",
+        "WorkNoteAddedV1",
+        "IncidentTransitionedV1",
+        "WorkNoteAddedV1",
+    ]
+    assert stored.id in uow.incident_rows.auto_close
+
+
+async def test_an_acknowledgement_of_an_unknown_group_is_ignored_and_leaves_no_group():
+    uow = FakeIncidentUnitOfWork(context("alertmanager"))
+    applied = await alert(uow, intent("acknowledge"))
+    assert (applied.outcome, applied.incident) == ("ignored", None)
+    assert uow.alert_rows.groups == {} and uow.written == []
+
+
+async def test_a_hold_pauses_the_clocks_its_policy_pauses_on_and_a_reopen_runs_them_again():
+    uow = FakeIncidentUnitOfWork()
+    uow.projected.policy = gold_policy()
+    incident = await logged(uow)
+
+    async def move(to: str, at, **details):
+        async with uow:
+            current = await handlers.locked_incident(uow, incident.id, None)
+            return await handlers.move_incident(uow, current, to, now=at, **details)
+
+    def states():
+        return {k: c.clock.state for k, c in uow.clock_rows.of("incident", incident.id).items()}
+
+    await move("on_hold", NOW + 10 * S, hold_reason="awaiting_customer")
+    assert states() == {"response": "stopped", "resolution": "paused"}
+    await move("in_progress", NOW + 70 * S)
+    assert states() == {"response": "stopped", "resolution": "running"}
+    await move(
+        "resolved",
+        NOW + 80 * S,
+        resolution_code="solved_workaround",
+        resolution_notes="restarted",
+    )
+    assert states() == {"response": "stopped", "resolution": "stopped"}
+    reopened = await move("in_progress", NOW + 90 * S)
+    assert states() == {"response": "stopped", "resolution": "running"}
+    resolution = uow.clock_rows.of("incident", incident.id)["resolution"].clock
+    assert resolution.paused_seconds == 60  # the hold did not count
+    assert incident.id not in uow.incident_rows.auto_close and reopened.version == 5
