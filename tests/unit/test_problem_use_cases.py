@@ -223,3 +223,20 @@ async def test_a_trend_that_opens_a_problem_links_the_new_incident_and_returns_i
         "ProblemCreatedV1",
         "ProblemSuggestedV1",
     ]
+
+
+async def test_a_problem_and_its_history_are_read_and_a_missing_one_is_not_found() -> None:
+    uow = FakeIncidentUnitOfWork()
+    problem = await published_known_error(uow)
+    async with uow:
+        found = await problems.problem_in(uow, problem.id)
+        history = await problems.problem_history_in(uow, problem.id)
+    assert found == problem
+    assert [(h["version"], h["action"]) for h in history] == [
+        (1, "created"),
+        (2, "transitioned"),
+        (3, "known_error_published"),
+    ]
+    with pytest.raises(NotFound):
+        async with uow:
+            await problems.problem_history_in(uow, uuid.uuid4())

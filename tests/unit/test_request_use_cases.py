@@ -147,3 +147,24 @@ async def test_a_requester_sees_their_own_requests_only_and_others_are_not_found
     with pytest.raises(NotFound):
         async with uow:
             await requests.get_request_in(uow, uuid.uuid4())
+
+
+async def test_a_requests_history_and_clocks_are_read_for_those_who_may_see_it() -> None:
+    uow = FakeIncidentUnitOfWork()
+    uow.projected.policy = gold_policy()
+    request = await submitted(uow.acting_as("carol", REQUESTER), approvers=("bob",))
+    async with uow:
+        history = await requests.request_history_in(uow, request.id)
+        clocks = await requests.request_clocks_in(uow, request.id, at=NOW + 60 * S)
+    assert [(h["version"], h["action"]) for h in history] == [(1, "submitted"), (2, "transitioned")]
+    assert [(c["kind"], c["state"], c["elapsed_seconds"]) for c in clocks] == [
+        ("response", "paused", 0),
+        ("resolution", "paused", 0),
+    ]
+    uow.acting_as("dave", REQUESTER)
+    with pytest.raises(NotFound):
+        async with uow:
+            await requests.request_history_in(uow, request.id)
+    with pytest.raises(NotFound):
+        async with uow:
+            await requests.request_clocks_in(uow, request.id)

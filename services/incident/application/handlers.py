@@ -22,8 +22,6 @@ import asyncpg
 
 from services.incident.adapters import numbers
 from services.incident.adapters.projections import PolicySnapshot
-from services.incident.adapters.settings import DEFAULT_SETTINGS, TenantSettings
-from services.incident.adapters.settings import read as _read_settings
 from services.incident.application import sla
 from services.incident.application.reactions import joining, unit_of_work
 from services.incident.application.uow import (
@@ -38,28 +36,6 @@ from shared.context import RequestContext
 from shared.db import Connection
 from shared.errors import Conflict, FieldError, NotFound, StaleVersion, invalid_field
 from shared.events.catalogue import MajorReviewRecordedV1, WorkNoteAddedV1
-
-__all__ = [
-    "DEFAULT_SETTINGS",
-    "LogIncident",
-    "TenantSettings",
-    "add_work_note",
-    "incident_view",
-    "log_incident_in",
-    "log_new_incident",
-    "move_incident",
-    "record_incident",
-    "record_major_review",
-    "tenant_settings",
-    "transition_incident",
-    "update_incident",
-]
-
-
-async def tenant_settings(conn: Connection, tenant_id: str) -> TenantSettings:
-    """The tenant's settings, or the defaults, on a connection (a use case asks
-    `uow.settings`)."""
-    return await _read_settings(conn, tenant_id)
 
 
 @dataclass(frozen=True)

@@ -216,6 +216,20 @@ async def request_change_in(
     return ChangeRequested(stored, request_id)
 
 
+async def problem_in(uow: IncidentWork, problem_id: uuid.UUID) -> Problem:
+    """The tenant's problem, or `NotFound`."""
+    problem = await uow.problems.get(problem_id)
+    if problem is None:
+        raise NotFound("problem", str(problem_id))
+    return problem
+
+
+async def problem_history_in(uow: IncidentWork, problem_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every version of a problem, oldest first (`NotFound` for one the tenant does not have)."""
+    await problem_in(uow, problem_id)
+    return await uow.problems.history(problem_id)
+
+
 async def known_error_for(
     uow: IncidentWork, ci_id: uuid.UUID | None, services: tuple[str, ...]
 ) -> KnownErrorRef | None:
@@ -241,10 +255,7 @@ async def create_problem(
 async def get_problem(pool: asyncpg.Pool, problem_id: uuid.UUID, tenant_id: str) -> Problem:
     """The tenant's problem, or `NotFound`."""
     async with unit_of_work(pool, _reader(tenant_id)) as uow:
-        problem = await uow.problems.get(problem_id)
-    if problem is None:
-        raise NotFound("problem", str(problem_id))
-    return problem
+        return await problem_in(uow, problem_id)
 
 
 async def search_problems(
@@ -265,9 +276,7 @@ async def problem_history(
 ) -> list[dict[str, Any]]:
     """Every version of a problem, oldest first (`NotFound` for one the tenant does not have)."""
     async with unit_of_work(pool, _reader(tenant_id)) as uow:
-        if await uow.problems.get(problem_id) is None:
-            raise NotFound("problem", str(problem_id))
-        return await uow.problems.history(problem_id)
+        return await problem_history_in(uow, problem_id)
 
 
 async def transition_problem(

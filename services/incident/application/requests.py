@@ -352,8 +352,13 @@ async def request_history(
 ) -> list[dict[str, Any]]:
     """Every version of the request: who, when, what changed."""
     async with unit_of_work(pool, context) as uow:
-        await _visible(uow, request_id)
-        return await uow.requests.history(request_id)
+        return await request_history_in(uow, request_id)
+
+
+async def request_history_in(uow: IncidentWork, request_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every version of the request, if the caller may see it."""
+    await _visible(uow, request_id)
+    return await uow.requests.history(request_id)
 
 
 async def request_clocks(
@@ -361,9 +366,15 @@ async def request_clocks(
 ) -> list[dict[str, Any]]:
     """The request's SLA clocks as they stand now (empty without a policy)."""
     async with unit_of_work(pool, context) as uow:
-        await _visible(uow, request_id)
-        clocks = await sla.views_of(uow, "request", request_id)
-    return [c.as_json() for c in clocks]
+        return await request_clocks_in(uow, request_id)
+
+
+async def request_clocks_in(
+    uow: IncidentWork, request_id: uuid.UUID, *, at: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The request's SLA clocks as they stand at `at` (default now), if the caller may see it."""
+    await _visible(uow, request_id)
+    return [c.as_json() for c in await sla.views_of(uow, "request", request_id, at=at)]
 
 
 async def drive_clocks(
