@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lint-pending lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -62,10 +62,6 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services
 	$(VENV)/bin/lint-imports --no-logo
-
-# The architecture rules that do not hold yet, each breaking import listed (not part of lint).
-lint-pending: $(VENV)/.installed
-	$(VENV)/bin/lint-imports --no-logo import-contracts-pending.toml
 
 # The event contract, docs/asyncapi.json, rewritten from the event catalogue and the service
 # registry (tests/unit/test_asyncapi_document.py fails while it is out of date).

@@ -27,14 +27,6 @@ class FieldError:
     pointer: str | None = None
 
 
-@dataclass(frozen=True)
-class PointedFieldError(FieldError):
-    """A field error that also names its place as a JSON pointer (`#/attributes/a.b`), for
-    fields whose names may contain the dots that separate `field`'s parts."""
-
-    pointer: str = ""
-
-
 class DomainError(Exception):
     """A request the rules refuse (the base of every typed error here)."""
 

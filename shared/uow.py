@@ -69,6 +69,7 @@ class UnitOfWork(abc.ABC):
         self.context = context
         self.reactions = reactions
         self._recorded: list[Recorded] = []
+        self._reacted = 0  # how many recorded events the reactions have seen
         self._committed = False
 
     @property
@@ -92,15 +93,22 @@ class UnitOfWork(abc.ABC):
         await self._commit()
         self._committed = True
 
+    async def react(self) -> None:
+        """Run the reactions to the events recorded so far, now; the commit runs the rest.
+
+        A use case calls it when what it does next depends on the reactions (the clocks a
+        reaction started, the record as a reaction left it). Each event gets its reactions once.
+        """
+        await self._react()
+
     async def _react(self) -> None:
         if self.reactions is None:
             return
-        done = 0
         for _ in range(self.MAX_REACTION_ROUNDS):
-            pending = self._recorded[done:]
+            pending = self._recorded[self._reacted :]
             if not pending:
                 return
-            done = len(self._recorded)
+            self._reacted = len(self._recorded)
             for event in pending:
                 for reaction in self.reactions.for_payload(event.payload):
                     await reaction(self, event)

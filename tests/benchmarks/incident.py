@@ -46,8 +46,10 @@ from aiokafka import AIOKafkaConsumer
 
 from services.incident.adapters.projections import PolicySnapshot
 from services.incident.application import sla
+from services.incident.application.uow import IncidentUnitOfWork
 from shared.calendars import CalendarSpec
-from shared.db import create_pool, tenant_transaction
+from shared.context import RequestContext
+from shared.db import create_pool
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import Infra, LocalPlatform, ServiceProcess
 from shared.events.catalogue import INCIDENT_EVENTS, SlaTargetV1
@@ -369,18 +371,16 @@ async def start_clocks(infra: Infra, tenant: str, n: int) -> float:
     try:
 
         async def chunk(first: int) -> None:
-            async with tenant_transaction(pool, tenant) as conn:
+            async with IncidentUnitOfWork(pool, RequestContext(tenant, "bench", "bench")) as uow:
                 at = datetime.now(UTC)
                 for i in range(first, min(first + 1000, n)):
                     await sla.start_clocks(
-                        conn,
-                        tenant=tenant,
+                        uow,
                         record="incident",
                         record_id=uuid.uuid4(),
                         policy=policies[i * len(policies) // n],
                         priority=3,
                         at=at,
-                        actor="bench",
                         kinds=("resolution",),
                     )
 

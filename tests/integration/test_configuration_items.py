@@ -76,7 +76,9 @@ async def test_every_write_emits_its_event_with_the_full_new_state(config, manag
     assert events[2].data["ci"]["status"] == "retired"
 
 
-async def test_an_attribute_that_breaks_its_class_schema_is_a_422_naming_it(config, manager):
+async def test_an_attribute_that_breaks_its_class_schema_is_a_422_naming_it_with_its_pointer(
+    config, manager
+):
     response = await config.post(
         "/cis",
         json={**SERVER, "attributes": {**SERVER["attributes"], "cpu_cores": "many"}},
@@ -84,6 +86,7 @@ async def test_an_attribute_that_breaks_its_class_schema_is_a_422_naming_it(conf
     )
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["attributes.cpu_cores"]
+    assert [e["pointer"] for e in response.json()["errors"]] == ["#/attributes/cpu_cores"]
     unknown_class = await config.post("/cis", json={**SERVER, "class": "toaster"}, headers=manager)
     assert unknown_class.status_code == 422
     assert [e["field"] for e in unknown_class.json()["errors"]] == ["class"]

@@ -2,10 +2,11 @@
 known errors and their workarounds, trends that suggest (or open) problems exactly once,
 change requests carrying the trail, permissions, tenants.
 
-The two hooks of `record_incident` (`known_error_for`, `after_incident_logged`) are called here
-directly, in a transaction of their own, on incidents logged through the API: the tests hold
-whether or not `record_incident` calls them too (a second call for the same incident finds the
-trend already suggested, and suggests nothing).
+The known-error lookup (`known_error_for`) and the trend detector (`trends.after_incident_logged`,
+a reaction to a new incident) are called here directly, in a unit of work of their own, on
+incidents logged through the API: the tests hold whether or not logging an incident runs them
+too (a second call for the same incident finds the trend already suggested, and suggests
+nothing).
 """
 
 import asyncio
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.incident.adapters import projections, repository
-from services.incident.application import handlers
+from services.incident.adapters import projections
 from services.incident.application import problems as use_cases
+from services.incident.application import trends
+from services.incident.application.uow import IncidentUnitOfWork
 from services.incident.domain.incident import log_incident
 from shared.context import RequestContext
 from shared.db import tenant_transaction
@@ -158,13 +160,13 @@ def context(tenant, actor="alice"):
 
 async def detect(api, pools, tenant, incident_id):
     """Run the trend detector for an incident, as record_incident does, in its own transaction."""
-    async with tenant_transaction(pools["incident"], tenant) as conn:
-        incident = await repository.get(conn, tenant, uuid.UUID(incident_id))
+    uow = IncidentUnitOfWork(
+        pools["incident"], context(tenant), metrics=api.runtime.service_metrics
+    )
+    async with uow:
+        incident = await uow.incidents.get(uuid.UUID(incident_id))
         assert incident is not None
-        settings = await handlers.tenant_settings(conn, tenant)
-        return await use_cases.after_incident_logged(
-            conn, incident, settings, context(tenant), api.runtime.service_metrics
-        )
+        return await trends.after_incident_logged(uow, incident, await uow.settings.get())
 
 
 def suggestions(api, basis):
@@ -354,9 +356,9 @@ async def test_a_new_incident_on_the_ci_or_its_service_gets_the_newest_known_err
     on_ci = await published(api, manager, ci_id=ci_id)
 
     async def lookup(ci, services):
-        async with tenant_transaction(pools["incident"], tenant) as conn:
+        async with IncidentUnitOfWork(pools["incident"], context(tenant)) as uow:
             return await use_cases.known_error_for(
-                conn, tenant, uuid.UUID(ci) if ci else None, tuple(services)
+                uow, uuid.UUID(ci) if ci else None, tuple(services)
             )
 
     found = await lookup(ci_id, [service_id])
@@ -369,8 +371,8 @@ async def test_a_new_incident_on_the_ci_or_its_service_gets_the_newest_known_err
     after = await lookup(ci_id, [service_id])
     assert after is not None and after.id == uuid.UUID(on_service["id"])
     stranger = f"t-{uuid.uuid4().hex[:8]}"
-    async with tenant_transaction(pools["incident"], stranger) as conn:
-        assert await use_cases.known_error_for(conn, stranger, None, (service_id,)) is None
+    async with IncidentUnitOfWork(pools["incident"], context(stranger)) as uow:
+        assert await use_cases.known_error_for(uow, None, (service_id,)) is None
 
 
 # --- Trends ---------------------------------------------------------------------------------
@@ -411,7 +413,10 @@ async def test_concurrent_incidents_on_a_service_suggest_exactly_once(api, pools
     stored = asyncio.Barrier(5)
 
     async def log_and_detect(n):
-        async with tenant_transaction(pools["incident"], tenant) as conn:
+        uow = IncidentUnitOfWork(
+            pools["incident"], context(tenant), metrics=api.runtime.service_metrics
+        )
+        async with uow:
             incident, _ = log_incident(
                 tenant_id=tenant,
                 title=f"Checkout error {n}",
@@ -422,12 +427,9 @@ async def test_concurrent_incidents_on_a_service_suggest_exactly_once(api, pools
                 now=datetime.now(UTC),
                 services=("svc-checkout",),
             )
-            await repository.insert(conn, incident)
+            await uow.incidents.insert(incident)
             await stored.wait()  # none has committed: each sees only its own incident so far
-            settings = await handlers.tenant_settings(conn, tenant)
-            await use_cases.after_incident_logged(
-                conn, incident, settings, context(tenant), api.runtime.service_metrics
-            )
+            await trends.after_incident_logged(uow, incident, await uow.settings.get())
 
     await asyncio.gather(*(log_and_detect(n) for n in range(5)))
     rows = await fetch_as(

@@ -19,8 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from services.incident.adapters import sla as repository
 from services.incident.application import sla
+from services.incident.application.uow import IncidentUnitOfWork
 from services.incident.metrics import IncidentMetrics
 from shared.calendars import CalendarSpec
+from shared.context import RequestContext
 from shared.db import all_tenants_transaction, create_pool, tenant_transaction
 from shared.events.catalogue import SlaTargetV1
 
@@ -75,26 +77,16 @@ US = timedelta(microseconds=1)  # the database's resolution: the instant just be
 
 async def start(pool, tenant, *, at=None, priority=3, policy=GOLD, record="incident", rid=None):
     rid = rid or str(uuid.uuid4())
-    async with tenant_transaction(pool, tenant) as conn:
+    async with IncidentUnitOfWork(pool, RequestContext(tenant, "agent", "corr-1")) as uow:
         await sla.start_clocks(
-            conn,
-            tenant=tenant,
-            record=record,
-            record_id=rid,
-            policy=policy,
-            priority=priority,
-            at=at or now(),
-            actor="agent",
-            correlation_id="corr-1",
+            uow, record=record, record_id=rid, policy=policy, priority=priority, at=at or now()
         )
     return rid
 
 
 async def change(pool, tenant, what, rid, **kwargs):
-    async with tenant_transaction(pool, tenant) as conn:
-        return await what(
-            conn, tenant=tenant, record="incident", record_id=rid, actor="agent", **kwargs
-        )
+    async with IncidentUnitOfWork(pool, RequestContext(tenant, "agent", "corr-2")) as uow:
+        return await what(uow, record="incident", record_id=rid, **kwargs)
 
 
 async def clocks(pool, tenant, rid, at=None):
@@ -521,15 +513,12 @@ async def test_a_tenant_transaction_never_sees_another_tenants_clocks(pools, ten
         touched = await conn.execute(
             "UPDATE sla_clocks SET sequence = 99 WHERE record_id = $1", theirs
         )
-        fired = await sla.stop(
-            conn,
-            tenant=other,
-            record="incident",
-            record_id=theirs,
-            kind="resolution",
-            at=now(),
-            actor="intruder",
-        )
+        # A unit of work that believes it is the other tenant's, on this tenant's transaction.
+        intruder = IncidentUnitOfWork.joining(conn, RequestContext(other, "intruder", "corr-3"))
+        async with intruder:
+            fired = await sla.stop(
+                intruder, record="incident", record_id=theirs, kind="resolution", at=now()
+            )
     assert {r["tenant_id"] for r in seen} == {tenant}
     assert {r["record_id"] for r in seen} == {mine}
     assert (views, touched, fired) == ([], "UPDATE 0", [])

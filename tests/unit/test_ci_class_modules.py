@@ -79,17 +79,16 @@ def test_compiling_a_validator_in_the_domain_keeps_nothing_between_calls():
 
 def test_every_name_of_the_old_module_still_imports_from_it_as_the_defining_module_has_it():
     # What services/config and the tests import from the old path (grep "classes\.").
-    used = {"BUILTIN_CLASSES", "CLASS_NAME", "QuickCheck", "quick_check", "validator_for"}
-    used |= {"validate_with", "problem_errors", "validate_attributes", "ClassSchemaError"}
-    used |= {"validate_class_schema", "builtin_class", "validator_cache_info", "CiClass"}
+    used = {"BUILTIN_CLASSES", "CLASS_NAME", "QuickCheck", "quick_check"}
+    used |= {"validate_with", "problem_errors", "ClassSchemaError"}
+    used |= {"validate_class_schema", "builtin_class", "CiClass"}
     assert used <= set(classes.__all__)
     for name in classes.__all__:
         value = getattr(classes, name)
         defining = [
             getattr(importlib.import_module(module), name)
             for module in (
-                *(f"services.config.domain.ci_classes.{p.stem}" for p in DOMAIN.glob("*.py")),
-                "services.config.application.validators",
+                f"services.config.domain.ci_classes.{p.stem}" for p in DOMAIN.glob("*.py")
             )
             if hasattr(importlib.import_module(module), name)
         ]

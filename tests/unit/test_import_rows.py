@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.config.adapters.imports import GROWN, READ_BY_BATCHES, analyze
+from services.config.application import validators
 from services.config.application.imports import _TIME, added_event, created_event
 from services.config.cli import ProgressBar
 from services.config.domain import classes
@@ -261,7 +262,7 @@ def test_the_quick_check_accepts_only_attributes_the_validator_accepts(case):
     schema = classes.BUILTIN_CLASSES[ci_class]
     check = classes.quick_check(schema)
     assert check is not None
-    problems = classes.validate_attributes(schema, attributes)
+    problems = validators.validate_attributes(schema, attributes)
     if check(attributes):
         assert problems == []
     elif not problems:

@@ -87,3 +87,20 @@ async def test_reactions_that_never_stop_recording_are_refused_as_a_bug() -> Non
         async with uow:
             uow.record("a", 1, [WorkNoteAddedV1(note="start")])
     assert uow.written == []
+
+
+async def test_react_runs_the_reactions_so_far_once_and_the_commit_only_the_later_ones() -> None:
+    seen: list[str] = []
+
+    async def note(uow: FakeUnitOfWork, event: Recorded) -> None:
+        seen.append(event.payload.note)  # type: ignore[attr-defined]
+
+    uow = FakeUnitOfWork(Reactions({WorkNoteAddedV1: [note]}))
+    async with uow:
+        uow.record("a", 1, [WorkNoteAddedV1(note="first")])
+        await uow.react()
+        assert seen == ["first"] and uow.written == []
+        await uow.react()  # nothing new: no reaction runs twice
+        uow.record("a", 1, [WorkNoteAddedV1(note="second")])
+    assert seen == ["first", "second"]
+    assert [e.payload.note for e in uow.written] == ["first", "second"]  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.config.application import catalogue, membership
+from services.config.application import catalogue, membership, validators
 from services.config.application.uow import CiRepository, ConfigUnit
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, created, modify, register
@@ -16,7 +16,6 @@ from shared.errors import (
     Conflict,
     FieldError,
     NotFound,
-    PointedFieldError,
     StaleVersion,
     ValidationFailed,
     invalid_field,
@@ -60,9 +59,7 @@ class DefineClass:
 
 def schema_refusal(problems: Iterable[classes.FieldProblem]) -> ValidationFailed:
     """The 422 for attributes or a class schema the rules refuse, each place with its pointer."""
-    return ValidationFailed(
-        [PointedFieldError(p.field, p.detail, "body", p.pointer) for p in problems]
-    )
+    return ValidationFailed([FieldError(p.field, p.detail, "body", p.pointer) for p in problems])
 
 
 async def class_schema(cis: CiRepository, name: str) -> dict[str, Any]:
@@ -78,7 +75,7 @@ async def class_schema(cis: CiRepository, name: str) -> dict[str, Any]:
 
 async def _check_attributes(cis: CiRepository, ci_class: str, attributes: dict[str, Any]) -> None:
     schema = await class_schema(cis, ci_class)
-    problems = classes.validate_attributes(schema, attributes)
+    problems = validators.validate_attributes(schema, attributes)
     if problems:
         raise schema_refusal(problems)
 

@@ -52,7 +52,7 @@ from services.config.adapters import imports as repository
 from services.config.adapters import membership as membership_repository
 from services.config.adapters.imports import RowResult, VersionEntry
 from services.config.adapters.repositories import PostgresCatalogue
-from services.config.application import catalogue, membership
+from services.config.application import catalogue, membership, validators
 from services.config.application.uow import ConfigUnit, ConfigUnitOfWork
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, modify, register
@@ -133,7 +133,7 @@ class _Run:
         if checks is None:
             schema = self.schemas.get(ci_class, {})
             checks = self.validators[ci_class] = (
-                classes.validator_for(schema),
+                validators.validator_for(schema),
                 classes.quick_check(schema),
             )
         validator, quick = checks

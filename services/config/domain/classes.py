@@ -13,20 +13,12 @@ The index of `services/config/domain/ci_classes/`, one module per job:
 - `quick_check`: a fast "valid" for the common case, before the full validator.
 
 The compiled-validator cache (`validator_for`, `validate_attributes`, `validator_cache_info`) is
-process state and lives in `services/config/application/validators.py`. It is re-exported here
-only so that the importers of this module keep working while they move to it: the domain itself
-keeps no validator. New code imports from the module that defines a name.
+process state and lives in `services/config/application/validators.py`: the domain keeps no
+validator (`make lint` holds the domain to importing no application module).
 """
 
 from __future__ import annotations
 
-from services.config.application.validators import (
-    CACHE_SIZE,
-    ValidatorCacheInfo,
-    validate_attributes,
-    validator_cache_info,
-    validator_for,
-)
 from services.config.domain.ci_classes.attributes import (
     compile_validator,
     validate_with,
@@ -77,7 +69,6 @@ __all__ = [
     "ATTRIBUTES_FIELD",
     "BUILTIN_CLASSES",
     "BUILTIN_VERSION",
-    "CACHE_SIZE",
     "CLASS_NAME",
     "DIALECT",
     "FORMATS",
@@ -97,7 +88,6 @@ __all__ = [
     "Path",
     "QuickCheck",
     "SchemaProblem",
-    "ValidatorCacheInfo",
     "builtin_class",
     "compile_validator",
     "field_errors",
@@ -105,9 +95,6 @@ __all__ = [
     "problem_errors",
     "quick_check",
     "schema_fingerprint",
-    "validate_attributes",
     "validate_class_schema",
     "validate_with",
-    "validator_cache_info",
-    "validator_for",
 ]

@@ -1,9 +1,9 @@
 """Alert intake: apply an alert intent to the incident of its alert group, one incident a group.
 
 The entry point validates the body; `receive_alert` reads the tenant's alert mapping in a short
-read-only transaction, turns the body into an `AlertIntent` with no connection held (pure, see
-`domain/alerts.py`), then applies it in one write transaction: the group's row
-(`adapters/alerts.py`) is claimed first and locked to the end, so notifications of one group
+unit of work, turns the body into an `AlertIntent` with no connection held (pure, see
+`domain/alerts.py`), then applies it in one write unit of work: the group's row
+(`uow.alert_groups`) is claimed first and locked to the end, so notifications of one group
 arriving together on several connections or replicas apply one after the other and never open
 a second incident, while notifications of different groups lock different rows. The CI and
 service lookups in the projection run before the group is claimed, so the lock is held only
@@ -23,7 +23,7 @@ What a notification does (`next_step`), by its action and the state of the group
 | resolve     | any other, or auto_resolve off            | note       | `noted`                 |
 | ack/resolve | none (unknown group)                      | ignore     | `ignored`               |
 
-- open: `record_incident` with origin `alertmanager` or `events`; title, description, impact
+- open: `log_incident_in` with origin `alertmanager` or `events`; title, description, impact
   and urgency from the intent; the CI from the intent's reference (by name or external id) and
   the business service by name, each only when the projection knows it; a reference it does
   not know is said at the top of the description, and the alert is never refused for it. After
@@ -56,18 +56,15 @@ from typing import Final, Literal
 
 import asyncpg
 
-from services.incident.adapters import alerts as alert_groups
-from services.incident.adapters import projections, repository
 from services.incident.application import sla
 from services.incident.application.handlers import (
     LogIncident,
-    TenantSettings,
-    append_events,
+    log_incident_in,
     move_incident,
-    record_incident,
-    store_change,
-    tenant_settings,
+    note_incident,
 )
+from services.incident.application.reactions import unit_of_work
+from services.incident.application.uow import IncidentWork, TenantSettings, store_change
 from services.incident.domain import incident as domain
 from services.incident.domain.alerts import (
     MAX_DESCRIPTION,
@@ -79,8 +76,6 @@ from services.incident.domain.alerts import (
 from services.incident.domain.incident import Incident
 from services.incident.metrics import IncidentMetrics
 from shared.context import RequestContext
-from shared.db import Connection, tenant_transaction
-from shared.events.catalogue import WorkNoteAddedV1
 
 Outcome = Literal[
     "opened",
@@ -126,7 +121,9 @@ class AlertReceipt:
 
 
 @dataclass(frozen=True)
-class _Applied:
+class Applied:
+    """What a notification did on the unit of work: its outcome and the group's incident."""
+
     outcome: Outcome
     incident: Incident | None
 
@@ -166,16 +163,16 @@ def _ci_words(ref: CiRef) -> str:
     return f"configuration item named {ref.value!r}"
 
 
-async def find_links(conn: Connection, tenant_id: str, intent: AlertIntent) -> Links:
+async def find_links(uow: IncidentWork, intent: AlertIntent) -> Links:
     """The CI and business service the intent names, as far as the projection knows them."""
     ci_id: uuid.UUID | None = None
     remarks: list[str] = []
     if intent.ci_ref is not None:
         ref = intent.ci_ref
         if ref.match == "external_id" and ref.source is not None:
-            ci = await projections.ci_by_external_id(conn, tenant_id, ref.source, ref.value)
+            ci = await uow.projection.ci_by_external_id(ref.source, ref.value)
         else:
-            ci = await projections.ci_by_name(conn, tenant_id, ref.value)
+            ci = await uow.projection.ci_by_name(ref.value)
         try:
             ci_id = uuid.UUID(ci.id) if ci is not None else None
         except ValueError:
@@ -184,7 +181,7 @@ async def find_links(conn: Connection, tenant_id: str, intent: AlertIntent) -> L
             remarks.append(f"Not linked: the alerts name a {_ci_words(ref)}, which is not known.")
     services: tuple[str, ...] = ()
     if intent.service_ref is not None:
-        service = await projections.service_by_name(conn, tenant_id, intent.service_ref)
+        service = await uow.projection.service_by_name(intent.service_ref)
         if service is None:
             remarks.append(
                 f"Not linked: the alerts name a business service {intent.service_ref!r},"
@@ -203,14 +200,11 @@ async def receive_alert(
     metrics: IncidentMetrics | None = None,
 ) -> AlertReceipt:
     """Apply one validated notification (`intent_of` maps it under the tenant's mapping)."""
-    tenant = context.tenant_id
-    async with tenant_transaction(pool, tenant, readonly=True) as conn:
-        settings = await tenant_settings(conn, tenant)
+    async with unit_of_work(pool, context) as reading:
+        settings = await reading.settings.get()
     intent = intent_of(settings.alert_mapping)
-    now = datetime.now(UTC)
-    async with tenant_transaction(pool, tenant) as conn:
-        links = await find_links(conn, tenant, intent) if intent.action == "trigger" else Links()
-        applied = await _apply(conn, intent, links, settings, context, now, metrics)
+    async with unit_of_work(pool, context, metrics) as uow:
+        applied = await apply_alert(uow, intent, settings)
     _count(metrics, intent, applied)
     incident = applied.incident
     return AlertReceipt(
@@ -223,21 +217,20 @@ async def receive_alert(
     )
 
 
-async def _apply(
-    conn: Connection,
+async def apply_alert(
+    uow: IncidentWork,
     intent: AlertIntent,
-    links: Links,
     settings: TenantSettings,
-    context: RequestContext,
-    now: datetime,
-    metrics: IncidentMetrics | None,
-) -> _Applied:
-    """Inside the write transaction: claim the group, act on its incident, count."""
-    tenant = context.tenant_id
-    claimed = await alert_groups.claim(conn, tenant, intent.source, intent.dedup_key, at=now)
+    *,
+    now: datetime | None = None,
+) -> Applied:
+    """On the unit of work: find the intent's links, claim the group, act on its incident."""
+    now = now or datetime.now(UTC)
+    links = await find_links(uow, intent) if intent.action == "trigger" else Links()
+    claimed = await uow.alert_groups.claim(intent.source, intent.dedup_key, at=now)
     group = claimed.group
     current = (
-        await repository.get(conn, tenant, group.incident_id, lock=True)
+        await uow.incidents.get(group.incident_id, lock=True)
         if group.incident_id is not None
         else None
     )
@@ -246,13 +239,12 @@ async def _apply(
     )
     if step == "ignore":
         if claimed.created:
-            await alert_groups.forget(conn, tenant, intent.source, intent.dedup_key)
-        return _Applied("ignored", current)
-    applied = await _act(conn, step, current, intent, links, settings, context, now, metrics)
+            await uow.alert_groups.forget(intent.source, intent.dedup_key)
+        return Applied("ignored", current)
+    applied = await _act(uow, step, current, intent, links, settings, now)
     assert applied.incident is not None
     deduplicated = step in ("update", "reopen")
-    await alert_groups.record(
-        conn,
+    await uow.alert_groups.record(
         group,
         incident_id=applied.incident.id,
         opened=step == "open",
@@ -266,76 +258,63 @@ async def _apply(
 
 
 async def _act(
-    conn: Connection,
+    uow: IncidentWork,
     step: Step,
     current: Incident | None,
     intent: AlertIntent,
     links: Links,
     settings: TenantSettings,
-    context: RequestContext,
     now: datetime,
-    metrics: IncidentMetrics | None,
-) -> _Applied:
+) -> Applied:
     if step == "open":
-        opened = await _open(conn, intent, links, context, now, metrics)
+        opened = await _open(uow, intent, links, now)
         if current is not None:
-            await _note(
-                conn,
+            await note_incident(
+                uow,
                 opened,
                 f"The alert group fires again after its incident {_name(current)} was"
                 f" {current.state}: this incident follows it.",
-                context,
-                now,
+                at=now,
             )
-        return _Applied("opened", opened)
+        return Applied("opened", opened)
     assert current is not None
     if step == "update":
-        updated = await _update(conn, current, intent, links, settings, context, now, metrics)
-        return _Applied("updated" if updated is not current else "unchanged", updated)
+        updated = await _update(uow, current, intent, links, settings, now)
+        return Applied("updated" if updated is not current else "unchanged", updated)
     if step == "reopen":
-        reopened = await _move(conn, current, "in_progress", context, now, metrics)
-        await _note(
-            conn,
+        reopened = await _move(uow, current, "in_progress", now)
+        await note_incident(
+            uow,
             reopened,
             f"The alert group fires again ({_alerts(intent.alert_count)}): reopened automatically.",
-            context,
-            now,
+            at=now,
         )
-        updated = await _update(conn, reopened, intent, links, settings, context, now, metrics)
-        return _Applied("reopened", updated)
+        updated = await _update(uow, reopened, intent, links, settings, now)
+        return Applied("reopened", updated)
     if step == "start_work":
-        started = await _move(conn, current, "in_progress", context, now, metrics)
-        await _note(conn, started, _acknowledged(intent, started=True), context, now)
-        return _Applied("acknowledged", started)
+        started = await _move(uow, current, "in_progress", now)
+        await note_incident(uow, started, _acknowledged(intent, started=True), at=now)
+        return Applied("acknowledged", started)
     if intent.action == "resolve":
         note = resolution_note(intent, received_at=now)
         if step == "resolve":
             resolved = await _move(
-                conn,
+                uow,
                 current,
                 "resolved",
-                context,
                 now,
-                metrics,
                 resolution_code=ALERT_RESOLUTION_CODE,
                 resolution_notes=note,
             )
-            await _note(conn, resolved, note, context, now)
-            return _Applied("resolved", resolved)
-        await _note(conn, current, note, context, now)
-        return _Applied("noted", current)
-    await _note(conn, current, _acknowledged(intent, started=False), context, now)
-    return _Applied("noted", current)
+            await note_incident(uow, resolved, note, at=now)
+            return Applied("resolved", resolved)
+        await note_incident(uow, current, note, at=now)
+        return Applied("noted", current)
+    await note_incident(uow, current, _acknowledged(intent, started=False), at=now)
+    return Applied("noted", current)
 
 
-async def _open(
-    conn: Connection,
-    intent: AlertIntent,
-    links: Links,
-    context: RequestContext,
-    now: datetime,
-    metrics: IncidentMetrics | None,
-) -> Incident:
+async def _open(uow: IncidentWork, intent: AlertIntent, links: Links, now: datetime) -> Incident:
     if intent.title is None or intent.impact is None or intent.urgency is None:
         raise ValueError("a trigger intent carries a title, an impact and an urgency")
     command = LogIncident(
@@ -347,18 +326,16 @@ async def _open(
         services=links.services,
         origin=intent.source,
     )
-    return await record_incident(conn, command, context, metrics=metrics, now=now)
+    return await log_incident_in(uow, command, now=now)
 
 
 async def _update(
-    conn: Connection,
+    uow: IncidentWork,
     incident: Incident,
     intent: AlertIntent,
     links: Links,
     settings: TenantSettings,
-    context: RequestContext,
     now: datetime,
-    metrics: IncidentMetrics | None,
 ) -> Incident:
     """The intent's description, impact and urgency on an open incident (itself if no change)."""
     wanted = {
@@ -369,62 +346,40 @@ async def _update(
     change = domain.update(
         incident,
         {name: value for name, value in wanted.items() if value is not None},
-        actor=context.actor,
+        actor=uow.context.actor,
         now=now,
         matrix=settings.matrix,
         reason="alert",
     )
     if change is None:
         return incident
-    stored = await store_change(conn, change, "updated", context)
+    stored = await store_change(uow, change, "updated")
     if "priority" in change.changes:
         await sla.retarget(
-            conn,
-            tenant=stored.tenant_id,
-            record="incident",
-            record_id=stored.id,
-            at=now,
-            actor=context.actor,
-            priority=stored.priority,
-            correlation_id=context.correlation_id,
-            metrics=metrics,
+            uow, record="incident", record_id=stored.id, at=now, priority=stored.priority
         )
     return stored
 
 
 async def _move(
-    conn: Connection,
+    uow: IncidentWork,
     incident: Incident,
     wanted: str,
-    context: RequestContext,
     now: datetime,
-    metrics: IncidentMetrics | None,
     *,
     resolution_code: str | None = None,
     resolution_notes: str | None = None,
 ) -> Incident:
     """An automatic move, as any move: history, event, SLA clocks, the auto-close queue."""
     return await move_incident(
-        conn,
+        uow,
         incident,
         wanted,
-        context,
         now=now,
         resolution_code=resolution_code,
         resolution_notes=resolution_notes,
-        metrics=metrics,
         automatic=True,
     )
-
-
-async def _note(
-    conn: Connection, incident: Incident, note: str, context: RequestContext, at: datetime
-) -> None:
-    """A work note and its event (notes do not change the incident's version)."""
-    await repository.add_work_note(
-        conn, incident.tenant_id, incident.id, author=context.actor, note=note, at=at
-    )
-    await append_events(conn, incident, [WorkNoteAddedV1(note=note)], context)
 
 
 def _name(incident: Incident) -> str:
@@ -440,7 +395,7 @@ def _acknowledged(intent: AlertIntent, *, started: bool) -> str:
     return text + (": work started." if started else ".")
 
 
-def _count(metrics: IncidentMetrics | None, intent: AlertIntent, applied: _Applied) -> None:
+def _count(metrics: IncidentMetrics | None, intent: AlertIntent, applied: Applied) -> None:
     """Alert intake metrics, once the notification is committed."""
     if metrics is None:
         return

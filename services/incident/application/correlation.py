@@ -10,7 +10,9 @@ window before it. Either way the incident gets `suspected_change` (the most rece
 implemented suspect, the likeliest cause) and an `itsm.incident.change_suspected.v1` event per
 suspected change.
 
-Whichever arrives first, a pair is flagged exactly once: both sides hold the (tenant, CI) lock
+The consumer's transaction is the unit of work's (`reactions.joining`): the incidents' changes
+and the suspicion events commit with the consumer's inbox row. Whichever arrives first, a pair
+is flagged exactly once: both sides hold the (tenant, CI) lock
 of `adapters/changes.py` until they commit, so a change and an incident committed at the same
 moment cannot miss each other; a repeated announcement of a change is recorded once and flags
 nothing again.
@@ -21,8 +23,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from services.incident.adapters import changes, repository
-from services.incident.application.handlers import append_events, store_change, tenant_settings
+from services.incident.adapters.changes import ImplementedChange
+from services.incident.application.reactions import joining
+from services.incident.application.uow import IncidentWork, store_change
 from services.incident.domain import incident as domain
 from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
@@ -42,49 +45,57 @@ async def record_implemented(
     the dead-letter topic with the reason."""
     payload = event.payload
     assert isinstance(payload, ChangeImplementedV1)
-    tenant = event.envelope.tenantid
+    context = RequestContext(
+        event.envelope.tenantid, CORRELATION_ACTOR, event.envelope.correlationid
+    )
+    async with joining(conn, context, metrics) as uow:
+        await change_implemented(uow, payload)
+
+
+async def change_implemented(
+    uow: IncidentWork, payload: ChangeImplementedV1, *, now: datetime | None = None
+) -> int:
+    """Record the change on each of its CIs and flag the incidents logged on them within the
+    tenant's window after it; return how many incidents it flagged."""
     try:
         ci_ids = sorted({uuid.UUID(ci) for ci in payload.ci_ids})
     except ValueError:
         raise ValueError(f"ci_ids must be CI ids (UUIDs), got {payload.ci_ids!r}") from None
-    window = (await tenant_settings(conn, tenant)).change_window_seconds
-    context = RequestContext(tenant, CORRELATION_ACTOR, event.envelope.correlationid)
-    now = datetime.now(UTC)
+    window = (await uow.settings.get()).change_window_seconds
+    now = now or datetime.now(UTC)
+    flagged = 0
     for ci_id in ci_ids:
-        await changes.lock_ci(conn, tenant, ci_id, shared=False)
-        change = changes.ImplementedChange(
-            payload.change_id, ci_id, payload.implemented_at.astimezone(UTC)
-        )
-        if not await changes.record(conn, tenant, change, payload.title, payload.outcome, now):
+        await uow.changes.lock_ci(ci_id, shared=False)
+        change = ImplementedChange(payload.change_id, ci_id, payload.implemented_at.astimezone(UTC))
+        if not await uow.changes.record(change, payload.title, payload.outcome, now):
             continue  # announced before: its incidents are flagged already
-        for incident_id in await changes.incidents_after(conn, tenant, change, window):
-            incident = await repository.get(conn, tenant, incident_id, lock=True)
-            flagged = incident is not None and await _flag(
-                conn, incident, change, window, context, now
-            )
-            if flagged and metrics is not None:
-                metrics.change_correlations.inc()
+        for incident_id in await uow.changes.incidents_after(change, window):
+            incident = await uow.incidents.get(incident_id, lock=True)
+            if incident is not None and await _flag(uow, incident, change, window, now):
+                flagged += 1
+                if uow.metrics is not None:
+                    uow.metrics.change_correlations.inc()
+    return flagged
 
 
 async def _flag(
-    conn: Connection,
+    uow: IncidentWork,
     incident: domain.Incident,
-    change: changes.ImplementedChange,
+    change: ImplementedChange,
     window: int,
-    context: RequestContext,
     now: datetime,
 ) -> bool:
     """Point the incident at the change if it is the latest suspect; announce the suspicion."""
     current = None
     if incident.suspected_change is not None:
-        current = await changes.implemented_at(conn, incident.tenant_id, incident.suspected_change)
+        current = await uow.changes.implemented_at(incident.suspected_change)
     if current is None or current < change.implemented_at:
-        settings = await tenant_settings(conn, incident.tenant_id)
+        settings = await uow.settings.get()
         try:
             updated = domain.update(
                 incident,
                 {"suspected_change": change.change_id},
-                actor=context.actor,
+                actor=uow.context.actor,
                 now=now,
                 matrix=settings.matrix,
                 reason=f"change {change.change_id} was implemented on the CI"
@@ -94,7 +105,7 @@ async def _flag(
             return False
         if updated is not None:
             updated.events.append(change.suspicion(window))
-            await store_change(conn, updated, "change_suspected", context)
+            await store_change(uow, updated, "change_suspected")
             return True
-    await append_events(conn, incident, [change.suspicion(window)], context)
+    uow.record(str(incident.id), incident.version, [change.suspicion(window)])
     return True

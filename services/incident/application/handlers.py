@@ -1,89 +1,41 @@
-"""Incident use cases: each runs in one transaction with its outbox events and SLA clocks.
+"""Incident use cases: each runs in one unit of work with its events and SLA clocks.
 
 Affected services and the SLA policy come from this service's projection of the config
-service's events (`adapters/projections.py`), never from a call. Clocks start with the
-incident; moves pause, resume, stop and reopen them; a priority or CI change retargets them
-keeping the time already counted (`application/sla.py`).
+service's events (`uow.projection`), never from a call. The clocks start, and a trend of
+incidents suggests a problem, as reactions to the created event (`application/reactions.py`);
+moves pause, resume, stop and reopen the clocks; a priority or CI change retargets them keeping
+the time already counted (`application/sla.py`).
+
+Each use case the HTTP API calls takes the pool and builds its own unit of work; the work itself
+is a function of a unit of work (`log_incident`, `move_incident`, ...), which alert intake,
+auto-close and change correlation reuse and unit tests drive with a fake.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.incident.adapters import changes, numbers, projections, repository
-from services.incident.application import problems, sla
-from services.incident.domain import incident as domain
-from services.incident.domain.alerts import AlertMapping
-from services.incident.domain.incident import Change, Incident, log_incident
-from services.incident.domain.priority import PriorityMatrix
-from services.incident.metrics import IncidentMetrics
-from shared import outbox
-from shared.context import RequestContext
-from shared.db import Connection, tenant_transaction
-from shared.events.catalogue import (
-    EventPayload,
-    MajorReviewRecordedV1,
-    WorkNoteAddedV1,
+from services.incident.adapters import numbers
+from services.incident.adapters.projections import PolicySnapshot
+from services.incident.application import sla
+from services.incident.application.reactions import joining, unit_of_work
+from services.incident.application.uow import (
+    IncidentWork,
+    store_change,
+    store_new_incident,
 )
-from shared.http.etags import stale_version
-from shared.http.problems import Problem, not_found
-
-
-@dataclass(frozen=True)
-class TenantSettings:
-    """A tenant's incident settings (defaults when it never set any)."""
-
-    matrix: PriorityMatrix = field(default_factory=PriorityMatrix.default)
-    auto_close_days: int = 7
-    alert_mapping: AlertMapping = field(default_factory=AlertMapping)
-    trend_threshold: int = 3
-    trend_window_seconds: int = 86_400
-    trend_opens_problem: bool = False
-    change_window_seconds: int = 86_400
-    version: int = 0
-
-
-DEFAULT_SETTINGS = TenantSettings()
-# Parsed settings by (tenant, version, time of the write): every write bumps the version and
-# stamps its time, so an entry never goes stale, not even one read inside a write that was then
-# rolled back. It saves validating the matrix and mapping again on every request.
-_PARSED: dict[tuple[str, int, datetime], TenantSettings] = {}
-_PARSED_LIMIT = 1024
-
-
-async def tenant_settings(conn: Connection, tenant_id: str) -> TenantSettings:
-    """The tenant's settings, or the defaults (read in the caller's transaction)."""
-    row = await conn.fetchrow(
-        "SELECT priority_matrix, auto_close_days, alert_mapping, trend_threshold,"
-        " trend_window_seconds, trend_opens_problem, change_window_seconds, version, updated_at"
-        " FROM incident_settings WHERE tenant_id = $1",
-        tenant_id,
-    )
-    if row is None:
-        return DEFAULT_SETTINGS
-    key = (tenant_id, row["version"], row["updated_at"])
-    parsed = _PARSED.get(key)
-    if parsed is None:
-        values = dict(row)
-        del values["updated_at"]
-        matrix = values.pop("priority_matrix")
-        mapping = values.pop("alert_mapping")
-        parsed = TenantSettings(
-            matrix=PriorityMatrix.model_validate(matrix) if matrix else DEFAULT_SETTINGS.matrix,
-            alert_mapping=(
-                AlertMapping.model_validate(mapping) if mapping else DEFAULT_SETTINGS.alert_mapping
-            ),
-            **values,
-        )
-        if len(_PARSED) >= _PARSED_LIMIT:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[key] = parsed
-    return parsed
+from services.incident.domain import incident as domain
+from services.incident.domain.incident import Change, Incident, log_incident
+from services.incident.metrics import IncidentMetrics
+from shared.context import RequestContext
+from shared.db import Connection
+from shared.errors import Conflict, FieldError, NotFound, StaleVersion, invalid_field
+from shared.events.catalogue import MajorReviewRecordedV1, WorkNoteAddedV1
 
 
 @dataclass(frozen=True)
@@ -119,27 +71,78 @@ def incident_view(incident: Incident) -> dict[str, Any]:
     return view
 
 
-async def append_events(
-    conn: Connection, incident: Incident, events: list[EventPayload], context: RequestContext
-) -> None:
-    await outbox.append_many(
-        conn,
-        [outbox.Pending(e, str(incident.id), incident.version) for e in events],
-        tenant_id=incident.tenant_id,
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-    )
-
-
-async def _affected(
-    conn: Connection, tenant_id: str, ci_id: uuid.UUID | None, named: tuple[str, ...]
-) -> tuple[tuple[str, ...], projections.PolicySnapshot | None]:
+async def affected(
+    uow: IncidentWork, ci_id: uuid.UUID | str | None, named: tuple[str, ...]
+) -> tuple[tuple[str, ...], PolicySnapshot | None]:
     """Affected business services (named ones plus those the CI supports) and their policy."""
     services = set(named)
     if ci_id is not None:
-        services.update(await projections.services_of_ci(conn, tenant_id, str(ci_id)))
+        services.update(await uow.projection.services_of_ci(str(ci_id)))
     ordered = tuple(sorted(services))
-    return ordered, await projections.policy_for(conn, tenant_id, ordered)
+    return ordered, await uow.projection.policy_for(ordered)
+
+
+async def log_incident_in(
+    uow: IncidentWork,
+    command: LogIncident,
+    *,
+    now: datetime | None = None,
+    number: int | None = None,
+) -> Incident:
+    """Log a new incident on the unit of work: the row, its history and its events, with the
+    workaround of a known error on its CI or services and a change implemented on its CI
+    shortly before. Its reactions (clocks, trend) run before it returns, so the incident
+    returned is as stored (a trend that opened a problem has linked it: version 2).
+
+    `number` is the incident's number taken beforehand (`adapters/numbers.allocate`, which
+    keeps concurrent creations from queueing on the tenant's counter); without one, the number
+    is taken in this unit of work."""
+    now = now or datetime.now(UTC)
+    settings = await uow.settings.get()
+    if command.ci_id is not None and await uow.projection.ci_by_id(str(command.ci_id)) is None:
+        raise invalid_field("ci_id", f"no configuration item {command.ci_id} is known")
+    if command.parent_id is not None and await uow.incidents.get(command.parent_id) is None:
+        raise invalid_field("parent_id", f"no incident {command.parent_id}")
+    services, policy = await affected(uow, command.ci_id, command.services)
+    suspect = None
+    if command.ci_id is not None:
+        await uow.changes.lock_ci(command.ci_id, shared=True)
+        suspect = await uow.changes.recent_change(
+            command.ci_id, now, settings.change_window_seconds
+        )
+    # The created event carries the workaround, so the known error is read before, not reacted
+    # to after.
+    known = await uow.problems.newest_known_error(command.ci_id, services)
+    fields = dict(vars(command))
+    for name in ("title", "description", "impact", "urgency", "services"):
+        fields.pop(name)
+    incident, events = log_incident(
+        tenant_id=uow.tenant_id,
+        title=command.title,
+        description=command.description,
+        impact=command.impact,
+        urgency=command.urgency,
+        actor=uow.context.actor,
+        now=now,
+        matrix=settings.matrix,
+        number=number or await uow.numbers.next("incident"),
+        services=services,
+        sla_policy=policy.name if policy else None,
+        suspected_change=suspect.change_id if suspect else None,
+        workaround=known[1] if known else None,
+        known_error_id=known[0] if known else None,
+        **fields,
+    )
+    if suspect is not None:
+        events.append(suspect.suspicion(settings.change_window_seconds))
+    await store_new_incident(uow, incident, events)
+    await uow.react()
+    stored = uow.latest_incident(incident.id)
+    if uow.metrics is not None:
+        uow.metrics.incidents_created.labels(incident.origin).inc()
+        if suspect is not None:
+            uow.metrics.change_correlations.inc()
+    return stored or incident
 
 
 async def record_incident(
@@ -151,84 +154,9 @@ async def record_incident(
     now: datetime | None = None,
     number: int | None = None,
 ) -> Incident:
-    """Inside the caller's transaction: store a new incident, its events and its clocks.
-
-    `number` is the incident's number taken beforehand (`adapters/numbers.allocate`, which
-    keeps concurrent creations from queueing on the tenant's counter); without one, the number
-    is taken in this transaction."""
-    now = now or datetime.now(UTC)
-    tenant = context.tenant_id
-    settings = await tenant_settings(conn, tenant)
-    if command.ci_id is not None and (
-        await projections.ci_by_id(conn, tenant, str(command.ci_id)) is None
-    ):
-        raise _unknown("ci_id", f"no configuration item {command.ci_id} is known")
-    if command.parent_id is not None and (
-        await repository.get(conn, tenant, command.parent_id) is None
-    ):
-        raise _unknown("parent_id", f"no incident {command.parent_id}")
-    services, policy = await _affected(conn, tenant, command.ci_id, command.services)
-    suspect = None
-    if command.ci_id is not None:
-        await changes.lock_ci(conn, tenant, command.ci_id, shared=True)
-        suspect = await changes.recent_change(
-            conn, tenant, command.ci_id, now, settings.change_window_seconds
-        )
-    known = await problems.known_error_for(conn, tenant, command.ci_id, services)
-    fields = dict(vars(command))
-    for name in ("title", "description", "impact", "urgency", "services"):
-        fields.pop(name)
-    incident, events = log_incident(
-        tenant_id=tenant,
-        title=command.title,
-        description=command.description,
-        impact=command.impact,
-        urgency=command.urgency,
-        actor=context.actor,
-        now=now,
-        matrix=settings.matrix,
-        number=number or await repository.next_number(conn, tenant, "incident"),
-        services=services,
-        sla_policy=policy.name if policy else None,
-        suspected_change=suspect.change_id if suspect else None,
-        workaround=known.workaround if known else None,
-        known_error_id=known.id if known else None,
-        **fields,
-    )
-    if suspect is not None:
-        events.append(suspect.suspicion(settings.change_window_seconds))
-    await repository.insert(conn, incident)
-    await repository.record_history(conn, incident, action="created", changes={})
-    await append_events(conn, incident, events, context)
-    await sla.start_clocks(
-        conn,
-        tenant=tenant,
-        record="incident",
-        record_id=incident.id,
-        policy=policy,
-        priority=incident.priority,
-        at=now,
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-        metrics=metrics,
-    )
-    # A trend of incidents on the CI or a service suggests (or opens) a problem; an opened one
-    # links this incident, which is then stored again as version 2.
-    incident = await problems.after_incident_logged(conn, incident, settings, context, metrics)
-    if metrics is not None:
-        metrics.incidents_created.labels(incident.origin).inc()
-        if suspect is not None:
-            metrics.change_correlations.inc()
-    return incident
-
-
-def _unknown(field_name: str, detail: str) -> Problem:
-    return Problem(
-        422,
-        "Unprocessable Content",
-        detail,
-        errors=[{"in": "body", "field": field_name, "detail": detail}],
-    )
+    """`log_incident_in` inside a transaction the caller holds on `conn` (tenant set)."""
+    async with joining(conn, context, metrics) as uow:
+        return await log_incident_in(uow, command, now=now, number=number)
 
 
 async def log_new_incident(
@@ -239,29 +167,64 @@ async def log_new_incident(
 ) -> dict[str, Any]:
     """Store the incident and its created event atomically (Idempotency-Key: shared/http)."""
     number = await numbers.allocate(pool, context.tenant_id, "incident")
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        incident = await record_incident(conn, command, context, metrics=metrics, number=number)
+    async with unit_of_work(pool, context, metrics) as uow:
+        incident = await log_incident_in(uow, command, number=number)
     return incident_view(incident)
 
 
 async def locked_incident(
-    conn: Connection, tenant_id: str, incident_id: uuid.UUID, expected: int | None
+    uow: IncidentWork, incident_id: uuid.UUID, expected: int | None
 ) -> Incident:
-    incident = await repository.get(conn, tenant_id, incident_id, lock=True)
+    """The incident, locked for the rest of the unit of work; `NotFound`, `StaleVersion`."""
+    incident = await uow.incidents.get(incident_id, lock=True)
     if incident is None:
-        raise not_found("incident", str(incident_id))
+        raise NotFound("incident", str(incident_id))
     if expected is not None and expected != incident.version:
-        raise stale_version("the incident", incident.version, expected)
+        raise StaleVersion("the incident", incident.version, expected)
     return incident
 
 
-async def store_change(
-    conn: Connection, change: Change, action: str, context: RequestContext
+async def update_incident_in(
+    uow: IncidentWork,
+    incident_id: uuid.UUID,
+    wanted: dict[str, Any],
+    *,
+    expected_version: int | None,
+    now: datetime | None = None,
 ) -> Incident:
-    await repository.save(conn, change.incident)
-    await repository.record_history(conn, change.incident, action=action, changes=change.changes)
-    await append_events(conn, change.incident, change.events, context)
-    return change.incident
+    """Change fields; a new priority or CI retargets the SLA clocks, keeping elapsed time."""
+    now = now or datetime.now(UTC)
+    incident = await locked_incident(uow, incident_id, expected_version)
+    settings = await uow.settings.get()
+    services = policy = None
+    if "ci_id" in wanted and wanted["ci_id"] != incident.ci_id:
+        if wanted["ci_id"] is not None and (
+            await uow.projection.ci_by_id(str(wanted["ci_id"])) is None
+        ):
+            raise invalid_field("ci_id", f"no configuration item {wanted['ci_id']} is known")
+        services, policy = await affected(uow, wanted["ci_id"], ())
+    change = domain.update(
+        incident,
+        wanted,
+        actor=uow.context.actor,
+        now=now,
+        matrix=settings.matrix,
+        services=services,
+        sla_policy=policy.name if policy else None,
+    )
+    if change is None:
+        return incident
+    stored = await store_change(uow, change, "updated")
+    if "priority" in change.changes or "sla_policy" in change.changes:
+        await sla.retarget(
+            uow,
+            record="incident",
+            record_id=incident.id,
+            at=now,
+            priority=stored.priority,
+            policy=policy if "sla_policy" in change.changes else None,
+        )
+    return stored
 
 
 async def update_incident(
@@ -274,44 +237,8 @@ async def update_incident(
     metrics: IncidentMetrics | None = None,
 ) -> Incident:
     """Change fields; a new priority or CI retargets the SLA clocks, keeping elapsed time."""
-    now = datetime.now(UTC)
-    tenant = context.tenant_id
-    async with tenant_transaction(pool, tenant) as conn:
-        incident = await locked_incident(conn, tenant, incident_id, expected_version)
-        settings = await tenant_settings(conn, tenant)
-        services = policy = None
-        if "ci_id" in wanted and wanted["ci_id"] != incident.ci_id:
-            if wanted["ci_id"] is not None and (
-                await projections.ci_by_id(conn, tenant, str(wanted["ci_id"])) is None
-            ):
-                raise _unknown("ci_id", f"no configuration item {wanted['ci_id']} is known")
-            services, policy = await _affected(conn, tenant, wanted["ci_id"], ())
-        change = domain.update(
-            incident,
-            wanted,
-            actor=context.actor,
-            now=now,
-            matrix=settings.matrix,
-            services=services,
-            sla_policy=policy.name if policy else None,
-        )
-        if change is None:
-            return incident
-        stored = await store_change(conn, change, "updated", context)
-        if "priority" in change.changes or "sla_policy" in change.changes:
-            await sla.retarget(
-                conn,
-                tenant=tenant,
-                record="incident",
-                record_id=incident.id,
-                at=now,
-                actor=context.actor,
-                priority=stored.priority,
-                policy=policy if "sla_policy" in change.changes else None,
-                correlation_id=context.correlation_id,
-                metrics=metrics,
-            )
-    return stored
+    async with unit_of_work(pool, context, metrics) as uow:
+        return await update_incident_in(uow, incident_id, wanted, expected_version=expected_version)
 
 
 async def transition_incident(
@@ -328,113 +255,123 @@ async def transition_incident(
     automatic: bool = False,
 ) -> Incident:
     """Move an incident to another state and drive its SLA clocks accordingly."""
-    tenant = context.tenant_id
-    async with tenant_transaction(pool, tenant) as conn:
-        incident = await locked_incident(conn, tenant, incident_id, expected_version)
+    async with unit_of_work(pool, context, metrics) as uow:
+        incident = await locked_incident(uow, incident_id, expected_version)
         return await move_incident(
-            conn,
+            uow,
             incident,
             wanted,
-            context,
             hold_reason=hold_reason,
             resolution_code=resolution_code,
             resolution_notes=resolution_notes,
-            metrics=metrics,
             automatic=automatic,
         )
 
 
 async def move_incident(
-    conn: Connection,
+    uow: IncidentWork,
     incident: Incident,
     wanted: str,
-    context: RequestContext,
     *,
     now: datetime | None = None,
     hold_reason: str | None = None,
     resolution_code: str | None = None,
     resolution_notes: str | None = None,
-    metrics: IncidentMetrics | None = None,
     automatic: bool = False,
 ) -> Incident:
-    """Inside the caller's transaction, on a locked incident: the move, its history and event,
-    its clocks, and its place in the auto-close queue (resolved: queued; otherwise: not)."""
+    """On a locked incident: the move, its history and event, its clocks, and its place in the
+    auto-close queue (resolved: queued; otherwise: not)."""
     now = now or datetime.now(UTC)
     change = domain.transition(
         incident,
         wanted,
-        actor=context.actor,
+        actor=uow.context.actor,
         now=now,
         hold_reason=hold_reason,
         resolution_code=resolution_code,
         resolution_notes=resolution_notes,
         automatic=automatic,
     )
-    stored = await store_change(conn, change, "transitioned", context)
-    await drive_clocks(conn, incident, stored, now, context, metrics)
+    stored = await store_change(uow, change, "transitioned")
+    await drive_clocks(uow, incident, stored, now)
     if stored.state == "resolved":
-        days = (await tenant_settings(conn, stored.tenant_id)).auto_close_days
-        await repository.queue_auto_close(
-            conn, stored.tenant_id, stored.id, now + timedelta(days=days)
-        )
+        days = (await uow.settings.get()).auto_close_days
+        await uow.incidents.queue_auto_close(stored.id, now + timedelta(days=days))
     elif incident.state == "resolved":
-        await repository.unqueue_auto_close(conn, stored.tenant_id, stored.id)
-    if metrics is not None and wanted == "resolved":
-        metrics.incidents_resolved.inc()
-        metrics.time_to_resolve.observe((now - incident.created_at).total_seconds())
+        await uow.incidents.unqueue_auto_close(stored.id)
+    if uow.metrics is not None and wanted == "resolved":
+        uow.metrics.incidents_resolved.inc()
+        uow.metrics.time_to_resolve.observe((now - incident.created_at).total_seconds())
     return stored
 
 
 async def drive_clocks(
-    conn: Connection,
-    before: Incident,
-    after: Incident,
-    at: datetime,
-    context: RequestContext,
-    metrics: IncidentMetrics | None,
+    uow: IncidentWork, before: Incident, after: Incident, at: datetime
 ) -> list[sla.Fired]:
     """What a move does to the clocks: work started stops the response clock; on hold pauses
     (if the policy says so for the reason); back from hold resumes; resolved stops both;
     reopened runs the resolution clock again; cancelled stops both."""
-    common: dict[str, Any] = {
-        "tenant": after.tenant_id,
-        "record": "incident",
-        "record_id": after.id,
-        "at": at,
-        "actor": context.actor,
-        "correlation_id": context.correlation_id,
-        "metrics": metrics,
-    }
+    common: dict[str, Any] = {"record": "incident", "record_id": after.id, "at": at}
     fired: list[sla.Fired] = []
     if before.state == "on_hold":
-        fired += await sla.resume(conn, **common)
+        fired += await sla.resume(uow, **common)
     if after.state in ("in_progress", "on_hold", "resolved", "cancelled") and before.state == "new":
-        fired += await sla.stop(conn, kind="response", **common)
+        fired += await sla.stop(uow, kind="response", **common)
     if after.state == "on_hold":
-        fired += await sla.on_hold(conn, reason=after.hold_reason, **common)
+        fired += await sla.on_hold(uow, reason=after.hold_reason, **common)
     elif after.state in ("resolved", "cancelled"):
-        fired += await sla.stop(conn, kind=("response", "resolution"), **common)
+        fired += await sla.stop(uow, kind=("response", "resolution"), **common)
     elif after.state == "in_progress" and before.state == "resolved":
-        fired += await sla.reopen(conn, **common)
+        fired += await sla.reopen(uow, **common)
     return fired
+
+
+async def note_incident(
+    uow: IncidentWork, incident: Incident, note: str, *, at: datetime | None = None
+) -> dict[str, Any]:
+    """A work note and its event (notes do not change the incident's version)."""
+    stored = await uow.incidents.add_work_note(
+        incident.id, author=uow.context.actor, note=note, at=at or datetime.now(UTC)
+    )
+    uow.record(str(incident.id), incident.version, [WorkNoteAddedV1(note=note)])
+    return stored
 
 
 async def add_work_note(
     pool: asyncpg.Pool, incident_id: uuid.UUID, note: str, context: RequestContext
 ) -> dict[str, Any]:
     """Append a work note (and its event); notes never change the incident's version."""
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        incident = await locked_incident(conn, context.tenant_id, incident_id, None)
-        stored = await repository.add_work_note(
-            conn,
-            context.tenant_id,
-            incident_id,
-            author=context.actor,
-            note=note,
-            at=datetime.now(UTC),
+    async with unit_of_work(pool, context) as uow:
+        incident = await locked_incident(uow, incident_id, None)
+        return await note_incident(uow, incident, note)
+
+
+async def record_major_review_in(
+    uow: IncidentWork,
+    incident_id: uuid.UUID,
+    summary: str,
+    lessons: str,
+    *,
+    expected_version: int | None,
+    now: datetime | None = None,
+) -> Incident:
+    """Record the review of a major incident (needed before it can close); `Conflict` for an
+    incident that is not major."""
+    now = now or datetime.now(UTC)
+    incident = await locked_incident(uow, incident_id, expected_version)
+    if not incident.major:
+        raise Conflict(
+            "only a major incident has a review",
+            fields=[FieldError("incident_id", "not a major incident", "path")],
         )
-        await append_events(conn, incident, [WorkNoteAddedV1(note=note)], context)
-    return stored
+    actor = uow.context.actor
+    review = {"summary": summary, "lessons": lessons, "reviewer": actor, "at": now.isoformat()}
+    change = Change(
+        domain.replace_review(incident, review, actor=actor, now=now),
+        {"major_review": {"from": incident.major_review, "to": review}},
+        [MajorReviewRecordedV1(summary=summary, lessons=lessons, reviewer=actor)],
+    )
+    return await store_change(uow, change, "major_review")
 
 
 async def record_major_review(
@@ -447,25 +384,7 @@ async def record_major_review(
     expected_version: int | None,
 ) -> Incident:
     """Record the review of a major incident (needed before it can close)."""
-    now = datetime.now(UTC)
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        incident = await locked_incident(conn, context.tenant_id, incident_id, expected_version)
-        if not incident.major:
-            raise Problem(
-                409,
-                "Conflict",
-                "only a major incident has a review",
-                errors=[{"in": "path", "field": "incident_id", "detail": "not a major incident"}],
-            )
-        review = {
-            "summary": summary,
-            "lessons": lessons,
-            "reviewer": context.actor,
-            "at": now.isoformat(),
-        }
-        change = Change(
-            domain.replace_review(incident, review, actor=context.actor, now=now),
-            {"major_review": {"from": incident.major_review, "to": review}},
-            [MajorReviewRecordedV1(summary=summary, lessons=lessons, reviewer=context.actor)],
+    async with unit_of_work(pool, context) as uow:
+        return await record_major_review_in(
+            uow, incident_id, summary, lessons, expected_version=expected_version
         )
-        return await store_change(conn, change, "major_review", context)

@@ -2,13 +2,14 @@
 incidents after the tenant's `auto_close_days`, and the census behind `itsm_incident_open`.
 
 Both serve every tenant while `incidents` stays visible to one tenant at a time. Auto-close
-claims due entries of `auto_close_queue` (ids and due times only) in an all-tenants
-transaction, then switches to each entry's tenant in the same transaction to re-read the
-incident and the tenant's current settings before closing it: an entry whose incident was
-reopened or closed meanwhile is dropped, one whose tenant lengthened `auto_close_days` is
-postponed. Claims use `FOR UPDATE SKIP LOCKED`, so every replica may run the job and each
-incident closes once. A major incident without its review is not closed automatically (the
-review must come first); its entry is postponed by a day and the skip is logged.
+claims due entries of `auto_close_queue` (ids and due times only) in an all-tenants transaction,
+then switches to each entry's tenant in the same transaction to re-read the incident and the
+tenant's current settings before closing it: an entry whose incident was reopened or closed
+meanwhile is dropped, one whose tenant lengthened `auto_close_days` is postponed. Each incident
+is closed by a unit of work of its tenant joining that transaction, in a savepoint of its own.
+Claims use `FOR UPDATE SKIP LOCKED`, so every replica may run the job and each incident closes
+once. A major incident without its review is not closed automatically (the review must come
+first); its entry is postponed by a day and the skip is logged.
 
 The census visits each tenant that has numbered an incident and counts its open incidents by
 priority and state (the `incidents_open` partial index); the gauge is the sum over tenants,
@@ -25,12 +26,13 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.incident.adapters import repository
-from services.incident.application.handlers import move_incident, tenant_settings
+from services.incident.application.handlers import move_incident
+from services.incident.application.reactions import joining
+from services.incident.application.uow import IncidentWork
 from services.incident.domain import workflow
 from services.incident.metrics import IncidentMetrics
 from shared.context import RequestContext
-from shared.db import Connection, all_tenants_transaction, set_tenant
+from shared.db import all_tenants_transaction, set_tenant
 
 log = logging.getLogger(__name__)
 
@@ -59,45 +61,40 @@ async def close_due(
             by_tenant.setdefault(row["tenant_id"], []).append(row["incident_id"])
         for tenant, ids in by_tenant.items():
             await set_tenant(conn, tenant)
-            settings = await tenant_settings(conn, tenant)
             context = RequestContext(tenant, AUTO_CLOSE_ACTOR, str(uuid.uuid4()))
+            async with joining(conn, context) as reading:
+                days = (await reading.settings.get()).auto_close_days
             for incident_id in ids:
-                closed += await _close_one(
-                    conn, tenant, incident_id, settings.auto_close_days, now, context, metrics
-                )
+                try:
+                    # A savepoint each: one refusal spares the others.
+                    async with conn.transaction(), joining(conn, context, metrics) as uow:
+                        closed += await close_one(uow, incident_id, days, now)
+                except workflow.MajorReviewMissing:
+                    log.warning(
+                        "a resolved major incident is due to close but has no review;"
+                        " not closing it",
+                        extra={"tenant_id": tenant, "subject": str(incident_id)},
+                    )
+                    async with joining(conn, context) as uow:
+                        await uow.incidents.queue_auto_close(
+                            incident_id, now + REVIEW_PENDING_RETRY
+                        )
     return closed
 
 
-async def _close_one(
-    conn: Connection,
-    tenant: str,
-    incident_id: uuid.UUID,
-    days: int,
-    now: datetime,
-    context: RequestContext,
-    metrics: IncidentMetrics | None,
-) -> int:
-    incident = await repository.get(conn, tenant, incident_id, lock=True)
+async def close_one(uow: IncidentWork, incident_id: uuid.UUID, days: int, now: datetime) -> int:
+    """Close one queued incident if its time has come (1), else requeue or drop its entry (0).
+    A major incident without its review is refused (`workflow.MajorReviewMissing`)."""
+    incident = await uow.incidents.get(incident_id, lock=True)
     if incident is None or incident.state != "resolved" or incident.resolved_at is None:
-        await repository.unqueue_auto_close(conn, tenant, incident_id)
+        await uow.incidents.unqueue_auto_close(incident_id)
         return 0
     due_at = incident.resolved_at + timedelta(days=days)
     if due_at > now:  # the tenant lengthened its auto-close period since
-        await repository.queue_auto_close(conn, tenant, incident_id, due_at)
+        await uow.incidents.queue_auto_close(incident_id, due_at)
         return 0
-    try:
-        async with conn.transaction():  # a savepoint: one refusal leaves the others intact
-            await move_incident(
-                conn, incident, "closed", context, now=now, metrics=metrics, automatic=True
-            )
-            await repository.unqueue_auto_close(conn, tenant, incident_id)
-    except workflow.MajorReviewMissing:
-        log.warning(
-            "a resolved major incident is due to close but has no review; not closing it",
-            extra={"tenant_id": tenant, "subject": str(incident_id)},
-        )
-        await repository.queue_auto_close(conn, tenant, incident_id, now + REVIEW_PENDING_RETRY)
-        return 0
+    await move_incident(uow, incident, "closed", now=now, automatic=True)
+    await uow.incidents.unqueue_auto_close(incident_id)
     return 1
 
 

@@ -1,10 +1,11 @@
-"""Service request use cases (ISO/IEC 20000-1 8.6.2): each runs in one tenant transaction with
-its history, its outbox events and its SLA clocks.
+"""Service request use cases (ISO/IEC 20000-1 8.6.2): each runs in one unit of work with its
+history, its events and its SLA clocks.
 
 **Submission** takes a per-tenant number (REQ<n>), the priority from the tenant's impact ×
 urgency matrix, and the SLA policy from this service's projection of the config service: the
 policy covering the named business service, else the tenant's default policy, else none (no
-clocks). Response and resolution clocks start with the request. A request that needs approval
+clocks). Response and resolution clocks start with the request (a reaction to its submitted
+event, `application/reactions.py`, run before it is routed). A request that needs approval
 goes on to `awaiting_approval` in the same transaction (a second version and event, by its
 submitter), so a client never sees it waiting in `submitted` for a move nobody will make.
 
@@ -39,22 +40,22 @@ from typing import Any, Final
 
 import asyncpg
 
-from services.incident.adapters import numbers, projections, repository
-from services.incident.adapters import requests as store
+from services.incident.adapters import numbers
 from services.incident.adapters.requests import RequestFilter
 from services.incident.application import sla
-from services.incident.application.handlers import tenant_settings
+from services.incident.application.reactions import unit_of_work
+from services.incident.application.uow import (
+    IncidentWork,
+    store_new_request,
+    store_request_change,
+)
 from services.incident.domain import request as domain
-from services.incident.domain.request import Change, ServiceRequest
+from services.incident.domain.request import ServiceRequest
 from services.incident.domain.workflow import Approval, Decision
 from services.incident.metrics import IncidentMetrics
-from shared import outbox
 from shared.auth.roles import allowed
 from shared.context import RequestContext
-from shared.db import Connection, tenant_transaction
-from shared.events.catalogue import EventPayload
-from shared.http.etags import stale_version
-from shared.http.problems import invalid, not_found
+from shared.errors import FieldError, NotFound, StaleVersion, ValidationFailed, invalid_field
 
 # Roles that may follow only their own requests: request:read through them alone is not
 # enough to see the tenant's other requests.
@@ -110,71 +111,39 @@ def request_view(request: ServiceRequest, approvals: list[Approval]) -> dict[str
     return view
 
 
-async def _append(
-    conn: Connection,
-    request: ServiceRequest,
-    events: list[EventPayload],
-    context: RequestContext,
-) -> None:
-    await outbox.append_many(
-        conn,
-        [outbox.Pending(e, str(request.id), request.version) for e in events],
-        tenant_id=request.tenant_id,
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-    )
-
-
-async def _store(
-    conn: Connection, change: Change, action: str, context: RequestContext
-) -> ServiceRequest:
-    await store.save(conn, change.request)
-    await store.record_history(conn, change.request, action=action, changes=change.changes)
-    if change.approval is not None:
-        await store.add_approval(conn, change.request, change.approval)
-    await _append(conn, change.request, change.events, context)
-    return change.request
-
-
-async def _service_id(conn: Connection, tenant: str, given: str | None) -> str | None:
-    """The business service a request names, by id or else by name; 422 naming `service` for
-    one the projection does not know."""
+async def _service_id(uow: IncidentWork, given: str | None) -> str | None:
+    """The business service a request names, by id or else by name; `ValidationFailed` naming
+    `service` for one the projection does not know."""
     if given is None:
         return None
-    found = await projections.service_by_id(conn, tenant, given)
+    found = await uow.projection.service_by_id(given)
     if found is None:
-        found = await projections.service_by_name(conn, tenant, given)
+        found = await uow.projection.service_by_name(given)
     if found is None:
-        raise invalid(
-            [{"in": "body", "field": "service", "detail": f"no business service {given} is known"}]
-        )
+        raise invalid_field("service", f"no business service {given} is known")
     return found.id
 
 
-async def record_request(
-    conn: Connection,
+async def submit_request_in(
+    uow: IncidentWork,
     command: SubmitRequest,
-    context: RequestContext,
     *,
-    metrics: IncidentMetrics | None = None,
     now: datetime | None = None,
     number: int | None = None,
 ) -> ServiceRequest:
-    """Inside the caller's transaction: store a new request, its events and its clocks, and
-    send it for approval when it needs one. `number`: taken beforehand (`numbers.allocate`),
-    else in this transaction."""
+    """Store a new request and its events, start its clocks, and send it for approval when it
+    needs one. `number`: taken beforehand (`numbers.allocate`), else in this unit of work."""
     now = now or datetime.now(UTC)
-    tenant = context.tenant_id
-    settings = await tenant_settings(conn, tenant)
-    service = await _service_id(conn, tenant, command.service)
-    policy = await projections.policy_for(conn, tenant, [service] if service else [])
+    settings = await uow.settings.get()
+    service = await _service_id(uow, command.service)
+    policy = await uow.projection.policy_for([service] if service else [])
     try:
         request, events = domain.submit(
-            tenant_id=tenant,
-            number=number or await repository.next_number(conn, tenant, "request"),
+            tenant_id=uow.tenant_id,
+            number=number or await uow.numbers.next("request"),
             title=command.title,
             description=command.description,
-            actor=context.actor,
+            actor=uow.context.actor,
             now=now,
             requested_for=command.requested_for,
             impact=command.impact,
@@ -187,28 +156,13 @@ async def record_request(
             sla_policy=policy.name if policy else None,
         )
     except domain.InvalidRequest as exc:
-        raise invalid(
-            [{"in": "body", "field": f, "detail": d} for f, d in exc.problems.items()]
-        ) from None
-    await store.insert(conn, request)
-    await store.record_history(conn, request, action="submitted", changes={})
-    await _append(conn, request, events, context)
-    await sla.start_clocks(
-        conn,
-        tenant=tenant,
-        record="request",
-        record_id=request.id,
-        policy=policy,
-        priority=request.priority,
-        at=now,
-        actor=context.actor,
-        correlation_id=context.correlation_id,
-        metrics=metrics,
-    )
+        raise ValidationFailed([FieldError(f, d) for f, d in exc.problems.items()]) from None
+    await store_new_request(uow, request, events)
+    await uow.react()  # the clocks start before the request goes on hold for approval
     routed = domain.route_for_approval(request, now=now)
     if routed is not None:
-        stored = await _store(conn, routed, "transitioned", context)
-        await drive_clocks(conn, request, stored, now, context, metrics)
+        stored = await store_request_change(uow, routed, "transitioned")
+        await drive_clocks(uow, request, stored, now)
         request = stored
     return request
 
@@ -221,8 +175,8 @@ async def submit_request(
 ) -> dict[str, Any]:
     """Store the request and its events atomically (Idempotency-Key: shared/http)."""
     number = await numbers.allocate(pool, context.tenant_id, "request")
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        request = await record_request(conn, command, context, metrics=metrics, number=number)
+    async with unit_of_work(pool, context, metrics) as uow:
+        request = await submit_request_in(uow, command, number=number)
         body = request_view(request, [])
     if metrics is not None:
         metrics.requests_submitted.labels(str(request.needs_approval).lower()).inc()
@@ -230,39 +184,39 @@ async def submit_request(
 
 
 async def _visible(
-    conn: Connection,
-    context: RequestContext,
-    request_id: uuid.UUID,
-    *,
-    lock: bool = False,
+    uow: IncidentWork, request_id: uuid.UUID, *, lock: bool = False
 ) -> ServiceRequest:
-    """The request, if the caller may see it; 404 otherwise (as for another tenant's)."""
-    request = await store.get(conn, context.tenant_id, request_id, lock=lock)
+    """The request, if the caller may see it; `NotFound` otherwise (as for another tenant's)."""
+    context = uow.context
+    request = await uow.requests.get(request_id, lock=lock)
     if request is None or not (sees_every_request(context) or request.involves(context.actor)):
-        raise not_found("service request", str(request_id))
+        raise NotFound("service request", str(request_id))
     return request
 
 
-async def _locked(
-    conn: Connection, context: RequestContext, request_id: uuid.UUID, expected: int | None
-) -> ServiceRequest:
-    request = await _visible(conn, context, request_id, lock=True)
+async def _locked(uow: IncidentWork, request_id: uuid.UUID, expected: int | None) -> ServiceRequest:
+    request = await _visible(uow, request_id, lock=True)
     if expected is not None and expected != request.version:
-        raise stale_version("the service request", request.version, expected)
+        raise StaleVersion("the service request", request.version, expected)
     return request
 
 
-async def _decisions(conn: Connection, request: ServiceRequest) -> list[Approval]:
-    return (await store.approvals(conn, request.tenant_id, [request.id]))[request.id]
+async def _decisions(uow: IncidentWork, request: ServiceRequest) -> list[Approval]:
+    return (await uow.requests.approvals([request.id]))[request.id]
+
+
+async def get_request_in(uow: IncidentWork, request_id: uuid.UUID) -> dict[str, Any]:
+    """The request with its decisions, if the caller may see it."""
+    request = await _visible(uow, request_id)
+    return request_view(request, await _decisions(uow, request))
 
 
 async def get_request(
     pool: asyncpg.Pool, request_id: uuid.UUID, context: RequestContext
 ) -> dict[str, Any]:
     """The request with its decisions, if the caller may see it."""
-    async with tenant_transaction(pool, context.tenant_id, readonly=True) as conn:
-        request = await _visible(conn, context, request_id)
-        return request_view(request, await _decisions(conn, request))
+    async with unit_of_work(pool, context) as uow:
+        return await get_request_in(uow, request_id)
 
 
 @dataclass(frozen=True)
@@ -271,6 +225,23 @@ class RequestPage:
 
     items: list[dict[str, Any]]
     last: tuple[datetime, uuid.UUID] | None
+
+
+async def search_requests_in(
+    uow: IncidentWork,
+    where: RequestFilter,
+    *,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> RequestPage:
+    """The caller's visible requests matching the filter, newest first."""
+    if not sees_every_request(uow.context):
+        where = RequestFilter(**{**asdict(where), "involving": uow.context.actor})
+    found = await uow.requests.search(where, after=after, limit=limit + 1)
+    page = found[:limit]
+    decisions = await uow.requests.approvals([r.id for r in page])
+    last = (page[-1].created_at, page[-1].id) if len(found) > limit else None
+    return RequestPage([request_view(r, decisions[r.id]) for r in page], last)
 
 
 async def search_requests(
@@ -282,14 +253,27 @@ async def search_requests(
     limit: int,
 ) -> RequestPage:
     """The caller's visible requests matching the filter, newest first."""
-    if not sees_every_request(context):
-        where = RequestFilter(**{**asdict(where), "involving": context.actor})
-    async with tenant_transaction(pool, context.tenant_id, readonly=True) as conn:
-        found = await store.search(conn, context.tenant_id, where, after=after, limit=limit + 1)
-        page = found[:limit]
-        decisions = await store.approvals(conn, context.tenant_id, [r.id for r in page])
-    last = (page[-1].created_at, page[-1].id) if len(found) > limit else None
-    return RequestPage([request_view(r, decisions[r.id]) for r in page], last)
+    async with unit_of_work(pool, context) as uow:
+        return await search_requests_in(uow, where, after=after, limit=limit)
+
+
+async def transition_request_in(
+    uow: IncidentWork,
+    request_id: uuid.UUID,
+    wanted: str,
+    *,
+    expected_version: int | None,
+    notes: str | None = None,
+    now: datetime | None = None,
+) -> tuple[ServiceRequest, ServiceRequest, list[Approval]]:
+    """Move a request to another state and drive its SLA clocks accordingly: the request
+    before and after, and its decisions."""
+    now = now or datetime.now(UTC)
+    request = await _locked(uow, request_id, expected_version)
+    change = domain.transition(request, wanted, actor=uow.context.actor, now=now, notes=notes)
+    stored = await store_request_change(uow, change, "transitioned")
+    await drive_clocks(uow, request, stored, now)
+    return request, stored, await _decisions(uow, stored)
 
 
 async def transition_request(
@@ -304,16 +288,41 @@ async def transition_request(
 ) -> dict[str, Any]:
     """Move a request to another state and drive its SLA clocks accordingly."""
     now = datetime.now(UTC)
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        request = await _locked(conn, context, request_id, expected_version)
-        change = domain.transition(request, wanted, actor=context.actor, now=now, notes=notes)
-        stored = await _store(conn, change, "transitioned", context)
-        await drive_clocks(conn, request, stored, now, context, metrics)
-        view = request_view(stored, await _decisions(conn, stored))
+    async with unit_of_work(pool, context, metrics) as uow:
+        request, stored, decisions = await transition_request_in(
+            uow, request_id, wanted, expected_version=expected_version, notes=notes, now=now
+        )
+        view = request_view(stored, decisions)
     if metrics is not None and stored.state == "fulfilled":
         metrics.requests_fulfilled.inc()
         metrics.time_to_fulfil.observe((now - request.created_at).total_seconds())
     return view
+
+
+async def decide_request_in(
+    uow: IncidentWork,
+    request_id: uuid.UUID,
+    decision: Decision,
+    *,
+    expected_version: int | None,
+    comment: str = "",
+    now: datetime | None = None,
+) -> tuple[ServiceRequest, list[Approval]]:
+    """Record the caller's decision; the one that settles the request moves it (and its
+    clocks) to `in_fulfilment` or `rejected`. The request after it, and its decisions."""
+    now = now or datetime.now(UTC)
+    request = await _locked(uow, request_id, expected_version)
+    change = domain.decide(
+        request,
+        approver=uow.context.actor,
+        decision=decision,
+        now=now,
+        comment=comment,
+        recorded=await _decisions(uow, request),
+    )
+    stored = await store_request_change(uow, change, "decided")
+    await drive_clocks(uow, request, stored, now)
+    return stored, await _decisions(uow, stored)
 
 
 async def decide_request(
@@ -328,20 +337,11 @@ async def decide_request(
 ) -> dict[str, Any]:
     """Record the caller's decision; the one that settles the request moves it (and its
     clocks) to `in_fulfilment` or `rejected`."""
-    now = datetime.now(UTC)
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        request = await _locked(conn, context, request_id, expected_version)
-        change = domain.decide(
-            request,
-            approver=context.actor,
-            decision=decision,
-            now=now,
-            comment=comment,
-            recorded=await _decisions(conn, request),
+    async with unit_of_work(pool, context, metrics) as uow:
+        stored, decisions = await decide_request_in(
+            uow, request_id, decision, expected_version=expected_version, comment=comment
         )
-        stored = await _store(conn, change, "decided", context)
-        await drive_clocks(conn, request, stored, now, context, metrics)
-        view = request_view(stored, await _decisions(conn, stored))
+        view = request_view(stored, decisions)
     if metrics is not None:
         metrics.request_decisions.labels(decision).inc()
     return view
@@ -351,48 +351,46 @@ async def request_history(
     pool: asyncpg.Pool, request_id: uuid.UUID, context: RequestContext
 ) -> list[dict[str, Any]]:
     """Every version of the request: who, when, what changed."""
-    async with tenant_transaction(pool, context.tenant_id, readonly=True) as conn:
-        await _visible(conn, context, request_id)
-        return await store.history(conn, context.tenant_id, request_id)
+    async with unit_of_work(pool, context) as uow:
+        return await request_history_in(uow, request_id)
+
+
+async def request_history_in(uow: IncidentWork, request_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every version of the request, if the caller may see it."""
+    await _visible(uow, request_id)
+    return await uow.requests.history(request_id)
 
 
 async def request_clocks(
     pool: asyncpg.Pool, request_id: uuid.UUID, context: RequestContext
 ) -> list[dict[str, Any]]:
     """The request's SLA clocks as they stand now (empty without a policy)."""
-    async with tenant_transaction(pool, context.tenant_id, readonly=True) as conn:
-        await _visible(conn, context, request_id)
-        clocks = await sla.clocks_of(conn, context.tenant_id, "request", request_id)
-    return [c.as_json() for c in clocks]
+    async with unit_of_work(pool, context) as uow:
+        return await request_clocks_in(uow, request_id)
+
+
+async def request_clocks_in(
+    uow: IncidentWork, request_id: uuid.UUID, *, at: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The request's SLA clocks as they stand at `at` (default now), if the caller may see it."""
+    await _visible(uow, request_id)
+    return [c.as_json() for c in await sla.views_of(uow, "request", request_id, at=at)]
 
 
 async def drive_clocks(
-    conn: Connection,
-    before: ServiceRequest,
-    after: ServiceRequest,
-    at: datetime,
-    context: RequestContext,
-    metrics: IncidentMetrics | None,
+    uow: IncidentWork, before: ServiceRequest, after: ServiceRequest, at: datetime
 ) -> list[sla.Fired]:
     """What a move does to the clocks (module docstring); nothing when the state stays."""
     if before.state == after.state:
         return []
-    common: dict[str, Any] = {
-        "tenant": after.tenant_id,
-        "record": "request",
-        "record_id": after.id,
-        "at": at,
-        "actor": context.actor,
-        "correlation_id": context.correlation_id,
-        "metrics": metrics,
-    }
+    common: dict[str, Any] = {"record": "request", "record_id": after.id, "at": at}
     fired: list[sla.Fired] = []
     if before.state == "awaiting_approval":
-        fired += await sla.resume(conn, **common)
+        fired += await sla.resume(uow, **common)
     if after.state == "awaiting_approval":
-        fired += await sla.on_hold(conn, reason="awaiting_approval", **common)
+        fired += await sla.on_hold(uow, reason="awaiting_approval", **common)
     elif after.state == "in_fulfilment":
-        fired += await sla.stop(conn, kind="response", **common)
+        fired += await sla.stop(uow, kind="response", **common)
     elif after.state in ("fulfilled", "rejected", "cancelled"):
-        fired += await sla.stop(conn, kind=("response", "resolution"), **common)
+        fired += await sla.stop(uow, kind=("response", "resolution"), **common)
     return fired

@@ -2,17 +2,18 @@
 scheduler that announces warnings and breaches when they fall due.
 
 **Inside a use case.** The incident and request use cases call `start_clocks`, `on_hold`,
-`resume`, `stop`, `reopen` and `retarget` inside their own tenant transaction (they own it;
-these functions never commit), with the instant of the change. Each function locks the
-record's clocks, changes them with the pure `SlaClock` (`domain/sla.py`), writes them back
-with their new schedule, and appends to the outbox, in that same transaction, every event the
-change causes: `SlaWarningReachedV1` / `SlaBreachedV1` whenever a change sets `warned_at` /
-`breached_at` (a pause, a stop or a retarget can record a crossing first), then
-`SlaClockStoppedV1` when a clock stops. The subject is `sla/<record id>/<kind>` and the
-sequence a per-clock counter kept in the row, one per event. A record with no policy has no
-clocks, and every function is then a no-op. Each returns the events it wrote (`Fired`), and
-counts warnings and breaches in `metrics` when given one (as written: a transaction the caller
-rolls back afterwards has been counted all the same).
+`resume`, `stop`, `reopen` and `retarget` on their unit of work (`application/uow.py`; these
+functions never commit), with the instant of the change; starting is a reaction to a new record
+(`application/reactions.py`). Each function locks the record's clocks (`uow.clocks`), changes
+them with the pure `SlaClock` (`domain/sla.py`), writes them back with their new schedule, and
+records on the unit of work every event the change causes: `SlaWarningReachedV1` /
+`SlaBreachedV1` whenever a change sets `warned_at` / `breached_at` (a pause, a stop or a
+retarget can record a crossing first), then `SlaClockStoppedV1` when a clock stops. The subject
+is `sla/<record id>/<kind>` and the sequence a per-clock counter kept in the row, one per event.
+A record with no policy has no clocks, and every function is then a no-op. Each returns the
+events it recorded (`Fired`), and counts warnings and breaches in the unit of work's `metrics`
+when it has them (as recorded: a transaction rolled back afterwards has been counted all the
+same).
 
 Which state changes call what is the aggregate's business; the expected mapping:
 
@@ -33,11 +34,11 @@ taken as that last change (a difference of milliseconds), never refused.
 
 **The scheduler** (`run_scheduler`, one loop per replica): in one all-tenants transaction it
 claims the due clocks of every tenant (`FOR UPDATE SKIP LOCKED`, so N replicas announce each
-crossing exactly once), advances each to now, writes it back and appends its events under the
-row's own tenant, then commits; then it sleeps until the earliest pending deadline (at most
-`interval`). Everything it needs is in the table, so a restart loses nothing: after an outage
-the overdue clocks fire on the first round, dated at their exact due instant and flagged
-`late` when they fire more than `late_after` after it.
+crossing exactly once), advances each to now, writes it back and records its events on a unit of
+work of the row's own tenant joining that transaction, then commits; then it sleeps until the
+earliest pending deadline (at most `interval`). Everything it needs is in the table, so a
+restart loses nothing: after an outage the overdue clocks fire on the first round, dated at
+their exact due instant and flagged `late` when they fire more than `late_after` after it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import asyncpg
 
 from services.incident.adapters import sla as repository
 from services.incident.adapters.sla import ClockRow
+from services.incident.application.uow import IncidentUnitOfWork, IncidentWork
 from services.incident.domain.sla import (
     CLOCK_KINDS,
     PRIORITY_NAMES,
@@ -65,8 +67,8 @@ from services.incident.domain.sla import (
     pauses,
 )
 from services.incident.metrics import IncidentMetrics
-from shared import outbox
 from shared.calendars import CalendarSpec
+from shared.context import RequestContext
 from shared.db import Connection, all_tenants_transaction
 from shared.events.catalogue import (
     EventPayload,
@@ -162,7 +164,7 @@ def target_seconds_for(
 
 @dataclass(frozen=True)
 class Fired:
-    """An event a change wrote to the outbox for a clock."""
+    """An event a change recorded for a clock."""
 
     event: FiredKind
     record: RecordKind
@@ -235,16 +237,10 @@ def announce(before: SlaClock, after: ClockRow, at: datetime, late_after: timede
     return fired
 
 
-async def _write(
-    conn: Connection,
-    changes: Sequence[tuple[ClockRow, ClockRow]],
-    *,
-    at: datetime,
-    actor: str,
-    correlation_id: str | None,
-    late_after: timedelta,
-) -> list[Fired]:
-    """Store changed clocks and append their events, in the caller's transaction."""
+def _announced(
+    changes: Sequence[tuple[ClockRow, ClockRow]], at: datetime, late_after: timedelta
+) -> tuple[list[ClockRow], list[Fired]]:
+    """The changed rows to store (sequence moved on past their events) and the events."""
     fired: list[Fired] = []
     rows: list[ClockRow] = []
     for before, after in changes:
@@ -254,19 +250,45 @@ async def _write(
             after = replace(after, sequence=events[-1].sequence)
         if after != before:
             rows.append(after)
+    return rows, fired
+
+
+async def _write(
+    uow: IncidentWork,
+    changes: Sequence[tuple[ClockRow, ClockRow]],
+    *,
+    at: datetime,
+    late_after: timedelta,
+) -> list[Fired]:
+    """Store changed clocks and record their events on the use case's unit of work."""
+    rows, fired = _announced(changes, at, late_after)
+    await uow.clocks.save(rows)
+    for f in fired:
+        uow.record(f.subject, f.sequence, [f.payload])
+    return fired
+
+
+async def _write_scheduled(
+    conn: Connection,
+    changes: Sequence[tuple[ClockRow, ClockRow]],
+    *,
+    at: datetime,
+    late_after: timedelta,
+) -> list[Fired]:
+    """The scheduler's writes, in its all-tenants transaction: the clocks, then each clock's
+    events on a unit of work of its tenant and of the correlation its clock started under."""
+    rows, fired = _announced(changes, at, late_after)
     await repository.save(conn, rows)
-    # One batch per tenant and correlation; a clock's events stay in order within their batch.
-    batches: dict[tuple[str, str | None], list[outbox.Pending]] = {}
+    batches: dict[tuple[str, str | None], list[Fired]] = {}
     correlation = {(a.tenant_id, a.subject): a.correlation_id for _, a in changes}
     for f in fired:
-        key = correlation_id if correlation_id is not None else correlation[f.tenant_id, f.subject]
-        batches.setdefault((f.tenant_id, key), []).append(
-            outbox.Pending(f.payload, f.subject, f.sequence)
-        )
-    for (tenant_id, key), pending in batches.items():
-        await outbox.append_many(
-            conn, pending, tenant_id=tenant_id, actor=actor, correlation_id=key
-        )
+        batches.setdefault((f.tenant_id, correlation[f.tenant_id, f.subject]), []).append(f)
+    for (tenant_id, key), batch in batches.items():
+        # A clock started before correlation ids were kept has none; the outbox takes None.
+        context = RequestContext(tenant_id, SCHEDULER_ACTOR, key)  # type: ignore[arg-type]
+        async with IncidentUnitOfWork.joining(conn, context) as uow:
+            for f in batch:
+                uow.record(f.subject, f.sequence, [f.payload])
     return fired
 
 
@@ -293,31 +315,23 @@ def _kinds(kind: ClockKind | Iterable[ClockKind]) -> frozenset[str]:
 
 
 async def _change(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     at: datetime,
-    actor: str,
-    correlation_id: str | None,
-    metrics: IncidentMetrics | None,
     late_after: timedelta,
     how: Callable[[ClockRow, datetime], ClockRow],
 ) -> list[Fired]:
     """Lock a record's clocks, apply `how(row, at) -> row` to each, store and announce."""
     at = _utc(at)
-    records = await repository.load(conn, tenant, record, str(record_id), for_update=True)
     changes = []
-    for stored in records:
-        row = repository.row_from(stored)
+    for row in await uow.clocks.load(record, str(record_id), for_update=True):
         changed = how(row, max(at, row.clock.changed_at))
         if changed != row:
             changes.append((row, changed))
-    fired = await _write(
-        conn, changes, at=at, actor=actor, correlation_id=correlation_id, late_after=late_after
-    )
-    _count(metrics, fired)
+    fired = await _write(uow, changes, at=at, late_after=late_after)
+    _count(uow.metrics, fired)
     return fired
 
 
@@ -325,31 +339,27 @@ async def _change(
 
 
 async def start_clocks(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     policy: PolicySnapshot | None,
     priority: int,
     at: datetime,
-    actor: str,
-    correlation_id: str | None = None,
     kinds: Iterable[ClockKind] = CLOCK_KINDS,
-    metrics: IncidentMetrics | None = None,
 ) -> list[Fired]:
     """Start the record's clocks (both kinds unless told) running at `at` under `policy` for
     `priority` (1-5). No policy: no clocks. A clock that exists already is left as it is (a
     redelivered command). Starting announces nothing; the scheduler announces what falls due,
-    even if `at` lies so far back that a deadline has passed already."""
-    del actor, metrics  # starting writes no event; kept for a uniform call
+    even if `at` lies so far back that a deadline has passed already. The clocks keep the unit
+    of work's correlation id for the events the scheduler announces later."""
     if policy is None:
         return []
     at = _utc(at)
     targets = targets_of(policy)
     rows = [
         ClockRow(
-            tenant_id=tenant,
+            tenant_id=uow.tenant_id,
             record=record,
             record_id=str(record_id),
             kind=kind,
@@ -362,26 +372,22 @@ async def start_clocks(
             clock=SlaClock.start(
                 kind, target_seconds_for(targets, priority, kind), at, policy.warning_threshold
             ),
-            correlation_id=correlation_id,
+            correlation_id=uow.context.correlation_id,
         )
         for kind in CLOCK_KINDS
         if kind in _kinds(kinds)
     ]
-    await repository.insert(conn, rows)
+    await uow.clocks.insert(rows)
     return []
 
 
 async def on_hold(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     reason: str | None,
     at: datetime,
-    actor: str,
-    correlation_id: str | None = None,
-    metrics: IncidentMetrics | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """The record is on hold for `reason` from `at` (None: not on hold): clocks whose policy
@@ -398,57 +404,36 @@ async def on_hold(
         return row.with_clock(row.clock.resume(at, calendar))
 
     return await _change(
-        conn,
-        tenant=tenant,
+        uow,
         record=record,
         record_id=record_id,
         at=at,
-        actor=actor,
-        correlation_id=correlation_id,
-        metrics=metrics,
         late_after=late_after,
         how=hold,
     )
 
 
 async def resume(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     at: datetime,
-    actor: str,
-    correlation_id: str | None = None,
-    metrics: IncidentMetrics | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """The record is back from hold at `at`: its paused clocks run again, keeping their time."""
     return await on_hold(
-        conn,
-        tenant=tenant,
-        record=record,
-        record_id=record_id,
-        reason=None,
-        at=at,
-        actor=actor,
-        correlation_id=correlation_id,
-        metrics=metrics,
-        late_after=late_after,
+        uow, record=record, record_id=record_id, reason=None, at=at, late_after=late_after
     )
 
 
 async def stop(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     kind: ClockKind | Iterable[ClockKind],
     at: datetime,
-    actor: str,
-    correlation_id: str | None = None,
-    metrics: IncidentMetrics | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """Stop the record's `kind` clock(s) at `at`, recording met or breached, and announce
@@ -462,30 +447,22 @@ async def stop(
         return row.with_clock(row.clock.stop(at, row.business_calendar))
 
     return await _change(
-        conn,
-        tenant=tenant,
+        uow,
         record=record,
         record_id=record_id,
         at=at,
-        actor=actor,
-        correlation_id=correlation_id,
-        metrics=metrics,
         late_after=late_after,
         how=halt,
     )
 
 
 async def reopen(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     at: datetime,
-    actor: str,
     kind: ClockKind | Iterable[ClockKind] = "resolution",
-    correlation_id: str | None = None,
-    metrics: IncidentMetrics | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """Run the record's stopped `kind` clock(s) again from `at`, keeping their elapsed time
@@ -499,31 +476,23 @@ async def reopen(
         return row.with_clock(row.clock.reopen(at))
 
     return await _change(
-        conn,
-        tenant=tenant,
+        uow,
         record=record,
         record_id=record_id,
         at=at,
-        actor=actor,
-        correlation_id=correlation_id,
-        metrics=metrics,
         late_after=late_after,
         how=restart,
     )
 
 
 async def retarget(
-    conn: Connection,
+    uow: IncidentWork,
     *,
-    tenant: str,
     record: RecordKind,
     record_id: str | uuid.UUID,
     at: datetime,
-    actor: str,
     priority: int | None = None,
     policy: PolicySnapshot | None = None,
-    correlation_id: str | None = None,
-    metrics: IncidentMetrics | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """The record's priority and/or policy changed at `at` (None: unchanged).
@@ -578,14 +547,10 @@ async def retarget(
         return moved.with_clock(clock)
 
     return await _change(
-        conn,
-        tenant=tenant,
+        uow,
         record=record,
         record_id=record_id,
         at=at,
-        actor=actor,
-        correlation_id=correlation_id,
-        metrics=metrics,
         late_after=late_after,
         how=move,
     )
@@ -679,10 +644,19 @@ async def clocks_of(
     at: datetime | None = None,
 ) -> list[ClockView]:
     """The record's clocks (response, then resolution) as they stand at `at` (default now);
-    empty for a record without a policy."""
+    empty for a record without a policy. On a connection in the caller's transaction (the
+    HTTP read of an incident's clocks); a use case calls `views_of` on its unit of work."""
     at = datetime.now(UTC) if at is None else at
     records = await repository.load(conn, tenant, record, str(record_id))
     return [view_of(repository.row_from(r), at) for r in records]
+
+
+async def views_of(
+    uow: IncidentWork, record: RecordKind, record_id: str | uuid.UUID, *, at: datetime | None = None
+) -> list[ClockView]:
+    """`clocks_of` on a unit of work."""
+    at = datetime.now(UTC) if at is None else at
+    return [view_of(row, at) for row in await uow.clocks.load(record, str(record_id))]
 
 
 # --- the scheduler ------------------------------------------------------------------------------
@@ -727,14 +701,7 @@ async def process_due(
                     },
                 )
                 failures.append((stored, now + RETRY_AFTER, repr(exc)))
-        fired = await _write(
-            conn,
-            changes,
-            at=now,
-            actor=SCHEDULER_ACTOR,
-            correlation_id=None,
-            late_after=late_after,
-        )
+        fired = await _write_scheduled(conn, changes, at=now, late_after=late_after)
         await repository.postpone(conn, failures)
     committed = (now + timedelta(seconds=time.monotonic() - claimed_at)).astimezone(UTC)
     _count(metrics, fired)

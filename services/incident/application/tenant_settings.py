@@ -15,15 +15,14 @@ from typing import Any
 import asyncpg
 from pydantic import Field
 
-from services.incident.application.handlers import TenantSettings, tenant_settings
+from services.incident.application.reactions import unit_of_work
+from services.incident.application.uow import IncidentWork, TenantSettings
 from services.incident.domain.alerts import AlertMapping
 from services.incident.domain.priority import PriorityMatrix
-from shared import outbox
 from shared.context import RequestContext
-from shared.db import tenant_transaction
+from shared.errors import StaleVersion
 from shared.events.catalogue import IncidentSettingsChangedV1
-from shared.http.etags import stale_version
-from shared.http.models import RequestBody
+from shared.models import RequestBody
 
 DAY = 86_400
 
@@ -77,8 +76,43 @@ def settings_view(settings: TenantSettings) -> dict[str, Any]:
 
 async def read_settings(pool: asyncpg.Pool, tenant_id: str) -> TenantSettings:
     """The tenant's settings (the defaults, version 0, when it never saved any)."""
-    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
-        return await tenant_settings(conn, tenant_id)
+    async with unit_of_work(pool, RequestContext(tenant_id, "reader", "")) as uow:
+        return await uow.settings.get()
+
+
+async def replace_settings_in(
+    uow: IncidentWork,
+    body: IncidentSettingsBody,
+    *,
+    expected_version: int,
+    now: datetime | None = None,
+) -> TenantSettings:
+    """Replace the tenant's settings if it read the current version (`StaleVersion`
+    otherwise); announce them."""
+    await uow.settings.lock()
+    current = await uow.settings.get()
+    if current.version != expected_version:
+        raise StaleVersion("the incident settings", current.version, expected_version)
+    version = current.version + 1
+    await uow.settings.write(
+        TenantSettings(
+            matrix=body.priority_matrix,
+            auto_close_days=body.auto_close_days,
+            alert_mapping=body.alert_mapping,
+            trend_threshold=body.trend_threshold,
+            trend_window_seconds=body.trend_window_seconds,
+            trend_opens_problem=body.trend_opens_problem,
+            change_window_seconds=body.change_window_seconds,
+            version=version,
+        ),
+        at=now or datetime.now(UTC),
+        actor=uow.context.actor,
+    )
+    stored = await uow.settings.get()
+    view = settings_view(stored)
+    view.pop("version")
+    uow.record("settings", version, [IncidentSettingsChangedV1(settings=view, version=version)])
+    return stored
 
 
 async def replace_settings(
@@ -89,55 +123,5 @@ async def replace_settings(
     expected_version: int,
 ) -> TenantSettings:
     """Replace the tenant's settings if it read the current version; announce them."""
-    tenant = context.tenant_id
-    async with tenant_transaction(pool, tenant) as conn:
-        # Serialise writers of a tenant that has no row yet (version 0) as well.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('incident_settings:' || $1, 0))",
-            tenant,
-        )
-        current = await tenant_settings(conn, tenant)
-        if current.version != expected_version:
-            raise stale_version("the incident settings", current.version, expected_version)
-        version = current.version + 1
-        await conn.execute(
-            "INSERT INTO incident_settings (tenant_id, priority_matrix, auto_close_days,"
-            " alert_mapping, trend_threshold, trend_window_seconds, trend_opens_problem,"
-            " change_window_seconds, version, updated_at, updated_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (tenant_id) DO UPDATE SET priority_matrix = EXCLUDED.priority_matrix,"
-            " auto_close_days = EXCLUDED.auto_close_days,"
-            " alert_mapping = EXCLUDED.alert_mapping,"
-            " trend_threshold = EXCLUDED.trend_threshold,"
-            " trend_window_seconds = EXCLUDED.trend_window_seconds,"
-            " trend_opens_problem = EXCLUDED.trend_opens_problem,"
-            " change_window_seconds = EXCLUDED.change_window_seconds,"
-            " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,"
-            " updated_by = EXCLUDED.updated_by",
-            tenant,
-            body.priority_matrix.model_dump(mode="json"),
-            body.auto_close_days,
-            body.alert_mapping.model_dump(mode="json"),
-            body.trend_threshold,
-            body.trend_window_seconds,
-            body.trend_opens_problem,
-            body.change_window_seconds,
-            version,
-            datetime.now(UTC),
-            context.actor,
-        )
-        stored = await tenant_settings(conn, tenant)
-        view = settings_view(stored)
-        view.pop("version")
-        await outbox.append_many(
-            conn,
-            [
-                outbox.Pending(
-                    IncidentSettingsChangedV1(settings=view, version=version), "settings", version
-                )
-            ],
-            tenant_id=tenant,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
-        )
-    return stored
+    async with unit_of_work(pool, context) as uow:
+        return await replace_settings_in(uow, body, expected_version=expected_version)
