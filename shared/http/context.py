@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.auth.roles import allowed
 from shared.auth.tokens import TENANT_ID_PATTERN, AuthenticationError
 from shared.context import RequestContext
-from shared.http.problems import PROBLEM_BASE, Problem
+from shared.http.problems import PROBLEM_BASE, HttpProblem
 
 CORRELATION_HEADER = "X-Correlation-Id"
 TENANT_HEADER = "X-Tenant-Id"
@@ -41,10 +41,10 @@ def correlation_id_from(header_value: str | None) -> str:
     return str(uuid.uuid4())
 
 
-def _unauthenticated(request: Request, reason: str) -> Problem:
+def _unauthenticated(request: Request, reason: str) -> HttpProblem:
     runtime = request.app.state.runtime
     runtime.metrics.auth_failures.labels(reason).inc()
-    return Problem(
+    return HttpProblem(
         401,
         "Unauthorized",
         "a valid bearer token is required",
@@ -72,7 +72,7 @@ def _resolve(
     request.state.subject = principal.subject
     if tenant is None:
         if len(principal.tenants) != 1:
-            raise Problem(
+            raise HttpProblem(
                 400,
                 "Tenant required",
                 f"this token serves several tenants: name one in {TENANT_HEADER}",
@@ -80,7 +80,7 @@ def _resolve(
             )
         tenant = principal.tenants[0]
     elif tenant not in principal.tenants:
-        raise Problem(403, "Forbidden", "the token does not serve this tenant")
+        raise HttpProblem(403, "Forbidden", "the token does not serve this tenant")
     if runtime.revocations.is_revoked(tenant, principal.token_id):
         raise _unauthenticated(request, "revoked")
     request.state.tenant_id = tenant  # for the request metrics and the access log
@@ -105,7 +105,7 @@ def authorize(permission: str) -> Any:
     ) -> RequestContext:
         context = _resolve(request, credentials, tenant)
         if not allowed(permission, context.roles):
-            raise Problem(403, "Forbidden", f"the caller's roles do not grant {permission}")
+            raise HttpProblem(403, "Forbidden", f"the caller's roles do not grant {permission}")
         return context
 
     dependency.permission = permission  # type: ignore[attr-defined]

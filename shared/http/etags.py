@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Header
 
-from shared.http.problems import Problem
+from shared.http.problems import HttpProblem
 
 # The request header of every versioned write.
 IfMatch = Annotated[
@@ -29,7 +29,7 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
     if if_match is None:
         if not required:
             return None
-        raise Problem(
+        raise HttpProblem(
             428,
             "Precondition Required",
             "send If-Match with the ETag of the version you read",
@@ -37,7 +37,7 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
         )
     match = _IF_MATCH.match(if_match.strip())
     if not match:
-        raise Problem(
+        raise HttpProblem(
             400,
             "Bad Request",
             'If-Match must be an ETag of this API, e.g. "3"',
@@ -47,7 +47,7 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
         # If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches, so the write
         # must not apply. Our ETags are strong; a weak one comes from a cache or a proxy that
         # transformed the representation the client read.
-        raise Problem(
+        raise HttpProblem(
             412,
             "Precondition Failed",
             'a weak ETag never matches If-Match: send the strong ETag you read, e.g. "3"',
@@ -56,9 +56,9 @@ def if_match_version(if_match: str | None, *, required: bool) -> int | None:
     return int(match.group(2))
 
 
-def stale_version(what: str, current: int, expected: int) -> Problem:
+def stale_version(what: str, current: int, expected: int) -> HttpProblem:
     """The 412 for a write that read an older version; carries the current ETag."""
-    return Problem(
+    return HttpProblem(
         412,
         "Precondition Failed",
         f"{what} is at version {current}, not {expected}: read it again and retry",

@@ -46,7 +46,7 @@ from shared.db import set_tenant as _set_tenant
 from shared.http.guards import read_body, replaying
 from shared.http.problems import (
     PROBLEM_BASE,
-    Problem,
+    HttpProblem,
     database_unavailable,
     database_unavailable_response,
     problem_response,
@@ -75,11 +75,11 @@ PARAMETER: dict[str, Any] = {
 }
 
 
-def key_problem(key: str) -> Problem | None:
+def key_problem(key: str) -> HttpProblem | None:
     """Why a client's Idempotency-Key is not acceptable (422), or None when it is."""
     if keys.valid_key(key):
         return None
-    return Problem(
+    return HttpProblem(
         422,
         "Request validation failed",
         f"invalid: {HEADER}",
@@ -88,9 +88,9 @@ def key_problem(key: str) -> Problem | None:
     )
 
 
-def key_reused() -> Problem:
+def key_reused() -> HttpProblem:
     """The 422 for an Idempotency-Key already used by the caller for a different request."""
-    return Problem(
+    return HttpProblem(
         422,
         "Idempotency-Key reused",
         "this Idempotency-Key was already used for a different request",
@@ -99,11 +99,11 @@ def key_reused() -> Problem:
     )
 
 
-def key_error_problem(exc: keys.KeyReused | keys.KeyInProgress) -> Problem:
+def key_error_problem(exc: keys.KeyReused | keys.KeyInProgress) -> HttpProblem:
     """The answer to a key a use case could not honour, the same as this middleware's own."""
     if isinstance(exc, keys.KeyReused):
         return key_reused()
-    return Problem(
+    return HttpProblem(
         409,
         "Conflict",
         exc.detail,

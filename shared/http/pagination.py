@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from shared.http.problems import Problem, invalid
+from shared.http.problems import HttpProblem, invalid
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def cursor_instant(value: Any) -> datetime:
         raise invalid_cursor() from None
 
 
-def invalid_cursor() -> Problem:
+def invalid_cursor() -> HttpProblem:
     """The 422 for a cursor this API did not make (or whose key no longer parses)."""
     return invalid([{"in": "query", "field": "cursor", "detail": "not a cursor from this API"}])
 

@@ -49,7 +49,7 @@ _LOCAL_ERRORS = (
 )
 
 
-class Problem(Exception):
+class HttpProblem(Exception):
     """An error the client can act on, rendered as application/problem+json."""
 
     def __init__(
@@ -136,7 +136,7 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
+    assert isinstance(exc, HttpProblem)
     return problem_response(
         request,
         exc.status,
@@ -168,7 +168,7 @@ def _field_error(field: errors.FieldError) -> dict[str, str]:
     return item
 
 
-def problem_of(exc: errors.DomainError) -> Problem:
+def problem_of(exc: errors.DomainError) -> HttpProblem:
     """The problem+json for a typed error of the application or domain layer."""
     status, title, name = 422, "Unprocessable Content", None
     for kind, kind_status, kind_title, kind_name in _DOMAIN:
@@ -178,7 +178,7 @@ def problem_of(exc: errors.DomainError) -> Problem:
     headers = None
     if isinstance(exc, errors.StaleVersion):
         headers = {"ETag": f'"{exc.current}"'}
-    return Problem(
+    return HttpProblem(
         status,
         title,
         exc.detail,
@@ -261,7 +261,7 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 def install_problem_handlers(app: FastAPI) -> None:
     """Render every error of the app as problem+json."""
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(HttpProblem, _problem)
     app.add_exception_handler(errors.DomainError, _domain)
     app.add_exception_handler(StarletteHTTPException, _http)
     for outage in _DATABASE_DOWN:
@@ -269,10 +269,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unhandled)
 
 
-def invalid(errors: list[dict[str, str]]) -> Problem:
+def invalid(errors: list[dict[str, str]]) -> HttpProblem:
     """The one 422 for input our own checks refuse, shaped like FastAPI's validation errors."""
     fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-    return Problem(
+    return HttpProblem(
         422,
         "Request validation failed",
         f"invalid: {fields}",
@@ -281,6 +281,6 @@ def invalid(errors: list[dict[str, str]]) -> Problem:
     )
 
 
-def not_found(what: str, ident: str) -> Problem:
+def not_found(what: str, ident: str) -> HttpProblem:
     """The one 404 for a missing object (also used for objects of another tenant)."""
-    return Problem(404, "Not Found", f"{what} {ident} does not exist")
+    return HttpProblem(404, "Not Found", f"{what} {ident} does not exist")

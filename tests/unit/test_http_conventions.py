@@ -5,7 +5,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.http.pagination import decode_cursor, encode_cursor
-from shared.http.problems import Problem, database_unavailable, install_problem_handlers
+from shared.http.problems import HttpProblem, database_unavailable, install_problem_handlers
 
 
 class Body(BaseModel):
@@ -24,7 +24,7 @@ def app() -> FastAPI:
 
     @application.get("/conflict")
     async def conflict() -> None:
-        raise Problem(409, "Conflict", "already done")
+        raise HttpProblem(409, "Conflict", "already done")
 
     @application.get("/boom")
     async def boom() -> None:
@@ -80,7 +80,7 @@ def test_cursors_round_trip():
 
 @pytest.mark.parametrize("cursor", ["!!!", encode_cursor([1, 2, 3]), encode_cursor({"a": 1})])
 def test_foreign_cursors_are_a_validation_problem_naming_cursor(cursor):
-    with pytest.raises(Problem) as err:
+    with pytest.raises(HttpProblem) as err:
         decode_cursor(cursor, 1)
     assert err.value.status == 422
     assert err.value.errors[0]["field"] == "cursor"

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from shared.auth.tokens import Principal
 from shared.context import RequestContext
 from shared.errors import NotFound, StaleVersion
-from shared.http.problems import Problem, install_problem_handlers
+from shared.http.problems import HttpProblem, install_problem_handlers
 from shared.http.records import RecordRoutes, after_cursor, cursor_of, keyset_page
 from shared.records.workflow import IllegalTransition
 
@@ -174,7 +174,7 @@ def test_a_keyset_page_has_a_cursor_only_when_more_follow_and_it_reads_back():
 
 
 def test_a_cursor_this_api_did_not_make_is_422_naming_cursor():
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(HttpProblem) as refused:
         after_cursor(cursor_of((T0, uuid.UUID(int=1)))[:-3] + "zzz")
     assert refused.value.status == 422
     assert refused.value.errors == [

@@ -42,7 +42,7 @@ from shared.http.pagination import (
     encode_cursor,
     invalid_cursor,
 )
-from shared.http.problems import Problem
+from shared.http.problems import HttpProblem
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["discovery imports"])
@@ -95,7 +95,7 @@ def _format_of(request: Request, format_: Format | None) -> Format:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in MEDIA_TYPES:
         return MEDIA_TYPES[media]
-    raise Problem(
+    raise HttpProblem(
         415,
         "Unsupported Media Type",
         "send JSON lines (application/x-ndjson) or CSV (text/csv), or name the format",
@@ -183,7 +183,7 @@ async def post_import(
         metrics.imports.labels("failed").inc()
         if isinstance(exc.__cause__, BodyTooLarge):
             raise exc.__cause__ from None
-        raise Problem(400, "Bad Request", str(exc)) from None
+        raise HttpProblem(400, "Bad Request", str(exc)) from None
     except Exception:
         metrics.imports.labels("failed").inc()
         raise

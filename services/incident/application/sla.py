@@ -107,7 +107,7 @@ class TargetPair(Protocol):
     def resolution_seconds(self) -> int: ...
 
 
-class PolicySnapshot(Protocol):
+class ClockPolicy(Protocol):
     """The SLA policy in force for a record, as the policy projection holds it.
 
     `targets` maps "P1".."P5" to a `TargetPair` (e.g. `SlaTargetV1`) or a tuple
@@ -133,7 +133,7 @@ class PolicySnapshot(Protocol):
     def warning_threshold(self) -> float: ...
 
 
-def targets_of(policy: PolicySnapshot) -> dict[str, tuple[int, int]]:
+def targets_of(policy: ClockPolicy) -> dict[str, tuple[int, int]]:
     """The policy's targets per priority name as (response_seconds, resolution_seconds)."""
     targets: dict[str, tuple[int, int]] = {}
     for name, target in policy.targets.items():
@@ -343,7 +343,7 @@ async def start_clocks(
     *,
     record: RecordKind,
     record_id: str | uuid.UUID,
-    policy: PolicySnapshot | None,
+    policy: ClockPolicy | None,
     priority: int,
     at: datetime,
     kinds: Iterable[ClockKind] = CLOCK_KINDS,
@@ -492,7 +492,7 @@ async def retarget(
     record_id: str | uuid.UUID,
     at: datetime,
     priority: int | None = None,
-    policy: PolicySnapshot | None = None,
+    policy: ClockPolicy | None = None,
     late_after: timedelta = DEFAULT_LATE_AFTER,
 ) -> list[Fired]:
     """The record's priority and/or policy changed at `at` (None: unchanged).

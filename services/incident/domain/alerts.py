@@ -223,7 +223,7 @@ class EventImage(BaseModel):
     alt: EventText = ""
 
 
-class EventPayload(BaseModel):
+class TriggerPayload(BaseModel):
     """What a trigger event says about the problem."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -269,7 +269,7 @@ class AlertEvent(BaseModel):
         description="Required for acknowledge and resolve; derived from the payload if a "
         "trigger has none.",
     )
-    payload: EventPayload | None = Field(
+    payload: TriggerPayload | None = Field(
         default=None, validate_default=True, description="Required for trigger."
     )
     client: EventText | None = None
@@ -288,8 +288,8 @@ class AlertEvent(BaseModel):
     @field_validator("payload")
     @classmethod
     def _payload_for_trigger(
-        cls, value: EventPayload | None, info: ValidationInfo
-    ) -> EventPayload | None:
+        cls, value: TriggerPayload | None, info: ValidationInfo
+    ) -> TriggerPayload | None:
         if value is None and info.data.get("event_action") == "trigger":
             raise ValueError("a payload with a summary is required for trigger")
         return value
@@ -581,7 +581,7 @@ def _ci_ref(value: str | None, mapping: AlertMapping) -> CiRef | None:
     return CiRef(value=value, match=mapping.ci_match, source=source)
 
 
-def _event_labels(payload: EventPayload) -> dict[str, str]:
+def _event_labels(payload: TriggerPayload) -> dict[str, str]:
     """An event's fields as labels: string custom details, then the payload's own fields."""
     labels: dict[str, str] = {}
     if isinstance(payload.custom_details, dict):
@@ -662,7 +662,7 @@ def _alertmanager_lines(webhook: AlertmanagerWebhook, alerts: list[AlertmanagerA
     return lines
 
 
-def _event_lines(event: AlertEvent, payload: EventPayload) -> list[str]:
+def _event_lines(event: AlertEvent, payload: TriggerPayload) -> list[str]:
     lines = [payload.summary, ""]
     fields = {
         "severity": payload.severity,
