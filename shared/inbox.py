@@ -18,7 +18,7 @@ from faststream.kafka.annotations import Consumer, KafkaMessage
 
 from shared.db import Connection, set_tenant
 from shared.events.binding import DecodeError, from_kafka, parse_payload
-from shared.events.catalogue import CATALOGUE, EventPayload, EventSpec
+from shared.events.catalogue import EventPayload, spec_of_class
 from shared.events.envelope import Envelope
 from shared.kafka import DEAD_LETTER_TOPIC
 from shared.logging import bound_correlation_id
@@ -94,7 +94,7 @@ class EventConsumer:
         whole = tuple(dict.fromkeys(topics))
         if bool(classes) == bool(whole):
             raise ValueError(f"{name}: give either the event classes it handles or whole topics")
-        specs = [catalogued(model) for model in classes]
+        specs = [spec_of_class(model) for model in classes]
         self.name = name
         # None: every event on the topics.
         self.types: frozenset[str] | None = frozenset(s.type for s in specs) if specs else None
@@ -301,14 +301,6 @@ class EventConsumer:
                 self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - offset - 1)
                 )
-
-
-def catalogued(model: type[EventPayload]) -> EventSpec:
-    """The catalogue's entry for a payload class; LookupError for a class it does not hold."""
-    for spec in CATALOGUE.values():
-        if spec.model is model:
-            return spec
-    raise LookupError(f"{model.__name__} is not in the event catalogue")
 
 
 def _common_correlation_id(events: Sequence[ReceivedEvent]) -> str | None:

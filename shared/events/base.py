@@ -62,7 +62,12 @@ def spec_for(type_name: str) -> EventSpec | None:
 
 def spec_of(payload: EventPayload) -> EventSpec:
     """The spec of a payload instance; every payload class must be registered."""
+    return spec_of_class(type(payload))
+
+
+def spec_of_class(model: type[EventPayload]) -> EventSpec:
+    """The spec of a payload class; LookupError for a class the catalogue does not hold."""
     try:
-        return _BY_MODEL[type(payload)]
+        return _BY_MODEL[model]
     except KeyError:
-        raise LookupError(f"{type(payload).__name__} is not in the event catalogue") from None
+        raise LookupError(f"{model.__name__} is not in the event catalogue") from None

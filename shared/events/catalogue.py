@@ -21,6 +21,7 @@ from shared.events.base import (
     event,
     spec_for,
     spec_of,
+    spec_of_class,
 )
 from shared.events.change import (
     ChangeImplementedV1,
@@ -147,4 +148,5 @@ __all__ = [
     "revocation_subject",
     "spec_for",
     "spec_of",
+    "spec_of_class",
 ]

@@ -12,8 +12,9 @@ from shared.events.catalogue import (
     CiCreatedV1,
     EventPayload,
     IncidentCreatedV1,
+    spec_of_class,
 )
-from shared.inbox import EventConsumer, catalogued
+from shared.inbox import EventConsumer
 from tests.unit.test_incident_projections import runtime
 
 
@@ -54,7 +55,7 @@ def test_a_class_outside_the_catalogue_cannot_be_subscribed_to():
 
     with pytest.raises(LookupError, match="Unregistered"):
         consumer(handles=(Unregistered,))
-    assert catalogued(CiCreatedV1).type == "itsm.config.ci.created.v1"
+    assert spec_of_class(CiCreatedV1).type == "itsm.config.ci.created.v1"
 
 
 def test_the_ledger_records_every_event_of_every_topic_with_one_write():
