@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import asyncpg
 
@@ -46,6 +46,7 @@ from services.incident.metrics import IncidentMetrics
 from shared.context import RequestContext
 from shared.db import Connection
 from shared.events.catalogue import EventPayload, RecordKind
+from shared.records.record import VersionedRecord
 from shared.uow import PostgresUnitOfWork, Reactions, UnitOfWork
 
 # --- what a use case may ask of each repository ----------------------------------------------
@@ -237,67 +238,84 @@ class IncidentWork(UnitOfWork):
 # --- storing a record's change: row, history, events -----------------------------------------
 
 
+R = TypeVar("R", Incident, Problem, ServiceRequest)
+R_contra = TypeVar("R_contra", bound=VersionedRecord, contravariant=True)
+
+
+class RecordStore(Protocol[R_contra]):
+    """What storing any of the three records needs of its repository."""
+
+    async def insert(self, record: R_contra, /) -> None: ...
+    async def save(self, record: R_contra, /) -> None: ...
+    async def record_history(
+        self, record: R_contra, /, *, action: str, changes: dict[str, Any]
+    ) -> None: ...
+
+
+async def _store(
+    uow: IncidentWork,
+    store: RecordStore[R],
+    record: R,
+    events: Sequence[EventPayload],
+    *,
+    action: str,
+    changes: dict[str, Any] | None,
+) -> R:
+    """A record's new row (`changes` None) or its saved change, its history entry, its events."""
+    if changes is None:
+        await store.insert(record)
+    else:
+        await store.save(record)
+    await store.record_history(record, action=action, changes=changes or {})
+    uow.latest[str(record.id)] = record
+    uow.record(str(record.id), record.version, events)
+    return record
+
+
 async def store_new_incident(
     uow: IncidentWork, incident: Incident, events: Sequence[EventPayload]
 ) -> None:
     """A new incident, its first history entry, and its events."""
-    await uow.incidents.insert(incident)
-    await uow.incidents.record_history(incident, action="created", changes={})
-    uow.latest[str(incident.id)] = incident
-    uow.record(str(incident.id), incident.version, events)
+    await _store(uow, uow.incidents, incident, events, action="created", changes=None)
 
 
 async def store_change(uow: IncidentWork, change: Change, action: str) -> Incident:
     """An incident's change: the row, its history entry, and its events."""
-    incident = change.incident
-    await uow.incidents.save(incident)
-    await uow.incidents.record_history(incident, action=action, changes=change.changes)
-    uow.latest[str(incident.id)] = incident
-    uow.record(str(incident.id), incident.version, change.events)
-    return incident
+    return await _store(
+        uow, uow.incidents, change.incident, change.events, action=action, changes=change.changes
+    )
 
 
 async def store_new_problem(
     uow: IncidentWork, problem: Problem, events: Sequence[EventPayload]
 ) -> None:
     """A new problem, its first history entry, and its events."""
-    await uow.problems.insert(problem)
-    await uow.problems.record_history(problem, action="created", changes={})
-    uow.latest[str(problem.id)] = problem
-    uow.record(str(problem.id), problem.version, events)
+    await _store(uow, uow.problems, problem, events, action="created", changes=None)
 
 
 async def store_problem_change(uow: IncidentWork, change: ProblemChange, action: str) -> Problem:
     """A problem's change: the row, its history entry, and its events."""
-    problem = change.problem
-    await uow.problems.save(problem)
-    await uow.problems.record_history(problem, action=action, changes=change.changes)
-    uow.latest[str(problem.id)] = problem
-    uow.record(str(problem.id), problem.version, change.events)
-    return problem
+    return await _store(
+        uow, uow.problems, change.problem, change.events, action=action, changes=change.changes
+    )
 
 
 async def store_new_request(
     uow: IncidentWork, request: ServiceRequest, events: Sequence[EventPayload]
 ) -> None:
     """A new service request, its first history entry, and its events."""
-    await uow.requests.insert(request)
-    await uow.requests.record_history(request, action="submitted", changes={})
-    uow.latest[str(request.id)] = request
-    uow.record(str(request.id), request.version, events)
+    await _store(uow, uow.requests, request, events, action="submitted", changes=None)
 
 
 async def store_request_change(
     uow: IncidentWork, change: RequestChange, action: str
 ) -> ServiceRequest:
     """A request's change: the row, its history entry, its approval if any, and its events."""
-    request = change.request
-    await uow.requests.save(request)
-    await uow.requests.record_history(request, action=action, changes=change.changes)
+    request = await _store(
+        uow, uow.requests, change.request, change.events, action=action, changes=change.changes
+    )
     if change.approval is not None:
         await uow.requests.add_approval(request, change.approval)
-    uow.latest[str(request.id)] = request
-    uow.record(str(request.id), request.version, change.events)
     return request
 
 
