@@ -88,7 +88,7 @@ class UnitOfWork(abc.ABC):
 
     async def commit(self) -> None:
         """Run the reactions, write every recorded event to the outbox, commit."""
-        await self._react()
+        await self.react()
         await self._write_events(self._recorded)
         await self._commit()
         self._committed = True
@@ -99,9 +99,6 @@ class UnitOfWork(abc.ABC):
         A use case calls it when what it does next depends on the reactions (the clocks a
         reaction started, the record as a reaction left it). Each event gets its reactions once.
         """
-        await self._react()
-
-    async def _react(self) -> None:
         if self.reactions is None:
             return
         for _ in range(self.MAX_REACTION_ROUNDS):

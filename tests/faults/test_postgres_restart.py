@@ -14,8 +14,9 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -120,33 +121,40 @@ async def restart(postgres: LocalPostgres) -> None:
             await asyncio.sleep(0.5)
 
 
-async def write_event(pool: asyncpg.Pool, tenant: str, subject: str) -> str:
-    """One committed outbox row; retried while the database is still coming back."""
+T = TypeVar("T")
+
+
+async def while_database_returns(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt`, retried while the database is still coming back (or the pool still meets
+    connections the crash broke), for up to 60 s."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            async with tenant_transaction(pool, tenant) as conn:
-                envelope = await outbox.append(
-                    conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="test"
-                )
-            return str(envelope.id)
+            return await attempt()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def write_event(pool: asyncpg.Pool, tenant: str, subject: str) -> str:
+    """One committed outbox row."""
+
+    async def write() -> str:
+        async with tenant_transaction(pool, tenant) as conn:
+            envelope = await outbox.append(
+                conn, PAYLOAD, subject=subject, tenant_id=tenant, sequence=1, actor="test"
+            )
+        return str(envelope.id)
+
+    return await while_database_returns(write)
 
 
 async def drained(bootstrap: str, pool: asyncpg.Pool, tenant: str) -> dict:
-    """The topic's end offsets once the tenant's rows left this outbox; retried while the
-    pool still meets connections the crash broke."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return await published_so_far(bootstrap, "itsm.incident.events", pool, tenant)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    """The topic's end offsets once the tenant's rows left this outbox."""
+    return await while_database_returns(
+        lambda: published_so_far(bootstrap, "itsm.incident.events", pool, tenant)
+    )
 
 
 async def backlog(runtime: RelayRuntime | ServiceRuntime) -> float | None:
