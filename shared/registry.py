@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from shared.events.catalogue import AUTH_REVOCATIONS, CHANGE_EVENTS, CONFIG_EVENTS, INCIDENT_EVENTS
+from shared.events.catalogue import (
+    AUTH_REVOCATIONS,
+    CHANGE_EVENTS,
+    CONFIG_EVENTS,
+    INCIDENT_EVENTS,
+    REPORTING_EVENTS,
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,27 @@ SERVICES: tuple[RegisteredService, ...] = (
         consumes=(CONFIG_EVENTS, CHANGE_EVENTS),
         keeps_cmdb=True,
     ),
-    RegisteredService("change", schema="change", http_port=8002, publishes=CHANGE_EVENTS),
+    RegisteredService(
+        "change",
+        schema="change",
+        http_port=8002,
+        publishes=CHANGE_EVENTS,
+        consumes=(CONFIG_EVENTS,),
+        keeps_cmdb=True,
+    ),
     RegisteredService("config", schema="config", http_port=8003, publishes=CONFIG_EVENTS),
     RegisteredService(
         "reporting",
         schema="reporting",
         http_port=8004,
-        consumes=(INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, AUTH_REVOCATIONS),
+        publishes=REPORTING_EVENTS,
+        consumes=(
+            INCIDENT_EVENTS,
+            CHANGE_EVENTS,
+            CONFIG_EVENTS,
+            REPORTING_EVENTS,
+            AUTH_REVOCATIONS,
+        ),
     ),
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from services.change.entrypoints.consumers import consumers
 from services.change.settings import SERVICE, ChangeSettings
 from shared.service import ServiceDefinition, no_service_metrics
 
@@ -10,6 +11,7 @@ DEFINITION: ServiceDefinition[ChangeSettings, None] = ServiceDefinition(
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=no_service_metrics,
-    shared_components=("outbox", "inbox", "idempotency"),
+    shared_components=("outbox", "inbox", "idempotency", "cmdb"),
+    consumers=consumers,
     description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
 )

@@ -4,16 +4,17 @@ from pathlib import Path
 
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
+from services.reporting.metrics import ReportingMetrics
 from services.reporting.settings import SERVICE, ReportingSettings
-from shared.service import ServiceDefinition, no_service_metrics
+from shared.service import ServiceDefinition
 
-DEFINITION: ServiceDefinition[ReportingSettings, None] = ServiceDefinition(
+DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
-    service_metrics=no_service_metrics,
+    service_metrics=ReportingMetrics,
     routers=[router],
-    shared_components=("inbox",),
+    shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     description="The ledger of every event, KPIs and service reports (ISO/IEC 20000-1 9.4).",
 )

@@ -3,8 +3,9 @@
 The index of the catalogue. The machinery (`EventPayload`, `@event`, `CATALOGUE`, `spec_of`) is in
 `shared/events/base.py`, the topics in `topics.py`, and each domain's payloads in a module of
 their own: `incident.py` (incidents, SLA clocks, requests, problems), `change.py`, `config.py`,
-`auth.py`. Importing this module imports every one of them, so `CATALOGUE` holds every type;
-import payload classes from here (`from shared.events.catalogue import IncidentCreatedV1`).
+`auth.py`, `reporting.py`. Importing this module imports every one of them, so `CATALOGUE`
+holds every type; import payload classes from here
+(`from shared.events.catalogue import IncidentCreatedV1`).
 """
 
 from __future__ import annotations
@@ -78,11 +79,18 @@ from shared.events.incident import (
     Urgency,
     WorkNoteAddedV1,
 )
+from shared.events.reporting import (
+    LEDGER_SUBJECT,
+    LedgerConfigurationChangedV1,
+    LedgerGapDetectedV1,
+    LedgerKeyAddedV1,
+)
 from shared.events.topics import (
     AUTH_REVOCATIONS,
     CHANGE_EVENTS,
     CONFIG_EVENTS,
     INCIDENT_EVENTS,
+    REPORTING_EVENTS,
 )
 
 __all__ = [
@@ -91,6 +99,8 @@ __all__ = [
     "CHANGE_EVENTS",
     "CONFIG_EVENTS",
     "INCIDENT_EVENTS",
+    "LEDGER_SUBJECT",
+    "REPORTING_EVENTS",
     "TOKEN_ID_PATTERN",
     "BaselineCreatedV1",
     "BusinessServiceDefinedV1",
@@ -117,6 +127,9 @@ __all__ = [
     "IncidentTransitionedV1",
     "IncidentUpdatedV1",
     "KnownErrorPublishedV1",
+    "LedgerConfigurationChangedV1",
+    "LedgerGapDetectedV1",
+    "LedgerKeyAddedV1",
     "MajorIncidentDeclaredV1",
     "MajorReviewRecordedV1",
     "ProblemChangeRequestedV1",

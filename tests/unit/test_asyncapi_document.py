@@ -42,6 +42,7 @@ from shared.events.catalogue import (
     spec_of,
 )
 from shared.events.envelope import new_envelope
+from shared.events.topics import REPORTING_EVENTS
 from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
 from shared.registry import SERVICE_NAMES, SERVICES
 from shared.service import build_app
@@ -166,16 +167,21 @@ def test_a_services_view_holds_its_operations_and_only_the_channels_they_use():
     assert change["info"]["version"] == "9.9.9"
     assert set(change["operations"]) == {
         "change.publish.itsm.change.events",
+        "change.consume.itsm.config.events",
+        "change.dead-letter.itsm.deadletter",
         "change.follow.itsm.auth.revocations",
     }
-    assert set(change["channels"]) == {"itsm.change.events", AUTH_REVOCATIONS}
-    assert "itsm.incident.created.v1" not in change["components"]["messages"]
+    config = service_document("config")
+    assert set(config["channels"]) == {"itsm.config.events", AUTH_REVOCATIONS}
+    assert "itsm.incident.created.v1" not in config["components"]["messages"]
     reporting = service_document("reporting")
     assert set(reporting["channels"]) == set(TOPICS)
-    assert all(
-        op["action"] == "receive" or op["channel"]["$ref"].endswith(DEAD_LETTER_TOPIC)
+    # It sends only its own ledger events and what it dead-letters; it receives everything.
+    assert {
+        op["channel"]["$ref"].rsplit("/", 1)[-1]
         for op in reporting["operations"].values()
-    )
+        if op["action"] == "send"
+    } == {REPORTING_EVENTS, DEAD_LETTER_TOPIC}
 
 
 def test_a_service_that_is_not_registered_has_no_view():

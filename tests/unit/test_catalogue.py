@@ -61,6 +61,7 @@ DOMAIN_MODULES = {
     "shared.events.change": "itsm.change.events",
     "shared.events.config": "itsm.config.events",
     "shared.events.auth": "itsm.auth.revocations",
+    "shared.events.reporting": "itsm.reporting.events",
 }
 
 

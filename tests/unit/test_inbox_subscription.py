@@ -9,6 +9,7 @@ from shared.events.catalogue import (
     CHANGE_EVENTS,
     CONFIG_EVENTS,
     INCIDENT_EVENTS,
+    REPORTING_EVENTS,
     CiCreatedV1,
     EventPayload,
     IncidentCreatedV1,
@@ -61,6 +62,12 @@ def test_a_class_outside_the_catalogue_cannot_be_subscribed_to():
 def test_the_ledger_records_every_event_of_every_topic_with_one_write():
     ledger = ledger_consumer(runtime())
     assert ledger.name == LEDGER_CONSUMER
-    assert ledger.topics == (INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, AUTH_REVOCATIONS)
+    assert ledger.topics == (
+        INCIDENT_EVENTS,
+        CHANGE_EVENTS,
+        CONFIG_EVENTS,
+        REPORTING_EVENTS,
+        AUTH_REVOCATIONS,
+    )
     assert ledger.types is None
     assert ledger.handler.__name__ == "append_many"

@@ -90,7 +90,7 @@ def test_a_service_keeps_the_cmdb_projection_exactly_when_the_registry_says_so()
         keeps = "cmdb" in definition.shared_components
         assert keeps == registered.keeps_cmdb, registered.name
         assert (consumer_name(registered.name) in names) == registered.keeps_cmdb, names
-    assert [s.name for s in SERVICES if s.keeps_cmdb] == ["incident"]
+    assert [s.name for s in SERVICES if s.keeps_cmdb] == ["incident", "change"]
 
 
 def test_a_batch_keeps_the_highest_version_of_each_aggregate():

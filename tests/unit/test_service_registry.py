@@ -15,6 +15,7 @@ from services.config.metrics import ConfigMetrics
 from services.config.settings import ConfigSettings
 from services.incident.metrics import IncidentMetrics
 from services.incident.settings import IncidentSettings
+from services.reporting.metrics import ReportingMetrics
 from shared.auth.local import LocalKeys
 from shared.events.catalogue import AUTH_REVOCATIONS, CATALOGUE
 from shared.kafka import DEAD_LETTER_TOPIC, TOPICS
@@ -143,7 +144,7 @@ def _definition(name: str, components: tuple[str, ...]) -> ServiceDefinition[Ser
         ("incident", IncidentSettings, IncidentMetrics),
         ("config", ConfigSettings, ConfigMetrics),
         ("change", None, type(None)),
-        ("reporting", None, type(None)),
+        ("reporting", None, ReportingMetrics),
     ],
 )
 def test_a_runtime_has_its_services_own_settings_and_metrics_as_attributes(
@@ -163,9 +164,11 @@ def test_a_runtime_has_its_services_own_settings_and_metrics_as_attributes(
     assert type(runtime.service_metrics) is metrics_class
 
 
-def test_a_definition_with_an_outbox_the_registry_does_not_publish_from_is_refused():
-    with pytest.raises(ValueError, match=r"'reporting'.*publishes nothing: the outbox must match"):
-        _definition("reporting", ("outbox", "inbox"))
+def test_a_definition_without_the_outbox_of_a_service_the_registry_publishes_from_is_refused():
+    with pytest.raises(
+        ValueError, match=r"'reporting'.*publishes to itsm.reporting.events: the outbox must match"
+    ):
+        _definition("reporting", ("inbox", "idempotency"))
 
 
 def test_a_definition_without_the_outbox_of_a_publishing_service_is_refused():

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from services.reporting.adapters import ledger
-from shared.events.catalogue import AUTH_REVOCATIONS, CHANGE_EVENTS, CONFIG_EVENTS, INCIDENT_EVENTS
+from shared.events.catalogue import (
+    AUTH_REVOCATIONS,
+    CHANGE_EVENTS,
+    CONFIG_EVENTS,
+    INCIDENT_EVENTS,
+    REPORTING_EVENTS,
+)
 from shared.inbox import EventConsumer
 
 if TYPE_CHECKING:
@@ -19,7 +25,7 @@ def ledger_consumer(runtime: ServiceRuntime) -> EventConsumer:
     """Records every catalogued event of every topic in the ledger, once."""
     return EventConsumer(
         name=LEDGER_CONSUMER,
-        topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, AUTH_REVOCATIONS],
+        topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, REPORTING_EVENTS, AUTH_REVOCATIONS],
         handler=ledger.append_many,
         pool=runtime.pool,
         producer=runtime.producer,

@@ -1,0 +1,1 @@
+"""Change service: entrypoints layer (HTTP routers, event consumers)."""

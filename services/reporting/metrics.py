@@ -1,0 +1,62 @@
+"""Metrics of the reporting service, beside the shared set: its verifiable ledger.
+
+Tenant labels go through `TenantLabel` (METRICS_TENANTS): by default no tenant id appears and
+the gauges hold the largest value over all tenants (`_all`), which is what an alert needs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ReportingMetrics:
+    """Tree sizes, checkpoint age, verification results and gaps of the tenants' logs."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tree_size = Gauge(
+            "itsm_ledger_tree_size",
+            "Entries in a tenant's verifiable log (the size of its Merkle tree).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.checkpoint_age = Gauge(
+            "itsm_ledger_checkpoint_age_seconds",
+            "Seconds since the newest signed checkpoint of a log that has entries it does not"
+            " cover yet (0 when every entry is covered); the oldest over the tenants shown.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "itsm_ledger_checkpoints_total",
+            "Signed checkpoints written, by trigger (interval, demand).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.checkpoint_duration = Histogram(
+            "itsm_ledger_checkpoint_duration_seconds",
+            "Time to compute and sign one round of checkpoints.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.verifications = Counter(
+            "itsm_ledger_verifications_total",
+            "Verifications of a log against its signed checkpoints, by result (ok, failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.verification_failures = Counter(
+            "itsm_ledger_verification_failures_total",
+            "Verifications that found a log not matching its signed checkpoints or its entries.",
+            registry=registry,
+        )
+        self.gaps = Counter(
+            "itsm_ledger_gaps_detected_total",
+            "Gaps found in what the ledger received, by kind (version_gap, missing_event).",
+            ["kind"],
+            registry=registry,
+        )
+        self.open_gaps = Gauge(
+            "itsm_ledger_open_gaps",
+            "Aggregates whose events the ledger is missing now.",
+            registry=registry,
+        )
