@@ -13,49 +13,16 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
+from shared.progress import ProgressBar
+
 CHUNK_BYTES = 256 * 1024
 MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
-
-
-class ProgressBar:
-    """A one-line progress bar that redraws itself at most ten times a second."""
-
-    def __init__(self, total: int, out: TextIO, width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.out = out
-        self.width = width
-        self.started = time.monotonic()
-        self.drawn_at = 0.0
-
-    def render(self, done: int, now: float) -> str:
-        """The bar for `done` bytes of the total at monotonic time `now`."""
-        fraction = min(done / self.total, 1.0)
-        filled = int(fraction * self.width)
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        left = (self.total - done) / rate if rate > 0 else 0.0
-        return (
-            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction:6.1%}"
-            f" {done / 1e6:,.1f}/{self.total / 1e6:,.1f} MB {rate / 1e6:,.1f} MB/s"
-            f" {left:4.0f}s left"
-        )
-
-    def update(self, done: int, *, final: bool = False) -> None:
-        """Redraw (throttled unless final)."""
-        now = time.monotonic()
-        if final or now - self.drawn_at >= 0.1:
-            self.out.write(self.render(done, now))
-            if final:
-                self.out.write("\n")
-            self.out.flush()
-            self.drawn_at = now
 
 
 async def file_chunks(path: Path, on_progress: Callable[[int], None]) -> AsyncIterator[bytes]:

@@ -81,9 +81,11 @@ from shared.events.incident import (
 )
 from shared.events.reporting import (
     LEDGER_SUBJECT,
+    LedgerCheckpointSignedV1,
     LedgerConfigurationChangedV1,
     LedgerGapDetectedV1,
     LedgerKeyAddedV1,
+    LedgerRunV1,
 )
 from shared.events.topics import (
     AUTH_REVOCATIONS,
@@ -127,9 +129,11 @@ __all__ = [
     "IncidentTransitionedV1",
     "IncidentUpdatedV1",
     "KnownErrorPublishedV1",
+    "LedgerCheckpointSignedV1",
     "LedgerConfigurationChangedV1",
     "LedgerGapDetectedV1",
     "LedgerKeyAddedV1",
+    "LedgerRunV1",
     "MajorIncidentDeclaredV1",
     "MajorReviewRecordedV1",
     "ProblemChangeRequestedV1",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.base import EventPayload, event
 from shared.events.topics import REPORTING_EVENTS
@@ -45,6 +45,39 @@ class LedgerConfigurationChangedV1(EventPayload):
     {"from": old, "to": new}}`; `from` is null for the first configuration a log records."""
 
     changes: dict[str, dict[str, Any]]
+
+
+class LedgerRunV1(BaseModel):
+    """`count` consecutive entries of the log taken from one Kafka partition."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    topic: str
+    partition: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
+@event(
+    "itsm.reporting.ledger.checkpoint_signed.v1", topic=REPORTING_EVENTS, source="itsm/reporting"
+)
+class LedgerCheckpointSignedV1(EventPayload):
+    """A signed checkpoint of the tenant's log, and the order of the entries it added.
+
+    `runs` say, in order, where the entries `previous_size` .. `tree_size - 1` came from: for
+    each run, the next `count` records of this tenant on that topic partition (in offset
+    order) that the ledger accepts (a valid catalogued CloudEvent whose id the log does not
+    hold yet). A rebuild from Kafka follows the runs and so appends the same entries in the
+    same order: the same leaves, the same roots. The checkpointer does not sign a log whose only
+    new entries are checkpoint events, so an idle log stays quiet.
+    """
+
+    origin: str
+    tree_size: int = Field(ge=0)
+    root_hash: str = Field(description="Base64 of the tree's root hash (RFC 9162 MTH).")
+    previous_size: int = Field(ge=0)
+    key_id: str
+    note: str = Field(description="The checkpoint as a C2SP signed note (text, signatures).")
+    runs: list[LedgerRunV1]
 
 
 @event("itsm.reporting.ledger.gap_detected.v1", topic=REPORTING_EVENTS, source="itsm/reporting")

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from services.config.adapters.imports import GROWN, READ_BY_BATCHES, analyze
 from services.config.application import validators
 from services.config.application.imports import _TIME, added_event, created_event
-from services.config.cli import ProgressBar
 from services.config.domain import classes
 from services.config.domain.ci import ConfigurationItem, created, register
 from services.config.domain.imports import (
@@ -30,6 +29,7 @@ from services.config.domain.imports import (
 )
 from shared.events.catalogue import RelationshipAddedV1, RelationshipV1
 from shared.outbox import encode_data, murmur2, partition_for
+from shared.progress import ProgressBar
 
 
 def current(**overrides):
