@@ -42,6 +42,7 @@ __all__ = [
     "VerificationError",
     "VerifierKey",
     "canonical_bytes",
+    "canonical_json",
     "canonical_of_record",
     "complete_subtrees",
     "consistency_ranges",
@@ -117,12 +118,16 @@ def canonical_bytes(attributes: Mapping[str, str], value: bytes) -> bytes:
         raise ValueError(f"{DATA_MEMBER!r} is not a CloudEvents attribute name")
     members = dict(attributes)
     members[DATA_MEMBER] = base64.b64encode(value).decode("ascii")
+    return canonical_json(members)
+
+
+def canonical_json(members: Mapping[str, str]) -> bytes:
+    """UTF-8 of the RFC 8785 (JCS) serialization of a JSON object whose members are strings."""
     body = ",".join(
         f"{_json_string(name)}:{_json_string(members[name])}"
         for name in sorted(members, key=_utf16_order)
     )
-    # surrogatepass: a lone surrogate was escaped above, so none is left to encode.
-    return ("{" + body + "}").encode("utf-8")
+    return ("{" + body + "}").encode("utf-8")  # every lone surrogate is escaped by now
 
 
 def _header_text(raw: bytes) -> str:
@@ -572,15 +577,19 @@ class _Progress:
 
 
 def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8", newline="") as f:
-        return f.read()
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise VerificationError(f"{os.path.basename(path)}: not UTF-8 text") from None
 
 
 def _json_lines(path: str) -> Iterator[tuple[str, dict[str, object]]]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
-                yield f"{os.path.basename(path)} line {number}", _json_object(line, path)
+                where = f"{os.path.basename(path)} line {number}"
+                yield where, _json_object(line.decode("utf-8", "replace"), where)
 
 
 def _json_object(text: str, where: str) -> dict[str, object]:
@@ -716,22 +725,26 @@ def _signed_checkpoint(note: str, keys: Sequence[VerifierKey], what: str) -> Che
         raise VerificationError(f"{what}: {exc.message}") from None
 
 
-def _read_entries(path: str, size: int, progress: TextIO | None) -> tuple[int, bytes]:
-    """The first index and the concatenated leaf hashes of entries.jsonl."""
+def _read_entries(
+    path: str, size: int, progress: TextIO | None
+) -> tuple[int, bytes, VerificationError | None]:
+    """The first index, the concatenated leaf hashes of entries.jsonl in file order, and where
+    the index column first breaks (a row deleted, moved or repeated without renumbering)."""
     leaves = bytearray()
     first = 0
     count = 0
+    broken: VerificationError | None = None
     report = _Progress(progress, "hashing entries", size)
     try:
         for where, item in _json_lines(path):
             index = _count(item, "index", where)
             if count == 0:
                 first = index
-            elif index != first + count:
-                raise VerificationError(
+            elif index != first + count and broken is None:
+                broken = VerificationError(
                     f"{where}: entry {index} where entry {first + count} belongs"
                     " (the entries are not contiguous)",
-                    min(index, first + count),
+                    first + count,
                 )
             leaves += leaf_hash(_base64_field(item.get("entry"), f"{where}: 'entry'"))
             count += 1
@@ -739,11 +752,7 @@ def _read_entries(path: str, size: int, progress: TextIO | None) -> tuple[int, b
     except OSError as exc:
         raise VerificationError(f"cannot read the entries: {exc}") from None
     report(size)
-    if first + count > size:
-        raise VerificationError(
-            f"{first + count - size} entries beyond the checkpoint's tree size {size}", size
-        )
-    return first, bytes(leaves)
+    return first, bytes(leaves), broken
 
 
 def _locate(tree: _Tree, proofs: _Proofs, checkpoint: Checkpoint) -> int | None:
@@ -775,12 +784,17 @@ def _check_full(
     tree: _Tree, proofs: _Proofs, checkpoint: Checkpoint, progress: TextIO | None
 ) -> int:
     size = checkpoint.size
-    if tree.size < size or tree.range_hash(0, size) != checkpoint.root:
+    if tree.size != size or tree.range_hash(0, size) != checkpoint.root:
         bad = _locate(tree, proofs, checkpoint)
         if tree.size < size:
             raise VerificationError(
                 f"the entries end at {tree.size}; the checkpoint's tree size is {size}",
                 tree.size if bad is None else bad,
+            )
+        if tree.size > size:
+            raise VerificationError(
+                f"{tree.size - size} entries beyond the checkpoint's tree size {size}",
+                size if bad is None else bad,
             )
         raise VerificationError("the entries' root differs from the signed checkpoint's", bad)
     # The root is the signed one, so the leaves are; the proofs must be exactly the tree's.
@@ -821,6 +835,9 @@ def _check_range(
     unproven = proven.find(0)
     if unproven >= 0:
         first_bad = first + unproven if first_bad is None else min(first_bad, first + unproven)
+    end = first + tree.size
+    if end < checkpoint.size:  # the export runs to the checkpoint: its tail was cut
+        first_bad = end if first_bad is None else min(first_bad, end)
     if first_bad is not None:
         raise VerificationError(
             f"entries start at {first}, so each needs a valid inclusion proof", first_bad
@@ -866,6 +883,10 @@ def _check_earlier(
     verify_consistency(earlier.size, checkpoint.size, proof, earlier.root, checkpoint.root)
 
 
+def _before(index: int | None, other: int | None) -> bool:
+    return index is not None and (other is None or index < other)
+
+
 def verify_bundle(
     directory: str,
     keys: Sequence[VerifierKey] | None = None,
@@ -898,13 +919,22 @@ def verify_bundle(
         raise VerificationError(
             f"the checkpoint is of the log {checkpoint.origin!r}, not {origin!r}"
         )
-    first, leaves = _read_entries(path("entries.jsonl"), checkpoint.size, progress)
+    first, leaves, broken = _read_entries(path("entries.jsonl"), checkpoint.size, progress)
     tree = _Tree(leaves)
     proofs = _Proofs(path("proofs.jsonl"))
-    if first == 0:
-        checked = _check_full(tree, proofs, checkpoint, progress)
-    else:
-        checked = _check_range(first, tree, proofs, checkpoint, progress)
+    # Entries are checked in file order, their position giving their index; a break in the
+    # index column is itself a bad index, reported unless the check finds an earlier one.
+    try:
+        if first == 0:
+            checked = _check_full(tree, proofs, checkpoint, progress)
+        else:
+            checked = _check_range(first, tree, proofs, checkpoint, progress)
+    except VerificationError as exc:
+        if broken is not None and _before(broken.index, exc.index):
+            raise broken from None
+        raise
+    if broken is not None:
+        raise broken
     earlier_checkpoints = []
     if os.path.exists(path("previous-checkpoint")):
         previous = _read_text(path("previous-checkpoint"))
