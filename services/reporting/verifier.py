@@ -27,6 +27,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "canonical_of_record",
     "complete_subtrees",
     "consistency_ranges",
+    "entry_line",
     "fold",
     "inclusion_ranges",
     "leaf_hash",
@@ -53,6 +55,7 @@ __all__ = [
     "node_hash",
     "open_note",
     "parse_checkpoint",
+    "proof_line",
     "read_keys",
     "root_of",
     "verifier_key_string",
@@ -556,6 +559,20 @@ class Summary:
         return text
 
 
+def entry_line(index: int, entry: bytes) -> bytes:
+    """A line of entries.jsonl, without its newline, as exports write it."""
+    return b'{"index": %d, "entry": "%s"}' % (index, binascii.b2a_base64(entry, newline=False))
+
+
+def proof_line(index: int, tree_size: int, proof: Sequence[bytes]) -> bytes:
+    """A line of proofs.jsonl, without its newline, as exports write it (the verifier reads
+    any JSON of the same content, this form fastest)."""
+    encode = binascii.b2a_base64
+    elements = b'", "'.join(encode(h, newline=False) for h in proof)
+    quoted = b'"' + elements + b'"' if proof else b""
+    return b'{"index": %d, "tree_size": %d, "proof": [%s]}' % (index, tree_size, quoted)
+
+
 class _Progress:
     """Counts on stderr for big bundles, at most four times a second."""
 
@@ -584,15 +601,29 @@ def _read_text(path: str) -> str:
         raise VerificationError(f"{os.path.basename(path)}: not UTF-8 text") from None
 
 
-def _json_lines(path: str) -> Iterator[tuple[str, dict[str, object]]]:
+class _Where:
+    """A line of a bundle file, named only when something is wrong with it."""
+
+    __slots__ = ("name", "number")
+
+    def __init__(self, name: str, number: int) -> None:
+        self.name = name
+        self.number = number
+
+    def __str__(self) -> str:
+        return f"{self.name} line {self.number}"
+
+
+def _json_lines(path: str) -> Iterator[tuple[_Where, dict[str, object]]]:
+    name = os.path.basename(path)
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
             if line.strip():
-                where = f"{os.path.basename(path)} line {number}"
+                where = _Where(name, number)
                 yield where, _json_object(line.decode("utf-8", "replace"), where)
 
 
-def _json_object(text: str, where: str) -> dict[str, object]:
+def _json_object(text: str, where: object) -> dict[str, object]:
     try:
         item = json.loads(text)
     except ValueError:
@@ -602,27 +633,35 @@ def _json_object(text: str, where: str) -> dict[str, object]:
     return item
 
 
-def _count(item: Mapping[str, object], name: str, where: str) -> int:
+def _count(item: Mapping[str, object], name: str, where: object) -> int:
     value = item.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if type(value) is not int or value < 0:
         raise VerificationError(f"{where}: {name!r} is not a non-negative integer")
     return value
 
 
-def _base64_field(value: object, where: str) -> bytes:
-    if not isinstance(value, str):
-        raise VerificationError(f"{where}: not a base64 string")
+def _base64_field(value: object, where: object, name: str) -> bytes:
+    if type(value) is not str:
+        raise VerificationError(f"{where}: {name!r} is not a base64 string")
     try:
         return _b64decode(value)
     except (binascii.Error, UnicodeEncodeError):
-        raise VerificationError(f"{where}: not base64") from None
+        raise VerificationError(f"{where}: {name!r} is not base64") from None
 
 
-def _hashes(item: Mapping[str, object], name: str, where: str) -> list[bytes]:
+def _strings(item: Mapping[str, object], name: str, where: object) -> list[str]:
     value = item.get(name)
-    if not isinstance(value, list):
-        raise VerificationError(f"{where}: {name!r} is not a list")
-    return [_base64_field(element, f"{where}: {name!r}") for element in value]
+    if not isinstance(value, list) or not all(type(element) is str for element in value):
+        raise VerificationError(f"{where}: {name!r} is not a list of strings")
+    return value
+
+
+def _hashes(item: Mapping[str, object], name: str, where: object) -> list[bytes]:
+    return _decoded(_strings(item, name, where), where)
+
+
+def _decoded(strings: Sequence[str], where: object) -> list[bytes]:
+    return [_base64_field(element, where, "proof") for element in strings]
 
 
 class _Tree:
@@ -647,18 +686,38 @@ class _Tree:
 
     def range_hash(self, lo: int, hi: int) -> bytes:
         """MTH of the leaves [lo, hi) (an aligned range as proofs use)."""
+        folded = self._folded.get((lo, hi))
+        if folded is not None:  # an incomplete right edge: few of them, each asked for often
+            return folded
         parts = complete_subtrees(lo, hi)
         if len(parts) == 1:
             level, index = parts[0]
             return self.levels[level][index * HASH_SIZE : (index + 1) * HASH_SIZE]
-        folded = self._folded.get((lo, hi))
-        if folded is None:  # an incomplete right edge: few of them, each asked for often
-            folded = fold([self.range_hash(*_bounds(part)) for part in parts])
-            self._folded[(lo, hi)] = folded
+        folded = fold([self.range_hash(*_bounds(part)) for part in parts])
+        self._folded[(lo, hi)] = folded
         return folded
 
     def path(self, index: int, size: int) -> list[bytes]:
-        return [self.range_hash(lo, hi) for lo, hi in inclusion_ranges(index, size)]
+        """PATH(index, D[size]) bottom-up: siblings below the level where index and the last
+        leaf part (the last of them possibly an incomplete right edge), then the complete
+        left subtrees above it, one per set bit."""
+        levels = self.levels
+        inner = (index ^ (size - 1)).bit_length()
+        path = []
+        for level in range(inner):
+            sibling = (index >> level) ^ 1
+            lo = sibling << level
+            if lo + (1 << level) <= size:
+                path.append(levels[level][sibling * HASH_SIZE : (sibling + 1) * HASH_SIZE])
+            else:
+                path.append(self.range_hash(lo, size))
+        node, level = index >> inner, inner
+        while node:
+            if node & 1:
+                path.append(levels[level][(node - 1) * HASH_SIZE : node * HASH_SIZE])
+            node >>= 1
+            level += 1
+        return path
 
     def agrees_before(self, index: int, size: int, proof: Sequence[bytes]) -> bool:
         """Whether the proof's subtrees left of `index` are ours: then, the proof verifying,
@@ -684,7 +743,18 @@ class _Proofs:
         self.present = os.path.exists(path)
         self._offsets: dict[int, int] | None = None
 
-    def __iter__(self) -> Iterator[tuple[str, int, int, list[bytes]]]:
+    def lines(self) -> Iterator[tuple[_Where, bytes]]:
+        """Each non-blank line, without its line end."""
+        if not self.present:
+            return
+        name = os.path.basename(self.path)
+        with open(self.path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    yield _Where(name, number), line.rstrip(b"\r\n")
+
+    def __iter__(self) -> Iterator[tuple[_Where, int, int, list[str]]]:
+        """Each proof as written: its line, index, tree size and base64 elements."""
         if not self.present:
             return
         for where, item in _json_lines(self.path):
@@ -692,7 +762,7 @@ class _Proofs:
                 where,
                 _count(item, "index", where),
                 _count(item, "tree_size", where),
-                _hashes(item, "proof", where),
+                _strings(item, "proof", where),
             )
 
     def get(self, index: int) -> tuple[int, list[bytes]] | None:
@@ -725,6 +795,10 @@ def _signed_checkpoint(note: str, keys: Sequence[VerifierKey], what: str) -> Che
         raise VerificationError(f"{what}: {exc.message}") from None
 
 
+# An entries.jsonl line as `entry_line` writes it; other JSON of the same content is parsed.
+_ENTRY_LINE = re.compile(rb'\{"index": (0|[1-9][0-9]{0,17}), "entry": "([A-Za-z0-9+/]*={0,2})"\}')
+
+
 def _read_entries(
     path: str, size: int, progress: TextIO | None
 ) -> tuple[int, bytes, VerificationError | None]:
@@ -735,20 +809,39 @@ def _read_entries(
     count = 0
     broken: VerificationError | None = None
     report = _Progress(progress, "hashing entries", size)
+    name = os.path.basename(path)
+    fast = _ENTRY_LINE.fullmatch
+    sha256 = hashlib.sha256
     try:
-        for where, item in _json_lines(path):
-            index = _count(item, "index", where)
-            if count == 0:
-                first = index
-            elif index != first + count and broken is None:
-                broken = VerificationError(
-                    f"{where}: entry {index} where entry {first + count} belongs"
-                    " (the entries are not contiguous)",
-                    first + count,
-                )
-            leaves += leaf_hash(_base64_field(item.get("entry"), f"{where}: 'entry'"))
-            count += 1
-            report(count)
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                line = line.rstrip(b"\r\n")
+                written = fast(line)
+                if written is not None:
+                    index = int(written[1])
+                    try:
+                        entry = binascii.a2b_base64(written[2], strict_mode=True)
+                    except binascii.Error:
+                        bad = f"{name} line {number}: 'entry' is not base64"
+                        raise VerificationError(bad) from None
+                elif not line.strip():
+                    continue
+                else:
+                    where = _Where(name, number)
+                    item = _json_object(line.decode("utf-8", "replace"), where)
+                    index = _count(item, "index", where)
+                    entry = _base64_field(item.get("entry"), where, "entry")
+                if count == 0:
+                    first = index
+                elif index != first + count and broken is None:
+                    broken = VerificationError(
+                        f"{name} line {number}: entry {index} where entry {first + count}"
+                        " belongs (the entries are not contiguous)",
+                        first + count,
+                    )
+                leaves += sha256(_LEAF_PREFIX + entry).digest()  # leaf_hash, inlined
+                count += 1
+                report(count)
     except OSError as exc:
         raise VerificationError(f"cannot read the entries: {exc}") from None
     report(size)
@@ -780,6 +873,39 @@ def _locate(tree: _Tree, proofs: _Proofs, checkpoint: Checkpoint) -> int | None:
     return lo if lo < tree.size else None
 
 
+class _ProofLines:
+    """`proof_line` of every index in turn from the tree, built incrementally: the proof of
+    leaf i has one element per level L, a function of i >> L, so moving to i + 1 recomputes
+    only the levels where i and i + 1 differ."""
+
+    def __init__(self, tree: _Tree, size: int) -> None:
+        self.tree = tree
+        self.size = size
+        self.quoted: list[bytes] = [b""] * max(size.bit_length(), 1)
+        self.last = -1
+
+    def _element(self, level: int, index: int) -> bytes:
+        sibling = (index >> level) ^ 1
+        lo = sibling << level
+        if lo >= self.size:
+            return b""  # no subtree on that side at that level
+        if lo + (1 << level) <= self.size:
+            digest = self.tree.levels[level][sibling * HASH_SIZE : (sibling + 1) * HASH_SIZE]
+        else:
+            digest = self.tree.range_hash(lo, self.size)
+        return b'"' + binascii.b2a_base64(digest, newline=False) + b'"'
+
+    def line(self, index: int) -> bytes:
+        quoted = self.quoted
+        follows = self.last >= 0 and index == self.last + 1
+        changed = (index ^ self.last).bit_length() if follows else len(quoted)
+        for level in range(min(changed, len(quoted))):
+            quoted[level] = self._element(level, index)
+        self.last = index
+        elements = b", ".join([q for q in quoted if q])
+        return b'{"index": %d, "tree_size": %d, "proof": [%s]}' % (index, self.size, elements)
+
+
 def _check_full(
     tree: _Tree, proofs: _Proofs, checkpoint: Checkpoint, progress: TextIO | None
 ) -> int:
@@ -801,8 +927,26 @@ def _check_full(
     checked = 0
     first_bad: int | None = None
     report = _Progress(progress, "checking inclusion proofs", size)
-    for _where, index, tree_size, proof in proofs:
-        if tree_size != size or index >= size or proof != tree.path(index, size):
+    expected = _ProofLines(tree, size)
+    for where, raw in proofs.lines():
+        # Most lines are as `proof_line` writes them, in index order: compared as bytes with
+        # the tree's own, they need no parsing.
+        if checked < size and raw == expected.line(checked):
+            checked += 1
+            report(checked)
+            continue
+        item = _json_object(raw.decode("utf-8", "replace"), where)
+        index = _count(item, "index", where)
+        tree_size = _count(item, "tree_size", where)
+        try:
+            right = (
+                tree_size == size
+                and index < size
+                and _decoded(_strings(item, "proof", where), where) == tree.path(index, size)
+            )
+        except VerificationError:
+            right = False
+        if not right:
             first_bad = index if first_bad is None else min(first_bad, index)
         checked += 1
         report(checked)
@@ -826,7 +970,8 @@ def _check_range(
                 raise VerificationError(f"{where}: a proof for entry {index}, not exported")
             if tree_size != checkpoint.size:
                 raise VerificationError(f"{where}: a proof for tree size {tree_size}")
-            verify_inclusion(tree.leaf(position), index, tree_size, proof, checkpoint.root)
+            hashes = _decoded(proof, where)
+            verify_inclusion(tree.leaf(position), index, tree_size, hashes, checkpoint.root)
             proven[position] = 1
         except VerificationError:
             first_bad = index if first_bad is None else min(first_bad, index)

@@ -358,3 +358,32 @@ def test_big_bundles_report_progress_on_stderr(tmp_path, capsys):
     assert main([str(bundle), "--key", SIGNER.verifier_key]) == 0
     err = capsys.readouterr().err
     assert "hashing entries: 60,000 of 60,000" in err
+
+
+def test_any_json_of_the_same_content_verifies_not_only_the_writers_form(tmp_path):
+    log = Log(events(33))
+    bundle = log.write(tmp_path / "b")
+    for name in ("entries.jsonl", "proofs.jsonl"):
+        items = [json.loads(line) for line in (bundle / name).read_text().splitlines()]
+        compact = [
+            json.dumps(dict(reversed(item.items())), separators=(",", ":")) for item in items
+        ]
+        (bundle / name).write_text("\r\n".join(compact) + "\r\n\n")
+    assert verify_bundle(str(bundle), KEYS).proofs == 33
+    proofs = (bundle / "proofs.jsonl").read_text().replace(b64(log.nodes[(0, 1)]), b64(bytes(32)))
+    (bundle / "proofs.jsonl").write_text(proofs)
+    assert first_bad(bundle) == 0
+
+
+def test_the_writers_lines_are_json_of_the_bundle_format():
+    proof = [bytes(range(32)), bytes(32)]
+    assert json.loads(verifier.proof_line(5, 9, proof)) == {
+        "index": 5,
+        "tree_size": 9,
+        "proof": [b64(p) for p in proof],
+    }
+    assert json.loads(verifier.proof_line(0, 1, [])) == {"index": 0, "tree_size": 1, "proof": []}
+    assert json.loads(verifier.entry_line(3, b"\x00\xff")) == {
+        "index": 3,
+        "entry": b64(b"\x00\xff"),
+    }
