@@ -387,3 +387,31 @@ def test_the_writers_lines_are_json_of_the_bundle_format():
         "index": 3,
         "entry": b64(b"\x00\xff"),
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("checkpoint", b"\xff\xfe not text", "not UTF-8"),
+        ("entries.jsonl", b'{"index": 0, "entry": "@@"}\n', "'entry' is not base64"),
+        ("entries.jsonl", b"not json\n", "not JSON"),
+        ("entries.jsonl", b'{"index": -1, "entry": ""}\n', "'index'"),
+        ("proofs.jsonl", b'{"index": 0, "tree_size": 3, "proof": "x"}\n', "first bad index: 0"),
+    ],
+)
+def test_a_malformed_bundle_fails_with_a_reason_not_a_traceback(
+    tmp_path, capsys, name, content, said
+):
+    bundle = Log(events(3)).write(tmp_path / "b")
+    (bundle / name).write_bytes(content)
+    assert main([str(bundle), "--key", SIGNER.verifier_key]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED: ")
+    assert said in out
+
+
+def test_a_missing_bundle_fails_and_a_bad_key_is_a_usage_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "--key", SIGNER.verifier_key]) == 1
+    assert "cannot read the checkpoint" in capsys.readouterr().out
+    assert main([str(tmp_path), "--key", "not-a-key"]) == 2
+    assert "malformed verifier key" in capsys.readouterr().err
