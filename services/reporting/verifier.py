@@ -58,6 +58,7 @@ __all__ = [
     "proof_line",
     "read_keys",
     "root_of",
+    "signature_line",
     "verifier_key_string",
     "verify_bundle",
     "verify_consistency",
@@ -369,6 +370,11 @@ _SIGNATURE_PREFIX = "\u2014 "  # an em dash and a space
 _MAX_SIGNATURES = 100
 
 
+def signature_line(name: str, key_hash: bytes, signature: bytes) -> str:
+    """A signed note's signature line: em dash, key name, base64(key hash || signature)."""
+    return f"{_SIGNATURE_PREFIX}{name} {base64.b64encode(key_hash + signature).decode('ascii')}\n"
+
+
 def _key_hash(name: str, key: bytes) -> bytes:
     # key is the algorithm byte followed by the public key (signed-note §"Signatures").
     return hashlib.sha256(name.encode("utf-8") + b"\n" + key).digest()[:4]
@@ -412,7 +418,9 @@ def _note_text_is_valid(text: str) -> bool:
 
 
 def parse_checkpoint(text: str) -> Checkpoint:
-    """Parse a checkpoint body (the note text, not the signatures); raise VerificationError."""
+    """Parse a checkpoint body, or the body of a signed note WITHOUT checking its signatures
+    (`VerifierKey.verify` checks them); raise VerificationError."""
+    text = text[: text.find("\n\n") + 1] if "\n\n" in text else text  # a body has no blank line
     if not _note_text_is_valid(text):
         raise VerificationError("malformed checkpoint: not newline-terminated text")
     lines = text[:-1].split("\n")
@@ -995,7 +1003,12 @@ def _check_earlier(
     checkpoint: Checkpoint,
     earlier: Checkpoint,
     tree: _Tree | None,
+    *,
+    must_prove: bool,
 ) -> None:
+    """Check that `checkpoint` extends `earlier`: for a whole export (`tree`) by recomputing
+    the earlier tree from the entries, and with consistency.json when it covers these sizes
+    (it must when `must_prove` or when there is no whole tree)."""
     if earlier.origin != checkpoint.origin:
         raise VerificationError(
             f"the earlier checkpoint is of the log {earlier.origin!r}, not {checkpoint.origin!r}"
@@ -1004,26 +1017,28 @@ def _check_earlier(
         raise VerificationError(
             f"the log shrank from {earlier.size} entries to {checkpoint.size}", checkpoint.size
         )
-    if tree is not None:  # the whole log is here and verified: compare its prefix directly
-        if tree.range_hash(0, earlier.size) != earlier.root:
-            raise VerificationError(
-                f"the log's first {earlier.size} entries are not those checkpointed earlier:"
-                " the log was rewritten"
-            )
-        return
-    if earlier.size in (0, checkpoint.size):
+    if tree is not None and tree.range_hash(0, earlier.size) != earlier.root:
+        raise VerificationError(
+            f"the log's first {earlier.size} entries are not those checkpointed earlier:"
+            " the log was rewritten"
+        )
+    if earlier.size in (0, checkpoint.size):  # the proof is empty; the roots must agree
         verify_consistency(earlier.size, checkpoint.size, [], earlier.root, checkpoint.root)
         return
     path = os.path.join(directory, "consistency.json")
     if not os.path.exists(path):
-        raise VerificationError("no consistency.json to prove the earlier checkpoint a prefix")
+        if tree is None or must_prove:
+            raise VerificationError("no consistency.json to prove the earlier checkpoint a prefix")
+        return
     item = _json_object(_read_text(path), "consistency.json")
     sizes = (_count(item, "first", "consistency.json"), _count(item, "second", "consistency.json"))
     if sizes != (earlier.size, checkpoint.size):
-        raise VerificationError(
-            f"consistency.json proves {sizes[0]} -> {sizes[1]},"
-            f" not {earlier.size} -> {checkpoint.size}"
-        )
+        if tree is None or must_prove:
+            raise VerificationError(
+                f"consistency.json proves {sizes[0]} -> {sizes[1]},"
+                f" not {earlier.size} -> {checkpoint.size}"
+            )
+        return
     proof = _hashes(item, "proof", "consistency.json")
     verify_consistency(earlier.size, checkpoint.size, proof, earlier.root, checkpoint.root)
 
@@ -1080,14 +1095,17 @@ def verify_bundle(
         raise
     if broken is not None:
         raise broken
+    whole = tree if first == 0 else None
     earlier_checkpoints = []
     if os.path.exists(path("previous-checkpoint")):
-        previous = _read_text(path("previous-checkpoint"))
-        earlier_checkpoints.append(_signed_checkpoint(previous, keys, "previous-checkpoint"))
+        note = _read_text(path("previous-checkpoint"))
+        previous = _signed_checkpoint(note, keys, "previous-checkpoint")
+        _check_earlier(directory, checkpoint, previous, whole, must_prove=True)
+        earlier_checkpoints.append(previous)
     if earlier is not None:
-        earlier_checkpoints.append(_signed_checkpoint(earlier, keys, "the earlier checkpoint"))
-    for kept in earlier_checkpoints:
-        _check_earlier(directory, checkpoint, kept, tree if first == 0 else None)
+        kept = _signed_checkpoint(earlier, keys, "the earlier checkpoint")
+        _check_earlier(directory, checkpoint, kept, whole, must_prove=False)
+        earlier_checkpoints.append(kept)
     return Summary(
         checkpoint.origin,
         checkpoint.size,

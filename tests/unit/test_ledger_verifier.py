@@ -415,3 +415,28 @@ def test_a_missing_bundle_fails_and_a_bad_key_is_a_usage_error(tmp_path, capsys)
     assert "cannot read the checkpoint" in capsys.readouterr().out
     assert main([str(tmp_path), "--key", "not-a-key"]) == 2
     assert "malformed verifier key" in capsys.readouterr().err
+
+
+def test_a_wrong_consistency_proof_is_caught_even_in_a_whole_export(tmp_path):
+    bundle = Log(events(40)).write(tmp_path / "b", previous=13)
+    consistency = json.loads((bundle / "consistency.json").read_text())
+    consistency["proof"][0] = b64(bytes(32))
+    (bundle / "consistency.json").write_text(json.dumps(consistency))
+    with pytest.raises(VerificationError, match=r"not the one checkpointed earlier|not a prefix"):
+        verify_bundle(str(bundle), KEYS)
+
+
+def test_an_earlier_checkpoint_the_export_cannot_prove_is_reported_not_passed(tmp_path):
+    log = Log(events(40))
+    bundle = log.write(tmp_path / "b", first=30, previous=13)
+    with pytest.raises(VerificationError, match=r"proves 13 -> 40, not 20 -> 40"):
+        verify_bundle(str(bundle), KEYS, log.checkpoint(20))
+    # A whole export proves any earlier checkpoint from its entries.
+    whole = log.write(tmp_path / "w", previous=13)
+    assert verify_bundle(str(whole), KEYS, log.checkpoint(20)).consistent_with == (13, 20)
+
+
+def test_a_log_that_shrank_since_the_earlier_checkpoint_is_refused(tmp_path):
+    bundle = Log(events(10)).write(tmp_path / "b")
+    with pytest.raises(VerificationError, match="shrank"):
+        verify_bundle(str(bundle), KEYS, Log(events(12)).checkpoint(12))

@@ -205,3 +205,8 @@ def test_a_key_that_is_not_ed25519_or_not_a_key_is_refused(tmp_path):
         load_signer(str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError):
         load_signer(PETER_PRIVATE.replace("c74f20a3", "c74f20a4"))
+
+
+def test_parsing_a_signed_note_reads_its_body_without_trusting_it():
+    # Parsing is for display; only VerifierKey.verify says a checkpoint is the ledger's.
+    assert parse_checkpoint(C2SP_CHECKPOINT).size == 20852163

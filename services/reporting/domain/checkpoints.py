@@ -19,11 +19,11 @@ from services.reporting.verifier import (
     Checkpoint,
     VerificationError,
     parse_checkpoint,
+    signature_line,
     verifier_key_string,
 )
 
 DEFAULT_KEY_NAME = "itsm-ledger"
-_SIGNATURE_PREFIX = "\u2014 "
 # The signed-note private key form of golang.org/x/mod/sumdb/note: PRIVATE+KEY+name+hash+key.
 _NOTE_PRIVATE_KEY = "PRIVATE+KEY+"
 
@@ -71,8 +71,7 @@ class Signer:
         if not lines or any(not line or any(c < " " for c in line) for line in lines):
             raise ValueError("a note's text is non-empty lines, each ending in a newline")
         signature = self.private_key.sign(text.encode("utf-8"))
-        encoded = base64.b64encode(bytes.fromhex(self.key_id) + signature).decode("ascii")
-        return f"{text}\n{_SIGNATURE_PREFIX}{self.name} {encoded}\n"
+        return f"{text}\n{signature_line(self.name, bytes.fromhex(self.key_id), signature)}"
 
     def sign(self, checkpoint: Checkpoint) -> str:
         """The signed note of a checkpoint."""
