@@ -440,3 +440,16 @@ def test_a_log_that_shrank_since_the_earlier_checkpoint_is_refused(tmp_path):
     bundle = Log(events(10)).write(tmp_path / "b")
     with pytest.raises(VerificationError, match="shrank"):
         verify_bundle(str(bundle), KEYS, Log(events(12)).checkpoint(12))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 31, 32, 33, 64, 65, 100])
+def test_the_proof_lines_the_verifier_expects_are_the_logs_proofs(size):
+    # The fast path accepts a proof line by comparing it with these bytes, so they must be
+    # exactly the log's proofs, in any order of asking.
+    log = Log(events(size))
+    tree = verifier._Tree(b"".join(leaf_hash(e) for e in log.entries))
+    expected = verifier._ProofLines(tree, size)
+    order = [*range(size), *reversed(range(size)), *range(0, size, 3)]
+    for index in order:
+        proof = merkle.inclusion_proof(index, size, log.nodes)
+        assert expected.line(index) == verifier.proof_line(index, size, proof)
