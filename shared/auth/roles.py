@@ -65,6 +65,10 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # Calendars and SLA policies: the service catalogue side of service level management.
         "catalogue:define": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
         "baseline:create": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
+        # Which CI classes are under change control (the config service's change control).
+        "change_control:define": frozenset(
+            {"change_manager", "config_manager", "tenant_admin", "provider_admin"}
+        ),
     }
 )
 

@@ -3,6 +3,10 @@
 `change-cmdb-projection` is the shared CMDB consumer (`shared/cmdb/consumer.py`): CIs,
 relationships, service membership and business services into the `cmdb_*` tables, which
 validate a change's affected CIs, derive its business services and walk its blast radius.
+
+`change-unauthorized` reads `itsm.config.events` for `UnauthorizedChangeDetectedV1` only: a CI
+under change control modified, or found drifted, with no authorising change opens a change
+for review, once per detection (`application/unauthorized.py`).
 """
 
 from __future__ import annotations
@@ -10,9 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from services.change.application.unauthorized import record_detections
+from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE
 from shared.cmdb.consumer import cmdb_consumer
-from shared.inbox import EventConsumer
+from shared.db import Connection
+from shared.events.catalogue import UnauthorizedChangeDetectedV1
+from shared.inbox import EventConsumer, ReceivedEvent
 
 if TYPE_CHECKING:
     from shared.service import ServiceRuntime
@@ -29,6 +37,28 @@ def cmdb_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+UNAUTHORIZED_CONSUMER = "change-unauthorized"
+
+
+def unauthorized_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Opens a change for review per unauthorized change the config service detects."""
+    metrics = runtime.service_metrics
+    assert metrics is None or isinstance(metrics, ChangeMetrics)
+
+    async def detected(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+        await record_detections(conn, events, metrics)
+
+    return EventConsumer(
+        name=UNAUTHORIZED_CONSUMER,
+        handles=(UnauthorizedChangeDetectedV1,),
+        handler=detected,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the change service."""
-    return [cmdb_projection_consumer(runtime)]
+    return [cmdb_projection_consumer(runtime), unauthorized_consumer(runtime)]
