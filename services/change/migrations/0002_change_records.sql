@@ -47,3 +47,82 @@ ALTER TABLE proj_change_suspicions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE proj_change_suspicions FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON proj_change_suspicions
     USING (tenant_id = current_setting('itsm.tenant_id', true));
+
+-- The tenant's change settings (`GET/PUT /change-settings`); a tenant without a row uses the
+-- defaults (version 0). Kept whole as JSON: the application validates it.
+CREATE TABLE change_settings (
+    tenant_id  text        PRIMARY KEY,
+    settings   jsonb       NOT NULL,
+    version    integer     NOT NULL CHECK (version >= 1),
+    updated_at timestamptz NOT NULL,
+    updated_by text        NOT NULL
+);
+
+-- The catalogue of standard changes (pre-approved templates), versioned: a standard change
+-- names the template and is raised only from an active one.
+CREATE TABLE change_templates (
+    tenant_id           text        NOT NULL,
+    id                  uuid        NOT NULL,
+    name                text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    description         text        NOT NULL,
+    implementation_plan text        NOT NULL,
+    backout_plan        text        NOT NULL,
+    test_plan           text        NOT NULL,
+    ci_ids              uuid[]      NOT NULL DEFAULT '{}',
+    ci_classes          text[]      NOT NULL DEFAULT '{}',
+    business_service    text,
+    risk_level          text        NOT NULL CHECK (risk_level = 'low'),
+    active              boolean     NOT NULL,
+    version             integer     NOT NULL,
+    created_at          timestamptz NOT NULL,
+    created_by          text        NOT NULL,
+    updated_at          timestamptz NOT NULL,
+    updated_by          text        NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE UNIQUE INDEX change_templates_name ON change_templates (tenant_id, lower(name));
+
+-- A change's post-implementation review (PIR): one per change, required before closure for
+-- failed, rolled back, emergency and (per the tenant) high-risk changes.
+CREATE TABLE change_reviews (
+    tenant_id     text        NOT NULL,
+    change_id     uuid        NOT NULL,
+    what_happened text        NOT NULL,
+    lessons       text        NOT NULL,
+    actions       text[]      NOT NULL DEFAULT '{}',
+    reviewer      text        NOT NULL,
+    reviewed_at   timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, change_id),
+    FOREIGN KEY (tenant_id, change_id) REFERENCES changes (tenant_id, id)
+);
+
+-- Backouts executed during a change's implementation: evidence for its proposed outcome.
+CREATE TABLE change_backouts (
+    tenant_id   text        NOT NULL,
+    change_id   uuid        NOT NULL,
+    reason      text        NOT NULL,
+    executed_by text        NOT NULL,
+    executed_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, change_id),
+    FOREIGN KEY (tenant_id, change_id) REFERENCES changes (tenant_id, id)
+);
+
+ALTER TABLE change_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_settings FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON change_settings
+    USING (tenant_id = current_setting('itsm.tenant_id', true));
+
+ALTER TABLE change_templates ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_templates FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON change_templates
+    USING (tenant_id = current_setting('itsm.tenant_id', true));
+
+ALTER TABLE change_reviews ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_reviews FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON change_reviews
+    USING (tenant_id = current_setting('itsm.tenant_id', true));
+
+ALTER TABLE change_backouts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_backouts FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON change_backouts
+    USING (tenant_id = current_setting('itsm.tenant_id', true));
