@@ -1,8 +1,9 @@
 """The change census gauge (`itsm_changes`): changes by type and state (and tenant, where
 configured), on a timer.
 
-Not a use case: a platform job that counts every tenant's changes at once
-(`all_tenants_transaction`), writes nothing and records no event, so it needs no unit of work.
+Not a use case: a platform job that reads the trigger-kept counts of every tenant at once
+(`change_census`, `all_tenants_transaction`), writes nothing and records no event, so it needs
+no unit of work.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from shared.metrics import TenantLabel
 
 
 async def refresh(pool: asyncpg.Pool, metrics: ChangeMetrics, tenants: TenantLabel) -> None:
-    """Count the changes by tenant, type and state and replace the gauge's values."""
+    """Read the counts the trigger keeps (`change_census`) and replace the gauge's values."""
     async with all_tenants_transaction(pool) as conn:
         rows = await conn.fetch(
-            "SELECT tenant_id, type, state, count(*) AS count FROM changes"
-            " GROUP BY tenant_id, type, state"
+            "SELECT tenant_id, type, state, count FROM change_census WHERE count > 0"
         )
     totals: dict[tuple[str, str, str], int] = defaultdict(int)
     for row in rows:

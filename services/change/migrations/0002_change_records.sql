@@ -126,3 +126,39 @@ ALTER TABLE change_backouts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE change_backouts FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON change_backouts
     USING (tenant_id = current_setting('itsm.tenant_id', true));
+
+-- Changes by tenant, type and state, kept by a trigger: the `itsm_changes` gauge reads every
+-- tenant's counts (shared/db.py all_tenants_transaction), never the changes themselves.
+CREATE TABLE change_census (
+    tenant_id text    NOT NULL,
+    type      text    NOT NULL,
+    state     text    NOT NULL,
+    count     integer NOT NULL,
+    PRIMARY KEY (tenant_id, type, state)
+);
+
+CREATE FUNCTION change_census_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.type = NEW.type AND OLD.state = NEW.state THEN
+            RETURN NULL;
+        END IF;
+        UPDATE change_census SET count = count - 1
+            WHERE tenant_id = OLD.tenant_id AND type = OLD.type AND state = OLD.state;
+    END IF;
+    INSERT INTO change_census AS c (tenant_id, type, state, count)
+        VALUES (NEW.tenant_id, NEW.type, NEW.state, 1)
+        ON CONFLICT (tenant_id, type, state) DO UPDATE SET count = c.count + 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER change_census_count AFTER INSERT OR UPDATE OF type, state ON changes
+    FOR EACH ROW EXECUTE FUNCTION change_census_apply();
+
+ALTER TABLE change_census ENABLE ROW LEVEL SECURITY;
+ALTER TABLE change_census FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON change_census
+    USING (tenant_id = current_setting('itsm.tenant_id', true));
+-- Counts only: the census reads every tenant's.
+CREATE POLICY all_tenants_read ON change_census FOR SELECT
+    USING (current_setting('itsm.all_tenants', true) = 'on');
