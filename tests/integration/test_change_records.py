@@ -601,3 +601,67 @@ async def test_a_problems_change_request_opens_one_change_and_the_problem_shows_
     mine = next(c for c in found if c["change_id"] == change["id"])
     assert mine["reference"] == change["reference"]
     assert mine["request_id"] == request_id
+
+
+async def test_a_change_is_cancelled_with_a_reason_and_links_only_known_incidents(
+    api, requester, manager, pools, tenant
+):
+    change = await raise_change(api, requester)
+    unknown = await api.post(
+        f"/changes/{change['id']}/links",
+        json={"incident_ids": [str(uuid.uuid4())]},
+        headers={**manager, "If-Match": f'"{change["version"]}"'},
+    )
+    assert unknown.status_code == 422
+    assert errors_of(unknown) == {"incident_ids"}
+    incident, problem = await known_incident(pools, tenant), str(uuid.uuid4())
+    linked = await api.post(
+        f"/changes/{change['id']}/links",
+        json={"incident_ids": [incident], "problem_ids": [problem]},
+        headers={**manager, "If-Match": f'"{change["version"]}"'},
+    )
+    assert linked.status_code == 200, linked.text
+    change = linked.json()
+    assert (change["incident_ids"], change["problem_ids"]) == ([incident], [problem])
+
+    silent = await move(api, manager, change, "cancelled")
+    assert silent.status_code == 422
+    assert errors_of(silent) == {"reason"}
+    cancelled = await moved(api, manager, change, "cancelled", reason="superseded")
+    assert (cancelled["state"], cancelled["cancel_reason"]) == ("cancelled", "superseded")
+
+
+async def test_the_actual_window_is_recorded_while_implementing_and_a_deviation_flagged(
+    api, requester, manager, pools, tenant
+):
+    start = datetime.now(UTC) + timedelta(hours=1)
+    window = {
+        "planned_start": start.isoformat(),
+        "planned_end": (start + timedelta(hours=1)).isoformat(),
+    }
+    too_soon = await raise_change(api, requester)
+    refused = await api.patch(
+        f"/changes/{too_soon['id']}",
+        json={"actual_start": start.isoformat()},
+        headers={**manager, "If-Match": '"1"'},
+    )
+    assert refused.status_code == 422
+    assert errors_of(refused) == {"actual_start"}
+
+    change = await implemented(api, manager, requester, pools, tenant, **window)
+    # Started now, an hour before the planned window: a deviation.
+    assert change["deviation"] is True
+    late_edit = await api.patch(
+        f"/changes/{change['id']}",
+        json={"title": "Another"},
+        headers={**manager, "If-Match": f'"{change["version"]}"'},
+    )
+    assert late_edit.status_code == 422
+    assert errors_of(late_edit) == {"state"}
+    recorded = await api.patch(
+        f"/changes/{change['id']}",
+        json={"actual_start": (start + timedelta(minutes=5)).isoformat()},
+        headers={**manager, "If-Match": f'"{change["version"]}"'},
+    )
+    assert recorded.status_code == 200, recorded.text
+    assert recorded.json()["deviation"] is False
