@@ -2,17 +2,33 @@
 
 from pathlib import Path
 
+from services.change.application.census import census_loop
 from services.change.entrypoints.consumers import consumers
+from services.change.entrypoints.http_changes import router as changes_router
+from services.change.entrypoints.http_settings import router as settings_router
+from services.change.entrypoints.http_templates import router as templates_router
 from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE, ChangeSettings
-from shared.service import ServiceDefinition
+from shared.service import ServiceDefinition, ServiceRuntime
+from shared.supervision import BackgroundTask
+
+
+def _background(runtime: ServiceRuntime[ChangeSettings, ChangeMetrics]) -> list[BackgroundTask]:
+    pool, metrics, tenants = runtime.pool, runtime.service_metrics, runtime.metrics.tenant
+    interval = runtime.settings.census_interval_seconds
+    return [
+        BackgroundTask("change-census", lambda: census_loop(pool, metrics, tenants, interval)),
+    ]
+
 
 DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
+    routers=[changes_router, templates_router, settings_router],
     service_metrics=ChangeMetrics,
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,
+    background=_background,
     description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
 )

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.registry import service
@@ -18,3 +19,6 @@ class ChangeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
     http_port: int = SERVICE.http_port
+    census_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often the change census gauge is refreshed."
+    )

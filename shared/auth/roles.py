@@ -69,6 +69,22 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "change_control:define": frozenset(
             {"change_manager", "config_manager", "tenant_admin", "provider_admin"}
         ),
+        # Changes (8.5.1): requesters raise them; change managers edit, move and review them;
+        # change managers and admins define the standard change catalogue and the settings.
+        "change:read": _READERS | {"requester", "cab_member", "integration"},
+        "change:create": frozenset(
+            {
+                "requester",
+                "agent",
+                "problem_manager",
+                "change_manager",
+                "integration",
+                "tenant_admin",
+                "provider_admin",
+            }
+        ),
+        "change:manage": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        "change:configure": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
     }
 )
 

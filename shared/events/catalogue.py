@@ -25,8 +25,12 @@ from shared.events.base import (
     spec_of_class,
 )
 from shared.events.change import (
+    ChangeBackoutExecutedV1,
     ChangeCreatedV1,
     ChangeImplementedV1,
+    ChangeReviewedV1,
+    ChangeSettingsChangedV1,
+    ChangeTemplateDefinedV1,
     ChangeTransitionedV1,
     ChangeUpdatedV1,
 )
@@ -114,10 +118,14 @@ __all__ = [
     "BusinessServiceDefinedV1",
     "CalendarDefinedV1",
     "CalendarV1",
+    "ChangeBackoutExecutedV1",
     "ChangeControlDefinedV1",
     "ChangeCreatedV1",
     "ChangeImplementedV1",
+    "ChangeReviewedV1",
+    "ChangeSettingsChangedV1",
     "ChangeSuspectedV1",
+    "ChangeTemplateDefinedV1",
     "ChangeTransitionedV1",
     "ChangeUpdatedV1",
     "CiClassDefinedV1",

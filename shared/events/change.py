@@ -73,6 +73,12 @@ class ChangeTransitionedV1(EventPayload):
     problem_ids: list[str] = Field(default_factory=list)
     problem_request_id: str | None = None
     content_hash: str
+    proposed_outcome: OutcomeName | None = Field(
+        default=None, description="Leaving implement: the outcome the evidence proposed."
+    )
+    outcome_reason: str | None = Field(
+        default=None, description="Why the outcome differs from the proposed one."
+    )
 
 
 @event("itsm.change.implemented.v1", topic=CHANGE_EVENTS, source="itsm/change")
@@ -88,3 +94,56 @@ class ChangeImplementedV1(EventPayload):
     ci_ids: list[str]
     implemented_at: datetime
     outcome: OutcomeName = "successful"
+
+
+# --- change records: settings, templates, reviews, backouts (rfc) ---
+
+
+@event("itsm.change.settings_changed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeSettingsChangedV1(EventPayload):
+    """A tenant changed its change settings (subject `change-settings`, itsmversion the
+    version); carries them in full, as `GET /change-settings` shows them."""
+
+    settings: dict[str, Any]
+    version: int = Field(ge=1)
+
+
+@event("itsm.change.template_defined.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeTemplateDefinedV1(EventPayload):
+    """A standard change template was defined or redefined (subject: the template id);
+    carries it in full."""
+
+    template_id: str
+    name: str
+    description: str
+    implementation_plan: str
+    backout_plan: str
+    test_plan: str
+    ci_ids: list[str] = Field(default_factory=list)
+    ci_classes: list[str] = Field(default_factory=list)
+    business_service: str | None = None
+    risk_level: Literal["low"] = "low"
+    active: bool
+    version: int = Field(ge=1)
+
+
+@event("itsm.change.backout_executed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeBackoutExecutedV1(EventPayload):
+    """The backout plan of a change being implemented was executed (evidence: rolled back)."""
+
+    change_id: str
+    reason: str
+
+
+@event("itsm.change.reviewed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeReviewedV1(EventPayload):
+    """A change's post-implementation review was recorded (required before closure for
+    failed, rolled back, emergency and high-risk changes)."""
+
+    change_id: str
+    number: int
+    outcome: OutcomeName | None = None
+    what_happened: str
+    lessons: str
+    actions: list[str] = Field(default_factory=list)
+    reviewer: str

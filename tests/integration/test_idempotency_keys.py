@@ -27,6 +27,10 @@ ACTING = {
     ("incident", "/problems/{problem_id}/transitions"),
     ("incident", "/problems/{problem_id}/incidents"),
     ("incident", "/problems/{problem_id}/known-error"),
+    ("change", "/changes/{change_id}/transitions"),
+    ("change", "/changes/{change_id}/links"),
+    ("change", "/changes/{change_id}/backout"),
+    ("change", "/changes/{change_id}/review"),
 }
 
 
@@ -133,6 +137,11 @@ CREATING: dict[tuple[str, str], Setup] = {
     ("config", "/baselines"): _fixed("/baselines", {"name": "before-upgrade"}),
     # Streamed: it honours the key itself (services/config/application/imports.py).
     ("config", "/imports"): _upload,
+    ("change", "/changes"): _fixed("/changes", {"type": "normal", "title": "Add an index"}),
+    ("change", "/change-templates"): _fixed(
+        "/change-templates",
+        {"name": "Restart", "implementation_plan": "restart", "backout_plan": "none"},
+    ),
 }
 
 
@@ -224,7 +233,7 @@ async def test_a_refused_post_leaves_its_key_free_for_a_corrected_retry(
 
 
 async def test_every_post_documents_the_idempotency_key_header(service_client):
-    for name in ("incident", "config"):
+    for name in ("incident", "config", "change"):
         api = await service_client(name)
         spec = (await api.get("/openapi.json")).json()
         for path, operations in spec["paths"].items():

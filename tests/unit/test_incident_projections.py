@@ -8,6 +8,7 @@ from services.incident.entrypoints.consumers import (
     CHANGE_CORRELATION_CONSUMER,
     CMDB_PROJECTION_CONSUMER,
     CONFIG_PROJECTION_CONSUMER,
+    PROBLEM_CHANGES_CONSUMER,
     config_projection_consumer,
 )
 from shared.cmdb.consumer import HANDLES, consumer_name
@@ -42,11 +43,12 @@ def by_name():
     return {c.name: c for c in DEFINITION.consumers(runtime())}
 
 
-def test_the_incident_service_runs_the_cmdb_sla_and_change_correlation_consumers():
+def test_the_incident_service_runs_the_cmdb_sla_change_correlation_and_problem_consumers():
     assert list(by_name()) == [
         CMDB_PROJECTION_CONSUMER,
         CONFIG_PROJECTION_CONSUMER,
         CHANGE_CORRELATION_CONSUMER,
+        PROBLEM_CHANGES_CONSUMER,
     ]
     assert CMDB_PROJECTION_CONSUMER == "incident-cmdb-projection"
 

@@ -19,8 +19,10 @@ from typing import Any, Protocol, Self
 
 import asyncpg
 
+from services.change.adapters import change_records
 from services.change.adapters.changes import CHANGES
 from services.change.adapters.unauthorized import PostgresUnauthorizedDetections
+from services.change.application.ports import ChangeSettingsStore, Evidence, Projection, Templates
 from services.change.domain.change import Change, ChangeChange
 from shared.context import RequestContext
 from shared.db import Connection
@@ -69,6 +71,11 @@ class ChangeWork(UnitOfWork):
 
     changes: Changes
     unauthorized: UnauthorizedDetections
+    # Change records (rfc): settings, the standard change catalogue, evidence, projections.
+    change_settings: ChangeSettingsStore
+    templates: Templates
+    evidence: Evidence
+    projection: Projection
 
 
 async def store_new_change(uow: ChangeWork, change: Change, events: Sequence[EventPayload]) -> None:
@@ -144,6 +151,10 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         self._joined = connection
         self.changes = _Changes(self)
         self.unauthorized = PostgresUnauthorizedDetections(self)
+        self.change_settings = change_records.PgChangeSettings(self)
+        self.templates = change_records.PgTemplates(self)
+        self.evidence = change_records.PgEvidence(self)
+        self.projection = change_records.PgProjection(self)
 
     @classmethod
     def joining(

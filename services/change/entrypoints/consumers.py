@@ -12,6 +12,9 @@ emergency change links to, and the evidence of a change's outcome.
 `change-unauthorized` reads `itsm.config.events` for `UnauthorizedChangeDetectedV1` only: a CI
 under change control modified, or found drifted, with no authorising change opens a change
 for review, once per detection (`application/unauthorized.py`).
+
+`change-problem-requests` opens a change for each problem's change request, exactly once per
+request id (`application/problem_changes.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from services.change.adapters import incidents
+from services.change.application.problem_changes import open_requested_change
 from services.change.application.unauthorized import record_detections
 from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE
@@ -31,14 +35,17 @@ from shared.events.catalogue import (
     IncidentTransitionedV1,
     IncidentUpdatedV1,
     MajorIncidentDeclaredV1,
+    ProblemChangeRequestedV1,
     UnauthorizedChangeDetectedV1,
 )
 from shared.inbox import EventConsumer, ReceivedEvent
+from shared.logging import bound_correlation_id
 
 if TYPE_CHECKING:
     from shared.service import ServiceRuntime
 
 INCIDENT_PROJECTION_CONSUMER = "change-incident-projection"
+PROBLEM_REQUESTS_CONSUMER = "change-problem-requests"
 
 
 def cmdb_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
@@ -102,10 +109,33 @@ def unauthorized_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+def problem_requests_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Opens a change for each problem's change request, once (`application/problem_changes.py`)."""
+    metrics = runtime.service_metrics
+    counted = metrics if isinstance(metrics, ChangeMetrics) else None
+
+    async def requested(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+        for event in events:
+            assert isinstance(event.payload, ProblemChangeRequestedV1)
+            with bound_correlation_id(event.envelope.correlationid):
+                await open_requested_change(conn, event.envelope, event.payload, counted)
+
+    return EventConsumer(
+        name=PROBLEM_REQUESTS_CONSUMER,
+        handles=(ProblemChangeRequestedV1,),
+        handler=requested,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the change service."""
     return [
         cmdb_projection_consumer(runtime),
         incident_projection_consumer(runtime),
         unauthorized_consumer(runtime),
+        problem_requests_consumer(runtime),
     ]

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from services.incident.adapters import problem_changes
 from services.incident.adapters.problems import ProblemFilter
 from services.incident.application.links import link_incidents
 from services.incident.application.reactions import unit_of_work
@@ -31,6 +32,7 @@ from services.incident.application.uow import (
 from services.incident.domain import problem as domain
 from services.incident.domain.problem import Problem
 from shared.context import RequestContext
+from shared.db import tenant_transaction
 from shared.errors import NotFound, StaleVersion, invalid_field
 from shared.ids import new_id
 
@@ -256,6 +258,14 @@ async def get_problem(pool: asyncpg.Pool, problem_id: uuid.UUID, tenant_id: str)
     """The tenant's problem, or `NotFound`."""
     async with unit_of_work(pool, _reader(tenant_id)) as uow:
         return await problem_in(uow, problem_id)
+
+
+async def changes_of_problem(
+    pool: asyncpg.Pool, problem_id: uuid.UUID, tenant_id: str
+) -> list[dict[str, Any]]:
+    """The changes answering a problem, as the change service announced them (by number)."""
+    async with tenant_transaction(pool, tenant_id, readonly=True) as conn:
+        return [c.view() for c in await problem_changes.changes_of(conn, tenant_id, problem_id)]
 
 
 async def search_problems(

@@ -10,6 +10,10 @@ relationships, service membership and business services into the `cmdb_*` tables
 `incident-change-correlation` reads `itsm.change.events` and handles `ChangeImplementedV1`
 (`application/correlation.py`).
 
+`incident-problem-changes` reads `ChangeCreatedV1` and `ChangeTransitionedV1` of changes that
+answer problems, so a problem shows its changes' numbers and states
+(`adapters/problem_changes.py`).
+
 Each declares the event classes it handles and one batch handler; other event types on its
 topic are skipped: not applied, not recorded in the inbox, not dead-lettered. A message that
 cannot be decoded or validated is dead-lettered by the shared `EventConsumer`, like every
@@ -21,13 +25,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from services.incident.adapters import projections
+from services.incident.adapters import problem_changes, projections
 from services.incident.application import correlation
 from services.incident.metrics import IncidentMetrics
 from services.incident.settings import SERVICE
 from shared.cmdb.consumer import cmdb_consumer, consumer_name
 from shared.db import Connection
-from shared.events.catalogue import CalendarDefinedV1, ChangeImplementedV1, SlaPolicyDefinedV1
+from shared.events.catalogue import (
+    CalendarDefinedV1,
+    ChangeCreatedV1,
+    ChangeImplementedV1,
+    ChangeTransitionedV1,
+    SlaPolicyDefinedV1,
+)
 from shared.inbox import EventConsumer, ReceivedEvent
 from shared.logging import bound_correlation_id
 
@@ -37,6 +47,7 @@ if TYPE_CHECKING:
 CMDB_PROJECTION_CONSUMER = consumer_name(SERVICE.name)
 CONFIG_PROJECTION_CONSUMER = "incident-config-projection"
 CHANGE_CORRELATION_CONSUMER = "incident-change-correlation"
+PROBLEM_CHANGES_CONSUMER = "incident-problem-changes"
 
 
 async def apply_calendars_and_policies(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
@@ -99,10 +110,32 @@ def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+async def apply_problem_changes(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+    """Changes created or moved: their number and state on the problems they answer."""
+    for event in events:
+        payload = event.payload
+        assert isinstance(payload, ChangeCreatedV1 | ChangeTransitionedV1)
+        await problem_changes.apply(conn, event.envelope, payload)
+
+
+def problem_changes_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Keeps the changes answering problems (`adapters/problem_changes.py`)."""
+    return EventConsumer(
+        name=PROBLEM_CHANGES_CONSUMER,
+        handles=(ChangeCreatedV1, ChangeTransitionedV1),
+        handler=apply_problem_changes,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the incident service."""
     return [
         cmdb_projection_consumer(runtime),
         config_projection_consumer(runtime),
         change_correlation_consumer(runtime),
+        problem_changes_consumer(runtime),
     ]

@@ -108,6 +108,10 @@ class ProblemOut(BaseModel):
     known_error_published_at: datetime | None
     incidents: list[uuid.UUID]
     change_requests: list[uuid.UUID] = Field(description="Request ids of the changes asked for.")
+    changes: list[ProblemChangeOut] = Field(
+        default_factory=list,
+        description="The changes answering it, with their state (GET /problems/{id} only).",
+    )
     version: int
     created_at: datetime
     created_by: str
@@ -115,6 +119,18 @@ class ProblemOut(BaseModel):
     updated_by: str
     resolved_at: datetime | None
     closed_at: datetime | None
+
+
+class ProblemChangeOut(BaseModel):
+    """A change answering the problem, as the change service last announced it."""
+
+    change_id: uuid.UUID
+    reference: str = Field(description="CHG<number>.")
+    number: int
+    type: str
+    state: str
+    outcome: str | None
+    request_id: uuid.UUID | None = Field(description="The change request it answers.")
 
 
 class ProblemPage(BaseModel):
@@ -191,9 +207,10 @@ async def list_problems(
 async def _read(
     runtime: ServiceRuntime, context: RequestContext, problem_id: uuid.UUID
 ) -> dict[str, Any]:
-    return problems.problem_view(
-        await problems.get_problem(runtime.pool, problem_id, context.tenant_id)
-    )
+    problem = await problems.get_problem(runtime.pool, problem_id, context.tenant_id)
+    view = problems.problem_view(problem)
+    view["changes"] = await problems.changes_of_problem(runtime.pool, problem_id, context.tenant_id)
+    return view
 
 
 async def _transition(
