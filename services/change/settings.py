@@ -18,3 +18,5 @@ class ChangeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
     http_port: int = SERVICE.http_port
+    # How often overdue approval steps are looked for and escalated (cab).
+    approval_escalation_interval_seconds: float = 60.0

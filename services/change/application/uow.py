@@ -19,6 +19,7 @@ from typing import Any, Protocol, Self
 
 import asyncpg
 
+from services.change.adapters.approvals import PostgresCab
 from services.change.adapters.changes import CHANGES
 from services.change.domain.change import Change, ChangeChange
 from shared.context import RequestContext
@@ -50,6 +51,8 @@ class ChangeWork(UnitOfWork):
     """What a change use case may ask of its unit of work (real or fake)."""
 
     changes: Changes
+    # Risk and approvals (cab): rule sets, assessments, approval steps, decisions, CAB meetings.
+    cab: PostgresCab
 
 
 async def store_new_change(uow: ChangeWork, change: Change, events: Sequence[EventPayload]) -> None:
@@ -124,6 +127,7 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         super().__init__(pool, context, reactions)  # type: ignore[arg-type]
         self._joined = connection
         self.changes = _Changes(self)
+        self.cab = PostgresCab(self)
 
     @classmethod
     def joining(
