@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.change.adapters.approvals import StoredAssessment
@@ -126,7 +126,7 @@ async def assess(
     uow: ChangeWork,
     change: Change,
     *,
-    now: datetime,
+    now: datetime | None = None,
     level: str | None = None,
     reason: str | None = None,
     sources: RiskSources = UNKNOWN_SOURCES,
@@ -134,6 +134,7 @@ async def assess(
     """Assess the change (locked by the caller) under the tenant's rule set in force: record
     the assessment, set the change's risk level (a new version), announce both. `level`
     overrides the computed level and then needs a `reason` (422 naming it)."""
+    now = now or datetime.now(UTC)
     if change.state not in EDITABLE_STATES:
         raise Conflict(
             f"a change in {change.state} is no longer assessed",
