@@ -13,9 +13,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.change.application import approvals
+from services.change.application.uow import ChangeUnitOfWork, store_change
+from services.change.domain.change import transition
 from shared.db import tenant_transaction
 from shared.events.catalogue import CHANGE_EVENTS
-from tests.integration.cab_support import edit_change, move, new_change, read_change
+from tests.integration.cab_support import (
+    context,
+    edit_change,
+    move,
+    new_change,
+    read_change,
+)
 from tests.support import clock_passes, end_offsets, header, read_topic, sample_value
 
 ESCALATED = "itsm.change.approval_escalated.v1"
@@ -368,3 +376,36 @@ async def test_approvals_of_an_unknown_change_are_404(api, as_):
         await api.get(f"/changes/{missing}/approvals", headers=as_("a", "auditor"))
     ).status_code == 404
     assert (await decide(api, as_("carl"), type("C", (), {"id": missing}))).status_code == 404
+
+
+async def test_a_change_moved_by_any_unit_of_work_of_the_service_gets_its_approval_round(
+    api, pool, as_, tenant
+):
+    # The change use cases open `ChangeUnitOfWork(pool, context)`: it carries the reactions.
+    change = await new_change(pool, tenant)
+    async with ChangeUnitOfWork(pool, context(tenant, "mia")) as uow:
+        current = await uow.changes.get(change.id, lock=True)
+        assert current is not None
+        for state in ("assess", "authorize"):
+            moved = transition(current, state, actor="mia", now=datetime.now(UTC))
+            current = await store_change(uow, moved, "transitioned")
+    view = (await api.get(f"/changes/{change.id}/approvals", headers=as_("aud", "auditor"))).json()
+    assert (view["status"], [s["name"] for s in view["steps"]]) == (
+        "pending",
+        ["technical", "cab"],
+    )
+
+
+async def test_an_edited_standard_change_is_no_longer_pre_approved_and_needs_a_change_manager(
+    api, pool, as_, tenant
+):
+    change = await new_change(pool, tenant, type="standard")
+    await move(pool, tenant, change.id, "scheduled")
+    edited = await edit_change(pool, tenant, change.id, implementation_plan="also patch the OS")
+    assert edited.state == "authorize"
+    view = (await api.get(f"/changes/{change.id}/approvals", headers=as_("aud", "auditor"))).json()
+    assert [(s["name"], s["approvers"]["roles"]) for s in view["steps"]] == [
+        ("change_manager", ["change_manager"])
+    ]
+    assert (await decide(api, as_("mo", "change_manager"), change)).status_code == 201
+    assert (await read_change(pool, tenant, change.id)).state == "scheduled"

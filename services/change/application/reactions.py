@@ -9,9 +9,8 @@ They run inside the unit of work that recorded the event (`shared/uow.py`), befo
 | `ChangeUpdatedV1`      | approved content edited while in `authorize`: a new round for    |
 |                        | the new content hash (the old decisions are void) (cab)          |
 
-Use cases open their unit of work with `unit_of_work` (on the pool) or `joining` (inside a
-transaction the caller holds), both with these reactions, so that however a change enters
-`authorize`, its approvals are asked for.
+`ChangeUnitOfWork` takes these reactions when its caller names none, so that however a change
+enters `authorize`, its approvals are asked for; `unit_of_work` and `joining` say so explicitly.
 """
 
 from __future__ import annotations

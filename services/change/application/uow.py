@@ -111,6 +111,13 @@ class _Changes(_OnConnection):
         return await take_number(self._conn, self._tenant, CHANGES.kind)
 
 
+def _service_reactions() -> Reactions[Any]:
+    # Imported here: the reactions' use cases import this module.
+    from services.change.application.reactions import CHANGE_REACTIONS
+
+    return CHANGE_REACTIONS
+
+
 class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
     """The change service's unit of work on PostgreSQL: one tenant transaction on a pool, or,
     with `joining(conn, context)`, a block inside a transaction the caller holds (a consumer's),
@@ -124,6 +131,9 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         *,
         connection: Connection | None = None,
     ) -> None:
+        # Without the service's reactions a change could enter authorize and no approval round
+        # would open: every unit of work gets them unless the caller names others.
+        reactions = reactions if reactions is not None else _service_reactions()
         super().__init__(pool, context, reactions)  # type: ignore[arg-type]
         self._joined = connection
         self.changes = _Changes(self)
