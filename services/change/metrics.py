@@ -52,6 +52,11 @@ class ChangeMetrics:
             buckets=_DAYS,
             registry=registry,
         )
+        self.approval_escalations = Counter(
+            "itsm_change_approval_escalations_total",
+            "Approval steps escalated past their deadline (never approved by it).",
+            registry=registry,
+        )
         self.conflicts = Counter(
             "itsm_change_conflicts_found_total",
             "Conflicts found for change windows, by kind (change, maintenance_window, blackout,"

@@ -22,3 +22,5 @@ class ChangeSettings(ServiceSettings):
     census_interval_seconds: float = Field(
         default=30.0, gt=0, description="How often the change census gauge is refreshed."
     )
+    # How often overdue approval steps are looked for and escalated (cab).
+    approval_escalation_interval_seconds: float = 60.0

@@ -85,6 +85,19 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         ),
         "change:manage": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
         "change:configure": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        # --- risk and approvals of changes (cab) ---
+        # Read risk assessments, the risk rule set and the approval policies.
+        "risk:read": _READERS | {"cab_member", "integration"},
+        "risk:assess": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        # The tenant's risk rule set and approval policies (decision table, groups).
+        "change_policy:configure": frozenset({"tenant_admin", "provider_admin"}),
+        # A change's approvals and CAB meetings with their agenda.
+        "approval:read": _READERS | {"cab_member", "requester", "integration"},
+        # Decide on approval steps (only as an approver the step names) and see one's queue.
+        "approval:decide": frozenset(
+            {"agent", "change_manager", "cab_member", "tenant_admin", "provider_admin"}
+        ),
+        "cab:schedule": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
     }
 )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.base import EventPayload, event
 from shared.events.topics import CHANGE_EVENTS
@@ -147,3 +147,134 @@ class ChangeReviewedV1(EventPayload):
     lessons: str
     actions: list[str] = Field(default_factory=list)
     reviewer: str
+
+
+# --- risk and approvals (cab) ---
+# Risk assessments have the change as subject; approval events have the approval step as
+# subject (each step keeps its own sequence) and carry the change id; a CAB meeting's event has
+# the meeting as subject; rule-set changes have `risk-settings` or `approval-policies`.
+
+RiskLevelName = Literal["low", "medium", "high"]
+DecisionKind = Literal["approve", "reject"]
+
+
+class RiskFactorV1(BaseModel):
+    """One factor of a risk score: its input, its contribution in points, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    input: Any = None
+    contribution: float
+    explanation: str
+
+
+@event("itsm.change.risk_assessed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeRiskAssessedV1(EventPayload):
+    """A change's risk was assessed under a rule-set version (replayable from its inputs); the
+    change's `risk_level` is `level` (a person's override when `override_reason` is set)."""
+
+    change_id: str
+    assessment_id: str
+    rule_set_version: int
+    inputs: dict[str, Any]
+    factors: list[RiskFactorV1]
+    score: float
+    computed_level: RiskLevelName
+    level: RiskLevelName
+    override_reason: str | None = None
+
+
+@event("itsm.change.risk_settings_changed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeRiskSettingsChangedV1(EventPayload):
+    """A tenant saved a new risk rule set (weights, thresholds, hops) as `version`."""
+
+    version: int
+    rules: dict[str, Any]
+
+
+@event("itsm.change.approval_policies_changed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeApprovalPoliciesChangedV1(EventPayload):
+    """A tenant saved new approval policies (decision table and groups) as `version`."""
+
+    version: int
+    policies: dict[str, Any]
+
+
+@event("itsm.change.approval_requested.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeApprovalRequestedV1(EventPayload):
+    """An approval step is pending: its approvers may decide until `deadline_at`."""
+
+    change_id: str
+    step_id: str
+    step: str
+    round: int
+    position: int
+    approvers: dict[str, Any]
+    quorum: str
+    n: int | None = None
+    deadline_at: datetime
+    content_hash: str
+
+
+@event("itsm.change.approval_recorded.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeApprovalRecordedV1(EventPayload):
+    """A person decided on an approval step, bound to the change's content hash."""
+
+    change_id: str
+    step_id: str
+    step: str
+    approver: str
+    decision: DecisionKind
+    comment: str
+    content_hash: str
+    step_outcome: Literal["pending", "approved", "rejected"]
+    cab_meeting_id: str | None = None
+
+
+@event("itsm.change.authorized.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeAuthorizedV1(EventPayload):
+    """Every approval step of the change's round completed; the change is scheduled."""
+
+    change_id: str
+    round: int
+    content_hash: str
+    steps: list[str]
+    approvers: list[str]
+    waited_seconds: float
+
+
+@event("itsm.change.approval_rejected.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeApprovalRejectedV1(EventPayload):
+    """An approval step was rejected; the change went back to `assess` with the comment."""
+
+    change_id: str
+    round: int
+    step: str
+    approver: str
+    comment: str
+    content_hash: str
+    waited_seconds: float
+
+
+@event("itsm.change.approval_escalated.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeApprovalEscalatedV1(EventPayload):
+    """A pending approval step passed its deadline and was escalated; it stays pending (a
+    deadline never approves)."""
+
+    change_id: str
+    step_id: str
+    step: str
+    deadline_at: datetime
+    escalations: int
+    approvers: dict[str, Any]
+
+
+@event("itsm.change.cab_meeting_scheduled.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class CabMeetingScheduledV1(EventPayload):
+    """A CAB meeting was planned with its members (subject: the meeting id)."""
+
+    meeting_id: str
+    title: str
+    starts_at: datetime
+    members: list[str]

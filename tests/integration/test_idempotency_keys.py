@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi.routing import APIRoute
 
 from tests.conftest import DEFINITIONS
+from tests.integration import cab_support
 from tests.support import fetchval_as
 
 Json = dict[str, Any]
@@ -92,6 +94,52 @@ async def _upload(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
     return "/imports?source=vcenter", body, {"Content-Type": "application/x-ndjson"}
 
 
+def _tenant_of(headers: dict[str, str]) -> str:
+    token = headers["Authorization"].removeprefix("Bearer ")
+    tenants: list[str] = jwt.decode(token, options={"verify_signature": False})["tenants"]
+    return tenants[0]
+
+
+async def _awaiting_cab(api: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    """A change whose pending step is a CAB step the caller (alice) may decide."""
+    step = {"name": "cab", "approvers": {"users": ["alice"]}, "deadline": "P1D"}
+    policies = {"rows": [{"name": "alice decides", "steps": [step]}]}
+    current = await api.get("/approval-policies", headers=headers)
+    saved = await api.put(
+        "/approval-policies",
+        json=policies,
+        headers={**headers, "If-Match": current.headers["etag"]},
+    )
+    assert saved.status_code == 200, saved.text
+    pool = api.runtime.pool  # type: ignore[attr-defined]
+    tenant = _tenant_of(headers)
+    change = await cab_support.new_change(pool, tenant)
+    await cab_support.move(pool, tenant, change.id, "assess", "authorize")
+    return str(change.id)
+
+
+async def _risk_assessment(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    change = await cab_support.new_change(api.runtime.pool, _tenant_of(headers))  # type: ignore[attr-defined]
+    return f"/changes/{change.id}/risk-assessments", {}, {}
+
+
+async def _approval(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    change_id = await _awaiting_cab(api, headers)
+    return f"/changes/{change_id}/approvals", {"decision": "approve"}, {}
+
+
+async def _cab_decision(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    change_id = await _awaiting_cab(api, headers)
+    meeting = await api.post(
+        "/cab-meetings",
+        json={"starts_at": "2030-01-07T10:00:00Z", "members": ["alice"]},
+        headers=headers,
+    )
+    assert meeting.status_code == 201, meeting.text
+    path = f"/cab-meetings/{meeting.json()['id']}/decisions"
+    return path, {"change_id": change_id, "decision": "approve"}, {}
+
+
 # Every creating POST of every service, with a request that creates something.
 CREATING: dict[tuple[str, str], Setup] = {
     ("incident", "/incidents"): _fixed(
@@ -142,6 +190,12 @@ CREATING: dict[tuple[str, str], Setup] = {
         "/change-templates",
         {"name": "Restart", "implementation_plan": "restart", "backout_plan": "none"},
     ),
+    ("change", "/changes/{change_id}/risk-assessments"): _risk_assessment,
+    ("change", "/changes/{change_id}/approvals"): _approval,
+    ("change", "/cab-meetings"): _fixed(
+        "/cab-meetings", {"starts_at": "2030-01-07T10:00:00Z", "members": ["carl", "cora"]}
+    ),
+    ("change", "/cab-meetings/{meeting_id}/decisions"): _cab_decision,
 }
 
 

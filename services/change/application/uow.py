@@ -20,6 +20,7 @@ from typing import Any, Protocol, Self
 import asyncpg
 
 from services.change.adapters import change_records
+from services.change.adapters.approvals import PostgresCab
 from services.change.adapters.changes import CHANGES
 from services.change.adapters.unauthorized import PostgresUnauthorizedDetections
 from services.change.application.ports import ChangeSettingsStore, Evidence, Projection, Templates
@@ -76,6 +77,8 @@ class ChangeWork(UnitOfWork):
     templates: Templates
     evidence: Evidence
     projection: Projection
+    # Risk and approvals (cab): rule sets, assessments, approval steps, decisions, CAB meetings.
+    cab: PostgresCab
 
 
 async def store_new_change(uow: ChangeWork, change: Change, events: Sequence[EventPayload]) -> None:
@@ -134,6 +137,13 @@ class _Changes(_OnConnection):
         return await take_number(self._conn, self._tenant, CHANGES.kind)
 
 
+def _service_reactions() -> Reactions[Any]:
+    # Imported here: the reactions' use cases import this module.
+    from services.change.application.reactions import CHANGE_REACTIONS
+
+    return CHANGE_REACTIONS
+
+
 class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
     """The change service's unit of work on PostgreSQL: one tenant transaction on a pool, or,
     with `joining(conn, context)`, a block inside a transaction the caller holds (a consumer's),
@@ -147,6 +157,9 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         *,
         connection: Connection | None = None,
     ) -> None:
+        # Without the service's reactions a change could enter authorize and no approval round
+        # would open: every unit of work gets them unless the caller names others.
+        reactions = reactions if reactions is not None else _service_reactions()
         super().__init__(pool, context, reactions)  # type: ignore[arg-type]
         self._joined = connection
         self.changes = _Changes(self)
@@ -155,6 +168,7 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         self.templates = change_records.PgTemplates(self)
         self.evidence = change_records.PgEvidence(self)
         self.projection = change_records.PgProjection(self)
+        self.cab = PostgresCab(self)
 
     @classmethod
     def joining(
