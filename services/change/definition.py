@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from services.change.entrypoints.consumers import consumers
+from services.change.entrypoints.http_schedule import router as schedule_router
 from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE, ChangeSettings
 from shared.service import ServiceDefinition
@@ -14,5 +15,6 @@ DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition
     service_metrics=ChangeMetrics,
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,
+    routers=[schedule_router],
     description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
 )

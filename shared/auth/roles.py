@@ -65,6 +65,10 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # Calendars and SLA policies: the service catalogue side of service level management.
         "catalogue:define": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
         "baseline:create": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
+        # The change schedule (schedule): windows are the change manager's; everyone who takes
+        # part in changes reads the schedule, its conflicts and its feed.
+        "change_window:manage": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        "schedule:read": _READERS | {"requester", "cab_member", "integration"},
     }
 )
 
