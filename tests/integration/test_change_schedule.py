@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import icalendar
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.change.application import schedule as use_cases
 from services.change.application.uow import ChangeUnitOfWork, store_new_change
@@ -20,8 +21,16 @@ from services.change.domain.change import Change, open_change
 from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.errors import Conflict
-from shared.events.catalogue import CHANGE_EVENTS
-from tests.support import header, published_so_far, read_topic, sample_value
+from shared.events.catalogue import CHANGE_EVENTS, CONFIG_EVENTS, CalendarDefinedV1, CalendarV1
+from shared.events.envelope import new_envelope
+from tests.support import (
+    eventually,
+    header,
+    published_so_far,
+    read_topic,
+    sample_value,
+    send_event,
+)
 
 DAY = datetime(2027, 3, 1, tzinfo=UTC)  # a Monday, far from any real "now"
 CONFLICTS = "itsm_change_conflicts_found_total"
@@ -469,3 +478,40 @@ async def test_another_tenant_sees_none_of_the_windows_or_conflicts(
     assert (await api.get(f"/change-windows/{made.json()['id']}", headers=other)).status_code == 404
     assert (await api.get(f"/changes/{change.id}/conflicts", headers=other)).status_code == 404
     assert (await api.get("/change-windows", headers=other)).json()["items"] == []
+
+
+async def test_a_window_named_after_a_business_calendar_is_read_in_the_calendar_zone(
+    api, manager, tenant, infra
+):
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
+    await producer.start()
+    try:
+        for version, zone in ((2, "Asia/Kolkata"), (1, "America/New_York")):  # stale 1 after 2
+            calendar = CalendarDefinedV1(
+                name="ops-hours",
+                calendar=CalendarV1(timezone=zone, weekly_hours={}),
+                version=version,
+            )
+            await send_event(
+                producer,
+                new_envelope(
+                    source="itsm/config",
+                    type="itsm.config.calendar.defined.v1",
+                    subject="calendar/ops-hours",
+                    tenantid=tenant,
+                    itsmversion=version,
+                    actor="tester",
+                    data=calendar.model_dump(mode="json"),
+                ),
+                CONFIG_EVENTS,
+            )
+    finally:
+        await producer.stop()
+    body = window_body(calendar="ops-hours", time_zone=None)
+    unknown = await api.post("/change-windows", json={**body, "calendar": "nope"}, headers=manager)
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "calendar"
+    made = await eventually(
+        lambda: api.post("/change-windows", json=body, headers=manager),
+        lambda r: r.status_code == 201,
+    )
+    assert made.json()["time_zone"] == "Asia/Kolkata" and made.json()["calendar"] == "ops-hours"

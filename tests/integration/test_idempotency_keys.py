@@ -133,6 +133,26 @@ CREATING: dict[tuple[str, str], Setup] = {
     ("config", "/baselines"): _fixed("/baselines", {"name": "before-upgrade"}),
     # Streamed: it honours the key itself (services/config/application/imports.py).
     ("config", "/imports"): _upload,
+    ("change", "/change-windows"): _fixed(
+        "/change-windows",
+        {
+            "name": "Year-end freeze",
+            "kind": "blackout",
+            "scope": "all",
+            "start": "2027-12-20T00:00:00",
+            "duration": "P14D",
+            "time_zone": "Europe/Berlin",
+        },
+    ),
+    # Creates nothing (a hypothetical window's conflicts), but a retry is answered the same.
+    ("change", "/schedule/conflicts"): _fixed(
+        "/schedule/conflicts",
+        {
+            "ci_ids": [str(uuid.uuid4())],
+            "start": "2027-12-20T00:00:00Z",
+            "end": "2027-12-20T02:00:00Z",
+        },
+    ),
 }
 
 

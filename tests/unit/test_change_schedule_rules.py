@@ -176,8 +176,7 @@ def free(slot: Interval, busy: list[Interval], allowed: list[list[Interval]]) ->
         quarters.append(t)
         t += STEP
     inside = all(
-        all(any(a[0] <= q and q + STEP <= a[1] for a in each) for q in quarters)
-        for each in allowed
+        all(any(a[0] <= q and q + STEP <= a[1] for a in each) for q in quarters) for each in allowed
     )
     return clear and inside
 

@@ -8,6 +8,10 @@ validate a change's affected CIs, derive its business services and walk its blas
 updated, transitioned, declared major) and the incidents flagged as possibly caused by a change
 (`adapters/incidents.py`): open major incidents on a change's services and CIs, the incidents an
 emergency change links to, and the evidence of a change's outcome.
+
+`change-calendar-projection` keeps the config service's business-hours calendars
+(`adapters/windows.py`): a maintenance or blackout window named after one is read in its time
+zone.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from services.change.adapters import incidents
+from services.change.adapters import incidents, windows
 from services.change.settings import SERVICE
 from shared.cmdb.consumer import cmdb_consumer
 from shared.db import Connection
 from shared.events.catalogue import (
+    CalendarDefinedV1,
     ChangeSuspectedV1,
     IncidentCreatedV1,
     IncidentTransitionedV1,
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from shared.service import ServiceRuntime
 
 INCIDENT_PROJECTION_CONSUMER = "change-incident-projection"
+CALENDAR_PROJECTION_CONSUMER = "change-calendar-projection"
 
 
 def cmdb_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
@@ -73,6 +79,31 @@ def incident_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+async def apply_calendars(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+    """Business calendars defined or redefined; stale versions change nothing."""
+    for event in events:
+        if not isinstance(event.payload, CalendarDefinedV1):
+            raise TypeError(f"the calendar projection does not apply {event.envelope.type}")
+        await windows.upsert_calendar(conn, event.envelope.tenantid, event.payload)
+
+
+def calendar_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Keeps the business calendars whose time zones windows are read in."""
+    return EventConsumer(
+        name=CALENDAR_PROJECTION_CONSUMER,
+        handles=(CalendarDefinedV1,),
+        handler=apply_calendars,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the change service."""
-    return [cmdb_projection_consumer(runtime), incident_projection_consumer(runtime)]
+    return [
+        cmdb_projection_consumer(runtime),
+        incident_projection_consumer(runtime),
+        calendar_projection_consumer(runtime),
+    ]
