@@ -99,9 +99,20 @@ def test_per_ci_maintenance_windows_are_honoured_not_just_global_ones() -> None:
         rrule="FREQ=WEEKLY",
     )
     found = detect(WORK, around(monday, sunday))
-    assert [(c.kind, c.ci_ids, c.other_id) for c in found] == [
-        ("maintenance_window", ("app",), "WIN2")
+    assert [(c.kind, c.ci_ids, c.other_id, c.other_reference) for c in found] == [
+        ("maintenance_window", ("app",), str(sunday.id), "WIN2")
     ]
+
+
+def test_cis_outside_the_same_maintenance_windows_are_listed_together_in_one_conflict() -> None:
+    weekends = make_window(
+        kind="maintenance",
+        start=datetime(2026, 6, 6, 0, 0),
+        duration_seconds=2 * 86400,
+        rrule="FREQ=WEEKLY",
+    )
+    found = detect(WORK, around(weekends))
+    assert [(c.kind, c.ci_ids) for c in found] == [("maintenance_window", ("db", "app"))]
 
 
 def test_a_ci_without_maintenance_windows_is_never_outside_them() -> None:

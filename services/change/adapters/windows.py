@@ -44,35 +44,15 @@ WINDOWS = RecordTable(
     arrays=("ci_ids", "exclusions"),
 )
 
-# From each CI, up to $3 relationships upstream (to what depends on it) or downstream (to what
-# it depends on), never mixing the two: siblings that share a dependency are not neighbours.
-# One statement for every CI at once (a walk per CI would be a round trip per CI).
-_NEAR = """
-WITH RECURSIVE reach(origin, ci, depth, up) AS (
-    SELECT o, o, 0, d FROM unnest($2::text[]) o CROSS JOIN (VALUES (true), (false)) v(d)
-    UNION
-    SELECT r.origin, n.ci, r.depth + 1, r.up
-    FROM reach r
-    CROSS JOIN LATERAL (
-        SELECT e.dependent_id FROM cmdb_relationships e
-        WHERE r.up AND e.tenant_id = $1 AND e.dependency_id = r.ci AND NOT e.removed
-        UNION ALL
-        SELECT e.dependency_id FROM cmdb_relationships e
-        WHERE NOT r.up AND e.tenant_id = $1 AND e.dependent_id = r.ci AND NOT e.removed
-    ) n(ci)
-    WHERE r.depth < $3
+# The CIs one relationship up (what depends on them: `up`) or down (what they depend on) from
+# a set, in one statement for both directions.
+_STEP = (
+    "SELECT dependency_id AS ci, dependent_id AS next, true AS up FROM cmdb_relationships"
+    " WHERE tenant_id = $1 AND dependency_id = ANY($2::text[]) AND NOT removed"
+    " UNION ALL"
+    " SELECT dependent_id, dependency_id, false FROM cmdb_relationships"
+    " WHERE tenant_id = $1 AND dependent_id = ANY($3::text[]) AND NOT removed"
 )
-SELECT origin, ci, min(depth) AS depth FROM reach GROUP BY origin, ci
-"""
-
-_BOOKED = """
-SELECT id, number, state, planned_start, planned_end, affected_cis, implementer
-FROM changes
-WHERE tenant_id = $1 AND planned_start < $3 AND planned_end > $2
-  AND state <> ALL('{cancelled,closed}'::text[])
-  AND (affected_cis && $4::uuid[] OR ($5::text IS NOT NULL AND implementer = $5))
-ORDER BY planned_start, number
-"""
 
 
 def as_uuids(ci_ids: Sequence[str]) -> list[uuid.UUID]:
@@ -99,12 +79,35 @@ async def neighbourhood(
     conn: Connection, tenant_id: str, ci_ids: Sequence[str], hops: int
 ) -> dict[str, dict[str, int]]:
     """For each CI, the CIs within `hops` relationships up or downstream and their distance
-    (the CI itself at 0)."""
+    (the CI itself at 0). Up and down are walked apart, never mixed: siblings that share a
+    dependency are not neighbours. One query per direction and hop for all the CIs at once
+    (`shared.cmdb.walks.walk` is one CI's walk: a round trip per CI here)."""
     near: dict[str, dict[str, int]] = {ci: {ci: 0} for ci in ci_ids}
-    if hops < 1 or not ci_ids:
-        return near
-    for row in await conn.fetch(_NEAR, tenant_id, list(ci_ids), hops):
-        near[row["origin"]][row["ci"]] = row["depth"]
+    # direction (up?) -> origin -> the CIs reached at the last depth in that direction
+    frontier: dict[bool, dict[str, set[str]]] = {
+        True: {ci: {ci} for ci in ci_ids},
+        False: {ci: {ci} for ci in ci_ids},
+    }
+    for depth in range(1, hops + 1):
+        wanted = {
+            up: sorted({ci for reached in by_origin.values() for ci in reached})
+            for up, by_origin in frontier.items()
+        }
+        if not wanted[True] and not wanted[False]:
+            break
+        edges: dict[tuple[bool, str], list[str]] = {}
+        for row in await conn.fetch(_STEP, tenant_id, wanted[True], wanted[False]):
+            edges.setdefault((row["up"], row["ci"]), []).append(row["next"])
+        for up, by_origin in frontier.items():
+            following: dict[str, set[str]] = {}
+            for origin, reached in by_origin.items():
+                mine = near[origin]
+                found = {n for ci in reached for n in edges.get((up, ci), ()) if n not in mine}
+                for ci in found:
+                    mine[ci] = depth
+                if found:
+                    following[origin] = found
+            frontier[up] = following
     return near
 
 
@@ -162,8 +165,15 @@ async def booked_changes(
 ) -> list[BookedChange]:
     """Changes (not cancelled or closed) whose planned window overlaps [start, end), on one of
     these CIs or by this implementer."""
-    rows = await conn.fetch(_BOOKED, tenant_id, start, end, as_uuids(ci_ids), implementer)
-    return [_booked(r) for r in rows]
+    # The window index narrows to the few changes of a period; matching thousands of CIs
+    # against them here is cheaper than an array overlap over the GIN index.
+    wanted = set(ci_ids)
+    return [
+        change
+        for change in await overlapping_changes(conn, tenant_id, start, end)
+        if (implementer is not None and change.implementer == implementer)
+        or not wanted.isdisjoint(change.ci_ids)
+    ]
 
 
 async def overlapping_changes(

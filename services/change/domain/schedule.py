@@ -102,24 +102,36 @@ def _ref(number: int) -> str:
     return f"CHG{number}"
 
 
-def _nearest(planned_ci: str, others: Sequence[str], near: Mapping[str, Mapping[str, int]]) -> int:
-    reach = near.get(planned_ci, {planned_ci: 0})
-    return min((reach[o] for o in others if o in reach), default=-1)
-
-
 def detect(planned: PlannedWork, around: Surroundings) -> list[ScheduleConflict]:
     """Every conflict of the planned window (see the module docstring), by kind then other."""
     window = (planned.start, planned.end)
     found: list[ScheduleConflict] = []
-    for other in around.changes:
-        if other.id == planned.change_id or other.state in FINISHED_STATES:
-            continue
-        if not overlaps(window, (other.start, other.end)):
-            continue
-        distances = {ci: _nearest(ci, other.ci_ids, around.near) for ci in planned.ci_ids}
-        involved = tuple(ci for ci, hops in distances.items() if hops >= 0)
+    others = [
+        other
+        for other in around.changes
+        if other.id != planned.change_id
+        and other.state not in FINISHED_STATES
+        and overlaps(window, (other.start, other.end))
+    ]
+    # For each CI a booked change is on, the changes on it: each planned CI then looks at its
+    # own neighbourhood only (thousands of CIs against a few changes, or the reverse).
+    on_ci: dict[str, list[int]] = {}
+    for at, other in enumerate(others):
+        for ci in other.ci_ids:
+            on_ci.setdefault(ci, []).append(at)
+    # change index -> {planned CI: its distance to the change's nearest CI}
+    reached: dict[int, dict[str, int]] = {}
+    for ci in planned.ci_ids:
+        for neighbour, hops in around.near.get(ci, {ci: 0}).items():
+            for at in on_ci.get(neighbour, ()):
+                distances = reached.setdefault(at, {})
+                if hops < distances.get(ci, hops + 1):
+                    distances[ci] = hops
+    for at, other in enumerate(others):
+        distances = reached.get(at, {})
+        involved = tuple(ci for ci in planned.ci_ids if ci in distances)
         if involved:
-            closest = min(distances[ci] for ci in involved)
+            closest = min(distances.values())
             where = "on the same CI" if closest == 0 else f"within {closest} hop(s)"
             found.append(
                 ScheduleConflict(
@@ -141,22 +153,29 @@ def detect(planned: PlannedWork, around: Surroundings) -> list[ScheduleConflict]
                     _ref(other.number),
                 )
             )
-    outside: dict[tuple[str, ...], list[str]] = {}
+    outside: dict[tuple[int, ...], list[str]] = {}
     maintenance = [(w, occ) for w, occ in around.windows if w.kind == "maintenance"]
+    # CIs with the same maintenance windows share the answer: work it out once per set.
+    inside: dict[tuple[int, ...], bool] = {}
     for ci in planned.ci_ids:
         services = around.services.get(ci, ())
-        mine = [(w, occ) for w, occ in maintenance if w.covers(ci, services)]
-        if mine and not contains(merge(i for _, occ in mine for i in occ), *window):
-            names = tuple(sorted(w.reference or w.name for w, _ in mine))
-            outside.setdefault(names, []).append(ci)
-    for names, cis in outside.items():
+        key = tuple(i for i, (w, _) in enumerate(maintenance) if w.covers(ci, services))
+        if not key:
+            continue
+        if key not in inside:
+            inside[key] = contains(merge(i for at in key for i in maintenance[at][1]), *window)
+        if not inside[key]:
+            outside.setdefault(key, []).append(ci)
+    for key, cis in outside.items():
+        mine = [maintenance[at][0] for at in key]
+        names = ", ".join(f"{w.reference} {w.name!r}" for w in mine)
         found.append(
             ScheduleConflict(
                 "maintenance_window",
-                f"outside the maintenance window(s) {', '.join(names)} of these CIs",
+                f"outside the maintenance window(s) {names} of these CIs",
                 tuple(cis),
-                names[0] if len(names) == 1 else None,
-                None,
+                str(mine[0].id) if len(mine) == 1 else None,
+                mine[0].reference if len(mine) == 1 else None,
             )
         )
     for blackout, occurrences in around.windows:

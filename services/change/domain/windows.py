@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar, Final, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -97,13 +98,18 @@ class ChangeWindow(VersionedRecord):
         """How long each occurrence lasts (elapsed time)."""
         return timedelta(seconds=self.duration_seconds)
 
-    def covers(self, ci_id: str, services: Iterable[str]) -> bool:
+    def covers(self, ci_id: str, services: Collection[str]) -> bool:
         """Whether the window applies to this CI, which supports these business services."""
         if self.scope == "all":
             return True
         if self.scope == "service":
-            return self.service == ci_id or self.service in set(services)
-        return ci_id in self.ci_ids
+            return self.service is not None and (self.service == ci_id or self.service in services)
+        return ci_id in self._covered
+
+    @cached_property
+    def _covered(self) -> frozenset[str]:
+        # A blackout may name thousands of CIs; a change may involve thousands too.
+        return frozenset(self.ci_ids)
 
     def occurrences(self, start: datetime, end: datetime) -> list[Interval]:
         """The occurrences (UTC) that overlap [start, end), in order."""
