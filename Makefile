@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -56,6 +56,10 @@ bench-cmdb: install
 # Incidents: creation over HTTP vs raw INSERT, a 20,000-alert storm, 100,000 SLA clocks.
 bench-incident: install
 	$(PY) -m tests.benchmarks.incident
+
+# Change schedule: conflicts of a change on 1,000 CIs among 10,000 changes in a 100,000-CI CMDB.
+bench-change: install
+	$(PY) -m tests.benchmarks.change_conflicts
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -267,29 +267,33 @@ class BusinessCalendar:
         return tuple(intervals)
 
     def _first_instant_showing(self, wall: datetime) -> datetime:
-        """The first instant at which the local clock shows the naive time `wall` or later."""
-        # fold=0 is the first occurrence of a repeated wall time.
-        instant = wall.replace(tzinfo=self._zone).astimezone(UTC)
-        if self._wall_time(instant) == wall:
-            return instant
-        # `wall` was skipped when the clock sprang forward: find the jump, to the second
-        # (time zone offsets and transitions are whole seconds). The two folds of a
-        # skipped time map to instants on either side of the jump.
-        other = wall.replace(tzinfo=self._zone, fold=1).astimezone(UTC)
-        before, after = sorted((int(instant.timestamp()), int(other.timestamp())))
-        while after - before > 1:
-            middle = (before + after) // 2
-            if self._wall_time(datetime.fromtimestamp(middle, UTC)) >= wall:
-                after = middle
-            else:
-                before = middle
-        return datetime.fromtimestamp(after, UTC)
+        return first_instant_showing(wall, self._zone)
 
     def _wall_time(self, instant: datetime) -> datetime:
         return instant.astimezone(self._zone).replace(tzinfo=None)
 
     def _local_date(self, instant: datetime) -> date:
         return instant.astimezone(self._zone).date()
+
+
+def first_instant_showing(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant (UTC) at which the clock of `zone` shows the naive time `wall` or later."""
+    # fold=0 is the first occurrence of a repeated wall time.
+    instant = wall.replace(tzinfo=zone).astimezone(UTC)
+    if instant.astimezone(zone).replace(tzinfo=None) == wall:
+        return instant
+    # `wall` was skipped when the clock sprang forward: find the jump, to the second
+    # (time zone offsets and transitions are whole seconds). The two folds of a
+    # skipped time map to instants on either side of the jump.
+    other = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    before, after = sorted((int(instant.timestamp()), int(other.timestamp())))
+    while after - before > 1:
+        middle = (before + after) // 2
+        if datetime.fromtimestamp(middle, zone).replace(tzinfo=None) >= wall:
+            after = middle
+        else:
+            before = middle
+    return datetime.fromtimestamp(after, UTC)
 
 
 def elapsed_business_seconds(

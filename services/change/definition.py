@@ -8,6 +8,7 @@ from services.change.application.census import census_loop
 from services.change.entrypoints import http_cab
 from services.change.entrypoints.consumers import consumers
 from services.change.entrypoints.http_changes import router as changes_router
+from services.change.entrypoints.http_schedule import router as schedule_router
 from services.change.entrypoints.http_settings import router as settings_router
 from services.change.entrypoints.http_templates import router as templates_router
 from services.change.metrics import ChangeMetrics
@@ -36,7 +37,7 @@ DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition
     name=SERVICE.name,
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[changes_router, templates_router, settings_router, http_cab.router],
+    routers=[changes_router, templates_router, settings_router, http_cab.router, schedule_router],
     service_metrics=ChangeMetrics,
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,

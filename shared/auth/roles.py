@@ -98,6 +98,10 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
             {"agent", "change_manager", "cab_member", "tenant_admin", "provider_admin"}
         ),
         "cab:schedule": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        # The change schedule (schedule): windows are the change manager's; everyone who takes
+        # part in changes reads the schedule, its conflicts and its feed.
+        "change_window:manage": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
+        "schedule:read": _READERS | {"requester", "cab_member", "integration"},
     }
 )
 

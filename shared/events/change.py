@@ -4,7 +4,7 @@ consumers use. Every event's subject is the change id (`change_id`), unless it s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -278,3 +278,89 @@ class CabMeetingScheduledV1(EventPayload):
     title: str
     starts_at: datetime
     members: list[str]
+
+
+# --- the change schedule: windows, conflicts, blackout overrides (schedule) ---
+
+WindowKindName = Literal["maintenance", "blackout"]
+WindowScopeName = Literal["all", "service", "cis"]
+ConflictKindName = Literal[
+    "change", "maintenance_window", "blackout", "implementer", "major_incident"
+]
+
+
+@event("itsm.change.window_defined.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeWindowDefinedV1(EventPayload):
+    """A maintenance or blackout window was defined or revised (subject: the window id)."""
+
+    window_id: str
+    number: int
+    name: str
+    kind: WindowKindName
+    scope: WindowScopeName
+    service: str | None = Field(default=None, description="The business service (scope service).")
+    ci_ids: list[str] = Field(default_factory=list, description="The CIs (scope cis).")
+    start: str = Field(description="Local wall-clock start (ISO 8601, no offset) in time_zone.")
+    time_zone: str = Field(description="IANA time zone the start and the RRULE are read in.")
+    calendar: str | None = Field(
+        default=None, description="The business calendar the time zone was taken from."
+    )
+    duration_seconds: int
+    rrule: str | None = Field(default=None, description="RFC 5545 RRULE value, if recurring.")
+    exclusions: list[date] = Field(
+        default_factory=list, description="Local dates on which no occurrence starts."
+    )
+    version: int
+    previous_version: int | None = Field(default=None, description="None for a new window.")
+
+
+@event("itsm.change.window_retired.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeWindowRetiredV1(EventPayload):
+    """A window was retired: it no longer applies (subject: the window id)."""
+
+    window_id: str
+    number: int
+    kind: WindowKindName
+    reason: str
+    version: int
+
+
+class ScheduleConflictV1(BaseModel):
+    """One conflict of a change's window: its kind, every CI of the change it involves, and the
+    other change, window or incident."""
+
+    kind: ConflictKindName
+    detail: str
+    ci_ids: list[str]
+    other_id: str | None = None
+    other_reference: str | None = None
+
+
+@event("itsm.change.conflict_detected.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeConflictDetectedV1(EventPayload):
+    """A change's conflicts were computed and differ from the last computed set (an empty list:
+    the conflicts are gone)."""
+
+    change_id: str
+    planned_start: datetime | None
+    planned_end: datetime | None
+    hops: int
+    conflicts: list[ScheduleConflictV1]
+    fingerprint: str = Field(description="SHA-256 of the conflicts, to compare sets.")
+
+
+class OverriddenBlackoutV1(BaseModel):
+    """A blackout a change was scheduled into, and the change's CIs it covers."""
+
+    window_id: str
+    name: str
+    ci_ids: list[str]
+
+
+@event("itsm.change.blackout_overridden.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeBlackoutOverriddenV1(EventPayload):
+    """A change was scheduled into blackout windows with an emergency override and its reason."""
+
+    change_id: str
+    reason: str
+    blackouts: list[OverriddenBlackoutV1]

@@ -196,6 +196,26 @@ CREATING: dict[tuple[str, str], Setup] = {
         "/cab-meetings", {"starts_at": "2030-01-07T10:00:00Z", "members": ["carl", "cora"]}
     ),
     ("change", "/cab-meetings/{meeting_id}/decisions"): _cab_decision,
+    ("change", "/change-windows"): _fixed(
+        "/change-windows",
+        {
+            "name": "Year-end freeze",
+            "kind": "blackout",
+            "scope": "all",
+            "start": "2027-12-20T00:00:00",
+            "duration": "P14D",
+            "time_zone": "Europe/Berlin",
+        },
+    ),
+    # Creates nothing (a hypothetical window's conflicts), but a retry is answered the same.
+    ("change", "/schedule/conflicts"): _fixed(
+        "/schedule/conflicts",
+        {
+            "ci_ids": [str(uuid.uuid4())],
+            "start": "2027-12-20T00:00:00Z",
+            "end": "2027-12-20T02:00:00Z",
+        },
+    ),
 }
 
 

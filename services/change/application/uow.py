@@ -23,8 +23,11 @@ from services.change.adapters import change_records
 from services.change.adapters.approvals import PostgresCab
 from services.change.adapters.changes import CHANGES
 from services.change.adapters.unauthorized import PostgresUnauthorizedDetections
+from services.change.adapters.windows import PostgresSchedule
 from services.change.application.ports import ChangeSettingsStore, Evidence, Projection, Templates
 from services.change.domain.change import Change, ChangeChange
+from services.change.domain.schedule import BookedChange, OpenMajorIncident
+from services.change.domain.windows import ChangeWindow
 from shared.context import RequestContext
 from shared.db import Connection
 from shared.events.catalogue import EventPayload
@@ -67,6 +70,56 @@ class UnauthorizedDetections(Protocol):
     async def services_of(self, ci_id: uuid.UUID) -> Sequence[str]: ...
 
 
+# --- the change schedule (schedule) ---
+class Schedule(Protocol):
+    """The tenant's maintenance and blackout windows, and what the schedule reads around a
+    planned window: the CMDB neighbourhood, changes holding places, open major incidents, the
+    conflicts last computed per change, business calendars' time zones."""
+
+    async def window(self, window_id: uuid.UUID) -> ChangeWindow | None: ...
+    async def locked_window(self, window_id: uuid.UUID, expected: int | None) -> ChangeWindow: ...
+    async def insert_window(self, window: ChangeWindow) -> None: ...
+    async def save_window(self, window: ChangeWindow) -> None: ...
+    async def record_window_history(
+        self, window: ChangeWindow, *, action: str, changes: dict[str, Any]
+    ) -> None: ...
+    async def window_history(self, window_id: uuid.UUID) -> list[dict[str, Any]]: ...
+    async def search_windows(
+        self, where: Sequence[Condition], *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[ChangeWindow]: ...
+    async def next_window_number(self) -> int: ...
+    async def active_windows(self) -> list[ChangeWindow]: ...
+    async def neighbourhood(
+        self, ci_ids: Sequence[str], hops: int
+    ) -> dict[str, dict[str, int]]: ...
+    async def services_of(self, ci_ids: Sequence[str]) -> dict[str, tuple[str, ...]]: ...
+    async def known_cis(self, ci_ids: Sequence[str]) -> set[str]: ...
+    async def service_known(self, service: str) -> bool: ...
+    async def cis_of_service(self, service: str) -> list[str]: ...
+    async def booked_changes(
+        self, start: datetime, end: datetime, *, ci_ids: Sequence[str], implementer: str | None
+    ) -> list[BookedChange]: ...
+    async def major_incidents(
+        self, services: Sequence[str], ci_ids: Sequence[str]
+    ) -> list[OpenMajorIncident]: ...
+    async def last_conflicts(
+        self, change_id: uuid.UUID
+    ) -> tuple[str, list[dict[str, Any]]] | None: ...
+    async def keep_conflicts(
+        self, change_id: uuid.UUID, fingerprint: str, conflicts: list[dict[str, Any]], now: datetime
+    ) -> bool: ...
+    async def calendar_zone(self, name: str) -> str | None: ...
+    async def changes_in(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        ci_ids: Sequence[str],
+        states: Sequence[str],
+        limit: int,
+    ) -> list[Change]: ...
+
+
 class ChangeWork(UnitOfWork):
     """What a change use case may ask of its unit of work (real or fake)."""
 
@@ -79,6 +132,7 @@ class ChangeWork(UnitOfWork):
     projection: Projection
     # Risk and approvals (cab): rule sets, assessments, approval steps, decisions, CAB meetings.
     cab: PostgresCab
+    schedule: Schedule
 
 
 async def store_new_change(uow: ChangeWork, change: Change, events: Sequence[EventPayload]) -> None:
@@ -169,6 +223,7 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         self.evidence = change_records.PgEvidence(self)
         self.projection = change_records.PgProjection(self)
         self.cab = PostgresCab(self)
+        self.schedule: Schedule = PostgresSchedule(self)
 
     @classmethod
     def joining(

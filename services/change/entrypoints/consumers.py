@@ -15,6 +15,10 @@ for review, once per detection (`application/unauthorized.py`).
 
 `change-problem-requests` opens a change for each problem's change request, exactly once per
 request id (`application/problem_changes.py`).
+
+`change-calendar-projection` keeps the config service's business-hours calendars
+(`adapters/windows.py`): a maintenance or blackout window named after one is read in its time
+zone.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from services.change.adapters import incidents
+from services.change.adapters import incidents, windows
 from services.change.application.problem_changes import open_requested_change
 from services.change.application.unauthorized import record_detections
 from services.change.metrics import ChangeMetrics
@@ -30,6 +34,7 @@ from services.change.settings import SERVICE
 from shared.cmdb.consumer import cmdb_consumer
 from shared.db import Connection
 from shared.events.catalogue import (
+    CalendarDefinedV1,
     ChangeSuspectedV1,
     IncidentCreatedV1,
     IncidentTransitionedV1,
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 
 INCIDENT_PROJECTION_CONSUMER = "change-incident-projection"
 PROBLEM_REQUESTS_CONSUMER = "change-problem-requests"
+CALENDAR_PROJECTION_CONSUMER = "change-calendar-projection"
 
 
 def cmdb_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
@@ -131,6 +137,27 @@ def problem_requests_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+async def apply_calendars(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+    """Business calendars defined or redefined; stale versions change nothing."""
+    for event in events:
+        if not isinstance(event.payload, CalendarDefinedV1):
+            raise TypeError(f"the calendar projection does not apply {event.envelope.type}")
+        await windows.upsert_calendar(conn, event.envelope.tenantid, event.payload)
+
+
+def calendar_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Keeps the business calendars whose time zones windows are read in."""
+    return EventConsumer(
+        name=CALENDAR_PROJECTION_CONSUMER,
+        handles=(CalendarDefinedV1,),
+        handler=apply_calendars,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the change service."""
     return [
@@ -138,4 +165,5 @@ def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
         incident_projection_consumer(runtime),
         unauthorized_consumer(runtime),
         problem_requests_consumer(runtime),
+        calendar_projection_consumer(runtime),
     ]
