@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from services.change.entrypoints import http_deployments, http_releases, http_webhooks
 from services.change.entrypoints.consumers import consumers
 from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE, ChangeSettings
@@ -14,5 +15,6 @@ DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition
     service_metrics=ChangeMetrics,
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,
+    routers=[http_deployments.router, http_webhooks.router, http_releases.router],
     description="Change management, release and deployment (ISO/IEC 20000-1 8.5).",
 )

@@ -65,6 +65,16 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # Calendars and SLA policies: the service catalogue side of service level management.
         "catalogue:define": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
         "baseline:create": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
+        # --- deployment gate and releases (change service, gates) ---
+        # Pipelines announce deployments to the gate and record their outcomes.
+        "deployment:announce": frozenset({"integration", "tenant_admin", "provider_admin"}),
+        "deployment:read": _READERS | {"cab_member", "integration"},
+        # The gate's production environments and release order; the tools' webhook secrets.
+        "integration:configure": frozenset({"tenant_admin", "provider_admin"}),
+        "release:read": _READERS | {"cab_member", "integration"},
+        "release:manage": frozenset(
+            {"change_manager", "integration", "tenant_admin", "provider_admin"}
+        ),
     }
 )
 
