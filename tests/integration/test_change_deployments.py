@@ -392,7 +392,8 @@ def flux_event(reason="ReconciliationSucceeded", severity="info", environment="p
         "message": "Deployment/payroll/payroll configured",
         "reason": reason,
         "metadata": {
-            "kustomize.toolkit.fluxcd.io/revision": "main@sha1:47efb7196c2a1a2fd3f52f2c59f0e2dd3d0e4d54",
+            "kustomize.toolkit.fluxcd.io/revision": "main@sha1:"
+            + "47efb7196c2a1a2fd3f52f2c59f0e2dd3d0e4d54",
             "environment": environment,
         },
         "reportingController": "kustomize-controller",
