@@ -146,6 +146,7 @@ _COMMON = {
     "responses": {
         200: {"description": "The delivery was handled (or recognised as a redelivery)."},
         401: {"description": "The signature does not verify with the tenant's secret."},
+        503: {"description": "The database cannot be reached now; the tool retries."},
     },
     "response_model": WebhookOut,
 }
