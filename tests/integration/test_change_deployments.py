@@ -5,6 +5,7 @@ promoted by digest."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -554,3 +555,19 @@ async def test_a_release_is_promoted_only_with_the_digest_that_succeeded_before(
     assert failed.status_code == 422 and failed.json()["errors"][0]["field"] == "reason"
     history = await api.get(f"/releases/{release['id']}/history", headers=manager)
     assert len(history.json()) == evidence.json()["version"]
+
+
+async def test_concurrent_retries_of_one_announcement_make_one_deployment_and_one_change(
+    api, pipeline, pools, tenant
+):
+    body = announcement(environment="production", sequence=77)
+    answers = await asyncio.gather(
+        *(api.post("/deployments", json=body, headers=pipeline) for _ in range(4))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len({a.json()["change_id"] for a in answers}) == 1
+    rows = await fetch_as(
+        pools["change"], tenant, "SELECT count(*) FROM changes WHERE origin = 'unauthorized'"
+    )
+    assert rows[0][0] == 1
