@@ -45,7 +45,11 @@ DIGEST = "sha256:" + "ab" * 32
 async def scheduled_change(infra: Infra, tenant: str, cis: list[uuid.UUID]) -> uuid.UUID:
     """A normal change moved to `scheduled` with its window open for the next hours."""
     pool = await create_pool(
-        infra.service_dsns["change"], schema=service("change").schema, min_size=1, max_size=1
+        infra.service_dsns["change"],
+        schema=service("change").schema,
+        application_name="bench-gate",
+        min_size=1,
+        max_size=1,
     )
     try:
         now = datetime.now(UTC)

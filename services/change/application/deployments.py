@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import uuid
@@ -159,8 +160,10 @@ class Gate:
     templates: TemplateCatalogue
 
 
+@functools.cache
 def default_gate() -> Gate:
-    """The gate as the service runs it today (`gate_checks`, `NoTemplateCatalogue`)."""
+    """The gate as the service runs it today (`gate_checks`, `NoTemplateCatalogue`); which
+    modules the service has does not change while it runs, so it is looked up once."""
     return Gate(gate_checks(), NoTemplateCatalogue())
 
 
