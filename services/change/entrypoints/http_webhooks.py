@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.change.adapters import deployments as store
 from services.change.application import deployments as gate
@@ -402,6 +402,13 @@ class ArgoCdSync(_Lenient):
     finishedAt: AwareDatetime | None = None
     changeId: str | None = None
     images: list[str] = Field(default_factory=list)
+
+    @field_validator("finishedAt", "changeId", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        # A Go template renders a field the application does not have (no finish time while
+        # the sync runs, no change annotation) as "" or "<no value>": not given.
+        return None if value in ("", "<no value>") else value
 
 
 ARGOCD_OUTCOMES: Mapping[str, str | None] = {
