@@ -214,7 +214,7 @@ async def test_the_interim_checks_read_the_changes_state():
 def test_the_interim_checks_stand_in_until_approvals_and_schedule_are_merged():
     import importlib.util
 
-    present = all(
+    present = any(
         importlib.util.find_spec(f"services.change.application.{m}") is not None
         for m in ("approvals", "schedule")
     )
@@ -276,3 +276,47 @@ def test_argocds_header_carries_the_secret_itself():
     assert valid_token("s" * 20, "s" * 20)
     assert not valid_token("s" * 20, "s" * 19)
     assert not valid_token("s" * 20, None)
+
+
+async def test_the_collaborators_answers_are_read_as_the_fixed_interfaces_give_them(monkeypatch):
+    """approvals.authorization(uow, change).status and schedule.conflicts(uow, change), with
+    kind, detail and every CI, as change-common fixes them."""
+    import importlib.machinery
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from services.change.application.deployments import CollaboratorGateChecks
+
+    @dataclass
+    class Authorization:
+        status: str
+
+    @dataclass
+    class ScheduleConflict:
+        kind: str
+        detail: str
+        ci_ids: list[uuid.UUID]
+
+    cis = [uuid.uuid4() for _ in range(3)]
+
+    async def authorization(uow, change):
+        return Authorization("rejected")
+
+    async def conflicts(uow, change, *, hops=1):
+        return [ScheduleConflict("blackout", "freeze", cis)]
+
+    for name, call in (("approvals", authorization), ("schedule", conflicts)):
+        qualified = f"services.change.application.{name}"
+        module = types.ModuleType(qualified)
+        module.__spec__ = importlib.machinery.ModuleSpec(qualified, None)
+        setattr(module, call.__name__, call)
+        monkeypatch.setitem(sys.modules, qualified, module)
+    checks = gate_checks()
+    assert isinstance(checks, CollaboratorGateChecks)
+    found = await decision(a_change(), checks)
+    assert found.result == "prevented"
+    assert [(r.code, r.ci_ids) for r in found.reasons] == [
+        ("not_approved", ()),
+        ("blackout", tuple(str(c) for c in cis)),
+    ]

@@ -90,37 +90,59 @@ class InterimGateChecks:
 
 class CollaboratorGateChecks:
     """The real checks: `application/approvals.authorization` and
-    `application/schedule.conflicts` (see change-common's fixed interfaces)."""
+    `application/schedule.conflicts` (change-common's fixed interfaces), each where the service
+    has that module; the interim answer for the one it has not yet."""
 
     def __init__(self) -> None:
-        self._approvals = importlib.import_module("services.change.application.approvals")
-        self._schedule = importlib.import_module("services.change.application.schedule")
+        self._interim = InterimGateChecks()
+        self._approvals = _module("approvals")
+        self._schedule = _module("schedule")
 
     async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
         """The approvals' status of the change."""
+        if self._approvals is None:
+            return await self._interim.authorization(uow, change)
         found = await self._approvals.authorization(uow, change)
         return cast(AuthorizationStatus, found.status)
 
     async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
-        """Every conflict of the change's window, blackouts by name."""
+        """Every conflict of the change's window (blackouts by kind), with all its CIs."""
+        if self._schedule is None:
+            return await self._interim.findings(uow, change)
         found = await self._schedule.conflicts(uow, change)
         return [
             ScheduleFinding(
                 kind=str(c.kind),
                 detail=str(c.detail),
-                ci_ids=tuple(str(ci) for ci in getattr(c, "ci_ids", ()) or ()),
+                ci_ids=tuple(str(ci) for ci in _cis_of(c)),
             )
             for c in found
         ]
 
 
+def _module(name: str) -> Any:
+    """`services.change.application.<name>`, or None while the service does not have it."""
+    qualified = f"services.change.application.{name}"
+    if importlib.util.find_spec(qualified) is None:
+        return None
+    return importlib.import_module(qualified)
+
+
+def _cis_of(conflict: Any) -> Sequence[Any]:
+    # The schedule's conflict lists every CI it involves; its field name is the schedule's.
+    for name in ("ci_ids", "cis", "affected_cis"):
+        found = getattr(conflict, name, None)
+        if found:
+            return list(found)
+    return []
+
+
 def gate_checks() -> GateChecks:
-    """The real checks when the approvals and schedule modules are present, else the interim."""
-    present = all(
-        importlib.util.find_spec(f"services.change.application.{name}") is not None
-        for name in ("approvals", "schedule")
-    )
-    return CollaboratorGateChecks() if present else InterimGateChecks()
+    """The real checks where the approvals or the schedule module is present, else the
+    interim ones."""
+    if _module("approvals") is None and _module("schedule") is None:
+        return InterimGateChecks()
+    return CollaboratorGateChecks()
 
 
 @dataclass(frozen=True)
