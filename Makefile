@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -60,6 +60,10 @@ bench-incident: install
 # Change schedule: conflicts of a change on 1,000 CIs among 10,000 changes in a 100,000-CI CMDB.
 bench-change: install
 	$(PY) -m tests.benchmarks.change_conflicts
+
+# The deployment gate: decisions at 32 concurrent pipelines, beside /health/live.
+bench-gate: install
+	$(PY) -m tests.benchmarks.change_gate
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from services.change.application.approvals import run_escalations
 from services.change.application.census import census_loop
-from services.change.entrypoints import http_cab
+from services.change.entrypoints import http_cab, http_deployments, http_releases, http_webhooks
 from services.change.entrypoints.consumers import consumers
 from services.change.entrypoints.http_changes import router as changes_router
 from services.change.entrypoints.http_schedule import router as schedule_router
@@ -37,7 +37,16 @@ DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition
     name=SERVICE.name,
     settings_class=ChangeSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[changes_router, templates_router, settings_router, http_cab.router, schedule_router],
+    routers=[
+        changes_router,
+        templates_router,
+        settings_router,
+        http_cab.router,
+        schedule_router,
+        http_deployments.router,
+        http_webhooks.router,
+        http_releases.router,
+    ],
     service_metrics=ChangeMetrics,
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,

@@ -102,6 +102,16 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # part in changes reads the schedule, its conflicts and its feed.
         "change_window:manage": frozenset({"change_manager", "tenant_admin", "provider_admin"}),
         "schedule:read": _READERS | {"requester", "cab_member", "integration"},
+        # --- deployment gate and releases (change service, gates) ---
+        # Pipelines announce deployments to the gate and record their outcomes.
+        "deployment:announce": frozenset({"integration", "tenant_admin", "provider_admin"}),
+        "deployment:read": _READERS | {"cab_member", "integration"},
+        # The gate's production environments and release order; the tools' webhook secrets.
+        "integration:configure": frozenset({"tenant_admin", "provider_admin"}),
+        "release:read": _READERS | {"cab_member", "integration"},
+        "release:manage": frozenset(
+            {"change_manager", "integration", "tenant_admin", "provider_admin"}
+        ),
     }
 )
 

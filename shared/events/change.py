@@ -364,3 +364,115 @@ class ChangeBlackoutOverriddenV1(EventPayload):
     change_id: str
     reason: str
     blackouts: list[OverriddenBlackoutV1]
+
+
+# --- deployment gate and releases (gates) ---
+
+GateResultName = Literal["allowed", "prevented", "awaiting"]
+GateSourceName = Literal["api", "github", "argocd", "flux"]
+
+
+class GateReasonV1(BaseModel):
+    """Why the gate decided as it did: a code (`not_approved`, `awaiting_approval`, `blackout`,
+    `conflict`, `outside_window`, `change_not_found`, `wrong_cis`, `unauthorized`) and words."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    code: str
+    detail: str
+    ci_ids: list[str] = Field(default_factory=list)
+
+
+@event("itsm.change.gate_decided.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class GateDecidedV1(EventPayload):
+    """The deployment gate decided on an announced deployment (subject: the deployment id);
+    announced again when a poll changes an `awaiting` decision."""
+
+    deployment_id: str
+    pipeline: str
+    environment: str
+    sequence: int
+    source: GateSourceName
+    result: GateResultName
+    reasons: list[GateReasonV1] = Field(default_factory=list)
+    change_id: str | None = None
+    release_id: str | None = None
+    registered: Literal["standard", "unauthorized"] | None = Field(
+        default=None, description="Set when the deployment registered its change."
+    )
+    artifact_digests: list[str] = Field(default_factory=list)
+    commit: str | None = None
+
+
+@event("itsm.change.deployment_recorded.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class DeploymentRecordedV1(EventPayload):
+    """A deployment's outcome was recorded (subject: the deployment id)."""
+
+    deployment_id: str
+    environment: str
+    status: Literal["succeeded", "failed", "rolled_back"]
+    at: datetime
+    log_url: str | None = None
+    change_id: str | None = None
+    release_id: str | None = None
+    source: GateSourceName
+
+
+ReleaseStateName = Literal[
+    "planned",
+    "building",
+    "testing",
+    "deploying",
+    "deployed",
+    "closed",
+    "failed",
+    "rolled_back",
+    "cancelled",
+]
+
+
+class ReleaseArtifactV1(BaseModel):
+    """An artifact of a release: name, version and content digest (`sha256:<hex>`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    version: str
+    digest: str
+
+
+@event("itsm.change.release_created.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ReleaseCreatedV1(EventPayload):
+    """A release was planned (subject: the release id)."""
+
+    release_id: str
+    number: int
+    name: str
+    environments: list[str]
+    change_ids: list[str] = Field(default_factory=list)
+    artifacts: list[ReleaseArtifactV1] = Field(default_factory=list)
+
+
+@event("itsm.change.release_transitioned.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ReleaseTransitionedV1(EventPayload):
+    """A release moved between states (subject: the release id)."""
+
+    release_id: str
+    number: int
+    from_state: ReleaseStateName
+    to_state: ReleaseStateName
+    reason: str | None = None
+
+
+@event("itsm.change.release_deployed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ReleaseDeployedV1(EventPayload):
+    """A release's deployment to an environment was recorded, with what it deployed (subject:
+    the release id); `rolled_back` records a rollback there."""
+
+    release_id: str
+    environment: str
+    status: Literal["succeeded", "failed", "rolled_back"]
+    digests: dict[str, str] = Field(description="Artifact name -> digest deployed.")
+    evidence: list[str] = Field(default_factory=list)
+    log_url: str | None = None
+    deployment_id: str | None = None

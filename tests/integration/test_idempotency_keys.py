@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,6 +36,10 @@ ACTING = {
     ("change", "/changes/{change_id}/links"),
     ("change", "/changes/{change_id}/backout"),
     ("change", "/changes/{change_id}/review"),
+    ("change", "/deployments/{deployment_id}/status"),
+    ("change", "/releases/{release_id}/transitions"),
+    ("change", "/releases/{release_id}/deployments"),
+    ("change", "/releases/{release_id}/evidence"),
 }
 
 
@@ -140,6 +147,60 @@ async def _cab_decision(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
     return path, {"change_id": change_id, "decision": "approve"}, {}
 
 
+DIGEST = "sha256:" + "d" * 64
+WEBHOOK_SECRET = "an-idempotency-walk-secret"
+
+
+def _webhook(tool: str, body: Json, headers: Callable[[bytes], dict[str, str]]) -> Setup:
+    """A signed delivery of a tool's webhook, its secret set first by a tenant admin."""
+
+    async def setup(api: httpx.AsyncClient, caller: dict[str, str]) -> Any:
+        put = await api.put(
+            f"/integrations/{tool}", json={"secret": WEBHOOK_SECRET}, headers=caller
+        )
+        assert put.status_code == 200, put.text
+        tenant = put.json()["webhook_path"].split("/")[2]
+        raw = json.dumps(body).encode()
+        return (
+            f"/webhooks/{tenant}/{tool}",
+            raw,
+            {"Content-Type": "application/json", **headers(raw)},
+        )
+
+    return setup
+
+
+def _hmac(raw: bytes) -> str:
+    return "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+GITHUB_RULE: Json = {
+    "action": "requested",
+    "environment": "staging",
+    "deployment_callback_url": "https://api.github.com/repos/o/r/actions/runs/1/deployment_protection_rule",
+    "deployment": {"id": 5, "sha": "47efb7196c2a1a2fd3f52f2c59f0e2dd3d0e4d54"},
+    "repository": {"full_name": "o/r"},
+}
+FLUX_EVENT: Json = {
+    "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "apps"},
+    "severity": "info",
+    "timestamp": "2026-12-03T03:10:00Z",
+    "message": "applied",
+    "reason": "ReconciliationSucceeded",
+    "metadata": {
+        "revision": "main@sha1:47efb7196c2a1a2fd3f52f2c59f0e2dd3d0e4d54",
+        "environment": "staging",
+    },
+    "reportingController": "kustomize-controller",
+}
+ARGOCD_SYNC: Json = {
+    "app": "apps",
+    "environment": "staging",
+    "revision": "abc",
+    "phase": "Succeeded",
+}
+
+
 # Every creating POST of every service, with a request that creates something.
 CREATING: dict[tuple[str, str], Setup] = {
     ("incident", "/incidents"): _fixed(
@@ -215,6 +276,33 @@ CREATING: dict[tuple[str, str], Setup] = {
             "start": "2027-12-20T00:00:00Z",
             "end": "2027-12-20T02:00:00Z",
         },
+    ),
+    ("change", "/deployments"): _fixed(
+        "/deployments",
+        {
+            "pipeline": "walk",
+            "environment": "staging",
+            "sequence": 1,
+            "artifacts": [{"name": "a", "version": "1", "digest": DIGEST}],
+        },
+    ),
+    ("change", "/releases"): _fixed(
+        "/releases", {"name": "R1", "artifacts": [{"name": "a", "version": "1", "digest": DIGEST}]}
+    ),
+    ("change", "/webhooks/{tenant}/github"): _webhook(
+        "github",
+        GITHUB_RULE,
+        lambda raw: {
+            "X-GitHub-Event": "deployment_protection_rule",
+            "X-GitHub-Delivery": "walk-1",
+            "X-Hub-Signature-256": _hmac(raw),
+        },
+    ),
+    ("change", "/webhooks/{tenant}/flux"): _webhook(
+        "flux", FLUX_EVENT, lambda raw: {"X-Signature": _hmac(raw)}
+    ),
+    ("change", "/webhooks/{tenant}/argocd"): _webhook(
+        "argocd", ARGOCD_SYNC, lambda raw: {"X-Argocd-Signature": WEBHOOK_SECRET}
     ),
 }
 

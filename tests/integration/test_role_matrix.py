@@ -43,11 +43,18 @@ class Endpoint:
         return f"{self.service}:{self.method} {self.route.path}"
 
 
-def endpoints() -> Iterator[Endpoint]:
+def signed(route: APIRoute) -> bool:
+    """A webhook authenticated by its tool's signature, not by a bearer token and roles."""
+    return any(getattr(d.call, "signed", False) for d in route.dependant.dependencies)
+
+
+def endpoints(*, webhooks: bool = False) -> Iterator[Endpoint]:
     for name, definition in DEFINITIONS.items():
         for router in definition.routers:
             for route in router.routes:
                 assert isinstance(route, APIRoute)
+                if signed(route) != webhooks:
+                    continue
                 permission = next(
                     d.call.permission
                     for d in route.dependant.dependencies
@@ -58,6 +65,7 @@ def endpoints() -> Iterator[Endpoint]:
 
 
 ENDPOINTS = list(endpoints())
+WEBHOOKS = list(endpoints(webhooks=True))
 REFUSED = [
     (e, role) for e in ENDPOINTS for role in sorted(ROLES - PERMISSIONS.get(e.permission, set()))
 ]
@@ -142,3 +150,14 @@ async def test_a_role_the_matrix_grants_is_let_through(clients, auth, tenant, en
     response = await call(clients, auth, tenant, endpoint, role)
     assert response.status_code not in (401, 403), response.text
     assert response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("endpoint", WEBHOOKS, ids=str)
+async def test_a_signed_webhook_refuses_any_role_without_the_tools_signature(
+    clients, auth, tenant, endpoint
+):
+    """No role opens a webhook: its tool's signature is its only authentication."""
+    for role in sorted(ROLES):
+        response = await call(clients, auth, tenant, endpoint, role)
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,554 @@
+"""The deployment gate's use cases (ISO/IEC 20000-1 8.5.3): announce, poll, record an outcome.
+
+- `announce`: idempotent on (pipeline, environment, sequence): the same announcement returns
+  the same deployment and decision; the same key announced with other content is a 409. A
+  production deployment (the tenant's environment names) that names no change registers one
+  first: a standard change where an active template of its service matches
+  (`TemplateCatalogue`), otherwise an unauthorized change (origin `unauthorized`) for review.
+- The decision itself is `domain/deployments.decide`, fed by `GateChecks`: the change's
+  authorization (cab's approvals) and what the schedule finds (blackouts and conflicts). The
+  real checks call those modules when the service has them (`gate_checks`); until they are
+  merged, `InterimGateChecks` reads the change's state (`scheduled`/`implement` = approved) and
+  leaves the window to the decision.
+- `poll`: an `awaiting` decision is decided again (the approvals may have completed since),
+  and a changed decision is announced again.
+- `record_status`: succeeded / failed / rolled back, with its time and log URL; a deployment
+  of a release is also recorded on the release (`application/releases.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
+
+from services.change.adapters import deployments as store
+from services.change.adapters import releases as release_store
+from services.change.adapters.deployments import Deployment, GateSettings
+from services.change.application import releases
+from services.change.application.uow import ChangeUnitOfWork, store_change, store_new_change
+from services.change.domain import change as changes
+from services.change.domain.change import Change
+from services.change.domain.deployments import (
+    Announcement,
+    Artifact,
+    AuthorizationStatus,
+    ChangeFacts,
+    Decision,
+    Reason,
+    ScheduleFinding,
+    check_artifacts,
+    check_status_move,
+    decide,
+)
+from shared.errors import Conflict, FieldError, NotFound
+from shared.events.catalogue import DeploymentRecordedV1, GateDecidedV1, GateReasonV1
+from shared.ids import new_id
+
+# How long the window of a change registered by a deployment is: the deployment is now.
+REGISTERED_WINDOW = timedelta(hours=4)
+
+
+# The gate reads and writes its tables on the unit of work's connection.
+GateWork = ChangeUnitOfWork
+
+
+class GateChecks(Protocol):
+    """What the gate asks of the approvals (cab) and the schedule (schedule)."""
+
+    async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
+        """The change's authorization status (valid only for its current content hash)."""
+        ...
+
+    async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
+        """Blackouts covering the change's CIs and the other conflicts of its window."""
+        ...
+
+
+class InterimGateChecks:
+    """Until the approvals and the schedule are merged: a change in `scheduled` or `implement`
+    is approved (only the approvals move it there), one before is pending; no findings (the
+    decision still checks the change's window itself)."""
+
+    async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
+        """Approved when scheduled or implementing, pending before, rejected once finished."""
+        if change.state in ("scheduled", "implement"):
+            return "not_required" if change.type == "standard" else "approved"
+        if change.state in ("new", "assess", "authorize"):
+            return "pending"
+        return "rejected"
+
+    async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
+        """None: the schedule is not there to ask."""
+        return []
+
+
+class CollaboratorGateChecks:
+    """The real checks: `application/approvals.authorization` and
+    `application/schedule.conflicts` (change-common's fixed interfaces), each where the service
+    has that module; the interim answer for the one it has not yet."""
+
+    def __init__(self) -> None:
+        self._interim = InterimGateChecks()
+        self._approvals = _module("approvals")
+        self._schedule = _module("schedule")
+
+    async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
+        """The approvals' status of the change."""
+        if self._approvals is None:
+            return await self._interim.authorization(uow, change)
+        found = await self._approvals.authorization(uow, change)
+        return cast(AuthorizationStatus, found.status)
+
+    async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
+        """Every conflict of the change's window (blackouts by kind), with all its CIs."""
+        if self._schedule is None:
+            return await self._interim.findings(uow, change)
+        found = await self._schedule.conflicts(uow, change)
+        return [
+            ScheduleFinding(
+                kind=str(c.kind),
+                detail=str(c.detail),
+                ci_ids=tuple(str(ci) for ci in _cis_of(c)),
+            )
+            for c in found
+        ]
+
+
+def _module(name: str) -> Any:
+    """`services.change.application.<name>`, or None while the service does not have it."""
+    qualified = f"services.change.application.{name}"
+    if importlib.util.find_spec(qualified) is None:
+        return None
+    return importlib.import_module(qualified)
+
+
+def _cis_of(conflict: Any) -> Sequence[Any]:
+    # The schedule's conflict lists every CI it involves; its field name is the schedule's.
+    for name in ("ci_ids", "cis", "affected_cis"):
+        found = getattr(conflict, name, None)
+        if found:
+            return list(found)
+    return []
+
+
+def gate_checks() -> GateChecks:
+    """The real checks where the approvals or the schedule module is present, else the
+    interim ones."""
+    if _module("approvals") is None and _module("schedule") is None:
+        return InterimGateChecks()
+    return CollaboratorGateChecks()
+
+
+@dataclass(frozen=True)
+class TemplateMatch:
+    """An active standard-change template for a service."""
+
+    id: uuid.UUID
+    title: str
+
+
+class TemplateCatalogue(Protocol):
+    """The catalogue of standard changes (rfc's templates): one active template matching."""
+
+    async def matching(
+        self, uow: GateWork, services: Sequence[str], ci_ids: Sequence[uuid.UUID]
+    ) -> TemplateMatch | None:
+        """An active template of one of these services, or None."""
+        ...
+
+
+class NoTemplateCatalogue:
+    """Until rfc's catalogue is merged: no template matches, so an unannounced production
+    deployment registers an unauthorized change."""
+
+    async def matching(
+        self, uow: GateWork, services: Sequence[str], ci_ids: Sequence[uuid.UUID]
+    ) -> TemplateMatch | None:
+        """None."""
+        return None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the gate's use cases are given: the checks and the template catalogue."""
+
+    checks: GateChecks
+    templates: TemplateCatalogue
+
+
+@functools.cache
+def default_gate() -> Gate:
+    """The gate as the service runs it today (`gate_checks`, `NoTemplateCatalogue`); which
+    modules the service has does not change while it runs, so it is looked up once."""
+    return Gate(gate_checks(), NoTemplateCatalogue())
+
+
+@dataclass(frozen=True)
+class Announced:
+    """A deployment and whether this call created it."""
+
+    deployment: Deployment
+    created: bool
+
+
+def deployment_view(deployment: Deployment) -> dict[str, Any]:
+    """The deployment as the API shows it (JSON-ready)."""
+    view = asdict(deployment)
+    view.pop("fingerprint")
+    view.pop("tenant_id")
+    for name, value in view.items():
+        if isinstance(value, datetime):
+            view[name] = value.isoformat()
+        elif isinstance(value, uuid.UUID):
+            view[name] = str(value)
+    view["services"] = list(deployment.services)
+    view["ci_ids"] = [str(c) for c in deployment.ci_ids]
+    view["poll_url"] = f"/deployments/{deployment.id}"
+    return view
+
+
+def _reasons(decision: Decision) -> list[dict[str, Any]]:
+    return [
+        {"code": r.code, "detail": r.detail, "ci_ids": list(r.ci_ids)} for r in decision.reasons
+    ]
+
+
+def _decided(deployment: Deployment) -> GateDecidedV1:
+    return GateDecidedV1(
+        deployment_id=str(deployment.id),
+        pipeline=deployment.pipeline,
+        environment=deployment.environment,
+        sequence=deployment.sequence,
+        source=deployment.source,
+        result=deployment.decision,
+        reasons=[GateReasonV1(**r) for r in deployment.reasons],
+        change_id=str(deployment.change_id) if deployment.change_id else None,
+        release_id=str(deployment.release_id) if deployment.release_id else None,
+        registered=deployment.registered,
+        artifact_digests=[a["digest"] for a in deployment.artifacts],
+        commit=deployment.commit,
+    )
+
+
+async def _facts(gate: Gate, uow: GateWork, change: Change) -> ChangeFacts:
+    return ChangeFacts(
+        id=change.id,
+        state=change.state,
+        origin=change.origin,
+        affected_cis=change.affected_cis,
+        business_services=change.business_services,
+        planned_start=change.planned_start,
+        planned_end=change.planned_end,
+        authorization=await gate.checks.authorization(uow, change),
+        findings=tuple(await gate.checks.findings(uow, change)),
+    )
+
+
+async def decide_for(
+    gate: Gate,
+    uow: GateWork,
+    announcement: Announcement,
+    change_id: uuid.UUID | None,
+    *,
+    production: bool,
+    now: datetime,
+) -> Decision:
+    """The gate's decision on an announcement against the change it names (or none); a
+    deployment of a release is also prevented when its digests did not succeed in the
+    environment before this one (`promotion`)."""
+    if change_id is None:
+        decision = decide(announcement, None, production=production, now=now)
+    elif (change := await uow.changes.get(change_id)) is None:
+        decision = decide(announcement, None, production=production, now=now, change_missing=True)
+    else:
+        facts = await _facts(gate, uow, change)
+        decision = decide(announcement, facts, production=production, now=now)
+    if announcement.release_id is not None and announcement.artifacts:
+        digests = {a.name: a.digest for a in announcement.artifacts}
+        refused = await releases.promotion_refusal(
+            uow, announcement.release_id, announcement.environment, digests
+        )
+        if refused is not None:
+            reasons = (*decision.reasons, Reason("promotion", refused))
+            decision = Decision("prevented", reasons)
+    return decision
+
+
+async def _register_change(
+    gate: Gate, uow: GateWork, announcement: Announcement, now: datetime
+) -> tuple[Change, str]:
+    """A change for a production deployment that named none: standard from a matching
+    template (scheduled at once, its window now), otherwise unauthorized, for review."""
+    template = await gate.templates.matching(uow, announcement.services, announcement.ci_ids)
+    what = f"{announcement.pipeline} #{announcement.sequence} to {announcement.environment}"
+    artifacts = ", ".join(f"{a.name} {a.version} ({a.digest})" for a in announcement.artifacts)
+    common: dict[str, Any] = {
+        "tenant_id": uow.tenant_id,
+        "number": await uow.changes.next_number(),
+        "description": f"Registered by the deployment gate for {what}."
+        + (f" Artifacts: {artifacts}." if artifacts else "")
+        + (f" Commit {announcement.commit}." if announcement.commit else ""),
+        "requester": uow.context.actor,
+        "actor": uow.context.actor,
+        "now": now,
+        "affected_cis": announcement.ci_ids,
+        "business_services": announcement.services,
+        "planned_start": now,
+        "planned_end": now + REGISTERED_WINDOW,
+    }
+    if template is not None:
+        change, events = changes.open_change(
+            type="standard",
+            origin="deployment",
+            title=f"{template.title}: {what}"[:200],
+            justification=f"standard change from template {template.id}",
+            template_id=template.id,
+            **common,
+        )
+        await store_new_change(uow, change, events)
+        moved = changes.transition(change, "scheduled", actor=uow.context.actor, now=now)
+        return await store_change(uow, moved, "scheduled"), "standard"
+    change, events = changes.open_change(
+        type="normal",
+        origin="unauthorized",
+        title=f"Unauthorized deployment: {what}"[:200],
+        justification="a production deployment announced without a change, for review",
+        **common,
+    )
+    await store_new_change(uow, change, events)
+    return change, "unauthorized"
+
+
+async def announce(
+    gate: Gate,
+    uow: GateWork,
+    announcement: Announcement,
+    *,
+    now: datetime | None = None,
+    external: dict[str, Any] | None = None,
+) -> Announced:
+    """Announce a deployment and decide on it, once per (pipeline, environment, sequence);
+    `external` is what the tool knows it by (GitHub's deployment id and callback URL)."""
+    now = now or datetime.now(UTC)
+    check_artifacts(announcement.artifacts)
+    key = (announcement.pipeline, announcement.environment, announcement.sequence)
+    await store.lock_key(uow.conn, uow.tenant_id, *key)
+    existing = await store.by_key(uow.conn, uow.tenant_id, *key)
+    if existing is not None:
+        if existing.fingerprint != announcement.fingerprint:
+            raise Conflict(
+                f"deployment {key[0]} #{key[2]} to {key[1]} was announced with other content",
+                fields=[FieldError("sequence", "already announced with other content")],
+            )
+        return Announced(await _refresh(gate, uow, existing, now), created=False)
+    settings = await store.gate_settings(uow.conn, uow.tenant_id)
+    production = settings.is_production(announcement.environment)
+    release_id = announcement.release_id
+    if (
+        release_id is not None
+        and await release_store.get(uow.conn, uow.tenant_id, release_id) is None
+    ):
+        raise NotFound("release", str(release_id))
+    change_id, registered = announcement.change_id, None
+    if change_id is None and production:
+        change, registered = await _register_change(gate, uow, announcement, now)
+        change_id = change.id
+    decision = await decide_for(gate, uow, announcement, change_id, production=production, now=now)
+    deployment = Deployment(
+        tenant_id=uow.tenant_id,
+        id=new_id(),
+        pipeline=announcement.pipeline,
+        environment=announcement.environment,
+        sequence=announcement.sequence,
+        source=announcement.source,
+        services=announcement.services,
+        ci_ids=announcement.ci_ids,
+        artifacts=[asdict(a) for a in announcement.artifacts],
+        commit=announcement.commit,
+        change_id=change_id,
+        release_id=announcement.release_id,
+        registered=registered,
+        fingerprint=announcement.fingerprint,
+        decision=decision.result,
+        reasons=_reasons(decision),
+        decided_at=now,
+        status="announced",
+        status_at=None,
+        log_url=None,
+        version=1,
+        created_at=now,
+        created_by=uow.context.actor,
+        updated_at=now,
+        external=dict(external or {}),
+    )
+    await store.insert(uow.conn, deployment)
+    uow.record(str(deployment.id), deployment.version, [_decided(deployment)])
+    return Announced(deployment, created=True)
+
+
+def _announcement_of(deployment: Deployment) -> Announcement:
+    return Announcement(
+        pipeline=deployment.pipeline,
+        environment=deployment.environment,
+        sequence=deployment.sequence,
+        source=deployment.source,  # type: ignore[arg-type]
+        services=deployment.services,
+        ci_ids=deployment.ci_ids,
+        artifacts=tuple(Artifact(**a) for a in deployment.artifacts),
+        commit=deployment.commit,
+        change_id=deployment.change_id,
+        release_id=deployment.release_id,
+    )
+
+
+async def _refresh(gate: Gate, uow: GateWork, deployment: Deployment, now: datetime) -> Deployment:
+    """An `awaiting` deployment decided again; a changed decision is a version and an event."""
+    if deployment.decision != "awaiting" or deployment.status != "announced":
+        return deployment
+    settings = await store.gate_settings(uow.conn, uow.tenant_id)
+    decision = await decide_for(
+        gate,
+        uow,
+        _announcement_of(deployment),
+        deployment.change_id,
+        production=settings.is_production(deployment.environment),
+        now=now,
+    )
+    reasons = _reasons(decision)
+    if decision.result == deployment.decision and reasons == deployment.reasons:
+        return deployment
+    after = replace(
+        deployment,
+        decision=decision.result,
+        reasons=reasons,
+        decided_at=now,
+        version=deployment.version + 1,
+        updated_at=now,
+    )
+    await store.save(uow.conn, after)
+    uow.record(str(after.id), after.version, [_decided(after)])
+    return after
+
+
+async def poll(gate: Gate, uow: GateWork, deployment_id: uuid.UUID) -> Deployment:
+    """The deployment and its decision, an `awaiting` one decided again."""
+    deployment = await store.get(uow.conn, uow.tenant_id, deployment_id, lock=True)
+    if deployment is None:
+        raise NotFound("deployment", str(deployment_id))
+    return await _refresh(gate, uow, deployment, datetime.now(UTC))
+
+
+async def record_status(
+    uow: GateWork,
+    deployment: Deployment,
+    status: str,
+    *,
+    at: datetime,
+    log_url: str | None,
+    now: datetime | None = None,
+) -> Deployment:
+    """Record a deployment's outcome (409 naming `status` for a move it cannot take)."""
+    now = now or datetime.now(UTC)
+    check_status_move(deployment.status, status)
+    after = replace(
+        deployment,
+        status=status,
+        status_at=at,
+        log_url=log_url or deployment.log_url,
+        version=deployment.version + 1,
+        updated_at=now,
+    )
+    await store.save(uow.conn, after)
+    uow.record(
+        str(after.id),
+        after.version,
+        [
+            DeploymentRecordedV1(
+                deployment_id=str(after.id),
+                environment=after.environment,
+                status=status,
+                at=at,
+                log_url=after.log_url,
+                change_id=str(after.change_id) if after.change_id else None,
+                release_id=str(after.release_id) if after.release_id else None,
+                source=after.source,
+            )
+        ],
+    )
+    if after.release_id is not None:
+        await releases.record_gate_deployment(uow, after, now=now)
+    return after
+
+
+async def record_status_by_id(
+    uow: GateWork,
+    deployment_id: uuid.UUID,
+    status: str,
+    *,
+    at: datetime,
+    log_url: str | None,
+) -> Deployment:
+    """`record_status` on the deployment with this id (404 without one)."""
+    deployment = await store.get(uow.conn, uow.tenant_id, deployment_id, lock=True)
+    if deployment is None:
+        raise NotFound("deployment", str(deployment_id))
+    return await record_status(uow, deployment, status, at=at, log_url=log_url)
+
+
+async def change_deployments(uow: GateWork, change_id: uuid.UUID) -> list[Deployment]:
+    """A change's deployments, oldest first (404 for an unknown change)."""
+    if await uow.changes.get(change_id) is None:
+        raise NotFound("change", str(change_id))
+    return await store.deployments_of_change(uow.conn, uow.tenant_id, change_id)
+
+
+async def put_settings(uow: GateWork, settings: GateSettings) -> GateSettings:
+    """Replace the tenant's gate settings."""
+    await store.put_gate_settings(
+        uow.conn, uow.tenant_id, settings, actor=uow.context.actor, now=datetime.now(UTC)
+    )
+    return settings
+
+
+async def tool_event(
+    gate: Gate,
+    uow: GateWork,
+    announcement: Announcement,
+    *,
+    numbered: bool,
+    status: str | None,
+    at: datetime,
+    log_url: str | None,
+    external: dict[str, Any],
+) -> Announced:
+    """What a tool's webhook reports: a deployment it is about to make (`status` None) or one
+    it made. The deployment is the one announced as (pipeline, environment, sequence) when the
+    tool numbers its deployments (`numbered`, GitHub), else the latest still announced of the
+    pipeline and environment at the same commit; one not announced before is announced now
+    (a production one registers its change), then its outcome is recorded."""
+    now = datetime.now(UTC)
+    key = (announcement.pipeline, announcement.environment)
+    found: Deployment | None
+    if numbered:
+        await store.lock_key(uow.conn, uow.tenant_id, *key, announcement.sequence)
+        found = await store.by_key(uow.conn, uow.tenant_id, *key, announcement.sequence)
+    else:
+        await store.lock_key(uow.conn, uow.tenant_id, *key, -1)
+        found = await store.announced_at_commit(uow.conn, uow.tenant_id, *key, announcement.commit)
+        if found is None:
+            sequence = await store.next_sequence(uow.conn, uow.tenant_id, *key)
+            announcement = replace(announcement, sequence=sequence)
+    if found is None:
+        done = await announce(gate, uow, announcement, now=now, external=external)
+    else:
+        done = Announced(await _refresh(gate, uow, found, now), created=False)
+    deployment = done.deployment
+    if status is not None and deployment.status != status:
+        deployment = await record_status(uow, deployment, status, at=at, log_url=log_url, now=now)
+    return Announced(deployment, done.created)
