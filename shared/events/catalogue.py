@@ -25,13 +25,17 @@ from shared.events.base import (
     spec_of_class,
 )
 from shared.events.change import (
+    ChangeCreatedV1,
     ChangeImplementedV1,
+    ChangeTransitionedV1,
+    ChangeUpdatedV1,
 )
 from shared.events.config import (
     BaselineCreatedV1,
     BusinessServiceDefinedV1,
     CalendarDefinedV1,
     CalendarV1,
+    ChangeControlDefinedV1,
     CiClassDefinedV1,
     CiCreatedV1,
     CiRetiredV1,
@@ -39,6 +43,7 @@ from shared.events.config import (
     CiStatus,
     CiUpdatedV1,
     DriftDetectedV1,
+    FoundBy,
     ImportCompletedV1,
     RelationshipAddedV1,
     RelationshipRemovedV1,
@@ -47,6 +52,7 @@ from shared.events.config import (
     ServiceMembershipChangedV1,
     SlaPolicyDefinedV1,
     SlaTargetV1,
+    UnauthorizedChangeDetectedV1,
 )
 from shared.events.incident import (
     ChangeSuspectedV1,
@@ -108,8 +114,12 @@ __all__ = [
     "BusinessServiceDefinedV1",
     "CalendarDefinedV1",
     "CalendarV1",
+    "ChangeControlDefinedV1",
+    "ChangeCreatedV1",
     "ChangeImplementedV1",
     "ChangeSuspectedV1",
+    "ChangeTransitionedV1",
+    "ChangeUpdatedV1",
     "CiClassDefinedV1",
     "CiCreatedV1",
     "CiRetiredV1",
@@ -121,6 +131,7 @@ __all__ = [
     "EventPayload",
     "EventSpec",
     "FieldChangeV1",
+    "FoundBy",
     "Impact",
     "ImportCompletedV1",
     "IncidentCreatedV1",
@@ -159,6 +170,7 @@ __all__ = [
     "SlaTargetV1",
     "SlaWarningReachedV1",
     "TokenRevokedV1",
+    "UnauthorizedChangeDetectedV1",
     "Urgency",
     "WorkNoteAddedV1",
     "event",
