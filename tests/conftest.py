@@ -64,7 +64,11 @@ def local_platform() -> Iterator[LocalPlatform]:
 @pytest.fixture(scope="session")
 def infra(local_platform: LocalPlatform) -> Infra:
     """Kafka and PostgreSQL up, roles and schemas provisioned, topics created."""
-    return local_platform.start_infra()
+    infra = local_platform.start_infra()
+    # Every reporting service a test starts (in this process or as a child) signs its ledger's
+    # checkpoints with the session's key, however the test builds its settings.
+    os.environ.setdefault("REPORTING_LEDGER_SIGNING_KEY_FILE", str(infra.ledger_key_file))
+    return infra
 
 
 @pytest.fixture(scope="session")
@@ -126,12 +130,15 @@ def settings_for(migrated: Infra) -> Callable[..., object]:
 
     def make(name: str, **overrides: object) -> object:
         definition = DEFINITIONS[name]
+        own: dict[str, object] = {}
+        if name == "reporting":  # the ledger's checkpoint signing key
+            own["ledger_signing_key_file"] = str(migrated.ledger_key_file)
         return definition.settings_class(  # type: ignore[call-arg]
             database_url=migrated.service_dsns[name],
             kafka_bootstrap_servers=migrated.bootstrap_servers,
             outbox_poll_interval_seconds=0.2,
             auth_jwks_file=migrated.keys.jwks_file,
-            **overrides,
+            **{**own, **overrides},
         )
 
     return make

@@ -15,7 +15,12 @@ from services.reporting.settings import ReportingSettings
 from shared.logging import configure_logging
 
 # command -> (module under services.reporting.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "verify": (
+        "verify",
+        "Verify the stored ledger against its signed checkpoints (or an export: --bundle DIR)",
+    ),
+}
 
 
 def main(argv: Sequence[str]) -> int:
