@@ -18,3 +18,5 @@ class ReportingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
     http_port: int = SERVICE.http_port
+    # How often the completeness task reads new ledger rows (gaps, the timeline's index).
+    completeness_interval_seconds: float = 1.0
