@@ -15,7 +15,9 @@ from services.reporting.settings import ReportingSettings
 from shared.logging import configure_logging
 
 # command -> (module under services.reporting.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "rebuild": ("rebuild", "Rebuild every tenant's verifiable log from Kafka; check or fill."),
+}
 
 
 def main(argv: Sequence[str]) -> int:
