@@ -230,6 +230,13 @@ async def test_the_timeline_of_a_record_holds_its_events_and_those_of_records_na
     assert about == {str(sent[0].id): True, str(sent[1].id): False, str(sent[3].id): True}
     positions = [i["position"] for i in items]
     assert positions == sorted(positions)
+    # Each entry carries its index in the tenant's log: the one its proofs are asked by.
+    indexes = await fetch_as(
+        pools["reporting"], tenant, "SELECT event_id::text, leaf_index FROM ledger"
+    )
+    leaf = {r["event_id"]: r["leaf_index"] for r in indexes}
+    assert [i["leaf_index"] for i in items] == [leaf[i["event_id"]] for i in items]
+    assert all(isinstance(i["leaf_index"], int) for i in items)
 
     # A CI's timeline: the incident on it and the change implemented on it.
     response = await reporting.get(f"/ledger/timeline/{ci.upper()}", headers=headers)
@@ -280,8 +287,10 @@ def received(envelope, offset):
 
 async def test_a_row_committed_after_a_later_position_is_indexed_all_the_same(pools, tenant):
     """Positions come from a sequence: a consumer replica's transaction can take a position,
-    then commit after another replica's later one. The task must not step past it."""
+    then commit after another replica's later one (of another tenant: one tenant's appends
+    take turns on its log's head). The task must not step past it."""
     pool = pools["reporting"]
+    other = f"t-{uuid.uuid4().hex[:12]}"
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def state():
@@ -295,8 +304,8 @@ async def test_a_row_committed_after_a_later_position_is_indexed_all_the_same(po
         await slow.fetchval("SELECT pg_current_xact_id()")  # as the inbox row gives it one
         await ledger.append_many(slow, [received(incident_updated(tenant, first, 1), 1)])
         held = await slow.fetchval("SELECT max(position) FROM ledger")
-        async with tenant_transaction(pool, tenant) as conn:
-            await ledger.append_many(conn, [received(incident_updated(tenant, second, 1), 2)])
+        async with tenant_transaction(pool, other) as conn:
+            await ledger.append_many(conn, [received(incident_updated(other, second, 1), 2)])
             later = await conn.fetchval("SELECT max(position) FROM ledger")
         assert later > held
         for _ in range(4):
@@ -306,12 +315,11 @@ async def test_a_row_committed_after_a_later_position_is_indexed_all_the_same(po
 
     async def indexed():
         await index_round(pool)
-        return await fetch_as(
-            pool,
-            tenant,
-            "SELECT entity, position FROM ledger_references WHERE entity = ANY($1)",
-            [first, second],
-        )
+        async with all_tenants_transaction(pool) as conn:
+            return await conn.fetch(
+                "SELECT entity, position FROM ledger_references WHERE entity = ANY($1)",
+                [first, second],
+            )
 
     rows = await eventually(indexed, lambda rows: len(rows) == 2, timeout=10)
     assert {(r["entity"], r["position"]) for r in rows} == {(first, held), (second, later)}

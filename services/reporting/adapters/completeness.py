@@ -242,8 +242,8 @@ async def timeline_page(
 ) -> list[dict[str, Any]]:
     """The ledger rows naming `entity` after a position, in ledger order."""
     rows = await conn.fetch(
-        "SELECT l.position, l.event_id, l.type, l.source, l.subject, l.version, l.time,"
-        " l.correlation_id, l.causation_id, l.actor, l.recorded_at, l.message_value,"
+        "SELECT l.position, l.leaf_index, l.event_id, l.type, l.source, l.subject, l.version,"
+        " l.time, l.correlation_id, l.causation_id, l.actor, l.recorded_at, l.message_value,"
         " CASE WHEN l.message_value IS NULL THEN l.data END AS data,"
         " l.subject = $2 AS about_entity"
         " FROM ledger_references r JOIN ledger l ON l.position = r.position"

@@ -42,6 +42,10 @@ class TimelineEntry(BaseModel):
     """One event of the record's timeline; `data` as the event carried it."""
 
     position: int
+    leaf_index: int | None = Field(
+        description="Its index in the tenant's verifiable log (for `GET /ledger/proofs/inclusion`);"
+        " null only for a row recorded before the log existed and not adopted yet."
+    )
     event_id: uuid.UUID
     type: str
     source: str
