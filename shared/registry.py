@@ -61,7 +61,7 @@ SERVICES: tuple[RegisteredService, ...] = (
         schema="change",
         http_port=8002,
         publishes=CHANGE_EVENTS,
-        consumes=(CONFIG_EVENTS,),
+        consumes=(CONFIG_EVENTS, INCIDENT_EVENTS),
         keeps_cmdb=True,
     ),
     RegisteredService("config", schema="config", http_port=8003, publishes=CONFIG_EVENTS),

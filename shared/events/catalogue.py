@@ -25,7 +25,10 @@ from shared.events.base import (
     spec_of_class,
 )
 from shared.events.change import (
+    ChangeCreatedV1,
     ChangeImplementedV1,
+    ChangeTransitionedV1,
+    ChangeUpdatedV1,
 )
 from shared.events.config import (
     BaselineCreatedV1,
@@ -108,8 +111,11 @@ __all__ = [
     "BusinessServiceDefinedV1",
     "CalendarDefinedV1",
     "CalendarV1",
+    "ChangeCreatedV1",
     "ChangeImplementedV1",
     "ChangeSuspectedV1",
+    "ChangeTransitionedV1",
+    "ChangeUpdatedV1",
     "CiClassDefinedV1",
     "CiCreatedV1",
     "CiRetiredV1",

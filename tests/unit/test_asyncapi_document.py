@@ -168,6 +168,7 @@ def test_a_services_view_holds_its_operations_and_only_the_channels_they_use():
     assert set(change["operations"]) == {
         "change.publish.itsm.change.events",
         "change.consume.itsm.config.events",
+        "change.consume.itsm.incident.events",
         "change.dead-letter.itsm.deadletter",
         "change.follow.itsm.auth.revocations",
     }

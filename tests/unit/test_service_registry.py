@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import shared.kafka
+from services.change.metrics import ChangeMetrics
 from services.config.metrics import ConfigMetrics
 from services.config.settings import ConfigSettings
 from services.incident.metrics import IncidentMetrics
@@ -143,7 +144,7 @@ def _definition(name: str, components: tuple[str, ...]) -> ServiceDefinition[Ser
     [
         ("incident", IncidentSettings, IncidentMetrics),
         ("config", ConfigSettings, ConfigMetrics),
-        ("change", None, type(None)),
+        ("change", None, ChangeMetrics),
         ("reporting", None, ReportingMetrics),
     ],
 )

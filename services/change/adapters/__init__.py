@@ -1,0 +1,1 @@
+"""Change service: adapters layer (PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Change service: application layer (use cases over the unit of work)."""

@@ -1,0 +1,1 @@
+"""Change service: domain layer (pure: no I/O)."""
