@@ -302,6 +302,7 @@ async def verify_command(infra: Infra, tenant: str) -> float | None:
     settings = ReportingSettings(
         database_url=infra.service_dsns["reporting"],
         kafka_bootstrap_servers=infra.bootstrap_servers,
+        auth_jwks_file=infra.keys.jwks_file,
         ledger_signing_key_file=str(infra.ledger_key_file),
     )
     began = time.perf_counter()
