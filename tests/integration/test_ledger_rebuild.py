@@ -119,16 +119,18 @@ async def settled(pools, tenant):
         "SELECT h.size, (SELECT max(tree_size) FROM ledger_checkpoints c) AS signed,"
         " (SELECT max((data->>'tree_size')::bigint) FROM ledger WHERE type = $1) AS logged,"
         " (SELECT count(*) FROM ledger WHERE type <> $1 AND leaf_index >="
-        "  coalesce((SELECT max(tree_size) FROM ledger_checkpoints), 0)) AS uncovered"
+        "  coalesce((SELECT max(tree_size) FROM ledger_checkpoints), 0)) AS uncovered,"
+        " (SELECT count(*) FROM ledger WHERE source <> 'itsm/reporting') AS recorded"
         " FROM ledger_heads h",
         CHECKPOINT_TYPE,
     )
     return rows[0] if rows else None
 
 
-def is_settled(row):
+def is_settled(row, sent):
     return (
         row is not None
+        and row["recorded"] == sent
         and row["signed"] is not None
         and row["logged"] == row["signed"]
         and row["uncovered"] == 0
@@ -177,17 +179,22 @@ async def test_the_log_rebuilt_from_kafka_has_the_same_leaves_and_roots_and_refi
     batches = [events_of(first), events_of(second)]
     # Interleaved: the tenants' events alternate, over three topics and several partitions,
     # in two waves so that the logs get more than one checkpoint.
+    sent = 0
     for wave in (slice(0, 7), slice(7, None)):
         for pair in zip(batches[0][wave], batches[1][wave], strict=True):
             for topic, envelope in pair:
                 await send_event(producer, envelope, topic)
+        sent += len(batches[0][wave])
         for tenant in (first, second):
-            await eventually(lambda t=tenant: settled(pools, t), is_settled, timeout=60)
+            await eventually(
+                lambda t=tenant: settled(pools, t), lambda r, n=sent: is_settled(r, n), timeout=60
+            )
 
     settings = settings_for("reporting")
-    assert await run(settings, first, second) == 0
-    assert await run(settings, first, second, check=True) == 0
+    assert await run(settings, first, second) == 0, capsys.readouterr().out
+    status = await run(settings, first, second, check=True)
     out = capsys.readouterr().out
+    assert status == 0, out
     assert out.count("the stored ledger agrees") == 2, out
     assert "FAILED" not in out and "DIFFERS" not in out
 
@@ -195,8 +202,9 @@ async def test_the_log_rebuilt_from_kafka_has_the_same_leaves_and_roots_and_refi
     name = f"restore_{uuid.uuid4().hex[:8]}"
     dsn = await fresh_database(infra, name)
     restored = settings.model_copy(update={"database_url": SecretStr(dsn)})
-    assert await run(restored, first, second, into_empty=True) == 0
+    status = await run(restored, first, second, into_empty=True)
     out = capsys.readouterr().out
+    assert status == 0, out
     assert out.count("stored checkpoints verify against them") == 2, out
     pool = await create_pool(dsn, schema="reporting", application_name="test-restore")
     try:
@@ -206,8 +214,8 @@ async def test_the_log_rebuilt_from_kafka_has_the_same_leaves_and_roots_and_refi
             assert len(original) >= 2
             assert again == original
             assert all(signed == computed for _, signed, computed in again)
-        assert await run(restored, first, second, check=True) == 0
-        capsys.readouterr()
+        status = await run(restored, first, second, check=True)
+        assert status == 0, capsys.readouterr().out
 
         # Refilling a ledger that is not empty is refused.
         assert await run(restored, first, into_empty=True) == 1
@@ -248,7 +256,7 @@ async def test_a_checkpoint_whose_root_does_not_match_the_rebuilt_log_is_reporte
     await service_client("reporting", checkpoint_interval_seconds=0.3)
     for topic, envelope in events_of(tenant)[:4]:
         await send_event(producer, envelope, topic)
-    row = await eventually(lambda: settled(pools, tenant), is_settled, timeout=60)
+    row = await eventually(lambda: settled(pools, tenant), lambda r: is_settled(r, 4), timeout=60)
     settings = settings_for("reporting")
     assert await run(settings, tenant) == 0
     capsys.readouterr()

@@ -386,8 +386,10 @@ async def _compare(conn: Connection, tenant: TenantLog) -> str | None:
         tenant.tenant_id,
     ):
         size = row["tree_size"]
-        if size > len(tenant.leaves):
-            continue  # signed after the records read: its event is not on Kafka yet
+        if size > tenant.ordered:
+            # Its event was not on Kafka when the records were read: beyond the order the
+            # checkpoints fix, the rebuild's order is a guess, so there is nothing to compare.
+            continue
         root = roots.get(size) or root_of(tenant.leaves[:size])
         if root != bytes(row["root_hash"]):
             return f"the stored checkpoint at size {size} has another root than the rebuild"
