@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -64,6 +64,11 @@ bench-change: install
 # The deployment gate: decisions at 32 concurrent pipelines, beside /health/live.
 bench-gate: install
 	$(PY) -m tests.benchmarks.change_gate
+
+# The verifiable log: ingestion of 200,000 events beside raw aiokafka, verification of and
+# inclusion proofs in a 1,000,000-entry log.
+bench-ledger: install
+	$(PY) -m tests.benchmarks.ledger
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -8,8 +8,9 @@ from services.reporting.application.checkpoints import (
     LedgerConfiguration,
     signer_of,
 )
+from services.reporting.application.completeness import run_completeness
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_log
+from services.reporting.entrypoints import http_log, http_timeline
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -21,9 +22,10 @@ from shared.supervision import BackgroundTask
 def _background(
     runtime: ServiceRuntime[ReportingSettings, ReportingMetrics],
 ) -> Sequence[BackgroundTask]:
-    """The checkpointer (signs each tenant's log as it grows) and the self-check (verifies new
-    entries against the newest checkpoints); both are safe in every replica. Serving needs the
-    ledger's signing key: without it, start-up fails here."""
+    """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
+    entries against the newest checkpoints) and the completeness task (gaps, the timeline's
+    index); all are safe in every replica. Serving needs the ledger's signing key: without
+    it, start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
         runtime.pool,
@@ -36,6 +38,14 @@ def _background(
     return [
         BackgroundTask("ledger-checkpointer", checkpointer.run_forever),
         BackgroundTask("ledger-selfcheck", selfcheck.run_forever),
+        BackgroundTask(
+            "ledger-completeness",
+            lambda: run_completeness(
+                runtime.pool,
+                runtime.service_metrics,
+                interval=settings.completeness_interval_seconds,
+            ),
+        ),
     ]
 
 
@@ -44,7 +54,7 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router],
+    routers=[router, http_log.router, http_timeline.router],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

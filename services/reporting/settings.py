@@ -47,3 +47,6 @@ class ReportingSettings(ServiceSettings):
     def ledger_key_label(self) -> str:
         """The key name checkpoints are signed under."""
         return self.ledger_key_name or self.ledger_origin
+
+    # How often the completeness task reads new ledger rows (gaps, the timeline's index).
+    completeness_interval_seconds: float = 1.0

@@ -19,13 +19,15 @@ if TYPE_CHECKING:
     from shared.service import ServiceRuntime
 
 LEDGER_CONSUMER = "reporting-ledger"
+# Every topic the ledger records (a rebuild from Kafka reads the same ones).
+LEDGER_TOPICS = (INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, REPORTING_EVENTS, AUTH_REVOCATIONS)
 
 
 def ledger_consumer(runtime: ServiceRuntime) -> EventConsumer:
     """Records every catalogued event of every topic in the ledger, once."""
     return EventConsumer(
         name=LEDGER_CONSUMER,
-        topics=[INCIDENT_EVENTS, CHANGE_EVENTS, CONFIG_EVENTS, REPORTING_EVENTS, AUTH_REVOCATIONS],
+        topics=list(LEDGER_TOPICS),
         handler=ledger.append_many,
         pool=runtime.pool,
         producer=runtime.producer,
