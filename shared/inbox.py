@@ -310,11 +310,13 @@ def _common_correlation_id(events: Sequence[ReceivedEvent]) -> str | None:
 
 
 def _by_tenant(events: Sequence[ReceivedEvent]) -> dict[str, list[ReceivedEvent]]:
-    """The events grouped by tenant, each group in arrival order."""
+    """The events grouped by tenant, each group in arrival order, the tenants in id order: a
+    handler that locks a row per tenant (the ledger's tree heads) then takes the locks of two
+    replicas' batches in the same order, so they never deadlock."""
     groups: dict[str, list[ReceivedEvent]] = {}
     for event in events:
         groups.setdefault(event.envelope.tenantid, []).append(event)
-    return groups
+    return dict(sorted(groups.items()))
 
 
 async def _parse_leaving_headers_undecoded(

@@ -126,12 +126,15 @@ def settings_for(migrated: Infra) -> Callable[..., object]:
 
     def make(name: str, **overrides: object) -> object:
         definition = DEFINITIONS[name]
+        own: dict[str, object] = {}
+        if name == "reporting":  # the ledger's checkpoint signing key
+            own["ledger_signing_key_file"] = str(migrated.ledger_key_file)
         return definition.settings_class(  # type: ignore[call-arg]
             database_url=migrated.service_dsns[name],
             kafka_bootstrap_servers=migrated.bootstrap_servers,
             outbox_poll_interval_seconds=0.2,
             auth_jwks_file=migrated.keys.jwks_file,
-            **overrides,
+            **{**own, **overrides},
         )
 
     return make

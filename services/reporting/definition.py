@@ -1,20 +1,52 @@
 """The reporting service as the shared runtime runs it."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from services.reporting.application.checkpoints import (
+    Checkpointer,
+    LedgerConfiguration,
+    signer_of,
+)
+from services.reporting.application.selfcheck import SelfCheck
+from services.reporting.entrypoints import http_log
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
 from services.reporting.settings import SERVICE, ReportingSettings
-from shared.service import ServiceDefinition
+from shared.service import ServiceDefinition, ServiceRuntime
+from shared.supervision import BackgroundTask
+
+
+def _background(
+    runtime: ServiceRuntime[ReportingSettings, ReportingMetrics],
+) -> Sequence[BackgroundTask]:
+    """The checkpointer (signs each tenant's log as it grows) and the self-check (verifies new
+    entries against the newest checkpoints); both are safe in every replica. Serving needs the
+    ledger's signing key: without it, start-up fails here."""
+    settings = runtime.settings
+    checkpointer = Checkpointer(
+        runtime.pool,
+        signer_of(settings),
+        LedgerConfiguration.of(settings),
+        runtime.service_metrics,
+        runtime.metrics.tenant,
+    )
+    selfcheck = SelfCheck(runtime.pool, runtime.service_metrics, settings.verify_interval_seconds)
+    return [
+        BackgroundTask("ledger-checkpointer", checkpointer.run_forever),
+        BackgroundTask("ledger-selfcheck", selfcheck.run_forever),
+    ]
+
 
 DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router],
+    routers=[router, http_log.router],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
+    background=_background,
     description="The ledger of every event, KPIs and service reports (ISO/IEC 20000-1 9.4).",
 )

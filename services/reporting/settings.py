@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.registry import service
@@ -9,6 +10,8 @@ from shared.settings import ServiceSettings
 
 # This service's entry in the platform's registry: its name and default port come from there.
 SERVICE = service("reporting")
+
+DEFAULT_LEDGER_ORIGIN = "itsm.local/ledger"
 
 
 class ReportingSettings(ServiceSettings):
@@ -18,3 +21,29 @@ class ReportingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=SERVICE.env_prefix, extra="ignore", frozen=True)
 
     http_port: int = SERVICE.http_port
+    # The verifiable log (docs/ledger.md, README "Verifiable log").
+    ledger_signing_key_file: str | None = Field(
+        default=None,
+        description="PEM file (PKCS#8) of the ledger's own Ed25519 key that signs checkpoints;"
+        " required to serve. Not the access-token key.",
+    )
+    ledger_origin: str = Field(
+        default=DEFAULT_LEDGER_ORIGIN,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="Prefix of every log's origin line: a tenant's log is <origin>/<tenant>.",
+    )
+    ledger_key_name: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="The signed-note key name of the signing key (default: the origin).",
+    )
+    checkpoint_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+    verify_interval_seconds: float = Field(default=30.0, gt=0, le=86400)
+
+    @property
+    def ledger_key_label(self) -> str:
+        """The key name checkpoints are signed under."""
+        return self.ledger_key_name or self.ledger_origin

@@ -57,6 +57,8 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "problem:create": frozenset({"agent", "problem_manager", "tenant_admin", "provider_admin"}),
         "problem:manage": frozenset({"problem_manager", "tenant_admin", "provider_admin"}),
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
+        # Sign a checkpoint of the tenant's verifiable log now (besides the interval's).
+        "ledger:checkpoint": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
         "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
+from shared.auth.tokens import new_signing_key, save_private_key
 from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
 from shared.devstack.supervisor import Part, Supervisor, stop_process
@@ -37,6 +38,8 @@ class Infra:
     keys: LocalKeys
     # Each service's SCRAM (user, password) when the broker requires SASL; empty for PLAINTEXT.
     kafka_users: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    # The reporting ledger's own checkpoint signing key (PEM), not the access-token key.
+    ledger_key_file: Path | None = None
 
     def service_env(
         self, service: str, http_port: int, extra: Mapping[str, str] | None = None
@@ -60,6 +63,11 @@ class Infra:
             f"{prefix}_AUTH_JWKS_FILE": str(self.keys.jwks_file),
             f"{prefix}_AUTH_ISSUER": DEFAULT_ISSUER,
             f"{prefix}_AUTH_AUDIENCE": DEFAULT_AUDIENCE,
+            **(
+                {f"{prefix}_LEDGER_SIGNING_KEY_FILE": str(self.ledger_key_file)}
+                if service == "reporting" and self.ledger_key_file is not None
+                else {}
+            ),
             **dict(extra or {}),
         }
 
@@ -191,6 +199,7 @@ class LocalPlatform:
             bootstrap = self.environ["KAFKA_BOOTSTRAP_SERVERS"]
         keys = LocalKeys(self.state_dir / "auth")
         keys.issuer()  # makes the signing key and the JWKS on first use
+        ledger_key_file = ensure_ledger_key(self.state_dir / "ledger" / "signing-key.pem")
         passwords = self._passwords()
         asyncio.run(provision(admin_dsn, passwords))
         asyncio.run(ensure_topics(bootstrap, security=admin_security))
@@ -199,6 +208,7 @@ class LocalPlatform:
             admin_dsn=admin_dsn,
             keys=keys,
             kafka_users=kafka_users,
+            ledger_key_file=ledger_key_file,
             service_dsns={
                 s: dsn_for(admin_dsn, user=s, password=passwords[s], database=DEFAULT_DATABASE)
                 for s in SERVICE_NAMES
@@ -385,6 +395,13 @@ class LocalPlatform:
             self.kafka.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def ensure_ledger_key(path: Path) -> Path:
+    """The ledger's checkpoint signing key for local runs (PKCS#8 PEM, mode 600), made once."""
+    if not path.exists():
+        save_private_key(new_signing_key(), path)
+    return path
 
 
 def _process_env(

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
+from services.reporting.adapters import log
+from services.reporting.verifier import canonical_of_record
 from shared.db import Connection
+from shared.events.binding import CONTENT_TYPE, encode_json
 from shared.inbox import ReceivedEvent
 
 _COLUMNS = (
@@ -27,7 +31,7 @@ _COLUMNS = (
 _INSERTED = (
     "tenant_id, event_id, type, source, subject, version, time, correlation_id, causation_id,"
     " actor, data, data_sanitized, topic, partition, kafka_offset, message_key, message_value,"
-    " message_headers"
+    " message_headers, leaf_index, leaf_hash"
 )
 
 # `data` arrives as JSON text, cast to jsonb here: the value itself when jsonb takes it, which
@@ -38,7 +42,8 @@ _INSERT = (
     " FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
     " $6::bigint[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],"
     " $12::boolean[], $13::text[], $14::int[], $15::bigint[], $16::bytea[], $17::bytea[],"
-    f" $18::bytea[]) WITH ORDINALITY AS r({_INSERTED}, n)"
+    " $18::bytea[], $19::bigint[], $20::bytea[])"
+    f" WITH ORDINALITY AS r({_INSERTED}, n)"
     " ORDER BY n"
 )
 
@@ -51,10 +56,23 @@ REPLACEMENT = "\ufffd"
 
 
 async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
-    """Record events in one statement, in order: the ledger consumer's one write (the inbox
-    guarantees each event arrives here once)."""
+    """Record one tenant's events in order and append them to its verifiable log: the ledger
+    consumer's one write (the inbox guarantees each event arrives here once, tenant by tenant).
+
+    The tenant's head is locked first, so appends of two consumer replicas take turns and the
+    indexes stay dense; rows, nodes and head are written in two statements whatever the batch.
+    """
+    if not events:
+        return
     envelopes = [e.envelope for e in events]
+    tenant_id = envelopes[0].tenantid
+    if any(e.tenantid != tenant_id for e in envelopes):
+        raise ValueError("append_many takes one tenant's events (the inbox groups them)")
+    # Hash before taking the lock: the lock is held only for the database's work.
+    entries = [canonical_of_record(e.record.headers, e.record.value) for e in events]
     copies = [queryable_copy(e.record.value, e.envelope.data) for e in events]
+    head = await log.adopt(conn, await log.lock_head(conn, tenant_id), canonical_of_row)
+    appended = log.extend(head, entries)
     await conn.execute(
         _INSERT,
         [e.tenantid for e in envelopes],
@@ -75,6 +93,37 @@ async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None
         [event.record.key for event in events],
         [event.record.value for event in events],
         [encode_headers(event.record.headers) for event in events],
+        list(range(appended.first_index, appended.size)),
+        appended.leaves,
+    )
+    await log.save_tree(conn, tenant_id, appended)
+
+
+def canonical_of_row(row: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of a stored row: from its message, or, for a row recorded before
+    messages were kept (no `message_value`), from the message the binding would have written
+    for it: its attributes as `ce_*` headers (time in ISO 8601 as stored, in UTC) and its data
+    as compact, key-sorted JSON (shared.events.binding.encode_json)."""
+    value = row["message_value"]
+    if value is not None:
+        return canonical_of_record(decode_headers(row["message_headers"]), value)
+    headers = [
+        ("content-type", CONTENT_TYPE),
+        ("ce_specversion", "1.0"),
+        ("ce_id", str(row["event_id"])),
+        ("ce_source", row["source"]),
+        ("ce_type", row["type"]),
+        ("ce_subject", row["subject"]),
+        ("ce_time", row["time"].astimezone(UTC).isoformat()),
+        ("ce_tenantid", row["tenant_id"]),
+        ("ce_itsmversion", str(row["version"])),
+        ("ce_correlationid", row["correlation_id"]),
+        ("ce_causationid", row["causation_id"]),
+        ("ce_actor", row["actor"]),
+    ]
+    return canonical_of_record(
+        [(name, text.encode()) for name, text in headers if text is not None],
+        encode_json(row["data"]),
     )
 
 

@@ -1,0 +1,1 @@
+"""Reporting service: application layer (the verifiable log's checkpoints and proofs)."""
