@@ -15,7 +15,9 @@ from services.reporting.settings import ReportingSettings
 from shared.logging import configure_logging
 
 # command -> (module under services.reporting.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("export", "export a tenant's evidence for a period to an archive (.tar.gz)"),
+}
 
 
 def main(argv: Sequence[str]) -> int:

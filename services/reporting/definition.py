@@ -8,8 +8,9 @@ from services.reporting.application.checkpoints import (
     LedgerConfiguration,
     signer_of,
 )
+from services.reporting.application.evidence import ExportRunner
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_log
+from services.reporting.entrypoints import http_evidence, http_log
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -21,8 +22,9 @@ from shared.supervision import BackgroundTask
 def _background(
     runtime: ServiceRuntime[ReportingSettings, ReportingMetrics],
 ) -> Sequence[BackgroundTask]:
-    """The checkpointer (signs each tenant's log as it grows) and the self-check (verifies new
-    entries against the newest checkpoints); both are safe in every replica. Serving needs the
+    """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
+    entries against the newest checkpoints) and the evidence export runner (takes queued
+    export jobs, and those whose worker died); all are safe in every replica. Serving needs the
     ledger's signing key: without it, start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
@@ -32,10 +34,22 @@ def _background(
         runtime.service_metrics,
         runtime.metrics.tenant,
     )
+    exports = ExportRunner(
+        runtime.pool,
+        Checkpointer(
+            runtime.pool,
+            signer_of(settings),
+            LedgerConfiguration.of(settings),
+            runtime.service_metrics,
+            runtime.metrics.tenant,
+        ),
+        settings.ledger_origin,
+    )
     selfcheck = SelfCheck(runtime.pool, runtime.service_metrics, settings.verify_interval_seconds)
     return [
         BackgroundTask("ledger-checkpointer", checkpointer.run_forever),
         BackgroundTask("ledger-selfcheck", selfcheck.run_forever),
+        BackgroundTask("evidence-exports", exports.run_forever),
     ]
 
 
@@ -44,7 +58,7 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router],
+    routers=[router, http_log.router, http_evidence.router],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,
