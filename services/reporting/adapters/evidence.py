@@ -137,7 +137,8 @@ async def save_plan(
     """Fix the job's plan once chosen: a resumed job builds the same archive."""
     await conn.execute(
         "UPDATE evidence_exports SET first_index = $2, tree_size = $3, previous_size = $4,"
-        " period_first = $5, period_last = $6, entries_total = $3 - $2 WHERE id = $1",
+        " period_first = $5, period_last = $6, entries_total = $3::bigint - $2::bigint"
+        " WHERE id = $1",
         job_id,
         first_index,
         tree_size,
