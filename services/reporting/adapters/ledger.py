@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
+
+import asyncpg
 
 from services.reporting.adapters import log
 from services.reporting.verifier import canonical_of_record
@@ -99,7 +101,7 @@ async def append_many(conn: Connection, events: Sequence[ReceivedEvent]) -> None
     await log.save_tree(conn, tenant_id, appended)
 
 
-def canonical_of_row(row: Mapping[str, Any]) -> bytes:
+def canonical_of_row(row: asyncpg.Record) -> bytes:
     """The canonical bytes of a stored row: from its message, or, for a row recorded before
     messages were kept (no `message_value`), from the message the binding would have written
     for it: its attributes as `ce_*` headers (time in ISO 8601 as stored, in UTC) and its data

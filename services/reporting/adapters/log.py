@@ -13,9 +13,11 @@ any newer row of their tenant (`adopt`, given how to compute a row's canonical b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import asyncpg
 
 from services.reporting.domain import merkle
 from services.reporting.verifier import fold, leaf_hash
@@ -46,7 +48,7 @@ class Head:
 _HEAD_COLUMNS = "tenant_id, size, frontier, adopted, key_id, configuration, version"
 
 
-def _head(row: Mapping[str, Any]) -> Head:
+def _head(row: asyncpg.Record) -> Head:
     return Head(
         tenant_id=row["tenant_id"],
         size=row["size"],
@@ -144,9 +146,7 @@ _ADOPT = (
 )
 
 
-async def adopt(
-    conn: Connection, head: Head, canonical: Callable[[Mapping[str, Any]], bytes]
-) -> Head:
+async def adopt(conn: Connection, head: Head, canonical: Callable[[asyncpg.Record], bytes]) -> Head:
     """Give the tenant's rows stored before the log their places in it (in position order),
     with the head locked; the head after them. Does nothing once done."""
     if head.adopted:
@@ -258,15 +258,14 @@ async def leaf_of_event(
 
 
 _ENTRY_COLUMNS = (
-    "leaf_index, position, event_id, type, source, subject, version, time, correlation_id,"
+    "leaf_index, leaf_hash, position, event_id, type, source, subject, version, time,"
+    " correlation_id,"
     " causation_id, actor, tenant_id, topic, partition, message_headers, message_value,"
     " CASE WHEN message_value IS NULL THEN data END AS data"
 )
 
 
-async def entries(
-    conn: Connection, tenant_id: str, start: int, end: int
-) -> list[Mapping[str, Any]]:
+async def entries(conn: Connection, tenant_id: str, start: int, end: int) -> list[asyncpg.Record]:
     """The rows at indexes [start, end) of the tenant's log, in index order."""
     return await conn.fetch(
         f"SELECT {_ENTRY_COLUMNS} FROM ledger"  # noqa: S608 - constant column list

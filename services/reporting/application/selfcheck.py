@@ -60,15 +60,15 @@ class SelfCheck:
             await self.round()
             await asyncio.sleep(self.interval)
 
-    async def round(self) -> list[VerificationError]:
-        """Check every tenant with a checkpoint not verified yet; the failures found."""
+    async def round(self) -> list[tuple[str, VerificationError]]:
+        """Check every tenant with a checkpoint not verified yet; the (tenant, failure) found."""
         async with all_tenants_transaction(self.pool) as conn:
             rows = await conn.fetch(
                 "SELECT tenant_id, max(tree_size) FROM ledger_checkpoints GROUP BY tenant_id"
             )
             key_rows = await store.keys(conn)
         keys = [VerifierKey.parse(k.verifier_key) for k in key_rows]
-        failures: list[VerificationError] = []
+        failures: list[tuple[str, VerificationError]] = []
         for tenant_id, newest in rows:
             done = self.verified.get(tenant_id)
             if done is not None and done.size >= newest:
@@ -82,7 +82,7 @@ class SelfCheck:
                 )
                 self.metrics.verifications.labels("failed").inc()
                 self.metrics.verification_failures.inc()
-                failures.append(exc)
+                failures.append((tenant_id, exc))
                 continue
             self.metrics.verifications.labels("ok").inc()
         return failures

@@ -21,6 +21,8 @@ from services.reporting.application.checkpoints import (
     signer_of,
 )
 from services.reporting.domain.checkpoints import origin_of
+from services.reporting.metrics import ReportingMetrics
+from services.reporting.settings import ReportingSettings
 from shared.context import RequestContext
 from shared.db import tenant_transaction
 from shared.errors import Conflict
@@ -28,7 +30,8 @@ from shared.http.context import authorize
 from shared.service import ServiceRuntime, runtime_of
 
 router = APIRouter(tags=["verifiable log"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+ReportingRuntime = ServiceRuntime[ReportingSettings, ReportingMetrics]
+Runtime = Annotated[ReportingRuntime, Depends(runtime_of)]
 
 
 class CheckpointOut(BaseModel):
@@ -42,7 +45,7 @@ class CheckpointOut(BaseModel):
     note: str = Field(description="The checkpoint as a C2SP signed note (text, signatures).")
 
 
-def _checkpoint_out(runtime: ServiceRuntime, checkpoint: StoredCheckpoint) -> CheckpointOut:
+def _checkpoint_out(runtime: ReportingRuntime, checkpoint: StoredCheckpoint) -> CheckpointOut:
     return CheckpointOut(
         origin=origin_of(runtime.settings.ledger_origin, checkpoint.tenant_id),
         tree_size=checkpoint.tree_size,
@@ -72,12 +75,12 @@ async def latest_checkpoint(
 
 
 # One checkpointer per runtime for on-demand checkpoints (the background task has its own).
-_checkpointers: weakref.WeakKeyDictionary[ServiceRuntime, Checkpointer] = (
+_checkpointers: weakref.WeakKeyDictionary[ReportingRuntime, Checkpointer] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def checkpointer_of(runtime: ServiceRuntime) -> Checkpointer:
+def checkpointer_of(runtime: ReportingRuntime) -> Checkpointer:
     """The runtime's checkpointer for requests, made on first use."""
     found = _checkpointers.get(runtime)
     if found is None:
@@ -120,7 +123,7 @@ async def checkpoint_now(
     return _checkpoint_out(runtime, signed)
 
 
-async def _size(runtime: ServiceRuntime, tenant_id: str) -> int:
+async def _size(runtime: ReportingRuntime, tenant_id: str) -> int:
     async with tenant_transaction(runtime.pool, tenant_id, readonly=True) as conn:
         head = await log.read_head(conn, tenant_id)
     return 0 if head is None else head.size
