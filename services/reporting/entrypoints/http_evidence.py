@@ -111,7 +111,10 @@ async def export_progress(export_id: uuid.UUID, context: Exporter, runtime: Runt
     "/evidence-exports/{export_id}/archive",
     summary="A finished export's archive (.tar.gz); 409 until it is done",
     response_class=Response,
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={
+        200: {"content": {"application/gzip": {}}},
+        409: {"description": "The export is not done (queued, running or failed)"},
+    },
 )
 async def export_archive(export_id: uuid.UUID, context: Exporter, runtime: Runtime) -> Response:
     job = await evidence.export_status(runtime.pool, context.tenant_id, export_id)
@@ -166,6 +169,7 @@ class SampleOut(BaseModel):
     "/evidence/sample",
     response_model=SampleOut,
     summary="A reproducible random sample of a clause's records with timelines and proofs",
+    responses={404: {"description": "No checkpoint of the tenant's log is signed yet"}},
 )
 async def evidence_sample(
     context: Exporter,
