@@ -4,6 +4,7 @@ tampered archive fails, an interrupted job is taken up again, and samples are re
 
 from __future__ import annotations
 
+import argparse
 import base64
 import csv
 import hashlib
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.reporting.commands import export as export_command
 from services.reporting.verifier import VerifierKey, verify_inclusion
 from shared.events.catalogue import CONFIG_EVENTS, INCIDENT_EVENTS
 from shared.events.envelope import new_envelope
@@ -432,3 +434,44 @@ async def test_a_sample_is_reproducible_and_every_event_of_it_is_proven(
         "/evidence/sample", params={**params, "clause": "9.9"}, headers=headers
     )
     assert bad.status_code == 422
+
+
+async def test_the_export_command_writes_a_verifying_archive_with_a_progress_bar(
+    service_client, pools, producer, tenant, tmp_path, capsys
+):
+    reporting = await service_client("reporting", **FAST)
+    for _ in range(3):
+        await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
+    await eventually(
+        lambda: covered(pools, tenant), lambda c: c[0] >= 3 and c[1] >= c[0], timeout=30
+    )
+    now = datetime.now(UTC)
+    out = tmp_path / "evidence.tar.gz"
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--tenant", tenant,
+            "--from", (now - timedelta(hours=1)).isoformat(),
+            "--to", (now + timedelta(hours=1)).isoformat(),
+            "--clauses", "8.6.1,8.7.1",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    status = await export_command.run(args, reporting.runtime.settings)
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "wrote" in err and str(out) in err
+    bundle = unpack(out.read_bytes(), tmp_path / "unpacked")
+    assert sorted(p.name for p in (bundle / "clauses").iterdir()) == [
+        "8.6.1-incidents.csv",
+        "8.6.1-incidents.json",
+        "8.7.1-availability.csv",
+        "8.7.1-availability.json",
+    ]
+    incidents = (bundle / "clauses/8.6.1-incidents.csv").read_text().splitlines()
+    assert len(incidents) == 1 + 3
+    checked = run_verifier(bundle)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--tenant", tenant, "--from", "2026-01-01", "--to", "x", "--out", "f"])

@@ -11,15 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.reporting.application import evidence
 from services.reporting.domain.clauses import CLAUSE_IDS
-from services.reporting.entrypoints.http_log import checkpointer_of
+from services.reporting.entrypoints.http_log import ReportingRuntime, checkpointer_of
 from shared.context import RequestContext
 from shared.errors import Conflict
 from shared.http.context import authorize
 from shared.models import RequestBody
-from shared.service import ServiceRuntime, runtime_of
+from shared.service import runtime_of
 
 router = APIRouter(tags=["evidence"])
-Runtime = Annotated[ServiceRuntime, Depends(runtime_of)]
+Runtime = Annotated[ReportingRuntime, Depends(runtime_of)]
 Exporter = Annotated[RequestContext, authorize("evidence:export")]
 
 CLAUSE_PATTERN = "^(" + "|".join(c.replace(".", r"\.") for c in CLAUSE_IDS) + ")$"
