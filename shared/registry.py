@@ -64,7 +64,13 @@ SERVICES: tuple[RegisteredService, ...] = (
         consumes=(CONFIG_EVENTS, INCIDENT_EVENTS),
         keeps_cmdb=True,
     ),
-    RegisteredService("config", schema="config", http_port=8003, publishes=CONFIG_EVENTS),
+    RegisteredService(
+        "config",
+        schema="config",
+        http_port=8003,
+        publishes=CONFIG_EVENTS,
+        consumes=(CHANGE_EVENTS,),
+    ),
     RegisteredService(
         "reporting",
         schema="reporting",

@@ -64,7 +64,11 @@ def local_platform() -> Iterator[LocalPlatform]:
 @pytest.fixture(scope="session")
 def infra(local_platform: LocalPlatform) -> Infra:
     """Kafka and PostgreSQL up, roles and schemas provisioned, topics created."""
-    return local_platform.start_infra()
+    infra = local_platform.start_infra()
+    # Every reporting service a test starts (in this process or as a child) signs its ledger's
+    # checkpoints with the session's key, however the test builds its settings.
+    os.environ.setdefault("REPORTING_LEDGER_SIGNING_KEY_FILE", str(infra.ledger_key_file))
+    return infra
 
 
 @pytest.fixture(scope="session")

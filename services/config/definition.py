@@ -6,7 +6,9 @@ from services.config.application.census import census_loop
 from services.config.application.membership import sweep_loop
 from services.config.entrypoints.baselines_http import router as baselines_router
 from services.config.entrypoints.catalogue_http import router as catalogue_router
+from services.config.entrypoints.change_control_http import router as change_control_router
 from services.config.entrypoints.cis_http import router as ci_router
+from services.config.entrypoints.consumers import consumers
 from services.config.entrypoints.http import router
 from services.config.entrypoints.imports_http import router as imports_router
 from services.config.metrics import ConfigMetrics
@@ -32,10 +34,18 @@ DEFINITION = ServiceDefinition(
     name=SERVICE.name,
     settings_class=ConfigSettings,
     migrations=Path(__file__).parent / "migrations",
-    routers=[ci_router, catalogue_router, imports_router, baselines_router, router],
+    routers=[
+        ci_router,
+        catalogue_router,
+        imports_router,
+        baselines_router,
+        change_control_router,
+        router,
+    ],
     service_metrics=ConfigMetrics,
     shared_components=("outbox", "inbox", "idempotency"),
     background=_background,
+    consumers=consumers,
     description=(
         "Configuration management, service catalogue and SLA policies"
         " (ISO/IEC 20000-1 8.2.6, 8.3.3)."

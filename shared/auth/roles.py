@@ -69,6 +69,10 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # Calendars and SLA policies: the service catalogue side of service level management.
         "catalogue:define": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
         "baseline:create": frozenset({"config_manager", "tenant_admin", "provider_admin"}),
+        # Which CI classes are under change control (the config service's change control).
+        "change_control:define": frozenset(
+            {"change_manager", "config_manager", "tenant_admin", "provider_admin"}
+        ),
     }
 )
 
@@ -76,3 +80,36 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
 def allowed(permission: str, roles: frozenset[str]) -> bool:
     """Whether any of the roles grants the permission (an unknown permission grants nothing)."""
     return bool(PERMISSIONS.get(permission, frozenset()) & roles)
+
+
+# The order the role matrix in SECURITY.md shows the roles in (least to most trusted).
+ROLE_ORDER: tuple[str, ...] = (
+    "requester",
+    "agent",
+    "problem_manager",
+    "change_manager",
+    "cab_member",
+    "config_manager",
+    "auditor",
+    "tenant_admin",
+    "integration",
+    "provider_admin",
+)
+
+
+def matrix_markdown() -> str:
+    """The role matrix as SECURITY.md shows it: a row per permission, a column per role."""
+    assert set(ROLE_ORDER) == ROLES, "ROLE_ORDER must list every role once"
+    lines = [
+        "| permission | " + " | ".join(f"`{role}`" for role in ROLE_ORDER) + " |",
+        "|---" * (len(ROLE_ORDER) + 1) + "|",
+    ]
+    for permission in sorted(PERMISSIONS):
+        granted = PERMISSIONS[permission]
+        cells = ["yes" if role in granted else "—" for role in ROLE_ORDER]
+        lines.append(f"| `{permission}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(matrix_markdown(), end="")

@@ -40,6 +40,9 @@ class CiCreatedV1(EventPayload):
 
     ci: CiStateV1
     source: str | None = Field(default=None, description="Discovery source, when imported.")
+    change_id: str | None = Field(
+        default=None, description="The change (in `implement`) that authorised the write."
+    )
 
 
 @event("itsm.config.ci.updated.v1", topic=CONFIG_EVENTS, source="itsm/config")
@@ -51,6 +54,9 @@ class CiUpdatedV1(EventPayload):
     reason: str | None = None
     change_ref: str | None = None
     source: str | None = None
+    change_id: str | None = Field(
+        default=None, description="The change (in `implement`) that authorised the write."
+    )
 
 
 @event("itsm.config.ci.retired.v1", topic=CONFIG_EVENTS, source="itsm/config")
@@ -60,6 +66,9 @@ class CiRetiredV1(EventPayload):
     ci: CiStateV1
     reason: str | None = None
     change_ref: str | None = None
+    change_id: str | None = Field(
+        default=None, description="The change (in `implement`) that authorised the write."
+    )
 
 
 RelationshipType = Literal[
@@ -217,3 +226,33 @@ class BaselineCreatedV1(EventPayload):
     at: datetime
     cis: int = Field(ge=0, description="CIs (not retired) in the baseline.")
     relationships: int = Field(ge=0)
+
+
+# --- configuration items under change control (control, issue 19) ---
+
+FoundBy = Literal["ci_modified", "drift"]
+
+
+@event("itsm.config.change_control.defined.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class ChangeControlDefinedV1(EventPayload):
+    """The tenant's change-control configuration was replaced (subject: `change-control`)."""
+
+    classes: list[str] = Field(description="CI classes whose every CI is under change control.")
+    version: int = Field(ge=1)
+
+
+@event("itsm.config.ci.unauthorized_change_detected.v1", topic=CONFIG_EVENTS, source="itsm/config")
+class UnauthorizedChangeDetectedV1(EventPayload):
+    """A CI under change control was modified, or found drifted by discovery, with no change
+    authorising it (subject: the CI id). The change service opens a change to review it."""
+
+    ci: CiStateV1 = Field(description="The CI as recorded after the modification (or as found).")
+    found_by: FoundBy = Field(
+        description="`ci_modified`: a write without `change_id`; `drift`: a discovery import."
+    )
+    changes: dict[str, dict[str, Any]] = Field(
+        description="Per field what changed: `from`/`to` (ci_modified), `recorded`/`discovered`"
+        " (drift)."
+    )
+    by: str = Field(description="Who made it: the writer, or the discovery source.")
+    import_id: str | None = Field(default=None, description="The import that found the drift.")

@@ -27,6 +27,8 @@ ACTING = {
     ("incident", "/problems/{problem_id}/transitions"),
     ("incident", "/problems/{problem_id}/incidents"),
     ("incident", "/problems/{problem_id}/known-error"),
+    # Signs the tenant's log as it stands (test_ledger_checkpoints.py replays it with its key).
+    ("reporting", "/ledger/checkpoints"),
 }
 
 

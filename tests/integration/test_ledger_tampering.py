@@ -8,6 +8,7 @@ longer give the roots the ledger's key signed.
 
 from __future__ import annotations
 
+import argparse
 import uuid
 
 import asyncpg
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from services.reporting.adapters import ledger as ledger_rows
 from services.reporting.application.selfcheck import SelfCheck
+from services.reporting.commands import verify as verify_command
 from services.reporting.commands.verify import LogVerificationError, verify_tenant
 from services.reporting.domain import merkle
 from services.reporting.domain.checkpoints import Signer, load_signer
@@ -283,3 +285,24 @@ async def test_the_self_check_counts_a_verification_failure_when_new_entries_are
     registry = reporting.runtime.registry
     assert sample_value(registry, "itsm_ledger_verification_failures_total") >= 1
     assert sample_value(registry, "itsm_ledger_verifications_total", {"result": "ok"}) >= ok
+
+
+async def test_the_verify_command_exits_0_on_a_sound_log_and_1_naming_tenant_and_first_bad_index(
+    reporting, pools, producer, superuser, settings_for, tenant, tmp_path, capsys
+):
+    size, earlier = await signed_log(pools, producer, tenant)
+    kept = tmp_path / "checkpoint"
+    kept.write_text(earlier)
+    settings = settings_for("reporting")
+    parser = argparse.ArgumentParser()
+    verify_command.add_arguments(parser)
+    args = parser.parse_args(["--tenant", tenant, "--earlier", str(kept)])
+
+    assert await verify_command.run(args, settings) == 0
+    assert f"OK: tenant {tenant}: {size} entries, 2 checkpoints" in capsys.readouterr().out
+
+    await delete_a_row(superuser, tenant, 4, size)
+    assert await verify_command.run(args, settings) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED: tenant {tenant}" in out
+    assert "first bad index: 4" in out

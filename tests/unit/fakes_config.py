@@ -20,6 +20,7 @@ from services.config.adapters.membership import Supported
 from services.config.application.membership import DEPENDENT_ON_TARGET
 from services.config.application.uow import REPOSITORIES, ConfigUnit
 from services.config.domain.catalogue import BUSINESS_SERVICE, SlaPolicyDefinition
+from services.config.domain.change_control import ChangeControl, ProjectedChange
 from services.config.domain.ci import ConfigurationItem
 from shared.calendars import CalendarSpec
 from shared.context import RequestContext
@@ -51,6 +52,9 @@ class ConfigStore:
     relationship_changes: list[dict[str, Any]] = field(default_factory=list)
     imports: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    control: ChangeControl = field(default_factory=ChangeControl)
+    # The config service's projection of changes, by id.
+    changes: dict[uuid.UUID, ProjectedChange] = field(default_factory=dict)
     # What committed units wrote to the outbox, in order; and how many units rolled back.
     events: list[Recorded] = field(default_factory=list)
     rollbacks: int = 0
@@ -85,6 +89,7 @@ class FakeCis(_Repository):
         reason: str | None,
         change_ref: str | None,
         source: str | None,
+        change_id: uuid.UUID | None = None,
     ) -> None:
         self.store.versions.append(
             {
@@ -93,6 +98,7 @@ class FakeCis(_Repository):
                 "changed": changed,
                 "reason": reason,
                 "change_ref": change_ref,
+                "change_id": change_id,
                 "source": source,
                 "state": ci.state().model_dump(mode="json"),
             }
@@ -476,6 +482,19 @@ class FakeRevocations(_Repository):
         return dict(record) if record else None
 
 
+class FakeChangeControl(_Repository):
+    async def control(self, *, lock: bool = False) -> ChangeControl:
+        return self.store.control
+
+    async def save_control(
+        self, classes: Sequence[str], *, version: int, actor: str, now: datetime
+    ) -> None:
+        self.store.control = ChangeControl(frozenset(classes), version)
+
+    async def change(self, change_id: uuid.UUID) -> ProjectedChange | None:
+        return self.store.changes.get(change_id)
+
+
 @dataclass(frozen=True)
 class Repositories:
     """The fake repositories of one unit of work."""
@@ -487,6 +506,7 @@ class Repositories:
     baselines: FakeBaselines
     imports: FakeImports
     revocations: FakeRevocations
+    change_control: FakeChangeControl
 
 
 class FakeConfigUnit(ConfigUnit):
@@ -504,6 +524,7 @@ class FakeConfigUnit(ConfigUnit):
             FakeBaselines(store),
             FakeImports(store),
             FakeRevocations(store),
+            FakeChangeControl(store),
         )
         self._before: dict[str, Any] | None = None
         self.committed = False

@@ -173,7 +173,13 @@ def test_a_services_view_holds_its_operations_and_only_the_channels_they_use():
         "change.follow.itsm.auth.revocations",
     }
     config = service_document("config")
-    assert set(config["channels"]) == {"itsm.config.events", AUTH_REVOCATIONS}
+    # It consumes the change events for its projection of changes (change control).
+    assert set(config["channels"]) == {
+        "itsm.config.events",
+        "itsm.change.events",
+        DEAD_LETTER_TOPIC,
+        AUTH_REVOCATIONS,
+    }
     assert "itsm.incident.created.v1" not in config["components"]["messages"]
     reporting = service_document("reporting")
     assert set(reporting["channels"]) == set(TOPICS)

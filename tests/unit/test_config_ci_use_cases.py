@@ -148,16 +148,6 @@ async def test_a_stale_version_is_refused_with_the_current_one():
     assert store.cis[ci.id] == ci
 
 
-async def test_a_controlled_ci_without_a_change_reference_is_refused_naming_change_ref():
-    store = ConfigStore()
-    ci = a_ci(store, attributes=SERVER, controlled=True)
-    with pytest.raises(ValidationFailed) as refused:
-        await modify_ci(unit(store), ModifyCi(ci.id, 1, {"name": "x"}, None, None))
-    assert field_names(refused) == ["change_ref"]
-    changed = await modify_ci(unit(store), ModifyCi(ci.id, 1, {"name": "x"}, None, "CHG-1"))
-    assert changed.version == 2
-
-
 async def test_a_retired_ci_cannot_be_modified_a_conflict_naming_status():
     store = ConfigStore()
     ci = a_ci(store, status="retired", attributes=SERVER)

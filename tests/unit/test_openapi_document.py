@@ -114,6 +114,7 @@ def test_if_match_is_documented_required_except_on_puts_that_create_without_it()
         assert header(incident["paths"][path][method], "If-Match")["required"] is True, path
     config = spec_of("config")
     assert header(config["paths"]["/cis/{ci_id}"]["patch"], "If-Match")["required"] is True
+    assert header(config["paths"]["/change-control"]["put"], "If-Match")["required"] is True
     for path in ("/calendars/{name}", "/sla-policies/{name}"):
         put = config["paths"][path]["put"]
         assert header(put, "If-Match")["required"] is False
@@ -159,6 +160,7 @@ def test_conflicts_are_documented_where_the_services_answer_them():
         (incident, "/problems", "post"),
         (config, "/baselines", "post"),
         (config, "/cis", "post"),
+        (config, "/cis/{ci_id}", "patch"),
         (config, "/ci-classes/{name}", "put"),
     ]:
         assert "409" in paths[path][method]["responses"], (method, path)

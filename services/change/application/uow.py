@@ -20,6 +20,7 @@ from typing import Any, Protocol, Self
 import asyncpg
 
 from services.change.adapters.changes import CHANGES
+from services.change.adapters.unauthorized import PostgresUnauthorizedDetections
 from services.change.domain.change import Change, ChangeChange
 from shared.context import RequestContext
 from shared.db import Connection
@@ -46,10 +47,28 @@ class Changes(Protocol):
     async def next_number(self) -> int: ...
 
 
+class UnauthorizedDetections(Protocol):
+    """The detections of unauthorized changes that opened a change (`application/unauthorized.py`),
+    and the business services the CMDB projection says a CI supports."""
+
+    async def seen(self, detection_id: uuid.UUID) -> bool: ...
+    async def record(
+        self,
+        detection_id: uuid.UUID,
+        *,
+        change_id: uuid.UUID,
+        ci_id: uuid.UUID,
+        found_by: str,
+        detected_at: datetime,
+    ) -> None: ...
+    async def services_of(self, ci_id: uuid.UUID) -> Sequence[str]: ...
+
+
 class ChangeWork(UnitOfWork):
     """What a change use case may ask of its unit of work (real or fake)."""
 
     changes: Changes
+    unauthorized: UnauthorizedDetections
 
 
 async def store_new_change(uow: ChangeWork, change: Change, events: Sequence[EventPayload]) -> None:
@@ -124,6 +143,7 @@ class ChangeUnitOfWork(PostgresUnitOfWork, ChangeWork):
         super().__init__(pool, context, reactions)  # type: ignore[arg-type]
         self._joined = connection
         self.changes = _Changes(self)
+        self.unauthorized = PostgresUnauthorizedDetections(self)
 
     @classmethod
     def joining(

@@ -8,6 +8,10 @@ validate a change's affected CIs, derive its business services and walk its blas
 updated, transitioned, declared major) and the incidents flagged as possibly caused by a change
 (`adapters/incidents.py`): open major incidents on a change's services and CIs, the incidents an
 emergency change links to, and the evidence of a change's outcome.
+
+`change-unauthorized` reads `itsm.config.events` for `UnauthorizedChangeDetectedV1` only: a CI
+under change control modified, or found drifted, with no authorising change opens a change
+for review, once per detection (`application/unauthorized.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from services.change.adapters import incidents
+from services.change.application.unauthorized import record_detections
+from services.change.metrics import ChangeMetrics
 from services.change.settings import SERVICE
 from shared.cmdb.consumer import cmdb_consumer
 from shared.db import Connection
@@ -25,6 +31,7 @@ from shared.events.catalogue import (
     IncidentTransitionedV1,
     IncidentUpdatedV1,
     MajorIncidentDeclaredV1,
+    UnauthorizedChangeDetectedV1,
 )
 from shared.inbox import EventConsumer, ReceivedEvent
 
@@ -73,6 +80,32 @@ def incident_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
     )
 
 
+UNAUTHORIZED_CONSUMER = "change-unauthorized"
+
+
+def unauthorized_consumer(runtime: ServiceRuntime) -> EventConsumer:
+    """Opens a change for review per unauthorized change the config service detects."""
+    metrics = runtime.service_metrics
+    assert metrics is None or isinstance(metrics, ChangeMetrics)
+
+    async def detected(conn: Connection, events: Sequence[ReceivedEvent]) -> None:
+        await record_detections(conn, events, metrics)
+
+    return EventConsumer(
+        name=UNAUTHORIZED_CONSUMER,
+        handles=(UnauthorizedChangeDetectedV1,),
+        handler=detected,
+        pool=runtime.pool,
+        producer=runtime.producer,
+        metrics=runtime.metrics,
+        max_records=runtime.settings.consumer_max_records,
+    )
+
+
 def consumers(runtime: ServiceRuntime) -> Sequence[EventConsumer]:
     """All consumers of the change service."""
-    return [cmdb_projection_consumer(runtime), incident_projection_consumer(runtime)]
+    return [
+        cmdb_projection_consumer(runtime),
+        incident_projection_consumer(runtime),
+        unauthorized_consumer(runtime),
+    ]

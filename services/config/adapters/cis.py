@@ -84,11 +84,14 @@ async def record_version(
     reason: str | None,
     change_ref: str | None,
     source: str | None,
+    change_id: uuid.UUID | None = None,
 ) -> None:
-    """Keep the CI's version in the history (state as of its updated_at)."""
+    """Keep the CI's version in the history (state as of its updated_at), with the change that
+    authorised it."""
     await conn.execute(
         "INSERT INTO ci_versions (tenant_id, ci_id, version, valid_from, state, changed, actor,"
-        " reason, change_ref, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " reason, change_ref, source, change_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         ci.tenant_id,
         ci.id,
         ci.version,
@@ -99,6 +102,7 @@ async def record_version(
         reason,
         change_ref,
         source,
+        change_id,
     )
 
 
@@ -121,7 +125,8 @@ async def history(
 ) -> list[dict[str, Any]]:
     """Up to `limit` versions after a version number, oldest first."""
     rows = await conn.fetch(
-        "SELECT version, valid_from AS at, actor, changed, reason, change_ref, source, state"
+        "SELECT version, valid_from AS at, actor, changed, reason, change_ref, change_id, source,"
+        " state"
         " FROM ci_versions WHERE tenant_id = $1 AND ci_id = $2 AND version > $3"
         " ORDER BY version LIMIT $4",
         tenant_id,

@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from services.config.adapters import baselines, catalogue, cis, imports, membership, relationships
+from services.config.adapters import (
+    baselines,
+    catalogue,
+    change_control,
+    cis,
+    imports,
+    membership,
+    relationships,
+)
 from services.config.adapters import revocations as revocation_rows
 from services.config.adapters.membership import Supported
 from services.config.domain.catalogue import SlaPolicyDefinition
+from services.config.domain.change_control import ChangeControl, ProjectedChange
 from services.config.domain.ci import ConfigurationItem
 from shared.calendars import CalendarSpec
 from shared.db import Connection
@@ -43,9 +52,16 @@ class PostgresCis(_Bound):
         reason: str | None,
         change_ref: str | None,
         source: str | None,
+        change_id: uuid.UUID | None = None,
     ) -> None:
         await cis.record_version(
-            self.conn, ci, changed=changed, reason=reason, change_ref=change_ref, source=source
+            self.conn,
+            ci,
+            changed=changed,
+            reason=reason,
+            change_ref=change_ref,
+            source=source,
+            change_id=change_id,
         )
 
     async def claim_external_ids(self, ci: ConfigurationItem) -> list[str]:
@@ -343,3 +359,22 @@ class PostgresRevocations(_Bound):
 
     async def get(self, token_id: str) -> dict[str, Any] | None:
         return await revocation_rows.get(self.conn, self.tenant_id, token_id)
+
+
+class PostgresChangeControl(_Bound):
+    """The change-control configuration and the projection of changes."""
+
+    async def control(self, *, lock: bool = False) -> ChangeControl:
+        if lock:
+            await change_control.lock_control(self.conn, self.tenant_id)
+        return await change_control.control(self.conn, self.tenant_id)
+
+    async def save_control(
+        self, classes: Sequence[str], *, version: int, actor: str, now: datetime
+    ) -> None:
+        await change_control.save_control(
+            self.conn, self.tenant_id, classes, version=version, actor=actor, now=now
+        )
+
+    async def change(self, change_id: uuid.UUID) -> ProjectedChange | None:
+        return await change_control.projected_change(self.conn, self.tenant_id, change_id)

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.config.application import catalogue, membership, validators
+from services.config.application.change_control import check_change
 from services.config.application.uow import CiRepository, ConfigUnit
 from services.config.domain import classes
+from services.config.domain.change_control import unauthorized_modification, under_control
 from services.config.domain.ci import ConfigurationItem, created, modify, register
 from shared.errors import (
     Conflict,
@@ -35,6 +37,8 @@ class RegisterCi:
     attributes: dict[str, Any]
     external_ids: dict[str, str]
     controlled: bool
+    # The change (in implement) that authorises the registration.
+    change_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class ModifyCi:
     changes: dict[str, Any]
     reason: str | None
     change_ref: str | None
+    # The change (in implement, listing the CI) that authorises the modification.
+    change_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ async def register_ci(uow: ConfigUnit, command: RegisterCi) -> ConfigurationItem
     """Validate against the class schema, store version 1, announce it."""
     context = uow.context
     async with uow:
+        await check_change(uow, command.change_id, None)
         await _check_attributes(uow.cis, command.ci_class, command.attributes)
         ci = register(
             tenant_id=context.tenant_id,
@@ -109,10 +116,11 @@ async def register_ci(uow: ConfigUnit, command: RegisterCi) -> ConfigurationItem
         )
         await uow.cis.add(ci)
         await _claim_external_ids(uow.cis, ci)
+        change_id = command.change_id
         await uow.cis.record_version(
-            ci, changed=["created"], reason=None, change_ref=None, source=None
+            ci, changed=["created"], reason=None, change_ref=None, source=None, change_id=change_id
         )
-        uow.record(str(ci.id), ci.version, [created(ci)])
+        uow.record(str(ci.id), ci.version, [created(ci, change_id=_text(change_id))])
         if ci.ci_class == "business_service":
             await catalogue.announce_business_service(uow, ci)
             # A business service supports itself from the start.
@@ -122,7 +130,9 @@ async def register_ci(uow: ConfigUnit, command: RegisterCi) -> ConfigurationItem
 
 async def modify_ci(uow: ConfigUnit, command: ModifyCi) -> ConfigurationItem:
     """A new version if anything changed; NotFound, StaleVersion, or refused by the rules
-    (ValidationFailed, Conflict for a retired CI or an external id another CI has)."""
+    (ValidationFailed, Conflict for a retired CI, an external id another CI has, or a
+    `change_id` that does not authorise it). A CI under change control modified without a
+    `change_id` is modified and announced as an unauthorized change."""
     context = uow.context
     async with uow:
         current = await uow.cis.get(command.ci_id, for_update=True)
@@ -130,6 +140,7 @@ async def modify_ci(uow: ConfigUnit, command: ModifyCi) -> ConfigurationItem:
             raise NotFound("configuration item", str(command.ci_id))
         if current.version != command.expected_version:
             raise StaleVersion("the configuration item", current.version, command.expected_version)
+        await check_change(uow, command.change_id, current.id)
         outcome = modify(
             current,
             command.changes,
@@ -137,6 +148,7 @@ async def modify_ci(uow: ConfigUnit, command: ModifyCi) -> ConfigurationItem:
             now=datetime.now(UTC),
             reason=command.reason,
             change_ref=command.change_ref,
+            change_id=_text(command.change_id),
         )
         if outcome.event is None:
             return current
@@ -152,14 +164,23 @@ async def modify_ci(uow: ConfigUnit, command: ModifyCi) -> ConfigurationItem:
             reason=command.reason,
             change_ref=command.change_ref,
             source=None,
+            change_id=command.change_id,
         )
         uow.record(str(ci.id), ci.version, [outcome.event])
+        if command.change_id is None and under_control(current, await uow.change_control.control()):
+            uow.record(
+                str(ci.id), ci.version, [unauthorized_modification(current, ci, outcome.changed)]
+            )
         if ci.ci_class == "business_service":
             await catalogue.announce_business_service(uow, ci)
         if ci.status == "retired":
             # It supports nothing now, and passes nothing on to what it depends on.
             await membership.refresh(uow, [ci.id])
     return ci
+
+
+def _text(change_id: uuid.UUID | None) -> str | None:
+    return None if change_id is None else str(change_id)
 
 
 async def define_class(uow: ConfigUnit, command: DefineClass) -> int:

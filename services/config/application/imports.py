@@ -55,6 +55,7 @@ from services.config.adapters.repositories import PostgresCatalogue
 from services.config.application import catalogue, membership, validators
 from services.config.application.uow import ConfigUnit, ConfigUnitOfWork
 from services.config.domain import classes
+from services.config.domain.change_control import ChangeControl, unauthorized_drift
 from services.config.domain.ci import ConfigurationItem, modify, register
 from services.config.domain.imports import (
     OUTCOMES,
@@ -120,6 +121,8 @@ class _Run:
     source: str
     context: RequestContext
     schemas: dict[str, dict[str, Any]]
+    # The classes under change control: a difference on their CIs is drift.
+    control: ChangeControl = field(default_factory=ChangeControl)
     progress: list[int] = field(default_factory=lambda: [0])
     # Per class: its compiled validator and its quick check (see classes.quick_check).
     validators: dict[str, tuple[Validator, classes.QuickCheck | None]] = field(default_factory=dict)
@@ -232,6 +235,7 @@ async def start_import(
     async with uow:
         # Read before the run is recorded; a failure rolls the claim back with it.
         schemas = await known_schemas(uow)
+        control = await uow.change_control.control()
         if idempotency_key is not None:
             earlier = await _claim(uow, run_id, source, format_, idempotency_key)
             if earlier is not None:
@@ -240,7 +244,7 @@ async def start_import(
             await uow.imports.start(
                 run_id, source=source, format_=format_, actor=context.actor, now=datetime.now(UTC)
             )
-    return _Run(run_id, source, context, schemas)
+    return _Run(run_id, source, context, schemas, control)
 
 
 async def _claim(
@@ -592,8 +596,9 @@ def created_event(ci: ConfigurationItem, source: str, stamp: str) -> tuple[outbo
     text = encode_data(state)
     state["updated_at"] = ci.updated_at
     payload = CiCreatedV1.model_construct(ci=CiStateV1.model_construct(**state), source=source)
-    # What encode_data makes of the payload's dump: its keys sorted, "ci" before "source".
-    encoded = f'{{"ci":{text},"source":{encode_data(source)}}}'.encode()
+    # What encode_data makes of the payload's dump: its keys sorted ("change_id", "ci",
+    # "source"); an import is authorised by no change.
+    encoded = f'{{"change_id":null,"ci":{text},"source":{encode_data(source)}}}'.encode()
     return outbox.Pending(payload, str(ci.id), ci.version, encoded=encoded), text
 
 
@@ -640,7 +645,7 @@ def _ci_row(
             batch.seeds.add(ci.id)
         return RowResult(line, "ci", key, "created", ci_id=ci.id)
 
-    decision = reconcile(current, row)
+    decision = reconcile(current, row, run.control)
     if decision.outcome == "drift":
         batch.drift += 1
         drift = DriftDetectedV1(
@@ -650,6 +655,11 @@ def _ci_row(
             differences=decision.differences,
         )
         batch.events.append(outbox.Pending(drift, str(current.id), current.version))
+        # No change authorises what discovery found: the change service reviews it.
+        unauthorized = unauthorized_drift(
+            current, decision.differences, source=run.source, import_id=str(run.id)
+        )
+        batch.events.append(outbox.Pending(unauthorized, str(current.id), current.version))
         detail = "controlled CI differs: " + ", ".join(decision.differences)
         return RowResult(line, "ci", key, "drift", detail, current.id)
     if decision.outcome != "updated":

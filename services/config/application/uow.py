@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, Self
 from services.config.adapters import repositories
 from services.config.adapters.membership import Supported
 from services.config.domain.catalogue import SlaPolicyDefinition
+from services.config.domain.change_control import ChangeControl, ProjectedChange
 from services.config.domain.ci import ConfigurationItem
 from shared.calendars import CalendarSpec
 from shared.uow import PostgresUnitOfWork, UnitOfWork
@@ -43,6 +44,7 @@ class CiRepository(Protocol):
         reason: str | None,
         change_ref: str | None,
         source: str | None,
+        change_id: uuid.UUID | None = None,
     ) -> None: ...
 
     async def claim_external_ids(self, ci: ConfigurationItem) -> list[str]:
@@ -265,6 +267,22 @@ class RevocationRepository(Protocol):
     async def get(self, token_id: str) -> dict[str, Any] | None: ...
 
 
+class ChangeControlRepository(Protocol):
+    """The tenant's change-control configuration and the changes the config service knows."""
+
+    async def control(self, *, lock: bool = False) -> ChangeControl:
+        """The configuration (version 0 when never saved); `lock` serialises replacements."""
+        ...
+
+    async def save_control(
+        self, classes: Sequence[str], *, version: int, actor: str, now: datetime
+    ) -> None: ...
+
+    async def change(self, change_id: uuid.UUID) -> ProjectedChange | None:
+        """The change as the projection of the change service's events knows it."""
+        ...
+
+
 # The repositories a unit of work gives while it is open (`async with`), and only then.
 REPOSITORIES = (
     "cis",
@@ -274,6 +292,7 @@ REPOSITORIES = (
     "baselines",
     "imports",
     "revocations",
+    "change_control",
 )
 
 
@@ -288,6 +307,7 @@ class ConfigUnit(UnitOfWork):
     baselines: BaselineRepository
     imports: ImportRepository
     revocations: RevocationRepository
+    change_control: ChangeControlRepository
 
 
 class ConfigUnitOfWork(PostgresUnitOfWork, ConfigUnit):
@@ -304,6 +324,7 @@ class ConfigUnitOfWork(PostgresUnitOfWork, ConfigUnit):
         self.baselines = repositories.PostgresBaselines(conn, tenant)
         self.imports = repositories.PostgresImports(conn, tenant)
         self.revocations = repositories.PostgresRevocations(conn, tenant)
+        self.change_control = repositories.PostgresChangeControl(conn, tenant)
         return self
 
     async def __aexit__(

@@ -1,4 +1,4 @@
-"""The configuration item aggregate: registration, modification under change control, retirement."""
+"""The configuration item aggregate: registration, modification, retirement."""
 
 from __future__ import annotations
 
@@ -99,9 +99,12 @@ def register(
     )
 
 
-def created(ci: ConfigurationItem, source: str | None = None) -> CiCreatedV1:
-    """The event that announces a newly registered CI (`source`: the discovery source)."""
-    return CiCreatedV1(ci=ci.state(), source=source)
+def created(
+    ci: ConfigurationItem, source: str | None = None, change_id: str | None = None
+) -> CiCreatedV1:
+    """The event that announces a newly registered CI (`source`: the discovery source;
+    `change_id`: the change that authorised it)."""
+    return CiCreatedV1(ci=ci.state(), source=source, change_id=change_id)
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,13 @@ def modify(
     reason: str | None = None,
     change_ref: str | None = None,
     source: str | None = None,
+    change_id: str | None = None,
 ) -> Modification:
     """Apply changes as a new version; the same values again change nothing (no new version).
 
-    A controlled CI changes only with a change reference (ValidationFailed naming
-    `change_ref`); a retired CI does not change at all (Conflict naming `status`).
+    A retired CI does not change at all (Conflict naming `status`). `change_id` is the change
+    that authorises it, checked by the caller (`domain/change_control.py`); a controlled CI
+    modified without one is the caller's to announce as unauthorized.
     """
     unknown = set(changes) - set(EDITABLE)
     if unknown:
@@ -137,10 +142,6 @@ def modify(
     if ci.status == "retired":
         detail = "a retired configuration item cannot be modified"
         raise Conflict(detail, fields=[FieldError("status", detail)])
-    if ci.controlled and not change_ref:
-        raise _refused(
-            "change_ref", "this configuration item is under change control: name the change"
-        )
     new = replace(
         ci,
         **{f: changes[f] for f in changed},
@@ -150,9 +151,16 @@ def modify(
     )
     if new.status == "retired":
         return Modification(
-            new, changed, CiRetiredV1(ci=new.state(), reason=reason, change_ref=change_ref)
+            new,
+            changed,
+            CiRetiredV1(ci=new.state(), reason=reason, change_ref=change_ref, change_id=change_id),
         )
     event = CiUpdatedV1(
-        ci=new.state(), changed=changed, reason=reason, change_ref=change_ref, source=source
+        ci=new.state(),
+        changed=changed,
+        reason=reason,
+        change_ref=change_ref,
+        source=source,
+        change_id=change_id,
     )
     return Modification(new, changed, event)

@@ -18,10 +18,14 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 from services.config.domain import classes
+from services.config.domain.change_control import ChangeControl, under_control
 from services.config.domain.ci import ConfigurationItem
 from shared.events.catalogue import CiStatus, RelationshipType
 from shared.nul import NUL, nul_paths
 from shared.nul import REASON as NUL_REASON
+
+# No class under change control: only CIs flagged `controlled` are.
+NO_CLASSES = ChangeControl()
 
 Outcome = Literal["created", "updated", "unchanged", "drift", "rejected"]
 OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "drift", "rejected")
@@ -258,8 +262,11 @@ class Reconciled:
     reason: str | None = None
 
 
-def reconcile(current: ConfigurationItem, row: CiRow) -> Reconciled:
-    """Compare a discovered CI with the one on record (the row's class must match)."""
+def reconcile(
+    current: ConfigurationItem, row: CiRow, control: ChangeControl = NO_CLASSES
+) -> Reconciled:
+    """Compare a discovered CI with the one on record (the row's class must match); a
+    difference on a CI under change control (`control`) is drift, not applied."""
     if row.ci_class != current.ci_class:
         return Reconciled(
             "rejected", {}, {}, f"class: registered as {current.ci_class}, not {row.ci_class}"
@@ -293,6 +300,6 @@ def reconcile(current: ConfigurationItem, row: CiRow) -> Reconciled:
         return Reconciled("unchanged", {}, {})
     if current.status == "retired":
         return Reconciled("rejected", {}, differences, "status: the CI is retired")
-    if current.controlled:
+    if under_control(current, control):
         return Reconciled("drift", {}, differences)
     return Reconciled("updated", changes, differences)

@@ -97,7 +97,12 @@ class NewCi(RequestBody):
     external_ids: ExternalIds = Field(
         default_factory=dict, description='Id per discovery source, e.g. {"vcenter": "vm-42"}.'
     )
-    controlled: bool = Field(default=False, description="Under change control.")
+    controlled: bool = Field(
+        default=False, description="Under change control (so is every CI of a controlled class)."
+    )
+    change_id: uuid.UUID | None = Field(
+        default=None, description="The change, in implement, that authorises the registration."
+    )
 
 
 class CiChanges(RequestBody):
@@ -112,7 +117,16 @@ class CiChanges(RequestBody):
     controlled: bool | None = None
     reason: str | None = Field(default=None, max_length=2000)
     change_ref: str | None = Field(
-        default=None, min_length=1, max_length=200, description="Required for a controlled CI."
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A free-text reference (e.g. another tool's ticket), kept in the history.",
+    )
+    change_id: uuid.UUID | None = Field(
+        default=None,
+        description="The change, in implement and listing this CI, that authorises the"
+        " modification; a CI under change control modified without one is reported as an"
+        " unauthorized change.",
     )
 
 
@@ -144,6 +158,7 @@ class CiVersionOut(BaseModel):
     changed: list[str]
     reason: str | None
     change_ref: str | None
+    change_id: uuid.UUID | None = Field(description="The change that authorised this version.")
     source: str | None
     state: dict[str, Any]
 
@@ -210,7 +225,12 @@ async def put_class(
     status_code=201,
     response_model=CiOut,
     summary="Register a configuration item",
-    responses={409: {"description": "Another CI already has one of these external ids"}},
+    responses={
+        409: {
+            "description": "Another CI already has one of these external ids, or the change"
+            " named by `change_id` is not in implement"
+        }
+    },
 )
 async def create_ci(
     body: NewCi,
@@ -314,8 +334,9 @@ async def read_ci(
     summary="Modify a configuration item",
     responses={
         409: {
-            "description": "A status move the lifecycle does not allow, or an external id"
-            " another CI has"
+            "description": "A status move the lifecycle does not allow, an external id"
+            " another CI has, or a `change_id` whose change is not in implement or does not"
+            " list this CI"
         }
     },
 )
@@ -329,12 +350,13 @@ async def patch_ci(
     expected = _expected_version(if_match)
     fields = body.model_dump(exclude_unset=True)
     reason, change_ref = fields.pop("reason", None), fields.pop("change_ref", None)
+    change_id = fields.pop("change_id", None)
     nulls = [f for f, v in fields.items() if v is None and f != "owner_team"]
     if nulls:
         raise ValidationFailed([FieldError(f, "may not be null") for f in nulls])
     ci = await modify_ci(
         ConfigUnitOfWork(runtime.pool, context),
-        ModifyCi(ci_id, expected, fields, reason, change_ref),
+        ModifyCi(ci_id, expected, fields, reason, change_ref, change_id),
     )
     return _ci_response(ci)
 

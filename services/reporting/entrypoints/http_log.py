@@ -60,7 +60,10 @@ def _checkpoint_out(runtime: ReportingRuntime, checkpoint: StoredCheckpoint) -> 
     "/ledger/checkpoint",
     response_model=CheckpointOut,
     summary="The newest signed checkpoint (JSON, or the signed note with Accept: text/plain)",
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        404: {"description": "No checkpoint of this tenant's log is signed yet"},
+    },
 )
 async def latest_checkpoint(
     context: Annotated[RequestContext, authorize("ledger:read")],
@@ -100,7 +103,10 @@ def checkpointer_of(runtime: ReportingRuntime) -> Checkpointer:
     response_model=CheckpointOut,
     status_code=201,
     summary="Sign a checkpoint of the log now (200 with the newest when nothing is new)",
-    responses={200: {"model": CheckpointOut}},
+    responses={
+        200: {"model": CheckpointOut, "description": "Nothing is new: the newest checkpoint"},
+        409: {"description": "The log is empty, or its signing key's entry is on its way"},
+    },
 )
 async def checkpoint_now(
     context: Annotated[RequestContext, authorize("ledger:checkpoint")],
@@ -172,7 +178,10 @@ class InclusionOut(BaseModel):
 
 
 @router.get(
-    "/ledger/proofs/inclusion", response_model=InclusionOut, summary="Inclusion proof of an entry"
+    "/ledger/proofs/inclusion",
+    response_model=InclusionOut,
+    summary="Inclusion proof of an entry",
+    responses={404: {"description": "No such event, or no checkpoint to default the size to"}},
 )
 async def inclusion_proof(
     context: Annotated[RequestContext, authorize("ledger:read")],
@@ -205,6 +214,7 @@ class ConsistencyOut(BaseModel):
     "/ledger/proofs/consistency",
     response_model=ConsistencyOut,
     summary="Consistency proof between two tree sizes",
+    responses={404: {"description": "No checkpoint is signed yet to default `second` to"}},
 )
 async def consistency_proof(
     context: Annotated[RequestContext, authorize("ledger:read")],
