@@ -39,7 +39,7 @@ async def producer(infra):
     await producer.stop()
 
 
-def ci_event(tenant: str, ci_id: str, version: int, change_ref: str | None) -> object:
+def ci_event(tenant: str, ci_id: str, version: int, change_id: str | None) -> object:
     now = datetime.now(UTC)
     state = {
         "id": ci_id,
@@ -58,7 +58,7 @@ def ci_event(tenant: str, ci_id: str, version: int, change_ref: str | None) -> o
     kind = "created" if version == 1 else "updated"
     data: dict[str, object] = {"ci": state}
     if version > 1:
-        data |= {"changed": ["name"], "change_ref": change_ref}
+        data |= {"changed": ["name"], "change_id": change_id}
     return new_envelope(
         source="itsm/config",
         type=f"itsm.config.ci.{kind}.v1",
