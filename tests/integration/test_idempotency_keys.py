@@ -135,6 +135,10 @@ CREATING: dict[tuple[str, str], Setup] = {
     ("config", "/baselines"): _fixed("/baselines", {"name": "before-upgrade"}),
     # Streamed: it honours the key itself (services/config/application/imports.py).
     ("config", "/imports"): _upload,
+    ("reporting", "/evidence-exports"): _fixed(
+        "/evidence-exports",
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "clauses": ["8.6.1"]},
+    ),
 }
 
 
