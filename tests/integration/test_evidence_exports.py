@@ -324,7 +324,7 @@ async def test_an_export_verifies_offline_holds_its_manifest_and_the_next_one_pr
     assert f"first bad index: {victim['index']}" in failed.stdout
 
 
-async def test_exports_need_the_evidence_permission_and_a_valid_period(
+async def test_exports_need_the_permission_a_valid_period_and_a_log_to_stand_on(
     service_client, auth, tenant
 ):
     reporting = await service_client("reporting", **FAST)
@@ -343,6 +343,23 @@ async def test_exports_need_the_evidence_permission_and_a_valid_period(
         "/evidence-exports", json={**period, "clauses": ["9.9.9"]}, headers=auditor
     )
     assert unknown.status_code == 422
+    # This tenant's log is empty: the export fails saying so instead of waiting for ever.
+    auditor["Idempotency-Key"] = str(uuid.uuid4())
+    started = await reporting.post("/evidence-exports", json=period, headers=auditor)
+    assert started.status_code == 202, started.text
+    job = await eventually(
+        lambda: _json(reporting.get(started.headers["Location"], headers=auth(tenant, "auditor"))),
+        lambda job: job["state"] in ("done", "failed"),
+        timeout=30,
+    )
+    assert (job["state"], job["error"]) == (
+        "failed",
+        "the tenant's log is empty: there is no evidence to export",
+    )
+    unfinished = await reporting.get(
+        started.headers["Location"] + "/archive", headers=auth(tenant, "auditor")
+    )
+    assert unfinished.status_code == 409
     missing = await reporting.get(
         f"/evidence-exports/{uuid.uuid4()}", headers=auth(tenant, "auditor")
     )
@@ -352,7 +369,11 @@ async def test_exports_need_the_evidence_permission_and_a_valid_period(
 async def test_a_job_whose_worker_died_is_taken_up_again_and_finishes(
     service_client, pools, producer, auth, tenant, tmp_path
 ):
+    reporting = await service_client("reporting", **FAST)
     await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
+    await eventually(
+        lambda: covered(pools, tenant), lambda c: c[0] >= 1 and c[1] >= c[0], timeout=30
+    )
     job_id = uuid.uuid4()
     now = datetime.now(UTC)
     # As a replica leaves it when it dies mid-job: running, its lease lapsed.
@@ -368,7 +389,6 @@ async def test_a_job_whose_worker_died_is_taken_up_again_and_finishes(
         now - timedelta(hours=1),
         now + timedelta(hours=1),
     )
-    reporting = await service_client("reporting", **FAST)
     job = await eventually(
         lambda: _json(
             reporting.get(f"/evidence-exports/{job_id}", headers=auth(tenant, "auditor"))

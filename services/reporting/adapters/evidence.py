@@ -183,13 +183,15 @@ async def fail(conn: Connection, job_id: uuid.UUID, error: str) -> None:
     )
 
 
-async def release(conn: Connection, job_id: uuid.UUID, note: str) -> None:
-    """Give a job back to be tried again (it waits for a checkpoint, or failed for now)."""
+async def release(conn: Connection, job_id: uuid.UUID, note: str, *, counted: bool = True) -> None:
+    """Give a job back to be tried again: it failed for now (`counted` towards its attempts),
+    or it waits for a checkpoint (not counted: waiting is no failure)."""
     await conn.execute(
         "UPDATE evidence_exports SET lease_until = clock_timestamp() + interval '1 second',"
-        " error = $2 WHERE id = $1",
+        " error = $2, attempts = attempts - CASE WHEN $3 THEN 0 ELSE 1 END WHERE id = $1",
         job_id,
         note[:2000],
+        counted,
     )
 
 

@@ -260,6 +260,10 @@ class WaitForCheckpoint(Exception):
     """No signed checkpoint holds the period yet (the log's key is still being recorded)."""
 
 
+class NothingToExport(Exception):
+    """The tenant's log is empty: there is no checkpoint a bundle could stand on."""
+
+
 Progress = Callable[[int, int], Awaitable[None] | None]
 
 
@@ -311,7 +315,15 @@ class ExportRunner:
             archive = await self._build(job, plan, progress)
         except WaitForCheckpoint as exc:
             async with tenant_transaction(self.pool, tenant_id) as conn:
-                await jobs.release(conn, job_id, str(exc))
+                await jobs.release(conn, job_id, str(exc), counted=False)
+            return None
+        except NothingToExport as exc:
+            # Events may still be on their way into a new tenant's log: tried a few times.
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                if job.attempts >= MAX_ATTEMPTS:
+                    await jobs.fail(conn, job_id, str(exc))
+                else:
+                    await jobs.release(conn, job_id, str(exc))
             return None
         except Exception as exc:  # a job's failure is recorded, not raised
             logger.exception("evidence export failed", extra={"export_id": str(job_id)})
@@ -343,6 +355,10 @@ class ExportRunner:
             async with tenant_transaction(self.pool, tenant, readonly=True) as conn:
                 size = await self._covering(conn, tenant, period_last)
         if size is None:
+            async with tenant_transaction(self.pool, tenant, readonly=True) as conn:
+                head = await log.read_head(conn, tenant)
+            if head is None or head.size == 0:
+                raise NothingToExport("the tenant's log is empty: there is no evidence to export")
             raise WaitForCheckpoint("waiting for a signed checkpoint that holds the period")
         first = period_first if period_first is not None else size - 1
         async with tenant_transaction(self.pool, tenant) as conn:
