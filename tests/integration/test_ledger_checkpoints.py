@@ -52,6 +52,15 @@ async def checkpoint_sizes(pools, tenant):
     return [r["tree_size"] for r in rows]
 
 
+async def quiet_state(pools, tenant):
+    return await entry_types(pools, tenant), await checkpoint_sizes(pools, tenant)
+
+
+def is_quiet(state) -> bool:
+    types, sizes = state
+    return bool(sizes) and types.count(CHECKPOINT) == len(sizes) and sizes[-1] == len(types) - 1
+
+
 async def send_incidents(producer, tenant, n):
     for _ in range(n):
         await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
@@ -64,12 +73,13 @@ async def test_a_growing_log_is_signed_after_its_key_and_configuration_and_then_
     await send_incidents(producer, tenant, 3)
 
     # The key and the configuration are entries first; the key signs once its entry is in.
-    types = await eventually(lambda: entry_types(pools, tenant), lambda types: CHECKPOINT in types)
+    # Quiet: every checkpoint's event is in, and the newest covers everything else.
+    types, sizes = await eventually(lambda: quiet_state(pools, tenant), is_quiet)
     assert set(types[:3]) == {"itsm.incident.created.v1"}
-    first_checkpoint = types.index(CHECKPOINT)
-    assert KEY_ADDED in types[:first_checkpoint]
-    assert CONFIGURED in types[:first_checkpoint]
-    assert await checkpoint_sizes(pools, tenant) == [first_checkpoint]
+    assert KEY_ADDED in types[: sizes[0]]
+    assert CONFIGURED in types
+    first_checkpoint = sizes[-1]
+    assert types.index(CONFIGURED) < first_checkpoint
 
     headers = auth(tenant, "auditor")
     keys = (await reporting.get("/ledger/keys", headers=headers)).json()
@@ -90,10 +100,7 @@ async def test_a_growing_log_is_signed_after_its_key_and_configuration_and_then_
     )
     assert checkpoint.root == root_of([r["leaf_hash"] for r in rows]) == b64(latest["root_hash"])
 
-    # The checkpoint's own event enters the log; alone, it calls for no other checkpoint.
-    await eventually(
-        lambda: entry_types(pools, tenant), lambda types: len(types) == first_checkpoint + 1
-    )
+    # The checkpoint's own event is in the log; alone, it calls for no other checkpoint.
     quiet = Checkpointer(
         pools["reporting"],
         signer,
@@ -102,13 +109,15 @@ async def test_a_growing_log_is_signed_after_its_key_and_configuration_and_then_
         reporting.runtime.metrics.tenant,
     )
     assert [c for c in await quiet.round("interval") if c.tenant_id == tenant] == []
-    assert await checkpoint_sizes(pools, tenant) == [first_checkpoint]
+    assert await checkpoint_sizes(pools, tenant) == sizes
 
     # More events: more checkpoints, whose events say where their entries came from.
     await send_incidents(producer, tenant, 2)
-    sizes = await eventually(
-        lambda: checkpoint_sizes(pools, tenant), lambda sizes: sizes[-1] >= first_checkpoint + 3
+    _, sizes = await eventually(
+        lambda: quiet_state(pools, tenant),
+        lambda state: is_quiet(state) and state[0].count("itsm.incident.created.v1") == 5,
     )
+    assert sizes[-1] >= first_checkpoint + 3
     data = await eventually(
         lambda: fetch_as(
             pools["reporting"],
@@ -266,7 +275,11 @@ async def test_a_restart_with_a_new_key_keeps_the_tree_records_the_rotation_and_
 ):
     first = await start_runtime("reporting", **FAST)
     await send_incidents(producer, tenant, 3)
-    [old_size] = await eventually(lambda: checkpoint_sizes(pools, tenant), lambda sizes: sizes)
+    _, signed = await eventually(
+        lambda: quiet_state(pools, tenant),
+        lambda state: is_quiet(state) and state[0].count("itsm.incident.created.v1") == 3,
+    )
+    old_size = signed[-1]
     await first.stop()
 
     new_key = tmp_path / "ledger-key.pem"

@@ -71,22 +71,38 @@ async def sizes(pools, tenant):
     return [(r["tree_size"], r["note"]) for r in rows]
 
 
-async def log_size(pools, tenant):
+async def log_state(pools, tenant):
+    """(entries, incidents, checkpoint events, checkpoints stored as (size, note))."""
     rows = await fetch_as(pools["reporting"], tenant, "SELECT type FROM ledger")
-    return len(rows), sum(r["type"] == CHECKPOINT for r in rows)
+    incidents = sum(r["type"].startswith("itsm.incident.") for r in rows)
+    events = sum(r["type"] == CHECKPOINT for r in rows)
+    return len(rows), incidents, events, await sizes(pools, tenant)
+
+
+def quiet_with(incidents):
+    """Every incident in, every checkpoint's event in, and the newest covering all else."""
+
+    def check(state):
+        entries, seen, events, checkpoints = state
+        return (
+            seen == incidents
+            and bool(checkpoints)
+            and events == len(checkpoints)
+            and checkpoints[-1][0] == entries - 1
+        )
+
+    return check
 
 
 async def signed_log(pools, producer, tenant) -> tuple[int, str]:
-    """A tenant's log of two signed checkpoints, quiet; (its size, the first checkpoint's
-    note, kept as an auditor would)."""
+    """A tenant's log of at least two signed checkpoints, quiet; (its size, the first
+    checkpoint's note, kept as an auditor would)."""
     for _ in range(5):
         await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
-    first = await eventually(lambda: sizes(pools, tenant), lambda found: len(found) == 1)
+    first = await eventually(lambda: sizes(pools, tenant), lambda found: len(found) >= 1)
     for _ in range(4):
         await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
-    await eventually(lambda: sizes(pools, tenant), lambda found: len(found) == 2)
-    # Both checkpoints' events are entries: the log is quiet from now on.
-    size, _ = await eventually(lambda: log_size(pools, tenant), lambda found: found[1] == 2)
+    size, *_ = await eventually(lambda: log_state(pools, tenant), quiet_with(9))
     return size, first[0][1]
 
 
@@ -180,7 +196,8 @@ async def test_each_tampering_is_detected_by_verify_naming_the_first_bad_index(
 ):
     size, _ = await signed_log(pools, producer, tenant)
     report = await verify_tenant(pools["reporting"], tenant, trusted)
-    assert (report.size, report.checkpoints) == (size, 2)
+    assert report.size == size
+    assert report.checkpoints >= 2
 
     bad = await tamper(superuser, tenant, 3, size)
 
@@ -269,16 +286,16 @@ async def test_the_self_check_counts_a_verification_failure_when_new_entries_are
     check = SelfCheck(pools["reporting"], reporting.runtime.service_metrics, interval=60)
     for _ in range(3):
         await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
-    await eventually(lambda: sizes(pools, tenant), lambda found: len(found) == 1)
+    await eventually(lambda: log_state(pools, tenant), quiet_with(3))
     assert [f for f in await check.round() if f[0] == tenant] == []
     first_size = check.verified[tenant].size
     for _ in range(3):
         await send_event(producer, incident_event(tenant), INCIDENT_EVENTS)
-    found = await eventually(lambda: sizes(pools, tenant), lambda found: len(found) == 2)
+    *_, found = await eventually(lambda: log_state(pools, tenant), quiet_with(6))
     ok = sample_value(
         reporting.runtime.registry, "itsm_ledger_verifications_total", {"result": "ok"}
     )
-    await change_a_byte(superuser, tenant, first_size + 1, found[1][0])
+    await change_a_byte(superuser, tenant, first_size + 1, found[-1][0])
 
     failures = [error for failed, error in await check.round() if failed == tenant]
     assert [f.index for f in failures] == [first_size + 1]
@@ -299,7 +316,7 @@ async def test_the_verify_command_exits_0_on_a_sound_log_and_1_naming_tenant_and
     args = parser.parse_args(["--tenant", tenant, "--earlier", str(kept)])
 
     assert await verify_command.run(args, settings) == 0
-    assert f"OK: tenant {tenant}: {size} entries, 2 checkpoints" in capsys.readouterr().out
+    assert f"OK: tenant {tenant}: {size} entries" in capsys.readouterr().out
 
     await delete_a_row(superuser, tenant, 4, size)
     assert await verify_command.run(args, settings) == 1
