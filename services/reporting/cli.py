@@ -17,6 +17,7 @@ from shared.logging import configure_logging
 # command -> (module under services.reporting.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild": ("rebuild", "Rebuild every tenant's verifiable log from Kafka; check or fill."),
+    "export": ("export", "export a tenant's evidence for a period to an archive (.tar.gz)"),
     "verify": (
         "verify",
         "Verify the stored ledger against its signed checkpoints (or an export: --bundle DIR)",

@@ -9,8 +9,9 @@ from services.reporting.application.checkpoints import (
     signer_of,
 )
 from services.reporting.application.completeness import run_completeness
+from services.reporting.application.evidence import ExportRunner
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_log, http_timeline
+from services.reporting.entrypoints import http_evidence, http_log, http_timeline
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -23,9 +24,10 @@ def _background(
     runtime: ServiceRuntime[ReportingSettings, ReportingMetrics],
 ) -> Sequence[BackgroundTask]:
     """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
-    entries against the newest checkpoints) and the completeness task (gaps, the timeline's
-    index); all are safe in every replica. Serving needs the ledger's signing key: without
-    it, start-up fails here."""
+    entries against the newest checkpoints), the completeness task (gaps, the timeline's
+    index) and the evidence export runner (takes queued export jobs, and those whose worker
+    died); all are safe in every replica. Serving needs the ledger's signing key: without it,
+    start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
         runtime.pool,
@@ -33,6 +35,17 @@ def _background(
         LedgerConfiguration.of(settings),
         runtime.service_metrics,
         runtime.metrics.tenant,
+    )
+    exports = ExportRunner(
+        runtime.pool,
+        Checkpointer(
+            runtime.pool,
+            signer_of(settings),
+            LedgerConfiguration.of(settings),
+            runtime.service_metrics,
+            runtime.metrics.tenant,
+        ),
+        settings.ledger_origin,
     )
     selfcheck = SelfCheck(runtime.pool, runtime.service_metrics, settings.verify_interval_seconds)
     return [
@@ -46,6 +59,7 @@ def _background(
                 interval=settings.completeness_interval_seconds,
             ),
         ),
+        BackgroundTask("evidence-exports", exports.run_forever),
     ]
 
 
@@ -54,7 +68,7 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router, http_timeline.router],
+    routers=[router, http_log.router, http_timeline.router, http_evidence.router],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

@@ -59,6 +59,8 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         # Sign a checkpoint of the tenant's verifiable log now (besides the interval's).
         "ledger:checkpoint": frozenset({"auditor", "tenant_admin", "provider_admin"}),
+        # Evidence exports (archives per ISO 20000 clause) and auditor samples of records.
+        "evidence:export": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
         "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),

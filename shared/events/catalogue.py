@@ -114,6 +114,7 @@ from shared.events.incident import (
 )
 from shared.events.reporting import (
     LEDGER_SUBJECT,
+    EvidenceExportedV1,
     LedgerCheckpointSignedV1,
     LedgerConfigurationChangedV1,
     LedgerGapDetectedV1,
@@ -175,6 +176,7 @@ __all__ = [
     "DriftDetectedV1",
     "EventPayload",
     "EventSpec",
+    "EvidenceExportedV1",
     "FieldChangeV1",
     "FoundBy",
     "GateDecidedV1",

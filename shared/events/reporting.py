@@ -90,3 +90,24 @@ class LedgerGapDetectedV1(EventPayload):
     missing_versions: list[int] = Field(default_factory=list)
     last_seen_version: int | None = None
     detail: str = Field(max_length=2000)
+
+
+@event("itsm.reporting.evidence.exported.v1", topic=REPORTING_EVENTS, source="itsm/reporting")
+class EvidenceExportedV1(EventPayload):
+    """An evidence export was produced: the archive's hash and the checkpoint it stands on.
+
+    The export is itself an entry of the tenant's log, so the log says which evidence was
+    handed out, when, and what it held (the archive's SHA-256 identifies it byte for byte).
+    """
+
+    export_id: str
+    period_from: datetime
+    period_to: datetime
+    clauses: list[str]
+    archive_sha256: str = Field(description="Hex SHA-256 of the archive (.tar.gz).")
+    tree_size: int = Field(ge=1, description="The size of the checkpoint the export holds.")
+    root_hash: str = Field(description="Base64 of that checkpoint's root hash.")
+    first_index: int = Field(ge=0, description="The first log index in entries.jsonl.")
+    previous_tree_size: int | None = Field(
+        default=None, description="The previous export's checkpoint size it is proven to extend."
+    )

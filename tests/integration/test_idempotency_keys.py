@@ -306,6 +306,10 @@ CREATING: dict[tuple[str, str], Setup] = {
     ("change", "/webhooks/{tenant}/argocd"): _webhook(
         "argocd", ARGOCD_SYNC, lambda raw: {"X-Argocd-Signature": WEBHOOK_SECRET}
     ),
+    ("reporting", "/evidence-exports"): _fixed(
+        "/evidence-exports",
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "clauses": ["8.6.1"]},
+    ),
 }
 
 
