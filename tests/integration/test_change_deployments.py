@@ -79,6 +79,27 @@ async def a_change(pools, tenant, *, to=("assess",), start=None, end=None, cis=(
     return change
 
 
+async def ada_decides_approvals(api, admin):
+    """The tenant's approval policy: one step, decided by ada (set before a change enters
+    authorize, whose round the policy then shapes)."""
+    current = await api.get("/approval-policies", headers=admin)
+    step = {"name": "technical", "approvers": {"users": ["ada"]}, "deadline": "P1D"}
+    saved = await api.put(
+        "/approval-policies",
+        json={"rows": [{"name": "ada decides", "steps": [step]}]},
+        headers={**admin, "If-Match": current.headers["etag"]},
+    )
+    assert saved.status_code == 200, saved.text
+
+
+async def approve(api, admin, change_id):
+    """Ada approves the change's pending step, which schedules it (the approvals' doing)."""
+    decided = await api.post(
+        f"/changes/{change_id}/approvals", json={"decision": "approve"}, headers=admin
+    )
+    assert decided.status_code in (200, 201), decided.text
+
+
 async def test_an_announcement_retried_returns_the_same_deployment_and_decision(api, pipeline):
     first = await api.post("/deployments", json=announcement(), headers=pipeline)
     assert first.status_code == 201, first.text
@@ -162,36 +183,36 @@ async def test_production_environments_are_the_tenants_setting(api, pipeline, ad
     assert prod.json()["decision"] == "allowed" and prod.json()["change_id"] is None
 
 
-async def test_an_awaiting_deployment_is_allowed_when_polled_after_its_change_is_scheduled(
-    api, pipeline, pools, tenant
+async def test_an_awaiting_deployment_is_allowed_when_polled_after_its_change_is_approved(
+    api, pipeline, admin, pools, tenant
 ):
+    await ada_decides_approvals(api, admin)
     change = await a_change(pools, tenant, to=("assess", "authorize"))
     body = announcement(environment="production", change_id=str(change.id))
     response = await api.post("/deployments", json=body, headers=pipeline)
     assert response.json()["decision"] == "awaiting", response.text
     assert [r["code"] for r in response.json()["reasons"]] == ["awaiting_approval"]
-    async with ChangeUnitOfWork(pools["change"], RequestContext(tenant, "cab", "")) as uow:
-        current = await uow.changes.locked(change.id, None)
-        moved = changes.transition(current, "scheduled", actor="cab", now=datetime.now(UTC))
-        await store_change(uow, moved, "scheduled")
+    await approve(api, admin, change.id)
     polled = await api.get(response.json()["poll_url"], headers=pipeline)
     assert polled.json()["decision"] == "allowed", polled.text
     assert polled.json()["version"] == 2
 
 
 async def test_a_deployment_outside_its_changes_window_or_on_other_cis_is_prevented(
-    api, pipeline, pools, tenant
+    api, pipeline, admin, pools, tenant
 ):
     now = datetime.now(UTC)
     ci, other = uuid.uuid4(), uuid.uuid4()
+    await ada_decides_approvals(api, admin)
     change = await a_change(
         pools,
         tenant,
-        to=("assess", "authorize", "scheduled"),
+        to=("assess", "authorize"),
         start=now + timedelta(hours=1),
         end=now + timedelta(hours=2),
         cis=[ci],
     )
+    await approve(api, admin, change.id)
     body = announcement(
         environment="production", change_id=str(change.id), ci_ids=[str(ci), str(other)]
     )
