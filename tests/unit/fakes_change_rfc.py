@@ -115,6 +115,7 @@ class FakeEvidence:
     backouts: dict[uuid.UUID, Backout] = field(default_factory=dict)
     reviews: dict[uuid.UUID, Review] = field(default_factory=dict)
     suspicions: list[tuple[uuid.UUID, SuspectedIncident]] = field(default_factory=list)
+    failed: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
     async def backout(self, change_id: uuid.UUID) -> Backout | None:
         return self.backouts.get(change_id)
@@ -130,6 +131,9 @@ class FakeEvidence:
 
     async def suspected(self, change_id: uuid.UUID) -> list[SuspectedIncident]:
         return [s for c, s in self.suspicions if c == change_id]
+
+    async def failed_deployments(self, change_id: uuid.UUID) -> list[str]:
+        return [d for c, d in self.failed if c == change_id]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The deployment gate's decision table (with fakes of `GateChecks`), the tools' signature
-checks (GitHub's published example), and the interim checks' reading of a change's state."""
+checks (GitHub's published example), the real checks' reading of the approvals and the
+schedule, and the catalogue's template match."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.change.application import deployments
 from services.change.application.deployments import (
     Gate,
-    InterimGateChecks,
-    NoTemplateCatalogue,
+    StandardChangeCatalogue,
     decide_for,
-    gate_checks,
 )
 from services.change.domain import change as changes
 from services.change.domain.deployments import (
@@ -92,7 +92,7 @@ def announce(change=None, **fields):
 
 
 async def decision(change, checks, *, announcement=None, production=True, now=NOW):
-    gate = Gate(checks, NoTemplateCatalogue())
+    gate = Gate(checks, StandardChangeCatalogue())
     uow = FakeUow(*([change] if change else []))
     wanted = announcement or announce(change)
     return await decide_for(gate, uow, wanted, wanted.change_id, production=production, now=now)
@@ -195,32 +195,6 @@ def test_a_production_deployment_is_never_decided_without_a_change():
         decide(announce(None), None, production=True, now=NOW)
 
 
-async def test_the_interim_checks_read_the_changes_state():
-    interim = InterimGateChecks()
-    expected = {
-        "new": "pending",
-        "assess": "pending",
-        "authorize": "pending",
-        "scheduled": "approved",
-        "implement": "approved",
-        "review": "rejected",
-        "cancelled": "rejected",
-    }
-    for state, status in expected.items():
-        assert await interim.authorization(None, a_change(state)) == status
-    assert await interim.findings(None, a_change()) == []
-
-
-def test_the_interim_checks_stand_in_until_approvals_and_schedule_are_merged():
-    import importlib.util
-
-    present = any(
-        importlib.util.find_spec(f"services.change.application.{m}") is not None
-        for m in ("approvals", "schedule")
-    )
-    assert isinstance(gate_checks(), InterimGateChecks) is not present
-
-
 def test_an_artifact_digest_must_be_sha256_hex():
     check_artifacts([Artifact("a", "1", "sha256:" + "0" * 64)])
     with pytest.raises(ValidationFailed) as refused:
@@ -281,9 +255,6 @@ def test_argocds_header_carries_the_secret_itself():
 async def test_the_collaborators_answers_are_read_as_the_fixed_interfaces_give_them(monkeypatch):
     """approvals.authorization(uow, change).status and schedule.conflicts(uow, change), with
     kind, detail and every CI, as change-common fixes them."""
-    import importlib.machinery
-    import sys
-    import types
     from dataclasses import dataclass
 
     from services.change.application.deployments import CollaboratorGateChecks
@@ -306,17 +277,39 @@ async def test_the_collaborators_answers_are_read_as_the_fixed_interfaces_give_t
     async def conflicts(uow, change, *, hops=1):
         return [ScheduleConflict("blackout", "freeze", cis)]
 
-    for name, call in (("approvals", authorization), ("schedule", conflicts)):
-        qualified = f"services.change.application.{name}"
-        module = types.ModuleType(qualified)
-        module.__spec__ = importlib.machinery.ModuleSpec(qualified, None)
-        setattr(module, call.__name__, call)
-        monkeypatch.setitem(sys.modules, qualified, module)
-    checks = gate_checks()
-    assert isinstance(checks, CollaboratorGateChecks)
+    monkeypatch.setattr(deployments.approvals, "authorization", authorization)
+    monkeypatch.setattr(deployments.schedule, "conflicts", conflicts)
+    checks = CollaboratorGateChecks()
     found = await decision(a_change(), checks)
     assert found.result == "prevented"
     assert [(r.code, r.ci_ids) for r in found.reasons] == [
         ("not_approved", ()),
         ("blackout", tuple(str(c) for c in cis)),
     ]
+
+
+async def test_a_production_deployment_matches_the_active_template_of_its_service_or_ci():
+    from services.change.domain.records import Template
+    from tests.unit.fakes_change_rfc import FakeTemplates
+
+    ci = uuid.uuid4()
+    templates = FakeTemplates()
+    for name, service, cis, active in (
+        ("Restart payroll", "payroll", (), True),
+        ("Patch the db host", None, (ci,), True),
+        ("Retired payroll", "payroll", (), False),
+    ):
+        t = Template(uuid.uuid4(), name, "", "plan", "backout", "", cis, (), service, active=active)
+        templates.rows[t.id] = t
+
+    class Uow:
+        pass
+
+    uow = Uow()
+    uow.templates = templates  # type: ignore[attr-defined]
+    catalogue = StandardChangeCatalogue()
+    by_service = await catalogue.matching(uow, ["payroll"], [])  # type: ignore[arg-type]
+    assert by_service is not None and by_service.title == "Restart payroll"
+    by_ci = await catalogue.matching(uow, ["billing"], [ci])  # type: ignore[arg-type]
+    assert by_ci is not None and by_ci.title == "Patch the db host"
+    assert await catalogue.matching(uow, ["billing"], [uuid.uuid4()]) is None  # type: ignore[arg-type]

@@ -221,3 +221,15 @@ async def test_an_emergency_change_is_due_for_review_and_not_closed_without_one(
             uow, change.id, "closed", expected_version=change.version, now=end
         )
     assert closed.state == "closed"
+
+
+async def test_a_failed_deployment_of_the_change_proposes_failed_naming_it():
+    uow = FakeChangeUnitOfWork()
+    change = await at(uow, await raised(uow), "implement", actual_start=NOW)
+    uow.evidence.failed.append((change.id, "payroll-deploy/production#41"))
+
+    async with uow:
+        view = await changes.outcome_proposal_in(uow, change, now=NOW)
+    assert view.proposal.outcome == "failed"
+    assert "payroll-deploy/production#41" in view.proposal.reasons[0]
+    assert view.evidence.failed_deployments == ("payroll-deploy/production#41",)

@@ -137,6 +137,21 @@ class PgTemplates(_Scoped):
 
 
 class PgEvidence(_Scoped):
+    async def failed_deployments(self, change_id: uuid.UUID) -> list[str]:
+        """The change's deployments that failed and were not deployed again since, as
+        `pipeline/environment#sequence` (the deployment gate's records)."""
+        rows = await self._conn.fetch(
+            "SELECT pipeline, environment, sequence FROM ("
+            " SELECT DISTINCT ON (pipeline, environment) pipeline, environment, sequence, status"
+            " FROM deployments WHERE tenant_id = $1 AND change_id = $2"
+            " AND status <> 'announced'"
+            " ORDER BY pipeline, environment, sequence DESC, created_at DESC) latest"
+            " WHERE status = 'failed' ORDER BY pipeline, environment",
+            self._tenant,
+            change_id,
+        )
+        return [f"{r['pipeline']}/{r['environment']}#{r['sequence']}" for r in rows]
+
     async def backout(self, change_id: uuid.UUID) -> Backout | None:
         row = await self._conn.fetchrow(
             "SELECT change_id, reason, executed_by, executed_at FROM change_backouts"

@@ -27,6 +27,7 @@ from typing import Any, Final
 import asyncpg
 
 from services.change.adapters.approvals import CabMeeting, due_escalations
+from services.change.application import schedule
 from services.change.application.uow import ChangeUnitOfWork, ChangeWork, store_change
 from services.change.domain.approvals import (
     FALLBACK_STEP,
@@ -239,12 +240,15 @@ async def decide(
     content_hash: str | None = None,
     cab_meeting_id: uuid.UUID | None = None,
     metrics: ChangeMetrics | None = None,
+    blackout_override_reason: str | None = None,
 ) -> Authorization:
     """Record the caller's decision on the change's pending step; complete the step on quorum,
     open the next, and schedule the change after the last (or send it back to assess on a
     rejection). Refusals: 404 no change; 409 not awaiting approval, content changed since the
     caller read it (`content_hash`), or a second decision; 403 requester, implementer or not an
-    approver; 422 a rejection without a comment."""
+    approver; 422 a rejection without a comment; 409 naming each blackout when the last
+    approval would schedule the change into one without `blackout_override_reason` (the
+    schedule's `check_schedulable`; the override is recorded)."""
     actor, roles = uow.context.actor, uow.context.roles
     change = await uow.changes.get(change_id, lock=True)
     if change is None:
@@ -312,7 +316,15 @@ async def decide(
             await uow.cab.save_step(following)
             uow.record(str(following.id), following.version, [_requested(following)])
         else:
-            await _authorized(uow, change, steps, [*decided, recorded], waited, now)
+            await _authorized(
+                uow,
+                change,
+                steps,
+                [*decided, recorded],
+                waited,
+                now,
+                blackout_override_reason,
+            )
             if metrics is not None:
                 metrics.approval_wait.labels(change.type, "approved").observe(waited)
     elif outcome == "rejected":
@@ -343,7 +355,9 @@ async def _authorized(
     decisions: Sequence[Decision],
     waited: float,
     now: datetime,
+    blackout_override_reason: str | None = None,
 ) -> None:
+    await schedule.check_schedulable(uow, change, override_reason=blackout_override_reason)
     in_round = {s.id for s in steps}
     approvers = list(
         dict.fromkeys(
@@ -528,6 +542,7 @@ async def decide_in_meeting(
     now: datetime,
     content_hash: str | None = None,
     metrics: ChangeMetrics | None = None,
+    blackout_override_reason: str | None = None,
 ) -> Authorization:
     """A member's decision on a change of the meeting's agenda, recorded through the same
     approvals (403 for a non-member; 409 when the change awaits no CAB step)."""
@@ -555,6 +570,7 @@ async def decide_in_meeting(
         content_hash=content_hash,
         cab_meeting_id=meeting.id,
         metrics=metrics,
+        blackout_override_reason=blackout_override_reason,
     )
 
 

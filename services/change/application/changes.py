@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from services.change.application import schedule
 from services.change.application.ports import Backout, Review
 from services.change.application.uow import (
     ChangeUnitOfWork,
@@ -107,6 +108,8 @@ class NewChange:
     impact: str | None = None
     incidents: tuple[uuid.UUID, ...] = ()
     problems: tuple[uuid.UUID, ...] = ()
+    # A standard change scheduled into a blackout needs an emergency override's reason.
+    blackout_override_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,11 @@ async def raise_change_in(
     )
     await store_new_change(uow, change, events)
     if change.type == "standard":
-        # Pre-approved: scheduled in the same transaction (the blackout check is the schedule's).
+        # Pre-approved: scheduled in the same transaction, unless a blackout covers its window
+        # (409 naming each blackout and its CIs) and no override reason is given.
+        await schedule.check_schedulable(
+            uow, change, override_reason=command.blackout_override_reason
+        )
         moved = domain.transition(change, "scheduled", actor=uow.context.actor, now=now)
         change = await store_change(uow, moved, "transitioned")
     return change
@@ -382,9 +389,9 @@ async def outcome_proposal_in(
     until = (change.actual_end or now) + window
     suspected = [s for s in await uow.evidence.suspected(change.id) if s.flagged_at <= until]
     backout = await uow.evidence.backout(change.id)
-    # Failed deployments come from the deployment records (gates), wired at merge.
     evidence = Evidence(
         backout_executed=backout is not None,
+        failed_deployments=tuple(await uow.evidence.failed_deployments(change.id)),
         suspected_incidents=tuple(s.incident_id for s in suspected),
     )
     shown = tuple(

@@ -6,10 +6,8 @@
   first: a standard change where an active template of its service matches
   (`TemplateCatalogue`), otherwise an unauthorized change (origin `unauthorized`) for review.
 - The decision itself is `domain/deployments.decide`, fed by `GateChecks`: the change's
-  authorization (cab's approvals) and what the schedule finds (blackouts and conflicts). The
-  real checks call those modules when the service has them (`gate_checks`); until they are
-  merged, `InterimGateChecks` reads the change's state (`scheduled`/`implement` = approved) and
-  leaves the window to the decision.
+  authorization (`application/approvals.py`) and what the schedule finds (blackouts and
+  conflicts, `application/schedule.py`); tests give it fakes.
 - `poll`: an `awaiting` decision is decided again (the approvals may have completed since),
   and a changed decision is announced again.
 - `record_status`: succeeded / failed / rolled back, with its time and log URL; a deployment
@@ -19,8 +17,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -30,7 +26,7 @@ from typing import Any, Protocol, cast
 from services.change.adapters import deployments as store
 from services.change.adapters import releases as release_store
 from services.change.adapters.deployments import Deployment, GateSettings
-from services.change.application import releases
+from services.change.application import approvals, releases, schedule
 from services.change.application.uow import ChangeUnitOfWork, store_change, store_new_change
 from services.change.domain import change as changes
 from services.change.domain.change import Change
@@ -70,79 +66,26 @@ class GateChecks(Protocol):
         ...
 
 
-class InterimGateChecks:
-    """Until the approvals and the schedule are merged: a change in `scheduled` or `implement`
-    is approved (only the approvals move it there), one before is pending; no findings (the
-    decision still checks the change's window itself)."""
-
-    async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
-        """Approved when scheduled or implementing, pending before, rejected once finished."""
-        if change.state in ("scheduled", "implement"):
-            return "not_required" if change.type == "standard" else "approved"
-        if change.state in ("new", "assess", "authorize"):
-            return "pending"
-        return "rejected"
-
-    async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
-        """None: the schedule is not there to ask."""
-        return []
-
-
 class CollaboratorGateChecks:
-    """The real checks: `application/approvals.authorization` and
-    `application/schedule.conflicts` (change-common's fixed interfaces), each where the service
-    has that module; the interim answer for the one it has not yet."""
-
-    def __init__(self) -> None:
-        self._interim = InterimGateChecks()
-        self._approvals = _module("approvals")
-        self._schedule = _module("schedule")
+    """The real checks: the approvals' `authorization` (valid for the change's current content
+    hash only) and every conflict the schedule finds for the change's window."""
 
     async def authorization(self, uow: GateWork, change: Change) -> AuthorizationStatus:
         """The approvals' status of the change."""
-        if self._approvals is None:
-            return await self._interim.authorization(uow, change)
-        found = await self._approvals.authorization(uow, change)
+        found = await approvals.authorization(uow, change)
         return cast(AuthorizationStatus, found.status)
 
     async def findings(self, uow: GateWork, change: Change) -> list[ScheduleFinding]:
         """Every conflict of the change's window (blackouts by kind), with all its CIs."""
-        if self._schedule is None:
-            return await self._interim.findings(uow, change)
-        found = await self._schedule.conflicts(uow, change)
+        found = await schedule.conflicts(uow, change)
         return [
             ScheduleFinding(
                 kind=str(c.kind),
                 detail=str(c.detail),
-                ci_ids=tuple(str(ci) for ci in _cis_of(c)),
+                ci_ids=tuple(str(ci) for ci in c.ci_ids),
             )
             for c in found
         ]
-
-
-def _module(name: str) -> Any:
-    """`services.change.application.<name>`, or None while the service does not have it."""
-    qualified = f"services.change.application.{name}"
-    if importlib.util.find_spec(qualified) is None:
-        return None
-    return importlib.import_module(qualified)
-
-
-def _cis_of(conflict: Any) -> Sequence[Any]:
-    # The schedule's conflict lists every CI it involves; its field name is the schedule's.
-    for name in ("ci_ids", "cis", "affected_cis"):
-        found = getattr(conflict, name, None)
-        if found:
-            return list(found)
-    return []
-
-
-def gate_checks() -> GateChecks:
-    """The real checks where the approvals or the schedule module is present, else the
-    interim ones."""
-    if _module("approvals") is None and _module("schedule") is None:
-        return InterimGateChecks()
-    return CollaboratorGateChecks()
 
 
 @dataclass(frozen=True)
@@ -163,14 +106,19 @@ class TemplateCatalogue(Protocol):
         ...
 
 
-class NoTemplateCatalogue:
-    """Until rfc's catalogue is merged: no template matches, so an unannounced production
-    deployment registers an unauthorized change."""
+class StandardChangeCatalogue:
+    """The tenant's catalogue of standard changes: the first active template (by name) whose
+    business service is one of the deployment's services or whose CIs include one of its
+    CIs."""
 
     async def matching(
         self, uow: GateWork, services: Sequence[str], ci_ids: Sequence[uuid.UUID]
     ) -> TemplateMatch | None:
-        """None."""
+        """An active template of one of these services or CIs, or None."""
+        wanted_services, wanted_cis = set(services), set(ci_ids)
+        for template in await uow.templates.all(active=True):
+            if template.business_service in wanted_services or wanted_cis & set(template.ci_ids):
+                return TemplateMatch(template.id, template.name)
         return None
 
 
@@ -184,9 +132,8 @@ class Gate:
 
 @functools.cache
 def default_gate() -> Gate:
-    """The gate as the service runs it today (`gate_checks`, `NoTemplateCatalogue`); which
-    modules the service has does not change while it runs, so it is looked up once."""
-    return Gate(gate_checks(), NoTemplateCatalogue())
+    """The gate as the service runs it: the approvals and the schedule, the catalogue."""
+    return Gate(CollaboratorGateChecks(), StandardChangeCatalogue())
 
 
 @dataclass(frozen=True)

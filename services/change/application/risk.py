@@ -7,8 +7,10 @@ The score is pure; this module is where the inputs come from:
 - the failure rate counts earlier changes on the same CIs or from the same template (the
   `changes` table: failed and rolled back over all with an outcome);
 - the maintenance window and the open major incidents come through ports
-  (`RiskSources`): until the schedule and the incident projection are wired, each answers
-  "unknown", which adds nothing and says so in the factor's explanation;
+  (`RiskSources`): `SCHEDULE_SOURCES` asks the change schedule (the maintenance windows
+  covering the affected CIs) and the incident projection (open major incidents on the CIs and
+  their business services); "unknown" (`UNKNOWN_SOURCES`, or nothing to compare with) adds
+  nothing and says so in the factor's explanation;
 - the lead time is the planned start minus now; `backout_tested` is the change's own flag.
 
 Rule sets are versioned per tenant (`GET/PUT /risk-settings`); version 0 is the defaults.
@@ -23,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.change.adapters.approvals import StoredAssessment
+from services.change.application import schedule
 from services.change.application.uow import ChangeWork, store_change
 from services.change.domain.change import EDITABLE_STATES, Change, ChangeChange
 from services.change.domain.risk import (
@@ -69,6 +72,11 @@ class RiskSources:
 
 
 UNKNOWN_SOURCES = RiskSources()
+# What the service assesses with: the schedule's maintenance windows, the incident projection.
+SCHEDULE_SOURCES = RiskSources(
+    maintenance_window=schedule.inside_maintenance_window,
+    major_incidents=schedule.major_incidents_open,
+)
 Assessment = StoredAssessment
 
 

@@ -305,6 +305,38 @@ async def conflicts(
     return (await conflict_report(uow, change, hops=hops)).conflicts
 
 
+async def inside_maintenance_window(uow: ChangeWork, change: Change) -> bool | None:
+    """For the risk score: False when an affected CI's planned work falls outside the
+    maintenance windows that cover it, True when maintenance windows cover the CIs and the work
+    is inside them, None when that cannot be said (no planned window, no CIs, or no
+    maintenance window covering any of them)."""
+    planned = _planned(change)
+    if planned is None or not planned.ci_ids:
+        return None
+    around = await surroundings(uow, planned, hops=0)
+    found = rules.detect(planned, around)
+    if any(c.kind == "maintenance_window" for c in found):
+        return False
+    covered = any(
+        window.covers(ci, around.services.get(ci, ()))
+        for window, _ in around.windows
+        if window.kind == "maintenance"
+        for ci in planned.ci_ids
+    )
+    return True if covered else None
+
+
+async def major_incidents_open(uow: ChangeWork, change: Change) -> int | None:
+    """For the risk score: how many major incidents are open on the change's CIs or on the
+    business services they support (the incident projection); None without CIs."""
+    ci_ids = [str(ci) for ci in change.affected_cis]
+    if not ci_ids:
+        return None
+    services = await uow.schedule.services_of(ci_ids)
+    names = sorted({name for each in services.values() for name in each})
+    return len(await uow.schedule.major_incidents(names, ci_ids))
+
+
 async def check_schedulable(
     uow: ChangeWork, change: Change, *, override_reason: str | None = None
 ) -> None:

@@ -150,7 +150,12 @@ async def post_risk_assessment(
 ) -> JSONResponse:
     async with unit_of_work(runtime.pool, context) as uow:
         assessed = await risk.assess_change(
-            uow, change_id, now=approvals.utc_now(), level=body.level, reason=body.reason
+            uow,
+            change_id,
+            now=approvals.utc_now(),
+            level=body.level,
+            reason=body.reason,
+            sources=risk.SCHEDULE_SOURCES,
         )
     view = AssessmentOut.model_validate(risk.assessment_view(assessed)).model_dump(mode="json")
     location = f"/changes/{change_id}/risk-assessments/{assessed.id}"
@@ -262,6 +267,15 @@ class DecisionBody(RequestBody):
         pattern=r"^[0-9a-f]{64}$",
         description="The content hash the approver read; refused (409) if it changed since.",
     )
+    blackout_override_reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        description=(
+            "An emergency override: why the change may be scheduled into a blackout. Without"
+            " it, the approval that would schedule the change into a blackout is refused (409"
+            " naming each blackout and its CIs); with it, the override is recorded."
+        ),
+    )
 
 
 class DecisionOut(BaseModel):
@@ -364,6 +378,7 @@ async def post_approval(
             content_hash=body.content_hash,
             now=approvals.utc_now(),
             metrics=_metrics(runtime),
+            blackout_override_reason=body.blackout_override_reason,
         )
     return JSONResponse(_authorization(decided), status_code=201)
 
@@ -540,5 +555,6 @@ async def post_cab_decision(
             content_hash=body.content_hash,
             now=approvals.utc_now(),
             metrics=_metrics(runtime),
+            blackout_override_reason=body.blackout_override_reason,
         )
     return JSONResponse(_authorization(decided), status_code=201)

@@ -64,6 +64,14 @@ class NewChange(RequestBody):
         description="Linked incidents (an emergency change needs one the service knows).",
     )
     problem_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100)
+    blackout_override_reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        description=(
+            "A standard change is scheduled at once: into a blackout only with this emergency"
+            " override's reason (recorded); without it, 409 naming each blackout and its CIs."
+        ),
+    )
 
 
 class ChangeEdit(RequestBody):
@@ -227,6 +235,12 @@ _STATE_REFUSES: dict[int, dict[str, Any]] = {
     status_code=201,
     response_model=ChangeOut,
     summary="Raise a request for change (a standard one from its template: scheduled at once)",
+    responses={
+        409: {
+            "description": "A standard change's window is in a blackout and no"
+            " blackout_override_reason was given"
+        }
+    },
 )
 async def create_change(
     body: NewChange,
@@ -252,6 +266,7 @@ async def create_change(
         impact=body.impact,
         incidents=tuple(body.incident_ids),
         problems=tuple(body.problem_ids),
+        blackout_override_reason=body.blackout_override_reason,
     )
     change = await service_of(runtime).raise_change(context, command)
     view = changes.change_view(change)
