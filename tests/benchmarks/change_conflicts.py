@@ -10,7 +10,11 @@ changes on 1,000 CIs each (random windows in the same 30 days), it times in the 
   neighbourhood of every CI, the services they support, the changes on any of them or by the
   implementer, every window's occurrences, open major incidents, and the rules) p50/p99;
 - the raw overlap query alone (changes whose planned window overlaps, no CIs, no rules)
-  p50/p99: the floor of reading the schedule.
+  p50/p99: the floor of reading the schedule;
+- risk assessment of scheduled changes (`application.risk.assess` with the service's sources:
+  blast radius over the CMDB graph, earlier outcomes, the maintenance windows, major incidents;
+  recorded and announced, as `POST /changes/{id}/risk-assessments` does) p50/p99, beside a
+  plain read of the same change row.
 
 Goal: conflict detection p99 < 200 ms. Nothing is asserted: these machines are noisy.
 """
@@ -30,6 +34,7 @@ from pathlib import Path
 import asyncpg
 
 from services.change.adapters.windows import overlapping_changes
+from services.change.application import risk
 from services.change.application import schedule as use_cases
 from services.change.application.uow import ChangeUnitOfWork
 from services.change.definition import DEFINITION
@@ -209,6 +214,34 @@ async def measure(dsn: str, args: argparse.Namespace) -> None:
         print(f"  of which reading what surrounds the window:                {ms(reads)}")
         print(f"  of which the rules:                                          {ms(checks)}")
         print(f"raw overlap query (same windows, no CIs, no rules):        {ms(raw)}")
+        async with tenant_transaction(pool, TENANT) as conn:
+            chosen = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM changes WHERE tenant_id = $1 ORDER BY id LIMIT $2",
+                    TENANT,
+                    args.risk_rounds,
+                )
+            ]
+        assessing: list[float] = []
+        plain: list[float] = []
+        for change_id in chosen:
+            async with ChangeUnitOfWork(pool, RequestContext(TENANT, "mia", "")) as uow:
+                t0 = time.perf_counter()
+                change = await uow.changes.get(change_id, lock=True)
+                assert change is not None
+                await risk.assess(uow, change, sources=risk.SCHEDULE_SOURCES)
+                assessing.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await uow.conn.fetchrow(
+                    "SELECT * FROM changes WHERE tenant_id = $1 AND id = $2", TENANT, change_id
+                )
+                plain.append(time.perf_counter() - t0)
+        print(
+            f"risk assessment of a scheduled change (1-5 CIs), {len(chosen)} rounds:"
+            f"   {ms(assessing)}"
+        )
+        print(f"plain read of the same change row:                         {ms(plain)}")
     finally:
         await pool.close()
 
@@ -221,6 +254,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--change-cis", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--risk-rounds", type=int, default=200)
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "bench-change")
     args = parser.parse_args()
 
