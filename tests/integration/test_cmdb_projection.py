@@ -289,7 +289,9 @@ async def test_an_incident_service_upgraded_with_rows_in_its_old_tables_keeps_th
 
     async with pool.acquire() as conn:
         applied_now = await migrate(conn, INCIDENT.migration_sources())
-        assert applied_now == ["cmdb/0001_cmdb_graph", "incident/0010_cmdb_projection"]
+        # The upgrade applies the CMDB graph and the projection's move, then what came after.
+        assert applied_now[:2] == ["cmdb/0001_cmdb_graph", "incident/0010_cmdb_projection"]
+        assert all(name.startswith("incident/") for name in applied_now[2:])
         assert await conn.fetchval("SELECT to_regclass('proj_cis')") is None
         forced = await conn.fetch(
             "SELECT relname FROM pg_class WHERE relname LIKE 'cmdb%' AND relkind = 'r'"
