@@ -310,6 +310,7 @@ async def test_a_production_deployment_matches_the_active_template_of_its_servic
     catalogue = StandardChangeCatalogue()
     by_service = await catalogue.matching(uow, ["payroll"], [])  # type: ignore[arg-type]
     assert by_service is not None and by_service.title == "Restart payroll"
+    assert (by_service.implementation_plan, by_service.risk_level) == ("plan", "low")
     by_ci = await catalogue.matching(uow, ["billing"], [ci])  # type: ignore[arg-type]
     assert by_ci is not None and by_ci.title == "Patch the db host"
     assert await catalogue.matching(uow, ["billing"], [uuid.uuid4()]) is None  # type: ignore[arg-type]

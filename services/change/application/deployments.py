@@ -90,10 +90,15 @@ class CollaboratorGateChecks:
 
 @dataclass(frozen=True)
 class TemplateMatch:
-    """An active standard-change template for a service."""
+    """An active standard-change template for a service, with what a standard change takes
+    from its template (as `POST /changes` raises one): the plans and the risk level."""
 
     id: uuid.UUID
     title: str
+    implementation_plan: str | None = None
+    backout_plan: str | None = None
+    test_plan: str | None = None
+    risk_level: str = "low"
 
 
 class TemplateCatalogue(Protocol):
@@ -118,7 +123,14 @@ class StandardChangeCatalogue:
         wanted_services, wanted_cis = set(services), set(ci_ids)
         for template in await uow.templates.all(active=True):
             if template.business_service in wanted_services or wanted_cis & set(template.ci_ids):
-                return TemplateMatch(template.id, template.name)
+                return TemplateMatch(
+                    template.id,
+                    template.name,
+                    implementation_plan=template.implementation_plan,
+                    backout_plan=template.backout_plan,
+                    test_plan=template.test_plan,
+                    risk_level=template.risk_level,
+                )
         return None
 
 
@@ -256,6 +268,10 @@ async def _register_change(
             title=f"{template.title}: {what}"[:200],
             justification=f"standard change from template {template.id}",
             template_id=template.id,
+            implementation_plan=template.implementation_plan,
+            backout_plan=template.backout_plan,
+            test_plan=template.test_plan,
+            risk_level=template.risk_level,
             **common,
         )
         await store_new_change(uow, change, events)

@@ -358,7 +358,9 @@ async def check_schedulable(
             "a blackout covers the change's window: "
             + "; ".join(f"{c.other_reference} covers {', '.join(c.ci_ids)}" for c in hits)
             + " (an emergency override needs a reason)",
-            fields=[FieldError("override_reason", "needed to schedule into a blackout")],
+            # Named as callers send it (`POST /changes`, `POST /changes/{id}/approvals`, a CAB
+            # meeting's decision): `override_reason` is no field of theirs.
+            fields=[FieldError("blackout_override_reason", "needed to schedule into a blackout")],
             extensions={"blackouts": named},
         )
     uow.record(
