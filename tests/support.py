@@ -197,3 +197,14 @@ async def published_so_far(
         timeout,
     )
     return await end_offsets(bootstrap, topic)
+
+
+def ledger_received(envelope: Envelope, offset: int, topic: str = "itsm.incident.events") -> Any:
+    """The event as the reporting service's ledger consumer hands it to `ledger.append_many`
+    (its payload parsed by the catalogue, its Kafka record as the relay's binding writes it)."""
+    from shared.events.binding import parse_payload
+    from shared.inbox import ReceivedEvent
+
+    wire = to_kafka(envelope)
+    record = ConsumerRecord(topic, 0, offset, 0, 0, wire.key, wire.value, None, 0, 0, wire.headers)
+    return ReceivedEvent(envelope, parse_payload(envelope), record)

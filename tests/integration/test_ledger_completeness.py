@@ -10,16 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
 
 from services.reporting.adapters import ledger
 from services.reporting.application.completeness import index_round
 from shared.db import all_tenants_transaction, set_tenant, tenant_transaction
-from shared.events.binding import to_kafka
 from shared.events.envelope import new_envelope
-from shared.events.incident import IncidentUpdatedV1
-from shared.inbox import ReceivedEvent
-from tests.support import eventually, fetch_as, sample_value, send_event
+from tests.support import eventually, fetch_as, ledger_received, sample_value, send_event
 
 INTERVAL = {"completeness_interval_seconds": 0.2}
 
@@ -276,15 +272,6 @@ async def test_a_foreign_cursor_on_the_timeline_is_refused_naming_it(service_cli
     assert "cursor" in response.text
 
 
-def received(envelope, offset):
-    """The event as the ledger consumer hands it to `ledger.append_many`."""
-    wire = to_kafka(envelope)
-    record = ConsumerRecord(
-        "itsm.incident.events", 0, offset, 0, 0, wire.key, wire.value, None, 0, 0, wire.headers
-    )
-    return ReceivedEvent(envelope, IncidentUpdatedV1.model_validate(envelope.data), record)
-
-
 async def test_a_row_committed_after_a_later_position_is_indexed_all_the_same(pools, tenant):
     """Positions come from a sequence: a consumer replica's transaction can take a position,
     then commit after another replica's later one (of another tenant: one tenant's appends
@@ -302,10 +289,10 @@ async def test_a_row_committed_after_a_later_position_is_indexed_all_the_same(po
         await transaction.start()
         await set_tenant(slow, tenant)
         await slow.fetchval("SELECT pg_current_xact_id()")  # as the inbox row gives it one
-        await ledger.append_many(slow, [received(incident_updated(tenant, first, 1), 1)])
+        await ledger.append_many(slow, [ledger_received(incident_updated(tenant, first, 1), 1)])
         held = await slow.fetchval("SELECT max(position) FROM ledger")
         async with tenant_transaction(pool, other) as conn:
-            await ledger.append_many(conn, [received(incident_updated(other, second, 1), 2)])
+            await ledger.append_many(conn, [ledger_received(incident_updated(other, second, 1), 2)])
             later = await conn.fetchval("SELECT max(position) FROM ledger")
         assert later > held
         for _ in range(4):

@@ -6,11 +6,18 @@ import asyncpg
 import pytest
 
 from services.incident.application.handlers import LogIncident, record_incident
+from services.reporting.adapters import ledger
 from shared import outbox
 from shared.context import RequestContext
 from shared.db import all_tenants_transaction, set_tenant, tenant_transaction
 from shared.events.catalogue import IncidentCreatedV1
+from shared.events.envelope import new_envelope
+from tests.support import ledger_received
 
+# Tables of the installation rather than of a tenant: each service's applied migrations, and the
+# reporting service's ledger signing keys (public halves, no tenant's data; each tenant's own log
+# records every key it is signed with as an entry of its own, `itsm.reporting.ledger.key_added.v1`).
+INSTALLATION_TABLES = ["schema_migrations", "ledger_keys"]
 PAYLOAD = IncidentCreatedV1(title="t", description="", impact=3, urgency=3, priority=5, state="new")
 
 
@@ -103,17 +110,19 @@ async def test_the_all_tenants_setting_opens_platform_tables_but_never_domain_ta
 async def test_the_reporting_ledger_is_isolated_the_same_way(pools, two_tenants):
     a, b = two_tenants
     async with pools["reporting"].acquire() as conn, conn.transaction():
-        for tenant in (a, b):
+        for offset, tenant in enumerate((a, b)):
             await set_tenant(conn, tenant)
-            await conn.execute(
-                "INSERT INTO ledger (tenant_id, event_id, type, source, subject, version, time,"
-                " correlation_id, actor, data, topic, partition, kafka_offset, message_value,"
-                " message_headers)"
-                " VALUES ($1, $2, 'itsm.test.v1', 'itsm/test', 's', 1, now(), 'c', 'x', '{}',"
-                " 'itsm.test', 0, 0, '{}', '\\x00')",
-                tenant,
-                uuid.uuid4(),
+            envelope = new_envelope(
+                source="itsm/incident",
+                type="itsm.incident.updated.v1",
+                subject=str(uuid.uuid4()),
+                tenantid=tenant,
+                itsmversion=1,
+                actor="x",
+                data={"changes": {}, "priority": 3, "state": "in_progress"},
             )
+            # Written as the ledger consumer writes it: its place in the tenant's log with it.
+            await ledger.append_many(conn, [ledger_received(envelope, offset)])
     async with tenant_transaction(pools["reporting"], a) as conn:
         seen = await conn.fetch("SELECT tenant_id FROM ledger")
     assert {r["tenant_id"] for r in seen} == {a}
@@ -141,12 +150,13 @@ async def test_every_table_that_holds_a_tenant_column_forces_row_level_security(
         tenantless = await pool.fetch(
             """
             SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> ALL($2::text[])
               AND NOT EXISTS (SELECT 1 FROM pg_attribute a
                               WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'
                                 AND NOT a.attisdropped)
             """,
             name,
+            INSTALLATION_TABLES,
         )
         assert [r["relname"] for r in tenantless] == [], f"{name}: every table carries its tenant"
 
