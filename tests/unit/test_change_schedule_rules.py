@@ -73,6 +73,28 @@ def test_a_blackout_of_a_business_service_covers_the_cis_that_support_it() -> No
     assert [(c.kind, c.ci_ids) for c in found] == [("blackout", ("db",))]
 
 
+def test_a_change_naming_a_frozen_service_and_no_ci_is_covered_by_its_blackout() -> None:
+    planned = PlannedWork(WORK.start, WORK.end, (), services=("payroll",))
+    freeze = make_window(scope="service", service="payroll")
+    other = make_window(2, scope="service", service="hr")
+    found = detect(planned, around(freeze, other))
+    assert [(c.kind, c.ci_ids, c.other_reference) for c in found] == [("blackout", (), "WIN1")]
+    assert "covers the change" in found[0].detail
+
+
+def test_a_freeze_of_everything_covers_a_change_without_cis() -> None:
+    planned = PlannedWork(WORK.start, WORK.end, ())
+    found = detect(planned, around(make_window(scope="all")))
+    assert [(c.kind, c.ci_ids) for c in found] == [("blackout", ())]
+
+
+def test_an_open_major_incident_on_a_service_the_change_names_conflicts_without_cis() -> None:
+    incident = OpenMajorIncident("inc-1", "Payroll down", ("payroll",), None)
+    planned = PlannedWork(WORK.start, WORK.end, (), services=("payroll",))
+    found = detect(planned, Surroundings(major_incidents=[incident]))
+    assert [(c.kind, c.ci_ids, c.other_id) for c in found] == [("major_incident", (), "inc-1")]
+
+
 def test_a_blackout_that_does_not_overlap_the_window_is_no_conflict() -> None:
     later = make_window(start=datetime(2026, 6, 2, 0, 30), duration_seconds=3600)
     assert detect(WORK, around(later)) == []

@@ -221,8 +221,10 @@ async def surroundings(uow: ChangeWork, planned: PlannedWork, *, hops: int) -> S
     )
     windows = await uow.schedule.active_windows()
     occurring = [(w, w.occurrences(planned.start, planned.end)) for w in windows]
-    all_services = sorted({s for each in services.values() for s in each})
-    incidents = await uow.schedule.major_incidents(all_services, ci_ids) if ci_ids else []
+    all_services = sorted({s for each in services.values() for s in each} | set(planned.services))
+    incidents = (
+        await uow.schedule.major_incidents(all_services, ci_ids) if ci_ids or all_services else []
+    )
     return Surroundings(
         services=services,
         near=near,
@@ -252,6 +254,7 @@ def _planned(change: Change) -> PlannedWork | None:
         ci_ids=tuple(str(ci) for ci in change.affected_cis),
         implementer=change.implementer,
         change_id=change.id,
+        services=tuple(change.business_services),
     )
 
 
@@ -327,13 +330,16 @@ async def inside_maintenance_window(uow: ChangeWork, change: Change) -> bool | N
 
 
 async def major_incidents_open(uow: ChangeWork, change: Change) -> int | None:
-    """For the risk score: how many major incidents are open on the change's CIs or on the
-    business services they support (the incident projection); None without CIs."""
+    """For the risk score: how many major incidents are open on the change's CIs, the business
+    services they support or the ones the change names (the incident projection); None when it
+    has neither CIs nor services."""
     ci_ids = [str(ci) for ci in change.affected_cis]
-    if not ci_ids:
+    services = await uow.schedule.services_of(ci_ids) if ci_ids else {}
+    names = sorted(
+        {name for each in services.values() for name in each} | {*change.business_services}
+    )
+    if not ci_ids and not names:
         return None
-    services = await uow.schedule.services_of(ci_ids)
-    names = sorted({name for each in services.values() for name in each})
     return len(await uow.schedule.major_incidents(names, ci_ids))
 
 

@@ -58,6 +58,8 @@ class PlannedWork:
     end: datetime
     ci_ids: tuple[str, ...]
     implementer: str | None = None
+    # The change's own business services (a change may name a service and no CI).
+    services: tuple[str, ...] = ()
     change_id: uuid.UUID | None = None
 
 
@@ -185,13 +187,18 @@ def detect(planned: PlannedWork, around: Surroundings) -> list[ScheduleConflict]
         covered = tuple(
             ci for ci in planned.ci_ids if blackout.covers(ci, around.services.get(ci, ()))
         )
-        if hits and covered:
+        # A freeze of everything, or of a service the change itself names, covers the change
+        # even where none of its CIs (it may have none) is covered.
+        whole = blackout.scope == "all" or (
+            blackout.scope == "service" and blackout.service in planned.services
+        )
+        if hits and (covered or whole):
+            what = f"{len(covered)} CI(s)" if covered else "the change"
             found.append(
                 ScheduleConflict(
                     "blackout",
                     f"blackout {blackout.reference} {blackout.name!r} from"
-                    f" {hits[0][0].isoformat()} to {hits[-1][1].isoformat()} covers"
-                    f" {len(covered)} CI(s)",
+                    f" {hits[0][0].isoformat()} to {hits[-1][1].isoformat()} covers {what}",
                     covered,
                     str(blackout.id),
                     blackout.reference,
@@ -205,7 +212,7 @@ def detect(planned: PlannedWork, around: Surroundings) -> list[ScheduleConflict]
             or set(incident.services) & set(around.services.get(ci, ()))
             or ci in incident.services
         )
-        if involved:
+        if involved or set(incident.services) & set(planned.services):
             found.append(
                 ScheduleConflict(
                     "major_incident",
