@@ -186,7 +186,11 @@ CLAUSES: tuple[Clause, ...] = (
             ("change_id", _field("change_id"), "the change it implements"),
             ("environment", _field("environment"), "where it was deployed"),
             ("state", _state, "its state after the event"),
-            ("outcome", _field("outcome", "result", "decision"), "the deployment's result"),
+            (
+                "outcome",
+                _field("outcome", "result", "status", "decision"),
+                "the deployment's result: the gate's decision, then the status it reported",
+            ),
         ),
     ),
     Clause(
