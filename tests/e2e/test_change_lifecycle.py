@@ -292,6 +292,10 @@ async def test_a_problems_change_from_request_to_closure_with_issues_is_all_in_t
     history = ok(await config.get(f"/cis/{ci['id']}/history", headers=as_("connie")))
     assert [v["change_id"] for v in history["items"]] == [None, change_id]
 
+    # The incidents logged before the change are no evidence against it.
+    before = ok(await change.get(f"/changes/{change_id}/outcome-proposal", headers=as_("carol")))
+    assert (before["proposed_outcome"], before["suspected_incidents"]) == ("successful", [])
+
     # --- A new incident on the CI is flagged as possibly caused by the change (8.6.1). ---
     after = ok(
         await incident.post(
