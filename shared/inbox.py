@@ -74,6 +74,8 @@ class EventConsumer:
     It subscribes by catalogue class (`handles=(CiCreatedV1, ...)`: their topics, only their
     types) or to whole topics (`topics=(INCIDENT_EVENTS, ...)`: every catalogued type on them);
     events of other types on its topics are skipped, neither applied nor kept in the inbox.
+    `accepts` narrows its types further by content (a CI write only when it names a change):
+    an event it refuses is skipped the same way.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class EventConsumer:
         max_records: int = 1000,
         retry_delay: float = 1.0,
         after_commit: Callable[[Sequence[ReceivedEvent]], Awaitable[None]] | None = None,
+        accepts: Callable[[EventPayload], bool] | None = None,
     ) -> None:
         classes = tuple(handles)
         whole = tuple(dict.fromkeys(topics))
@@ -106,6 +109,7 @@ class EventConsumer:
         self.max_records = max_records
         self.retry_delay = retry_delay
         self.after_commit = after_commit
+        self.accepts = accepts
 
     def subscribe(self, broker: KafkaBroker) -> None:
         """Attach this consumer to a broker as a batch subscriber in its own consumer group."""
@@ -144,7 +148,7 @@ class EventConsumer:
             except DecodeError as exc:
                 dead.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
-            if self.handles_type(envelope.type):
+            if self.handles_type(envelope.type) and (self.accepts is None or self.accepts(payload)):
                 events.append(ReceivedEvent(envelope, payload, record))
         try:
             applied, duplicates = await self._apply(events, dead)

@@ -1,6 +1,6 @@
 """Change correlation on the real broker and database: changes announced on
-`itsm.change.events` flag incidents on their CIs within the tenant's window, whichever of the
-two comes first, once, and never across tenants."""
+`itsm.change.events`, and CI writes under a change on `itsm.config.events`, flag incidents on
+their CIs within the tenant's window, whichever comes first, once, and never across tenants."""
 
 import json
 import uuid
@@ -12,10 +12,18 @@ from aiokafka import AIOKafkaProducer
 from services.incident.adapters import projections
 from services.incident.entrypoints.consumers import CHANGE_CORRELATION_CONSUMER
 from shared.db import tenant_transaction
-from shared.events.catalogue import CHANGE_EVENTS, INCIDENT_EVENTS, CiStateV1
+from shared.events.catalogue import CHANGE_EVENTS, CONFIG_EVENTS, INCIDENT_EVENTS, CiStateV1
 from shared.events.envelope import new_envelope
 from shared.kafka import DEAD_LETTER_TOPIC
-from tests.support import end_offsets, eventually, header, published_so_far, read_topic, send_event
+from tests.support import (
+    end_offsets,
+    eventually,
+    fetchval_as,
+    header,
+    published_so_far,
+    read_topic,
+    send_event,
+)
 
 
 @pytest.fixture
@@ -218,6 +226,80 @@ async def test_the_latest_change_before_the_incident_is_the_suspect_and_repeats_
     assert sorted(e["change_id"] for e in events) == sorted([earlier, later])
     current = (await api.get(f"/incidents/{incident['id']}", headers=agent)).json()
     assert current["suspected_change"] == later
+
+
+def ci_written(tenant, ci_id, at, change_id=None):
+    """`itsm.config.ci.updated.v1` as the config service publishes a CI write, under a change's
+    id when given (it accepts one only while the change is being implemented)."""
+    return new_envelope(
+        source="itsm/config",
+        type="itsm.config.ci.updated.v1",
+        subject=ci_id,
+        tenantid=tenant,
+        itsmversion=2,
+        actor="ivan",
+        data={
+            "ci": {
+                "id": ci_id,
+                "ci_class": "database",
+                "name": "orders-db",
+                "status": "active",
+                "owner_team": "dba",
+                "criticality": 2,
+                "attributes": {},
+                "external_ids": {},
+                "controlled": True,
+                "version": 2,
+                "updated_at": at.isoformat(),
+                "updated_by": "ivan",
+            },
+            "changed": ["attributes"],
+            "change_id": change_id,
+        },
+    )
+
+
+async def test_an_incident_after_a_ci_write_under_a_change_is_flagged_while_it_is_implemented(
+    api, agent, pools, tenant, infra, raw_producer
+):
+    ci_id = await a_ci(pools, tenant)
+    earlier = await new_incident(api, agent, ci_id)
+    change_id = str(uuid.uuid4())
+    at = datetime.fromisoformat(earlier["created_at"]) + timedelta(microseconds=1)
+    # A write with no change is skipped (not even kept in the inbox); then the change's write.
+    unrelated = ci_written(tenant, ci_id, at)
+    await send_event(raw_producer, unrelated, CONFIG_EVENTS)
+    await send_event(raw_producer, ci_written(tenant, ci_id, at, change_id), CONFIG_EVENTS)
+    await eventually(lambda: recorded(pools, tenant, change_id), lambda n: n == 1)
+    assert not await fetchval_as(
+        pools["incident"],
+        tenant,
+        "SELECT true FROM inbox WHERE consumer = $1 AND event_id = $2",
+        CHANGE_CORRELATION_CONSUMER,
+        unrelated.id,
+    )
+    start = await end_offsets(infra.bootstrap_servers, INCIDENT_EVENTS)
+
+    later = await new_incident(api, agent, ci_id)
+
+    assert later["suspected_change"] == change_id
+    # The implementation's end, announced when the change leaves implement, flags it no more.
+    end = datetime.fromisoformat(later["created_at"]) + timedelta(minutes=5)
+    await send_event(raw_producer, implemented(tenant, change_id, [ci_id], end), CHANGE_EVENTS)
+    await eventually(
+        lambda: fetchval_as(
+            pools["incident"],
+            tenant,
+            "SELECT implemented_at FROM change_implementations WHERE change_id = $1",
+            change_id,
+        ),
+        lambda implemented_at: implemented_at == end,
+    )
+    [event] = await suspicions(infra, pools, tenant, start, later["id"], 1)
+    assert event["change_id"] == change_id
+    assert datetime.fromisoformat(event["implemented_at"]) == at
+    current = (await api.get(f"/incidents/{earlier['id']}", headers=agent)).json()
+    assert current["suspected_change"] is None
 
 
 async def test_a_change_in_one_tenant_never_flags_another_tenants_incident(

@@ -372,33 +372,44 @@ class FakeChanges:
         found = [
             c
             for c in self.recorded.values()
-            if c.ci_id == ci_id and at - timedelta(seconds=window_seconds) <= c.implemented_at <= at
+            if c.ci_id == ci_id
+            and c.since <= at
+            and c.implemented_at >= at - timedelta(seconds=window_seconds)
         ]
         return max(found, key=lambda c: c.implemented_at, default=None)
 
     async def record(
-        self, change: ImplementedChange, title: str, outcome: str, now: datetime
-    ) -> bool:
+        self, change: ImplementedChange, title: str | None, outcome: str | None, now: datetime
+    ) -> tuple[ImplementedChange | None, ImplementedChange]:
         key = (change.change_id, change.ci_id)
-        if key in self.recorded:
-            return False
-        self.recorded[key] = change
-        return True
+        before = self.recorded.get(key)
+        after = change.spanning(before or change)
+        self.recorded[key] = after
+        return before, after
 
     async def implemented_at(self, change_id: str) -> datetime | None:
-        return next(
-            (c.implemented_at for c in self.recorded.values() if c.change_id == change_id), None
+        return max(
+            (c.implemented_at for c in self.recorded.values() if c.change_id == change_id),
+            default=None,
         )
 
-    async def incidents_after(
-        self, change: ImplementedChange, window_seconds: int
+    async def incidents_suspecting(
+        self,
+        change: ImplementedChange,
+        window_seconds: int,
+        *,
+        known: ImplementedChange | None = None,
     ) -> list[uuid.UUID]:
-        end = change.implemented_at + timedelta(seconds=window_seconds)
-        return sorted(
+        start, end = change.suspects(window_seconds)
+        seen = known.suspects(window_seconds) if known is not None else None
+        return [
             i.id
-            for i in self._incidents.rows.values()
-            if i.ci_id == change.ci_id and change.implemented_at <= i.created_at <= end
-        )
+            for i in sorted(self._incidents.rows.values(), key=lambda i: (i.created_at, i.id))
+            if i.ci_id == change.ci_id
+            and start <= i.created_at <= end
+            and not (seen is not None and seen[0] <= i.created_at <= seen[1])
+            and i.state not in ("closed", "cancelled")
+        ]
 
 
 class FakeSettings:

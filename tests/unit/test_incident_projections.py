@@ -1,6 +1,8 @@
-"""The incident service's consumers of the config topic: which events each takes, which they
-skip; and the CMDB projection kept where the registry says."""
+"""The incident service's consumers of the config and change topics: which events each takes,
+which they skip; and the CMDB projection kept where the registry says."""
 
+import uuid
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from services.incident.definition import DEFINITION
@@ -13,7 +15,15 @@ from services.incident.entrypoints.consumers import (
 )
 from shared.cmdb.consumer import HANDLES, consumer_name
 from shared.cmdb.writes import latest
-from shared.events.catalogue import CATALOGUE, CONFIG_EVENTS
+from shared.events.catalogue import (
+    CATALOGUE,
+    CHANGE_EVENTS,
+    CONFIG_EVENTS,
+    ChangeImplementedV1,
+    CiCreatedV1,
+    CiStateV1,
+    CiUpdatedV1,
+)
 from shared.registry import SERVICES
 from tests.conftest import DEFINITIONS
 
@@ -80,9 +90,39 @@ def test_other_config_event_types_are_skipped_by_both():
         assert not any(consumers[name].handles_type(t) for t in others)
 
 
-def test_the_change_correlation_consumer_takes_implemented_changes_only():
+def test_the_change_correlation_consumer_takes_implemented_changes_and_ci_writes_under_one():
     correlation = by_name()[CHANGE_CORRELATION_CONSUMER]
-    assert correlation.types == {"itsm.change.implemented.v1"}
+    assert correlation.types == {
+        "itsm.change.implemented.v1",
+        "itsm.config.ci.created.v1",
+        "itsm.config.ci.updated.v1",
+        "itsm.config.ci.retired.v1",
+    }
+    assert correlation.topics == (CHANGE_EVENTS, CONFIG_EVENTS)
+    ci = CiStateV1(
+        id=str(uuid.uuid4()),
+        ci_class="database",
+        name="orders-db",
+        status="active",
+        owner_team=None,
+        criticality=2,
+        attributes={},
+        external_ids={},
+        controlled=True,
+        version=2,
+        updated_at=datetime.now(UTC),
+        updated_by="ivan",
+    )
+    change_id = str(uuid.uuid4())
+    # A CI written under a change is taken; one written without (an import, say) is skipped.
+    assert correlation.accepts(CiUpdatedV1(ci=ci, changed=["attributes"], change_id=change_id))
+    assert not correlation.accepts(CiUpdatedV1(ci=ci, changed=["attributes"]))
+    assert not correlation.accepts(CiCreatedV1(ci=ci, source="vcenter"))
+    assert correlation.accepts(
+        ChangeImplementedV1(
+            change_id=change_id, title="t", ci_ids=[ci.id], implemented_at=datetime.now(UTC)
+        )
+    )
 
 
 def test_a_service_keeps_the_cmdb_projection_exactly_when_the_registry_says_so():

@@ -13,7 +13,7 @@ from services.incident.adapters.changes import ImplementedChange
 from services.incident.adapters.settings import TenantSettings
 from services.incident.application import handlers, housekeeping
 from services.incident.application.alerts import apply_alert
-from services.incident.application.correlation import change_implemented
+from services.incident.application.correlation import change_implemented, ci_written
 from services.incident.application.handlers import LogIncident
 from services.incident.application.tenant_settings import (
     IncidentSettingsBody,
@@ -25,6 +25,8 @@ from shared.errors import Conflict, NotFound, StaleVersion, ValidationFailed
 from shared.events.catalogue import (
     ChangeImplementedV1,
     ChangeSuspectedV1,
+    CiStateV1,
+    CiUpdatedV1,
     IncidentCreatedV1,
     IncidentSettingsChangedV1,
     SlaClockStoppedV1,
@@ -302,6 +304,84 @@ async def test_a_change_implemented_before_an_incident_on_its_ci_flags_it_once()
     ]
     assert uow.incident_rows.rows[incident.id].suspected_change == "CHG-7"
     assert [p.change_id for p in uow.payloads(ChangeSuspectedV1)] == ["CHG-7"]
+
+
+def written(ci_id: str, at=NOW, change_id: str | None = "CHG-7") -> CiUpdatedV1:
+    """The config service's CI update, made under a change's id (while it is implemented)."""
+    state = CiStateV1(
+        id=ci_id,
+        ci_class="database",
+        name="db-1",
+        status="active",
+        owner_team=None,
+        criticality=2,
+        attributes={},
+        external_ids={},
+        controlled=True,
+        version=2,
+        updated_at=at,
+        updated_by="ivan",
+    )
+    return CiUpdatedV1(ci=state, changed=["attributes"], change_id=change_id)
+
+
+async def test_an_incident_after_a_ci_write_under_a_change_suspects_it_while_it_is_implemented():
+    uow = FakeIncidentUnitOfWork()
+    ci = a_ci()
+    uow.projected.cis[ci.id] = ci
+    before = await logged(uow, LogIncident("Slow", "", 2, 2, ci_id=uuid.UUID(ci.id)))
+    async with uow:  # nothing logged on the CI since the write: nothing to flag yet
+        assert await ci_written(uow, written(ci.id, at=NOW + 60 * S), now=NOW + 61 * S) == 0
+    after = await logged(
+        uow, LogIncident("Down", "", 2, 2, ci_id=uuid.UUID(ci.id)), at=NOW + 120 * S
+    )
+    assert (before.suspected_change, after.suspected_change) == (None, "CHG-7")
+    [suspicion] = uow.payloads(ChangeSuspectedV1)
+    assert (suspicion.change_id, suspicion.implemented_at) == ("CHG-7", NOW + 60 * S)
+
+
+async def test_a_ci_write_under_a_change_flags_the_incidents_logged_since_it_once() -> None:
+    uow = FakeIncidentUnitOfWork()
+    ci = a_ci()
+    uow.projected.cis[ci.id] = ci
+    # The incident is logged before the write's event arrives (they travel on other topics).
+    incident = await logged(
+        uow, LogIncident("Down", "", 2, 2, ci_id=uuid.UUID(ci.id)), at=NOW + 120 * S
+    )
+    async with uow:
+        assert await ci_written(uow, written(ci.id, at=NOW + 60 * S), now=NOW + 180 * S) == 1
+    async with uow:  # a second write within the span known: nothing new
+        assert await ci_written(uow, written(ci.id, at=NOW + 90 * S), now=NOW + 190 * S) == 0
+    async with uow:  # the implementation's end: its window reaches no new incident
+        assert await change_implemented(uow, implemented(ci.id, NOW + 150 * S)) == 0
+    assert uow.incident_rows.rows[incident.id].suspected_change == "CHG-7"
+    assert [p.change_id for p in uow.payloads(ChangeSuspectedV1)] == ["CHG-7"]
+    async with uow:  # a CI written without a change records nothing
+        assert await ci_written(uow, written(ci.id, change_id=None)) == 0
+    assert list(uow.change_rows.recorded) == [("CHG-7", uuid.UUID(ci.id))]
+
+
+async def test_a_change_spans_from_its_first_ci_write_to_the_window_after_its_end() -> None:
+    uow = FakeIncidentUnitOfWork()
+    ci = a_ci()
+    uow.projected.cis[ci.id] = ci
+    window = timedelta(seconds=uow.settings.current.change_window_seconds)
+    end = NOW + window  # a long implementation: ends a whole window after its first write
+    async with uow:  # the end arrives first (other topic), then the write that began it
+        assert await change_implemented(uow, implemented(ci.id, end)) == 0
+    during = await logged(
+        uow, LogIncident("Slow", "", 2, 2, ci_id=uuid.UUID(ci.id)), at=NOW + 60 * S
+    )
+    assert during.suspected_change is None  # the change is not known on the CI then yet
+    async with uow:
+        assert await ci_written(uow, written(ci.id, at=NOW), now=end + S) == 1
+    late = await logged(
+        uow, LogIncident("Down", "", 2, 2, ci_id=uuid.UUID(ci.id)), at=end + window - S
+    )
+    assert uow.incident_rows.rows[during.id].suspected_change == "CHG-7"
+    assert late.suspected_change == "CHG-7"
+    assert uow.change_rows.recorded[("CHG-7", uuid.UUID(ci.id))].since == NOW
+    assert len(uow.payloads(ChangeSuspectedV1)) == 2
 
 
 async def test_a_change_naming_a_ci_that_is_not_a_uuid_is_refused() -> None:

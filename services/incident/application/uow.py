@@ -157,18 +157,23 @@ class Projection(Protocol):
 
 
 class Changes(Protocol):
-    """Changes implemented on CIs, as the change service announced them."""
+    """Changes on CIs, as the config service (CI writes) and the change service (implemented)
+    announced them."""
 
     async def lock_ci(self, ci_id: uuid.UUID, *, shared: bool) -> None: ...
     async def recent_change(
         self, ci_id: uuid.UUID, at: datetime, window_seconds: int
     ) -> ImplementedChange | None: ...
     async def record(
-        self, change: ImplementedChange, title: str, outcome: str, now: datetime
-    ) -> bool: ...
+        self, change: ImplementedChange, title: str | None, outcome: str | None, now: datetime
+    ) -> tuple[ImplementedChange | None, ImplementedChange]: ...
     async def implemented_at(self, change_id: str) -> datetime | None: ...
-    async def incidents_after(
-        self, change: ImplementedChange, window_seconds: int
+    async def incidents_suspecting(
+        self,
+        change: ImplementedChange,
+        window_seconds: int,
+        *,
+        known: ImplementedChange | None = None,
     ) -> list[uuid.UUID]: ...
 
 
@@ -539,17 +544,23 @@ class _Changes(_OnConnection):
         return await change_store.recent_change(self._conn, self._tenant, ci_id, at, window_seconds)
 
     async def record(
-        self, change: ImplementedChange, title: str, outcome: str, now: datetime
-    ) -> bool:
+        self, change: ImplementedChange, title: str | None, outcome: str | None, now: datetime
+    ) -> tuple[ImplementedChange | None, ImplementedChange]:
         return await change_store.record(self._conn, self._tenant, change, title, outcome, now)
 
     async def implemented_at(self, change_id: str) -> datetime | None:
         return await change_store.implemented_at(self._conn, self._tenant, change_id)
 
-    async def incidents_after(
-        self, change: ImplementedChange, window_seconds: int
+    async def incidents_suspecting(
+        self,
+        change: ImplementedChange,
+        window_seconds: int,
+        *,
+        known: ImplementedChange | None = None,
     ) -> list[uuid.UUID]:
-        return await change_store.incidents_after(self._conn, self._tenant, change, window_seconds)
+        return await change_store.incidents_suspecting(
+            self._conn, self._tenant, change, window_seconds, known=known
+        )
 
 
 class _Settings(_OnConnection):

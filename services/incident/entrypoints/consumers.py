@@ -7,8 +7,9 @@ relationships, service membership and business services into the `cmdb_*` tables
 `incident-config-projection` keeps calendars and SLA policies in the `proj_*` tables
 (`adapters/projections.py`).
 
-`incident-change-correlation` reads `itsm.change.events` and handles `ChangeImplementedV1`
-(`application/correlation.py`).
+`incident-change-correlation` handles `ChangeImplementedV1` from `itsm.change.events` and the
+CI events of `itsm.config.events` that carry a `change_id` (`application/correlation.py`); CI
+writes naming no change are skipped.
 
 `incident-problem-changes` reads `ChangeCreatedV1` and `ChangeTransitionedV1` of changes that
 answer problems, so a problem shows its changes' numbers and states
@@ -36,6 +37,9 @@ from shared.events.catalogue import (
     ChangeCreatedV1,
     ChangeImplementedV1,
     ChangeTransitionedV1,
+    CiCreatedV1,
+    CiRetiredV1,
+    CiUpdatedV1,
     SlaPolicyDefinedV1,
 )
 from shared.inbox import EventConsumer, ReceivedEvent
@@ -89,8 +93,8 @@ def config_projection_consumer(runtime: ServiceRuntime) -> EventConsumer:
 
 
 def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
-    """Flags incidents on CIs that a change implemented shortly before
-    (`application/correlation.py`)."""
+    """Flags incidents on CIs that a change is being implemented on (a CI written under its
+    id) or was implemented on shortly before (`application/correlation.py`)."""
     metrics = runtime.service_metrics
     assert metrics is None or isinstance(metrics, IncidentMetrics)
 
@@ -101,7 +105,12 @@ def change_correlation_consumer(runtime: ServiceRuntime) -> EventConsumer:
 
     return EventConsumer(
         name=CHANGE_CORRELATION_CONSUMER,
-        handles=(ChangeImplementedV1,),
+        handles=(ChangeImplementedV1, CiCreatedV1, CiUpdatedV1, CiRetiredV1),
+        # Only CI writes under a change matter here: the others (imports among them) are
+        # skipped, not kept in the inbox.
+        accepts=lambda payload: (
+            isinstance(payload, ChangeImplementedV1) or correlation.written_under_a_change(payload)
+        ),
         handler=implemented,
         pool=runtime.pool,
         producer=runtime.producer,
