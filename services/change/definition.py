@@ -5,7 +5,13 @@ from pathlib import Path
 
 from services.change.application.approvals import run_escalations
 from services.change.application.census import census_loop
-from services.change.entrypoints import http_cab, http_deployments, http_releases, http_webhooks
+from services.change.entrypoints import (
+    http_cab,
+    http_deployments,
+    http_feed_tokens,
+    http_releases,
+    http_webhooks,
+)
 from services.change.entrypoints.consumers import consumers
 from services.change.entrypoints.http_changes import router as changes_router
 from services.change.entrypoints.http_schedule import router as schedule_router
@@ -43,6 +49,7 @@ DEFINITION: ServiceDefinition[ChangeSettings, ChangeMetrics] = ServiceDefinition
         settings_router,
         http_cab.router,
         schedule_router,
+        http_feed_tokens.router,
         http_deployments.router,
         http_webhooks.router,
         http_releases.router,

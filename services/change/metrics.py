@@ -78,3 +78,10 @@ class ChangeMetrics:
             ["found_by"],
             registry=registry,
         )
+        self.feed_requests = Counter(
+            "itsm_change_schedule_feed_requests_total",
+            "Requests to calendar feed tokens' secret URLs, by result: served, or refused (an"
+            " unknown, malformed, revoked or other tenant's secret: one answer, 404).",
+            ["result"],
+            registry=registry,
+        )

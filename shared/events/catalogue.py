@@ -56,6 +56,8 @@ from shared.events.change import (
     ReleaseTransitionedV1,
     RiskFactorV1,
     ScheduleConflictV1,
+    ScheduleFeedTokenCreatedV1,
+    ScheduleFeedTokenRevokedV1,
 )
 from shared.events.config import (
     BaselineCreatedV1,
@@ -218,6 +220,8 @@ __all__ = [
     "RequestTransitionedV1",
     "RiskFactorV1",
     "ScheduleConflictV1",
+    "ScheduleFeedTokenCreatedV1",
+    "ScheduleFeedTokenRevokedV1",
     "ServiceMembershipChangedV1",
     "SlaBreachedV1",
     "SlaClockRefV1",

@@ -325,6 +325,29 @@ class ChangeWindowRetiredV1(EventPayload):
     version: int
 
 
+@event("itsm.change.schedule_feed_token_created.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ScheduleFeedTokenCreatedV1(EventPayload):
+    """A user created a calendar feed token: a secret URL a calendar client subscribes to, for
+    that user's view of the change schedule (subject: the token id). The secret is never in
+    an event."""
+
+    token_id: str
+    user_id: str = Field(description="The token's owner: the subject of the caller's token.")
+    name: str | None = None
+    service: str | None = Field(default=None, description="The feed's business service filter.")
+    ci_ids: list[str] = Field(default_factory=list, description="The feed's CI filter.")
+
+
+@event("itsm.change.schedule_feed_token_revoked.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ScheduleFeedTokenRevokedV1(EventPayload):
+    """A calendar feed token was revoked: its URL serves nothing any more (subject: the token
+    id)."""
+
+    token_id: str
+    user_id: str = Field(description="The token's owner.")
+    revoked_by: str = Field(description="The owner, or a change manager of the tenant.")
+
+
 class ScheduleConflictV1(BaseModel):
     """One conflict of a change's window: its kind, every CI of the change it involves, and the
     other change, window or incident."""

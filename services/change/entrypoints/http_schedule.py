@@ -6,6 +6,7 @@ are the typed errors of `shared/errors.py`, answered by the one problem+json map
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -476,11 +477,24 @@ async def get_schedule_feed(
     service: Service = None,
     ci: Cis = None,
 ) -> Response:
+    return await feed_response(runtime, context.tenant_id, start, end, service, ci or ())
+
+
+async def feed_response(
+    runtime: ServiceRuntime,
+    tenant_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    service: str | None,
+    ci_ids: Sequence[str],
+) -> Response:
+    """The iCalendar feed of the tenant's schedule (default period: FEED_BEFORE to FEED_AFTER
+    around now), as `GET /schedule.ics` and a feed token's secret URL serve it."""
     now = datetime.now(UTC)
     start = start or now - FEED_BEFORE
     end = end or max(start, now) + FEED_AFTER
     view = await use_cases.schedule(
-        runtime.pool, context.tenant_id, start, end, service=service, ci_ids=ci or ()
+        runtime.pool, tenant_id, start, end, service=service, ci_ids=ci_ids
     )
     text = icalendar.calendar(view.changes, [w.window for w in view.windows], now=now, until=end)
     return Response(
