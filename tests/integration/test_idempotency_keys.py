@@ -279,6 +279,9 @@ CREATING: dict[tuple[str, str], Setup] = {
             "end": "2027-12-20T02:00:00Z",
         },
     ),
+    ("change", "/schedule/feed-tokens"): _fixed(
+        "/schedule/feed-tokens", {"name": "Outlook", "ci": ["db-1"]}
+    ),
     ("change", "/deployments"): _fixed(
         "/deployments",
         {

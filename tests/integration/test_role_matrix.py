@@ -44,8 +44,18 @@ class Endpoint:
 
 
 def signed(route: APIRoute) -> bool:
-    """A webhook authenticated by its tool's signature, not by a bearer token and roles."""
+    """A route authenticated by a secret, not by a bearer token and roles: a webhook by its
+    tool's signature, a calendar feed by its token's secret URL."""
     return any(getattr(d.call, "signed", False) for d in route.dependant.dependencies)
+
+
+def refusal(route: APIRoute) -> int:
+    """What such a route answers without its secret: 401 (a webhook), 404 (a feed's URL)."""
+    return next(
+        getattr(d.call, "refusal", 401)
+        for d in route.dependant.dependencies
+        if getattr(d.call, "signed", False)
+    )
 
 
 def endpoints(*, webhooks: bool = False) -> Iterator[Endpoint]:
@@ -153,11 +163,12 @@ async def test_a_role_the_matrix_grants_is_let_through(clients, auth, tenant, en
 
 
 @pytest.mark.parametrize("endpoint", WEBHOOKS, ids=str)
-async def test_a_signed_webhook_refuses_any_role_without_the_tools_signature(
+async def test_a_signed_route_refuses_any_role_without_its_secret(
     clients, auth, tenant, endpoint
 ):
-    """No role opens a webhook: its tool's signature is its only authentication."""
+    """No role opens a webhook or a feed's secret URL: the tool's signature, the feed token's
+    secret is its only authentication."""
     for role in sorted(ROLES):
         response = await call(clients, auth, tenant, endpoint, role)
-        assert response.status_code == 401, response.text
+        assert response.status_code == refusal(endpoint.route), response.text
         assert response.headers["content-type"] == "application/problem+json"
