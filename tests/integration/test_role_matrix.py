@@ -163,9 +163,7 @@ async def test_a_role_the_matrix_grants_is_let_through(clients, auth, tenant, en
 
 
 @pytest.mark.parametrize("endpoint", WEBHOOKS, ids=str)
-async def test_a_signed_route_refuses_any_role_without_its_secret(
-    clients, auth, tenant, endpoint
-):
+async def test_a_signed_route_refuses_any_role_without_its_secret(clients, auth, tenant, endpoint):
     """No role opens a webhook or a feed's secret URL: the tool's signature, the feed token's
     secret is its only authentication."""
     for role in sorted(ROLES):
