@@ -26,6 +26,7 @@ Progress (records read of the partitions' end offsets) is drawn on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import sys
 from collections import deque
@@ -63,6 +64,8 @@ from shared.progress import ProgressBar
 
 # Rows written per transaction by --into-empty.
 WRITE_CHUNK = 2000
+# How long to ask the broker for a topic's partitions before calling it missing (seconds).
+METADATA_TIMEOUT = 30.0
 Partition = tuple[str, int]
 
 
@@ -90,6 +93,9 @@ async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
     logs = rebuild(records, only=args.tenant)
     out = sys.stdout
     failed = report_signed(logs, out)
+    for missing in sorted(set(args.tenant or ()) - {t.tenant_id for t in logs}):
+        failed = True
+        out.write(f"tenant {missing}: FAILED: no event of this tenant is on Kafka\n")
     if not (args.check or args.into_empty):
         return 1 if failed else 0
     pool = await create_pool(
@@ -124,11 +130,7 @@ async def read_topics(
     try:
         partitions: list[TopicPartition] = []
         for topic in topics:
-            found = consumer.partitions_for_topic(topic)
-            if not found:
-                await consumer._client.force_metadata_update()  # first look at a topic
-                found = consumer.partitions_for_topic(topic) or set()
-            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+            partitions += [TopicPartition(topic, p) for p in await _partitions_of(consumer, topic)]
         consumer.assign(partitions)
         begin = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
@@ -157,6 +159,22 @@ async def read_topics(
         return read
     finally:
         await consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The topic's partitions, asking the broker again while its metadata is not there yet (a
+    busy broker may answer the first request late): a topic that cannot be found is an error,
+    never an empty log."""
+    deadline = asyncio.get_running_loop().time() + METADATA_TIMEOUT
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return sorted(found)
+        if asyncio.get_running_loop().time() >= deadline:
+            raise RuntimeError(f"the broker lists no partitions of {topic}: is it provisioned?")
+        await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.2)  # a retry's pace, not a wait for a result
 
 
 # --- rebuilding the logs -----------------------------------------------------------------------
