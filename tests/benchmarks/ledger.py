@@ -8,7 +8,11 @@ median of a few rounds where it repeats:
   events/s and >= 0.5 of raw);
 - verification of a 1,000,000-entry log: the stand-alone verifier on a bundle exported from the
   database (goal < 30 s), and the `verify` command against the database when it exists;
-- inclusion proofs over HTTP at that size (goal p99 < 20 ms).
+- inclusion proofs over HTTP at that size (goal p99 < 20 ms);
+- an evidence export of that log (`commands/export.py`, the export job's code path: entries,
+  an inclusion proof of each, clause files, the archive stored and written out; goal < 2 min),
+  beside a plain `COPY (SELECT ...) TO STDOUT` of the same rows and the bare bundle
+  (entries.jsonl alone, as the benchmark writes it for the verifier) in the same run.
 The 1,000,000-entry log is written through the ledger's own append (`adapters/ledger.py
 append_many`, chunks of 5,000), not through Kafka, to keep the run short; its write rate is
 printed too. Nothing is asserted: the machines are noisy, so read medians and ratios.
@@ -26,6 +30,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +295,16 @@ def verify_bundle(bundle: Path) -> float:
     return elapsed
 
 
+def command_settings(infra: Infra) -> ReportingSettings:
+    """The settings a command of the service runs with against the benchmark's servers."""
+    return ReportingSettings(
+        database_url=infra.service_dsns["reporting"],
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        auth_jwks_file=infra.keys.jwks_file,
+        ledger_signing_key_file=str(infra.ledger_key_file),
+    )
+
+
 async def verify_command(infra: Infra, tenant: str) -> float | None:
     """Seconds `python -m services.reporting verify --tenant T` takes, if the command exists."""
     try:
@@ -299,18 +314,66 @@ async def verify_command(infra: Infra, tenant: str) -> float | None:
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     args = parser.parse_args(["--tenant", tenant])
-    settings = ReportingSettings(
-        database_url=infra.service_dsns["reporting"],
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        auth_jwks_file=infra.keys.jwks_file,
-        ledger_signing_key_file=str(infra.ledger_key_file),
-    )
     began = time.perf_counter()
-    status = await module.run(args, settings)
+    status = await module.run(args, command_settings(infra))
     elapsed = time.perf_counter() - began
     if status != 0:
         raise RuntimeError(f"verify failed on the benchmark's log ({status})")
     return elapsed
+
+
+async def export_command(infra: Infra, tenant: str, out: Path) -> float | None:
+    """Seconds `python -m services.reporting export --tenant T --from .. --to .. --out F` takes
+    for every event of the tenant (all clauses), if the command exists. The archive must come
+    out."""
+    try:
+        module = importlib.import_module("services.reporting.commands.export")
+    except ImportError:
+        return None
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    now = datetime.now(UTC)  # the benchmark's events are all from this run
+    since, until = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    args = parser.parse_args(
+        ["--tenant", tenant, "--from", since, "--to", until, "--out", str(out)]
+    )
+    began = time.perf_counter()
+    status = await module.run(args, command_settings(infra))
+    elapsed = time.perf_counter() - began
+    if status != 0:
+        raise RuntimeError(f"the export failed on the benchmark's log ({status})")
+    return elapsed
+
+
+async def exported_range(pool: asyncpg.Pool, tenant: str) -> tuple[int, int]:
+    """The entries [first, size) the tenant's newest finished export holds."""
+    async with pool.acquire() as conn, conn.transaction():
+        await set_tenant(conn, tenant)
+        row = await conn.fetchrow(
+            "SELECT first_index, tree_size FROM evidence_exports WHERE state = 'done'"
+            " ORDER BY finished_at DESC LIMIT 1"
+        )
+    assert row is not None
+    return row[0], row[1]
+
+
+async def copy_rows(pool: asyncpg.Pool, tenant: str, first: int, size: int, out: Path) -> float:
+    """Seconds a plain `COPY (SELECT ...) TO STDOUT` of the rows [first, size) takes into a
+    file (binary format; the columns an export reads): the database's share of an export."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await set_tenant(conn, tenant)
+        began = time.perf_counter()
+        await conn.copy_from_query(
+            "SELECT leaf_index, leaf_hash, position, event_id, type, source, subject, version,"
+            " time, correlation_id, causation_id, actor, tenant_id, topic, partition,"
+            " message_headers, message_value FROM ledger"
+            " WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
+            first,
+            size,
+            output=out,
+            format="binary",
+        )
+        return time.perf_counter() - began
 
 
 async def proof_latencies(
@@ -429,7 +492,10 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
 
         bundle = Path(tempfile.mkdtemp(prefix="ledger-bundle-", dir=args.state_dir))
         try:
+            began = time.perf_counter()
             await export_bundle(pool, big, size, note, bundle)
+            bundle_seconds = time.perf_counter() - began
+            print(f"  bare bundle (entries.jsonl): {bundle_seconds:6.1f} s", flush=True)
             verify_times = []
             for _ in range(args.rounds):
                 verify_times.append(verify_bundle(bundle))
@@ -439,6 +505,21 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
         # Once: it reads and hashes every stored message again (minutes at this size).
         seconds = await verify_command(infra, big)
         command_times = [] if seconds is None else [seconds]
+        # Once too: a minute or two, and the archive is kept in the database.
+        scratch = Path(tempfile.mkdtemp(prefix="ledger-export-", dir=args.state_dir))
+        try:
+            export_seconds = await export_command(infra, big, scratch / "evidence.tar.gz")
+            if export_seconds is not None:
+                archive_bytes = (scratch / "evidence.tar.gz").stat().st_size
+                first, exported = await exported_range(pool, big)
+                copy_seconds = await copy_rows(pool, big, first, exported, scratch / "rows.copy")
+                print(
+                    f"  export of {exported - first:,} entries: {export_seconds:6.1f} s"
+                    f"   COPY of the rows {copy_seconds:6.1f} s",
+                    flush=True,
+                )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         await pool.close()
 
@@ -463,6 +544,16 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
         print(f"  verify command (database, once)   {command_times[0]:10.1f} s")
     else:
         print("  verify command (database)         not available in this tree")
+    if export_seconds is None:
+        print("  evidence export                   not available in this tree")
+    else:
+        print(
+            f"  evidence export (command, once)   {export_seconds:10.1f} s   (goal < 120 s;"
+            f" {exported - first:,} entries, archive {archive_bytes / 1e6:,.0f} MB)"
+        )
+        print(f"  COPY of the same rows (baseline)  {copy_seconds:10.1f} s")
+        print(f"  ratio export / COPY               {export_seconds / copy_seconds:10.1f}")
+        print(f"  bare bundle (entries.jsonl)       {bundle_seconds:10.1f} s")
     print(
         f"  inclusion proof over HTTP         p50 {statistics.median(p50s):6.1f} ms"
         f"   p99 {statistics.median(p99s):6.1f} ms   (goal p99 < 20 ms; {args.proofs} a round)"
