@@ -225,6 +225,18 @@ def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
     return frontier.root()
 
 
+def roots_at(leaf_hashes: Iterable[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """MTH of the first n leaves for every n of `sizes` that the leaves reach, in one pass."""
+    wanted = set(sizes)
+    roots = {0: EMPTY_ROOT} if 0 in wanted else {}
+    frontier = _Frontier()
+    for leaf in leaf_hashes:
+        frontier.push(leaf)
+        if frontier.size in wanted:
+            roots[frontier.size] = frontier.root()
+    return roots
+
+
 def _split_point(n: int) -> int:
     # The largest power of two smaller than n (n > 1): where MTH splits a tree of n leaves.
     return 1 << ((n - 1).bit_length() - 1)
