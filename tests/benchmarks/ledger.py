@@ -5,7 +5,8 @@ median of a few rounds where it repeats:
 - ingestion: N events pre-produced on `itsm.incident.events`, then recorded by the reporting
   service (a process of its own: hashing, tree, checkpoints every second, the completeness
   task), beside raw aiokafka consumption of the same N records in the same run (goal >= 10,000
-  events/s and >= 0.5 of raw);
+  events/s and >= 0.5 of raw); with the CPU milliseconds per event that the service,
+  PostgreSQL, Kafka and this process (its polling) spent while the service recorded them;
 - verification of a 1,000,000-entry log: the stand-alone verifier on a bundle exported from the
   database (goal < 30 s), and the `verify` command against the database when it exists;
 - inclusion proofs over HTTP at that size (goal p99 < 20 ms);
@@ -51,6 +52,7 @@ from shared.events.envelope import Envelope, new_envelope
 from shared.events.incident import IncidentCreatedV1
 from shared.inbox import ReceivedEvent
 from shared.kafka import create_producer
+from tests.benchmarks.incident import cpu_meter
 from tests.benchmarks.pipeline import percentile
 
 REPORTING_PORT = 28104
@@ -167,12 +169,14 @@ async def raw_consume(bootstrap: str, start: dict[TopicPartition, int]) -> float
         for tp, offset in start.items():
             consumer.seek(tp, offset)
         total = sum(end[tp] - start[tp] for tp in start)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         read = 0
         while read < total:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             read += sum(len(records) for records in batch.values())
-        return total / (time.perf_counter() - began)
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+        print(f"    raw aiokafka: CPU ms per event in this process {cpu / total * 1000:.3f}")
+        return total / elapsed
     finally:
         await consumer.stop()
 
@@ -184,10 +188,14 @@ async def ledger_ingestion(
     from the service being ready to the last row, seconds from the last row to a checkpoint
     covering it)."""
     [service] = platform.start_services(infra, {"reporting": REPORTING_PORT}, extra_env=SERVICE_ENV)
+    meter = cpu_meter(platform, [service])
+    meter.start()
     ready = time.perf_counter()
     try:
         await poll(lambda: count_rows(pool, tenant), lambda c: c >= n, 1800, "ledger rows")
         wall = n / (time.perf_counter() - ready)
+        meter.stop()
+        print(f"    {meter.per(n, 'event')}", flush=True)
         async with pool.acquire() as conn, conn.transaction():
             await set_tenant(conn, tenant)
             first, last, size_at_last = await conn.fetchrow(
