@@ -125,12 +125,27 @@ def canonical_bytes(attributes: Mapping[str, str], value: bytes) -> bytes:
     return canonical_json(members)
 
 
+# The standard library's JSON string encoder (C when available), ensure_ascii off: for a string
+# without lone surrogates it writes exactly JSON.stringify's escapes (`"`, `\\`, \b \f \n \r
+# \t, \u00xx in lower case for the other controls, nothing else); a lone surrogate it leaves
+# as is, which strict UTF-8 then refuses. The fast path of `canonical_json`.
+_encode_string = json.encoder.encode_basestring
+
+
 def canonical_json(members: Mapping[str, str]) -> bytes:
     """UTF-8 of the RFC 8785 (JCS) serialization of a JSON object whose members are strings."""
-    body = ",".join(
-        f"{_json_string(name)}:{_json_string(members[name])}"
-        for name in sorted(members, key=_utf16_order)
-    )
+    if all(name.isascii() for name in members):
+        names = sorted(members)  # ASCII: code points and UTF-16 code units sort alike
+    else:
+        names = sorted(members, key=_utf16_order)
+    encode = _encode_string
+    try:
+        return ("{" + ",".join([encode(n) + ":" + encode(members[n]) for n in names]) + "}").encode(
+            "utf-8"
+        )
+    except UnicodeEncodeError:  # a lone surrogate somewhere: escaped as JSON.stringify does
+        pass
+    body = ",".join(f"{_json_string(name)}:{_json_string(members[name])}" for name in names)
     return ("{" + body + "}").encode("utf-8")  # every lone surrogate is escaped by now
 
 
@@ -152,11 +167,15 @@ def canonical_of_record(headers: Sequence[tuple[str, bytes | None]], value: byte
     for name, raw in headers:
         if raw is None:
             continue
-        if name == "content-type":
-            attributes["datacontenttype"] = _header_text(raw)
-        elif name.startswith("ce_") and name != "ce_" + DATA_MEMBER:
-            attributes[name[3:]] = _header_text(raw)
+        if name[:3] == "ce_":
+            if name != _DATA_HEADER:
+                attributes[name[3:]] = raw.decode("utf-8", "surrogateescape")  # _header_text
+        elif name == "content-type":
+            attributes["datacontenttype"] = raw.decode("utf-8", "surrogateescape")
     return canonical_bytes(attributes, value)
+
+
+_DATA_HEADER = "ce_" + DATA_MEMBER
 
 
 # --- the tree (RFC 9162 §2.1) ----------------------------------------------------------------
@@ -204,6 +223,18 @@ def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
     for leaf in leaf_hashes:
         frontier.push(leaf)
     return frontier.root()
+
+
+def roots_at(leaf_hashes: Iterable[bytes], sizes: Iterable[int]) -> dict[int, bytes]:
+    """MTH of the first n leaves for every n of `sizes` that the leaves reach, in one pass."""
+    wanted = set(sizes)
+    roots = {0: EMPTY_ROOT} if 0 in wanted else {}
+    frontier = _Frontier()
+    for leaf in leaf_hashes:
+        frontier.push(leaf)
+        if frontier.size in wanted:
+            roots[frontier.size] = frontier.root()
+    return roots
 
 
 def _split_point(n: int) -> int:

@@ -5,10 +5,15 @@ median of a few rounds where it repeats:
 - ingestion: N events pre-produced on `itsm.incident.events`, then recorded by the reporting
   service (a process of its own: hashing, tree, checkpoints every second, the completeness
   task), beside raw aiokafka consumption of the same N records in the same run (goal >= 10,000
-  events/s and >= 0.5 of raw);
+  events/s and >= 0.5 of raw); with the CPU milliseconds per event that the service,
+  PostgreSQL, Kafka and this process (its polling) spent while the service recorded them;
 - verification of a 1,000,000-entry log: the stand-alone verifier on a bundle exported from the
   database (goal < 30 s), and the `verify` command against the database when it exists;
-- inclusion proofs over HTTP at that size (goal p99 < 20 ms).
+- inclusion proofs over HTTP at that size (goal p99 < 20 ms);
+- an evidence export of that log (`commands/export.py`, the export job's code path: entries,
+  an inclusion proof of each, clause files, the archive stored and written out; goal < 2 min),
+  beside a plain `COPY (SELECT ...) TO STDOUT` of the same rows and the bare bundle
+  (entries.jsonl alone, as the benchmark writes it for the verifier) in the same run.
 The 1,000,000-entry log is written through the ledger's own append (`adapters/ledger.py
 append_many`, chunks of 5,000), not through Kafka, to keep the run short; its write rate is
 printed too. Nothing is asserted: the machines are noisy, so read medians and ratios.
@@ -23,9 +28,11 @@ import importlib
 import random
 import shutil
 import statistics
+import tarfile
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,7 @@ from shared.events.envelope import Envelope, new_envelope
 from shared.events.incident import IncidentCreatedV1
 from shared.inbox import ReceivedEvent
 from shared.kafka import create_producer
+from tests.benchmarks.incident import cpu_meter
 from tests.benchmarks.pipeline import percentile
 
 REPORTING_PORT = 28104
@@ -162,12 +170,14 @@ async def raw_consume(bootstrap: str, start: dict[TopicPartition, int]) -> float
         for tp, offset in start.items():
             consumer.seek(tp, offset)
         total = sum(end[tp] - start[tp] for tp in start)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         read = 0
         while read < total:
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             read += sum(len(records) for records in batch.values())
-        return total / (time.perf_counter() - began)
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+        print(f"    raw aiokafka: CPU ms per event in this process {cpu / total * 1000:.3f}")
+        return total / elapsed
     finally:
         await consumer.stop()
 
@@ -179,10 +189,14 @@ async def ledger_ingestion(
     from the service being ready to the last row, seconds from the last row to a checkpoint
     covering it)."""
     [service] = platform.start_services(infra, {"reporting": REPORTING_PORT}, extra_env=SERVICE_ENV)
+    meter = cpu_meter(platform, [service])
+    meter.start()
     ready = time.perf_counter()
     try:
         await poll(lambda: count_rows(pool, tenant), lambda c: c >= n, 1800, "ledger rows")
         wall = n / (time.perf_counter() - ready)
+        meter.stop()
+        print(f"    {meter.per(n, 'event')}", flush=True)
         async with pool.acquire() as conn, conn.transaction():
             await set_tenant(conn, tenant)
             first, last, size_at_last = await conn.fetchrow(
@@ -290,6 +304,16 @@ def verify_bundle(bundle: Path) -> float:
     return elapsed
 
 
+def command_settings(infra: Infra) -> ReportingSettings:
+    """The settings a command of the service runs with against the benchmark's servers."""
+    return ReportingSettings(
+        database_url=infra.service_dsns["reporting"],
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        auth_jwks_file=infra.keys.jwks_file,
+        ledger_signing_key_file=str(infra.ledger_key_file),
+    )
+
+
 async def verify_command(infra: Infra, tenant: str) -> float | None:
     """Seconds `python -m services.reporting verify --tenant T` takes, if the command exists."""
     try:
@@ -299,18 +323,66 @@ async def verify_command(infra: Infra, tenant: str) -> float | None:
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     args = parser.parse_args(["--tenant", tenant])
-    settings = ReportingSettings(
-        database_url=infra.service_dsns["reporting"],
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        auth_jwks_file=infra.keys.jwks_file,
-        ledger_signing_key_file=str(infra.ledger_key_file),
-    )
     began = time.perf_counter()
-    status = await module.run(args, settings)
+    status = await module.run(args, command_settings(infra))
     elapsed = time.perf_counter() - began
     if status != 0:
         raise RuntimeError(f"verify failed on the benchmark's log ({status})")
     return elapsed
+
+
+async def export_command(infra: Infra, tenant: str, out: Path) -> float | None:
+    """Seconds `python -m services.reporting export --tenant T --from .. --to .. --out F` takes
+    for every event of the tenant (all clauses), if the command exists. The archive must come
+    out."""
+    try:
+        module = importlib.import_module("services.reporting.commands.export")
+    except ImportError:
+        return None
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    now = datetime.now(UTC)  # the benchmark's events are all from this run
+    since, until = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    args = parser.parse_args(
+        ["--tenant", tenant, "--from", since, "--to", until, "--out", str(out)]
+    )
+    began = time.perf_counter()
+    status = await module.run(args, command_settings(infra))
+    elapsed = time.perf_counter() - began
+    if status != 0:
+        raise RuntimeError(f"the export failed on the benchmark's log ({status})")
+    return elapsed
+
+
+async def exported_range(pool: asyncpg.Pool, tenant: str) -> tuple[int, int]:
+    """The entries [first, size) the tenant's newest finished export holds."""
+    async with pool.acquire() as conn, conn.transaction():
+        await set_tenant(conn, tenant)
+        row = await conn.fetchrow(
+            "SELECT first_index, tree_size FROM evidence_exports WHERE state = 'done'"
+            " ORDER BY finished_at DESC LIMIT 1"
+        )
+    assert row is not None
+    return row[0], row[1]
+
+
+async def copy_rows(pool: asyncpg.Pool, tenant: str, first: int, size: int, out: Path) -> float:
+    """Seconds a plain `COPY (SELECT ...) TO STDOUT` of the rows [first, size) takes into a
+    file (binary format; the columns an export reads): the database's share of an export."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await set_tenant(conn, tenant)
+        began = time.perf_counter()
+        await conn.copy_from_query(
+            "SELECT leaf_index, leaf_hash, position, event_id, type, source, subject, version,"
+            " time, correlation_id, causation_id, actor, tenant_id, topic, partition,"
+            " message_headers, message_value FROM ledger"
+            " WHERE leaf_index >= $1 AND leaf_index < $2 ORDER BY leaf_index",
+            first,
+            size,
+            output=out,
+            format="binary",
+        )
+        return time.perf_counter() - began
 
 
 async def proof_latencies(
@@ -429,7 +501,10 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
 
         bundle = Path(tempfile.mkdtemp(prefix="ledger-bundle-", dir=args.state_dir))
         try:
+            began = time.perf_counter()
             await export_bundle(pool, big, size, note, bundle)
+            bundle_seconds = time.perf_counter() - began
+            print(f"  bare bundle (entries.jsonl): {bundle_seconds:6.1f} s", flush=True)
             verify_times = []
             for _ in range(args.rounds):
                 verify_times.append(verify_bundle(bundle))
@@ -439,6 +514,26 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
         # Once: it reads and hashes every stored message again (minutes at this size).
         seconds = await verify_command(infra, big)
         command_times = [] if seconds is None else [seconds]
+        # Once too: a minute or two, and the archive is kept in the database.
+        scratch = Path(tempfile.mkdtemp(prefix="ledger-export-", dir=args.state_dir))
+        try:
+            export_seconds = await export_command(infra, big, scratch / "evidence.tar.gz")
+            if export_seconds is not None:
+                archive_bytes = (scratch / "evidence.tar.gz").stat().st_size
+                first, exported = await exported_range(pool, big)
+                copy_seconds = await copy_rows(pool, big, first, exported, scratch / "rows.copy")
+                print(
+                    f"  export of {exported - first:,} entries: {export_seconds:6.1f} s"
+                    f"   COPY of the rows {copy_seconds:6.1f} s",
+                    flush=True,
+                )
+                # Not timed: the archive must pass the stand-alone verifier (every proof).
+                with tarfile.open(scratch / "evidence.tar.gz") as tar:
+                    tar.extractall(scratch / "archive", filter="data")
+                [unpacked] = (scratch / "archive").iterdir()
+                print(f"  the archive's verifier run: {verify_bundle(unpacked):6.1f} s", flush=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     finally:
         await pool.close()
 
@@ -463,6 +558,16 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
         print(f"  verify command (database, once)   {command_times[0]:10.1f} s")
     else:
         print("  verify command (database)         not available in this tree")
+    if export_seconds is None:
+        print("  evidence export                   not available in this tree")
+    else:
+        print(
+            f"  evidence export (command, once)   {export_seconds:10.1f} s   (goal < 120 s;"
+            f" {exported - first:,} entries, archive {archive_bytes / 1e6:,.0f} MB)"
+        )
+        print(f"  COPY of the same rows (baseline)  {copy_seconds:10.1f} s")
+        print(f"  ratio export / COPY               {export_seconds / copy_seconds:10.1f}")
+        print(f"  bare bundle (entries.jsonl)       {bundle_seconds:10.1f} s")
     print(
         f"  inclusion proof over HTTP         p50 {statistics.median(p50s):6.1f} ms"
         f"   p99 {statistics.median(p99s):6.1f} ms   (goal p99 < 20 ms; {args.proofs} a round)"

@@ -164,3 +164,41 @@ def test_a_repeated_header_counts_once_with_its_last_value_as_the_binding_reads_
 def test_a_null_header_and_a_ce_data_base64_header_carry_no_attribute():
     record = canonical_of_record([("ce_id", None), ("ce_data_base64", b"x")], b"v")
     assert record == canonical_bytes({}, b"v")
+
+
+# The canonical JSON as first written: every string through the escape table, names sorted by
+# their UTF-16 code units. The service's faster path (the C JSON encoder, a plain sort of ASCII
+# names) must give the same bytes for anything.
+_REFERENCE_ESCAPES = str.maketrans(
+    {
+        **{chr(c): f"\\u{c:04x}" for c in range(0x20)},
+        **{"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"},
+        **{'"': '\\"', "\\": "\\\\"},
+        **{chr(c): f"\\u{c:04x}" for c in range(0xD800, 0xE000)},
+    }
+)
+
+
+def _reference_canonical_json(members):
+    def string(text):
+        return '"' + text.translate(_REFERENCE_ESCAPES) + '"'
+
+    names = sorted(members, key=lambda n: n.encode("utf-16-be", "surrogatepass"))
+    return ("{" + ",".join(f"{string(n)}:{string(members[n])}" for n in names) + "}").encode()
+
+
+def test_every_code_point_is_written_as_the_reference_writes_it():
+    for start in range(0, 0x110000, 0x1000):
+        text = "".join(chr(c) for c in range(start, min(start + 0x1000, 0x110000)))
+        for members in ({"a": text}, {text[:40]: "x", "b": text[-40:]}):
+            assert canonical_json(members) == _reference_canonical_json(members)
+
+
+@given(st.dictionaries(any_text, any_text, max_size=8))
+def test_canonical_json_is_the_reference_for_any_members(members):
+    assert canonical_json(members) == _reference_canonical_json(members)
+
+
+@given(st.dictionaries(st.text(st.characters(max_codepoint=0x7F), max_size=6), any_text))
+def test_ascii_names_sort_as_the_reference_sorts_them(members):
+    assert canonical_json(members) == _reference_canonical_json(members)

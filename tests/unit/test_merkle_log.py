@@ -14,6 +14,7 @@ from services.reporting.verifier import (
     leaf_hash,
     node_hash,
     root_of,
+    roots_at,
     verify_consistency,
     verify_inclusion,
 )
@@ -241,3 +242,30 @@ def test_a_frontier_that_does_not_fit_the_size_is_refused():
 def test_a_proof_needing_a_node_not_fetched_says_which():
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         merkle.inclusion_proof(0, 2, {})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 40), st.integers(0, 70))
+def test_proofs_of_an_aligned_block_are_the_rfc_9162_paths(height, block, extra):
+    width = 1 << height
+    start = block * width
+    size = start + width + extra
+    leaves = [mth(i, i + 1) for i in range(start, start + width)]
+    proofs = merkle.block_proofs(
+        start, leaves, size, fetched(merkle.inclusion_nodes(start, size), size)
+    )
+    assert proofs == [path(i, 0, size) for i in range(start, start + width)]
+
+
+def test_a_block_that_is_not_complete_and_aligned_is_refused():
+    leaves = [mth(i, i + 1) for i in range(4)]
+    for start, size in ((2, 8), (4, 7)):
+        with pytest.raises(ValueError):
+            merkle.block_proofs(start, leaves, size, {})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 70), st.sets(st.integers(0, 80), max_size=6))
+def test_roots_at_gives_the_root_of_every_prefix_asked_for_that_exists(count, sizes):
+    leaves = [mth(i, i + 1) for i in range(count)]
+    assert roots_at(leaves, sizes) == {n: mth(0, n) for n in sizes if n <= count}

@@ -170,10 +170,17 @@ def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> bytes:
     _write_varint(out, len(headers))
     for key, value in headers:
         raw_key = key.encode()
-        _write_varint(out, len(raw_key))
+        # A length below 64 is one byte (zigzag doubles it), the usual case; -1 is 0x01.
+        if len(raw_key) < 64:
+            out.append(len(raw_key) << 1)
+        else:
+            _write_varint(out, len(raw_key))
         out += raw_key
         if value is None:
-            _write_varint(out, -1)
+            out.append(1)
+        elif len(value) < 64:
+            out.append(len(value) << 1)
+            out += value
         else:
             _write_varint(out, len(value))
             out += value
@@ -185,13 +192,23 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes | None]]:
     count, pos = _read_varint(raw, 0)
     headers: list[tuple[str, bytes | None]] = []
     for _ in range(count):
-        size, pos = _read_varint(raw, pos)
+        size = raw[pos]
+        if size & 0x81:  # more than one byte, or odd (negative): the general case
+            size, pos = _read_varint(raw, pos)
+        else:  # one byte: zigzag of a length below 64
+            size >>= 1
+            pos += 1
         key = raw[pos : pos + size].decode()
         pos += size
-        size, pos = _read_varint(raw, pos)
-        if size < 0:
-            headers.append((key, None))
-            continue
+        size = raw[pos]
+        if size & 0x81:
+            size, pos = _read_varint(raw, pos)
+            if size < 0:
+                headers.append((key, None))
+                continue
+        else:
+            size >>= 1
+            pos += 1
         headers.append((key, raw[pos : pos + size]))
         pos += size
     if pos != len(raw):

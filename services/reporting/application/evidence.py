@@ -22,6 +22,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import itertools
 import json
 import logging
 import tarfile
@@ -49,11 +50,19 @@ from shared.outbox import writer
 logger = logging.getLogger(__name__)
 
 # Entries read, hashed and proven per transaction; the job's progress moves by this much.
-CHUNK = 2000
+# Chunks end at multiples of it, so that every chunk but the first and the last at the tree's
+# right edge is a complete subtree whose proofs come from its leaves (`merkle.block_proofs`).
+CHUNK = 2048
 LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 5
 MAX_PERIOD_DAYS = 3660
 VERIFIER_SOURCE = Path(verifier.__file__)
+
+
+def chunks(first: int, size: int) -> list[tuple[int, int]]:
+    """[first, size) cut at the multiples of CHUNK: [start, end) each."""
+    bounds = [first, *range((first // CHUNK + 1) * CHUNK, size, CHUNK), size]
+    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if lo < hi]
 
 
 class CheckpointSigner(Protocol):
@@ -442,29 +451,30 @@ class ExportRunner:
                 (directory / "entries.jsonl").open("wb") as entries,
                 (directory / "proofs.jsonl").open("wb") as proofs,
             ):
-                for start in range(plan.first_index, size, CHUNK):
-                    end = min(start + CHUNK, size)
+                for start, end in chunks(plan.first_index, size):
+                    block = end - start == CHUNK and start % CHUNK == 0
                     async with tenant_transaction(self.pool, tenant, readonly=True) as conn:
                         rows = await log.entries(conn, tenant, start, end)
                         refs = sorted(
                             {
                                 ref
-                                for i in range(start, end)
+                                for i in ([start] if block else range(start, end))
                                 for ref in merkle.inclusion_nodes(i, size)
                             }
                         )
                         nodes = await log.nodes(conn, tenant, refs)
                     if len(rows) != end - start:
                         raise RuntimeError(f"the log lacks entries in [{start}, {end})")
-                    for row in rows:
+                    paths = (
+                        merkle.block_proofs(start, [row["leaf_hash"] for row in rows], size, nodes)
+                        if block
+                        else [merkle.inclusion_proof(i, size, nodes) for i in range(start, end)]
+                    )
+                    for row, path in zip(rows, paths, strict=True):
                         index = row["leaf_index"]
                         entries.write(verifier.entry_line(index, jobs.canonical_of_row(row)))
                         entries.write(b"\n")
-                        proofs.write(
-                            verifier.proof_line(
-                                index, size, merkle.inclusion_proof(index, size, nodes)
-                            )
-                        )
+                        proofs.write(verifier.proof_line(index, size, path))
                         proofs.write(b"\n")
                         event = jobs.logged_event(row)
                         if job.period_from <= event.time < job.period_to:

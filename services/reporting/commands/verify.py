@@ -44,6 +44,7 @@ from services.reporting.verifier import (
     parse_checkpoint,
     read_keys,
     root_of,
+    roots_at,
     verify_consistency,
 )
 from services.reporting.verifier import main as verify_bundle
@@ -174,6 +175,7 @@ class _Verification:
         self.keys = list(keys)
         self.progress = progress
         self.leaves: list[bytes] = []
+        self.roots: dict[int, bytes] = {}
 
     def fail(self, message: str, index: int | None = None) -> LogVerificationError:
         return LogVerificationError(self.tenant_id, message, index)
@@ -221,6 +223,9 @@ class _Verification:
         if outside is not None and (head is None or head.adopted):
             raise self.fail(f"the row at position {outside} is not in the log", size)
 
+        # The roots every check below needs, in one pass over the leaves (not one a checkpoint).
+        wanted = {item.tree_size for item in stored} | {size}
+        self.roots = roots_at(self.leaves, wanted | ({earlier.size} if earlier else set()))
         checkpoints = self._signed(stored, key_entries)
         for checkpoint in checkpoints:
             await self._check_root(checkpoint.size, checkpoint.root, "its signed checkpoint")
@@ -238,7 +243,7 @@ class _Verification:
             await self._check_root(earlier.size, earlier.root, "the earlier checkpoint")
         if head is not None and head.size != size:
             raise self.fail(f"the head says {head.size} entries, the log has {size}", head.size)
-        if head is not None and size and head.root != root_of(self.leaves):
+        if head is not None and size and head.root != self._root(size):
             raise self.fail("the head's frontier is not the log's", await self._locate(size))
         return TenantReport(
             tenant_id,
@@ -298,8 +303,12 @@ class _Verification:
             checkpoints.append(checkpoint)
         return checkpoints
 
+    def _root(self, size: int) -> bytes:
+        found = self.roots.get(size)
+        return root_of(self.leaves[:size]) if found is None else found
+
     async def _check_root(self, size: int, root: bytes, what: str) -> None:
-        if root_of(self.leaves[:size]) != root:
+        if self._root(size) != root:
             raise self.fail(
                 f"the entries below {size} do not give the root of {what}",
                 await self._locate(size, root),

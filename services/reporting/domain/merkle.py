@@ -95,3 +95,27 @@ def consistency_nodes(m: int, n: int) -> list[NodeRef]:
 def consistency_proof(m: int, n: int, nodes: Mapping[NodeRef, bytes]) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 9162 from the nodes `consistency_nodes` names."""
     return _proof(consistency_ranges(m, n), nodes)
+
+
+def block_proofs(
+    start: int, leaves: Sequence[bytes], size: int, nodes: Mapping[NodeRef, bytes]
+) -> list[list[bytes]]:
+    """PATH(i, D[size]) of every leaf of a complete, aligned block: `leaves` are leaves
+    [start, start + 2^k) (start a multiple of 2^k, start + 2^k <= size), `nodes` those
+    `inclusion_nodes(start, size)` names.
+
+    RFC 9162's recursion splits at powers of two, so it reaches such a block as one subtree:
+    each leaf's path is its siblings inside the block (computed here, one hash per leaf) and
+    then the block's own path, the same for all (the tail of the first leaf's path)."""
+    height = len(leaves).bit_length() - 1
+    if len(leaves) != 1 << height or start % len(leaves) or start + len(leaves) > size:
+        raise ValueError(f"[{start}, {start + len(leaves)}) is no complete aligned block of {size}")
+    levels = [list(leaves)]
+    for _ in range(height):
+        below = levels[-1]
+        levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below), 2)])
+    above = inclusion_proof(start, size, nodes)[height:]
+    return [
+        [levels[level][(offset >> level) ^ 1] for level in range(height)] + above
+        for offset in range(len(leaves))
+    ]
