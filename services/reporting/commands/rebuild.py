@@ -125,7 +125,9 @@ async def read_topics(
     options: Mapping[str, Any], topics: Sequence[str], progress: TextIO | None
 ) -> dict[Partition, list[ConsumerRecord[bytes, bytes]]]:
     """Every record of the topics up to their end offsets now, per partition in offset order."""
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        **options, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions: list[TopicPartition] = []
@@ -134,7 +136,8 @@ async def read_topics(
         consumer.assign(partitions)
         begin = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        for tp in partitions:  # each position set now, not a lazy reset that may lose a race
+            consumer.seek(tp, begin[tp])
         total = sum(end[tp] - begin[tp] for tp in partitions)
         bar = ProgressBar(total, progress, unit="records")
         read: dict[Partition, list[ConsumerRecord[bytes, bytes]]] = {
