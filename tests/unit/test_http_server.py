@@ -143,8 +143,10 @@ async def test_a_huge_header_is_refused_before_it_is_read_and_others_are_served_
     writer.close()
     assert status == 431
     assert_problem(headers, body, 431)
-    # Refused after a few reads of the head, not after 200 MB.
-    assert sent < 4 * 1024 * 1024
+    # Refused after a few reads of the head, not after 200 MB. What the client got to write
+    # also fills loopback socket buffers (several MB) while a loaded machine schedules the
+    # server late, so the bound leaves room for those buffers.
+    assert sent < 16 * 1024 * 1024
     assert (await exchange(port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[
         0
     ] == 200
