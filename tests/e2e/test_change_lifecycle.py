@@ -506,6 +506,11 @@ async def test_a_problems_change_from_request_to_closure_with_issues_is_all_in_t
         )
     )
     assert leaf_hash(b64(entries["entries"][0]["entry"])) == b64(answer["leaf_hash"])
+    # The completeness task indexed every row the timelines showed: it found no gap in any
+    # record's versions, the change's own included.
+    gaps = ok(await reporting.get("/ledger/gaps", params={"state": "open"}, headers=as_("audrey")))
+    assert gaps["items"] == [], gaps
+
     # Signed by the ledger's key, as the auditor holds it (not as the service lists it).
     signer = load_signer(str(infra.ledger_key_file), "itsm.local/ledger")
     signed = VerifierKey.parse(signer.verifier_key).verify(answer["checkpoint"])

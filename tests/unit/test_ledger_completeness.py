@@ -83,6 +83,13 @@ def test_families_that_do_not_number_versions_one_by_one_are_not_checked():
     assert not checks_versions("itsm.config.token.revoked.v1")
     assert not checks_versions("itsm.incident.settings_changed.v1")
     assert not checks_versions("itsm.reporting.ledger.checkpoint_signed.v1")
+    # A change record's own events number the change's versions; the change service's other
+    # events (approval steps, windows, deployments, ...) have subjects of their own.
+    assert checks_versions("itsm.change.transitioned.v1")
+    assert checks_versions("itsm.change.risk_assessed.v1")
+    assert not checks_versions("itsm.change.approval_recorded.v1")
+    assert not checks_versions("itsm.change.window_defined.v1")
+    assert not checks_versions("itsm.change.gate_decided.v1")
     outcome = examine(rows("settings", [4, 9], type="itsm.incident.settings_changed.v1"), {}, [])
     assert outcome.new_gaps == [] and outcome.versions == {}
 

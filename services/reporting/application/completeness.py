@@ -57,10 +57,28 @@ _VERSIONED_PREFIXES = (
     "itsm.config.calendar.",
     "itsm.config.sla_policy.",
 )
+# A change record's own events: the change is the subject and every stored version of it is
+# announced (a conflict found or a blackout overridden repeats the version it concerns).
+_CHANGE_RECORD_TYPES = frozenset(
+    {
+        "itsm.change.created.v1",
+        "itsm.change.updated.v1",
+        "itsm.change.transitioned.v1",
+        "itsm.change.implemented.v1",
+        "itsm.change.backout_executed.v1",
+        "itsm.change.reviewed.v1",
+        "itsm.change.risk_assessed.v1",
+        "itsm.change.authorized.v1",
+        "itsm.change.approval_rejected.v1",
+        "itsm.change.conflict_detected.v1",
+        "itsm.change.blackout_overridden.v1",
+    }
+)
 # Not checked: token revocations and baselines (version 1, one subject each), the incident
 # service's settings (one `settings` subject per tenant whose versions are not all announced),
-# problem suggestions (a trend's count), CI classes and imports, change events (numbered by
-# the change service, not yet published), and the ledger's own events.
+# problem suggestions (a trend's count), CI classes and imports, the change service's events
+# other than a change record's own (approval steps, windows, templates, settings, deployments,
+# releases, feed tokens: subjects of their own), and the ledger's own events.
 _UNVERSIONED_TYPES = frozenset(
     {
         "itsm.incident.settings_changed.v1",
@@ -73,6 +91,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 def checks_versions(event_type: str) -> bool:
     """Whether events of this type number their aggregate's versions 1, 2, 3, ..."""
+    if event_type in _CHANGE_RECORD_TYPES:
+        return True
     return event_type.startswith(_VERSIONED_PREFIXES) and event_type not in _UNVERSIONED_TYPES
 
 
