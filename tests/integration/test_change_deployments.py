@@ -498,6 +498,10 @@ async def test_a_release_is_promoted_only_with_the_digest_that_succeeded_before(
     assert created.status_code == 201, created.text
     release = created.json()
     assert release["reference"].startswith("REL")
+    # The change names the release that ships it (a new version of the change).
+    shipped = await api.get(f"/changes/{change.id}", headers=manager)
+    assert shipped.status_code == 200, shipped.text
+    assert shipped.json()["release_id"] == release["id"]
     assert release["environments"] == ["test", "staging", "production"]
 
     async def write(path, body, current):

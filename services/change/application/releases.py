@@ -16,11 +16,17 @@ from typing import Any
 from services.change.adapters import releases as store
 from services.change.adapters.deployments import Deployment, gate_settings
 from services.change.adapters.releases import RELEASES
-from services.change.application.uow import ChangeUnitOfWork
+from services.change.application.uow import ChangeUnitOfWork, store_change
 from services.change.domain import releases as domain
+from services.change.domain.change import ChangeChange
 from services.change.domain.releases import Release, ReleaseChange
 from shared.errors import FieldError, NotFound, ValidationFailed
+from shared.events.catalogue import ChangeUpdatedV1
+from shared.records.record import apply_change
 from shared.records.sql import next_number
+
+# A change in one of these states is not pointed at a release planned afterwards.
+FINISHED = frozenset({"closed", "cancelled"})
 
 # Releases read and write their tables on the unit of work's connection.
 ReleaseWork = ChangeUnitOfWork
@@ -90,7 +96,24 @@ async def plan(
     await RELEASES.insert(uow.conn, release)
     await RELEASES.record_history(uow.conn, release, action="created", changes={})
     uow.record(str(release.id), release.version, events)
+    for change_id in dict.fromkeys(changes):
+        await _point_to(uow, change_id, release.id, now)
     return release
+
+
+async def _point_to(
+    uow: ReleaseWork, change_id: uuid.UUID, release_id: uuid.UUID, now: datetime
+) -> None:
+    """The change names the release that ships it (a new version, `itsm.change.updated.v1`);
+    a finished change keeps what it had."""
+    change = await uow.changes.get(change_id, lock=True)
+    if change is None or change.state in FINISHED or change.release_id == release_id:
+        return
+    after, diff = apply_change(change, {"release_id": release_id}, actor=uow.context.actor, now=now)
+    updated = ChangeUpdatedV1(
+        change_id=str(change.id), changes=diff, content_hash=after.content_hash
+    )
+    await store_change(uow, ChangeChange(after, diff, [updated]), "release planned")
 
 
 async def get(uow: ReleaseWork, release_id: uuid.UUID) -> tuple[Release, list[dict[str, Any]]]:
