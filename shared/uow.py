@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import asyncpg
 
@@ -57,6 +57,33 @@ class Reactions(Generic[U]):
     def for_payload(self, payload: EventPayload) -> tuple[Reaction[U], ...]:
         """The reactions to one payload (none for most)."""
         return self._handlers.get(type(payload), ())
+
+
+class OnTransaction(Protocol):
+    """A unit of work's open transaction, as its repositories see it: the connection and the
+    tenant every query is scoped to."""
+
+    @property
+    def conn(self) -> Connection: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+
+class TransactionStore:
+    """Base of a repository that reads and writes on a unit of work's connection, scoped to its
+    tenant (`self._conn`, `self._tenant`)."""
+
+    def __init__(self, uow: OnTransaction) -> None:
+        self._uow = uow
+
+    @property
+    def _conn(self) -> Connection:
+        return self._uow.conn
+
+    @property
+    def _tenant(self) -> str:
+        return self._uow.tenant_id
 
 
 class UnitOfWork(abc.ABC):

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -16,6 +16,7 @@ from services.change.domain.risk import LEAST_CRITICAL
 from shared.cmdb.reads import service_by_id, services_of_ci
 from shared.cmdb.walks import walk
 from shared.db import Connection
+from shared.uow import TransactionStore
 
 
 @dataclass(frozen=True)
@@ -59,30 +60,9 @@ class CabMeeting:
     created_by: str
 
 
-class Transaction(Protocol):
-    """A unit of work's open transaction: its connection and tenant."""
-
-    @property
-    def conn(self) -> Connection: ...
-
-    @property
-    def tenant_id(self) -> str: ...
-
-
-class PostgresCab:
+class PostgresCab(TransactionStore):
     """The tenant's rule sets, assessments, steps, decisions and meetings, on the connection of
     the unit of work that holds it."""
-
-    def __init__(self, uow: Transaction) -> None:
-        self._uow = uow
-
-    @property
-    def _conn(self) -> Connection:
-        return self._uow.conn
-
-    @property
-    def _tenant(self) -> str:
-        return self._uow.tenant_id
 
     # --- rule sets -------------------------------------------------------------------------
 

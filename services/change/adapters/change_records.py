@@ -16,30 +16,14 @@ from services.change.application.ports import Backout, Review
 from services.change.domain.records import ChangeSettings, Template
 from shared.cmdb import reads
 from shared.cmdb.reads import ProjectedCi
+from shared.uow import TransactionStore
 
 if TYPE_CHECKING:
-    from shared.db import Connection
+    pass
 
 _SETTINGS = [f.name for f in fields(ChangeSettings) if f.name != "version"]
 _TEMPLATE = [f.name for f in fields(Template)]
 _TEMPLATE_ARRAYS = ("ci_ids", "ci_classes")
-
-
-class _Scoped:
-    """A store on a unit of work's connection, scoped to its tenant."""
-
-    def __init__(self, uow: Any) -> None:
-        self._uow = uow
-
-    @property
-    def _conn(self) -> Connection:
-        conn: Connection = self._uow.conn
-        return conn
-
-    @property
-    def _tenant(self) -> str:
-        tenant: str = self._uow.tenant_id
-        return tenant
 
 
 def settings_of(stored: dict[str, Any], version: int) -> ChangeSettings:
@@ -57,7 +41,7 @@ def settings_json(settings: ChangeSettings) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in view.items()}
 
 
-class PgChangeSettings(_Scoped):
+class PgChangeSettings(TransactionStore):
     async def get(self) -> ChangeSettings:
         row = await self._conn.fetchrow(
             "SELECT settings, version FROM change_settings WHERE tenant_id = $1", self._tenant
@@ -92,7 +76,7 @@ def _template(row: Any) -> Template:
     return Template(**values)
 
 
-class PgTemplates(_Scoped):
+class PgTemplates(TransactionStore):
     _select = f"SELECT {', '.join(_TEMPLATE)} FROM change_templates"  # noqa: S608 (fixed names)
 
     async def get(self, template_id: uuid.UUID, *, lock: bool = False) -> Template | None:
@@ -136,7 +120,7 @@ class PgTemplates(_Scoped):
         return [_template(r) for r in rows]
 
 
-class PgEvidence(_Scoped):
+class PgEvidence(TransactionStore):
     async def failed_deployments(self, change_id: uuid.UUID) -> list[str]:
         """The change's deployments that failed and were not deployed again since, as
         `pipeline/environment#sequence` (the deployment gate's records)."""
@@ -200,7 +184,7 @@ class PgEvidence(_Scoped):
         return await incidents.suspected_incidents(self._conn, self._tenant, str(change_id))
 
 
-class PgProjection(_Scoped):
+class PgProjection(TransactionStore):
     async def ci(self, ci_id: uuid.UUID) -> ProjectedCi | None:
         return await reads.ci_by_id(self._conn, self._tenant, str(ci_id))
 

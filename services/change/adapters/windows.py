@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from services.change.adapters.changes import CHANGES
 from services.change.adapters.incidents import open_major_incidents
@@ -22,17 +22,7 @@ from shared.cmdb.reads import service_by_id
 from shared.db import Connection
 from shared.events.catalogue import CalendarDefinedV1
 from shared.records.sql import Condition, RecordTable
-
-
-class OnConnection(Protocol):
-    """A unit of work's transaction: its connection and tenant."""
-
-    @property
-    def conn(self) -> Connection: ...
-
-    @property
-    def tenant_id(self) -> str: ...
-
+from shared.uow import TransactionStore
 
 WINDOWS = RecordTable(
     ChangeWindow,
@@ -281,19 +271,8 @@ async def changes_in(
     return [CHANGES.from_row(r) for r in await conn.fetch(query, *params)]
 
 
-class PostgresSchedule:
+class PostgresSchedule(TransactionStore):
     """The schedule's reads and writes in the tenant transaction of a unit of work."""
-
-    def __init__(self, uow: OnConnection) -> None:
-        self._uow = uow
-
-    @property
-    def _conn(self) -> Connection:
-        return self._uow.conn
-
-    @property
-    def _tenant(self) -> str:
-        return self._uow.tenant_id
 
     async def window(self, window_id: uuid.UUID) -> ChangeWindow | None:
         return await WINDOWS.get(self._conn, self._tenant, window_id)

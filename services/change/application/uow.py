@@ -33,7 +33,7 @@ from shared.db import Connection
 from shared.events.catalogue import EventPayload
 from shared.records.sql import Condition
 from shared.records.sql import next_number as take_number
-from shared.uow import PostgresUnitOfWork, Reactions, UnitOfWork
+from shared.uow import PostgresUnitOfWork, Reactions, TransactionStore, UnitOfWork
 
 
 class Changes(Protocol):
@@ -150,20 +150,7 @@ async def store_change(uow: ChangeWork, change: ChangeChange, action: str) -> Ch
     return change.change
 
 
-class _OnConnection:
-    def __init__(self, uow: ChangeUnitOfWork) -> None:
-        self._uow = uow
-
-    @property
-    def _conn(self) -> Connection:
-        return self._uow.conn
-
-    @property
-    def _tenant(self) -> str:
-        return self._uow.tenant_id
-
-
-class _Changes(_OnConnection):
+class _Changes(TransactionStore):
     async def get(self, change_id: uuid.UUID, *, lock: bool = False) -> Change | None:
         return await CHANGES.get(self._conn, self._tenant, change_id, lock=lock)
 

@@ -47,7 +47,7 @@ from shared.context import RequestContext
 from shared.db import Connection
 from shared.events.catalogue import EventPayload, RecordKind
 from shared.records.record import VersionedRecord
-from shared.uow import PostgresUnitOfWork, Reactions, UnitOfWork
+from shared.uow import OnTransaction, PostgresUnitOfWork, Reactions, TransactionStore, UnitOfWork
 
 # --- what a use case may ask of each repository ----------------------------------------------
 
@@ -327,20 +327,7 @@ async def store_request_change(
 # --- the real repositories: the adapter modules on the unit of work's connection ----------------
 
 
-class _OnConnection:
-    def __init__(self, uow: IncidentUnitOfWork) -> None:
-        self._uow = uow
-
-    @property
-    def _conn(self) -> Connection:
-        return self._uow.conn
-
-    @property
-    def _tenant(self) -> str:
-        return self._uow.tenant_id
-
-
-class _Incidents(_OnConnection):
+class _Incidents(TransactionStore):
     async def get(self, incident_id: uuid.UUID, *, lock: bool = False) -> Incident | None:
         return await repository.get(self._conn, self._tenant, incident_id, lock=lock)
 
@@ -377,7 +364,7 @@ class _Incidents(_OnConnection):
         return await repository.search(self._conn, self._tenant, where, after=after, limit=limit)
 
 
-class _Requests(_OnConnection):
+class _Requests(TransactionStore):
     async def get(self, request_id: uuid.UUID, *, lock: bool = False) -> ServiceRequest | None:
         return await request_store.get(self._conn, self._tenant, request_id, lock=lock)
 
@@ -407,7 +394,7 @@ class _Requests(_OnConnection):
         return await request_store.search(self._conn, self._tenant, where, after=after, limit=limit)
 
 
-class _Problems(_OnConnection):
+class _Problems(TransactionStore):
     async def get(self, problem_id: uuid.UUID, *, lock: bool = False) -> Problem | None:
         return await problem_store.get(self._conn, self._tenant, problem_id, lock=lock)
 
@@ -442,7 +429,7 @@ class _Problems(_OnConnection):
         return await problem_store.newest_known_error(self._conn, self._tenant, ci_id, services)
 
 
-class _Trends(_OnConnection):
+class _Trends(TransactionStore):
     async def lock(self, keys: list[tuple[str, str]]) -> None:
         await problem_store.lock_trends(self._conn, self._tenant, keys)
 
@@ -486,7 +473,7 @@ class _Trends(_OnConnection):
         await problem_store.set_trend_problem(self._conn, self._tenant, basis, key, problem_id)
 
 
-class _Clocks(_OnConnection):
+class _Clocks(TransactionStore):
     async def load(
         self, record: RecordKind, record_id: str, *, for_update: bool = False
     ) -> list[ClockRow]:
@@ -502,8 +489,8 @@ class _Clocks(_OnConnection):
         await clock_store.save(self._conn, rows)
 
 
-class _Projection(_OnConnection):
-    def __init__(self, uow: IncidentUnitOfWork) -> None:
+class _Projection(TransactionStore):
+    def __init__(self, uow: OnTransaction) -> None:
         super().__init__(uow)
         # The policy of a set of services, once per unit of work: a use case and the reaction
         # that starts the record's clocks ask for the same one.
@@ -534,7 +521,7 @@ class _Projection(_OnConnection):
         return self._policies[key]
 
 
-class _Changes(_OnConnection):
+class _Changes(TransactionStore):
     async def lock_ci(self, ci_id: uuid.UUID, *, shared: bool) -> None:
         await change_store.lock_ci(self._conn, self._tenant, ci_id, shared=shared)
 
@@ -563,7 +550,7 @@ class _Changes(_OnConnection):
         )
 
 
-class _Settings(_OnConnection):
+class _Settings(TransactionStore):
     # Read once per unit of work: every use case and reaction in it sees the same settings.
     _read: TenantSettings | None = None
 
@@ -580,7 +567,7 @@ class _Settings(_OnConnection):
         self._read = None
 
 
-class _AlertGroups(_OnConnection):
+class _AlertGroups(TransactionStore):
     async def claim(self, source: str, dedup_key: str, *, at: datetime) -> Claimed:
         return await alert_store.claim(self._conn, self._tenant, source, dedup_key, at=at)
 
@@ -612,7 +599,7 @@ class _AlertGroups(_OnConnection):
         )
 
 
-class _Numbers(_OnConnection):
+class _Numbers(TransactionStore):
     async def next(self, kind: str) -> int:
         return await repository.next_number(self._conn, self._tenant, kind)
 
