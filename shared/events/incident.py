@@ -330,3 +330,82 @@ class ProblemChangeRequestedV1(EventPayload):
     ci_ids: list[str] = Field(default_factory=list)
     known_error_id: str | None = None
     incidents: list[str] = Field(default_factory=list)
+
+
+# --- Customer satisfaction (ISO/IEC 20000-1 9.1) ----------------------------------------------
+
+SURVEY_SUBJECT_PREFIX = "survey/"
+
+
+@event("itsm.incident.survey.sent.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
+class SurveySentV1(EventPayload):
+    """A satisfaction survey was offered for a resolved incident or a fulfilled request.
+
+    Subject `survey/<record id>`, version 1. The link's token is never in an event; the survey
+    accepts one answer until `expires_at`. `services`, `assignment_group` and `assignee` are
+    the record's when it was resolved, so the KPIs group answers without calling back.
+    """
+
+    record: RecordKind
+    record_id: str
+    caller: str | None = None
+    services: list[str] = Field(default_factory=list)
+    assignment_group: str | None = None
+    assignee: str | None = None
+    expires_at: datetime
+
+
+@event("itsm.incident.survey.answered.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
+class SurveyAnsweredV1(EventPayload):
+    """The caller answered the survey (subject `survey/<record id>`, version 2): a score from 1
+    (very dissatisfied) to 5 (very satisfied) and an optional comment."""
+
+    record: RecordKind
+    record_id: str
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+    services: list[str] = Field(default_factory=list)
+    assignment_group: str | None = None
+    assignee: str | None = None
+
+
+# --- Outages of business services (ISO/IEC 20000-1 8.7.1) -------------------------------------
+
+OUTAGE_SUBJECT_PREFIX = "outage/"
+OutageKind = Literal["outage", "degradation"]
+
+
+class OutageV1(BaseModel):
+    """An outage (the service unavailable) or a degradation (available, impaired) of business
+    services, from `start` to `end` (None while it lasts)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    services: list[str] = Field(min_length=1)
+    kind: OutageKind
+    start: datetime
+    end: datetime | None = None
+    incident_id: str | None = Field(
+        default=None, description="The major incident it was marked on; None: recorded directly."
+    )
+    summary: str = Field(default="", max_length=2000)
+
+
+@event("itsm.incident.outage.recorded.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
+class OutageRecordedV1(EventPayload):
+    """An outage or degradation was recorded, on a major incident or directly.
+
+    Subject `outage/<outage id>`, version 1.
+    """
+
+    outage: OutageV1
+
+
+@event("itsm.incident.outage.updated.v1", topic=INCIDENT_EVENTS, source="itsm/incident")
+class OutageUpdatedV1(EventPayload):
+    """An outage as it now stands (subject `outage/<outage id>`, versions 2, 3, ...): its end
+    set, a time corrected, or the record withdrawn (recorded in error; it no longer counts)."""
+
+    outage: OutageV1
+    withdrawn: bool = False
+    reason: str = Field(default="", max_length=2000)

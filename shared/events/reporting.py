@@ -6,7 +6,7 @@ back into the ledger like any other event, so a rebuild from Kafka replays them 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,3 +111,114 @@ class EvidenceExportedV1(EventPayload):
     previous_tree_size: int | None = Field(
         default=None, description="The previous export's checkpoint size it is proven to extend."
     )
+
+
+# --- Service reporting (ISO/IEC 20000-1 8.3.3, 9.1, 9.2, 9.3, 9.4) ---------------------------
+
+ImprovementSource = Literal[
+    "sla_target_missed", "availability_target_missed", "audit_finding", "manual"
+]
+ImprovementStatus = Literal["open", "in_progress", "done", "cancelled"]
+
+
+class ImprovementActionV1(BaseModel):
+    """An improvement action: what is to be done about a missed target or a finding, by whom,
+    by when, and how it turned out."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    title: str = Field(min_length=1, max_length=200)
+    source: ImprovementSource
+    service: str | None = None
+    policy: str | None = Field(default=None, description="The SLA policy whose target was missed.")
+    target: str | None = Field(default=None, description="Which target, e.g. `P1 resolution`.")
+    period: str | None = Field(default=None, description="The period missed, e.g. `2026-11`.")
+    finding_id: str | None = None
+    owner: str | None = None
+    due_date: date | None = None
+    status: ImprovementStatus = "open"
+    outcome: str = Field(default="", max_length=20_000)
+
+
+@event(
+    "itsm.reporting.improvement_action.opened.v1", topic=REPORTING_EVENTS, source="itsm/reporting"
+)
+class ImprovementActionOpenedV1(EventPayload):
+    """An improvement action was opened (subject `improvement/<id>`, version 1), by the service
+    when a target was missed or by a person."""
+
+    action: ImprovementActionV1
+
+
+@event(
+    "itsm.reporting.improvement_action.updated.v1", topic=REPORTING_EVENTS, source="itsm/reporting"
+)
+class ImprovementActionUpdatedV1(EventPayload):
+    """An improvement action as it now stands (subject `improvement/<id>`, versions 2, 3, ...);
+    `changes` maps each changed field to `{"from": ..., "to": ...}`."""
+
+    action: ImprovementActionV1
+    changes: dict[str, dict[str, Any]]
+
+
+FindingStatus = Literal["open", "in_progress", "closed"]
+FindingSeverity = Literal[
+    "major_nonconformity", "minor_nonconformity", "observation", "opportunity"
+]
+
+
+class AuditFindingV1(BaseModel):
+    """A finding of an internal audit (ISO/IEC 20000-1 9.2) and its corrective action."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    audit: str = Field(min_length=1, max_length=200, description="Which audit raised it.")
+    clause: str = Field(min_length=1, max_length=20, description="e.g. `8.5.1`.")
+    finding: str = Field(min_length=1, max_length=20_000)
+    severity: FindingSeverity
+    owner: str | None = None
+    corrective_action: str = Field(default="", max_length=20_000)
+    due_date: date | None = None
+    status: FindingStatus = "open"
+
+
+@event("itsm.reporting.audit_finding.recorded.v1", topic=REPORTING_EVENTS, source="itsm/reporting")
+class AuditFindingRecordedV1(EventPayload):
+    """An internal-audit finding was recorded (subject `audit-finding/<id>`, version 1)."""
+
+    finding: AuditFindingV1
+
+
+@event("itsm.reporting.audit_finding.updated.v1", topic=REPORTING_EVENTS, source="itsm/reporting")
+class AuditFindingUpdatedV1(EventPayload):
+    """A finding as it now stands (subject `audit-finding/<id>`, versions 2, 3, ...)."""
+
+    finding: AuditFindingV1
+    changes: dict[str, dict[str, Any]]
+
+
+@event("itsm.reporting.report_definition.saved.v1", topic=REPORTING_EVENTS, source="itsm/reporting")
+class ReportDefinitionSavedV1(EventPayload):
+    """A service-report definition was created or changed (subject `report-definition/<id>`,
+    versions 1, 2, ...): the definition in full, as the API shows it."""
+
+    definition: dict[str, Any]
+    deleted: bool = False
+
+
+@event("itsm.reporting.report.generated.v1", topic=REPORTING_EVENTS, source="itsm/reporting")
+class ReportGeneratedV1(EventPayload):
+    """A report was generated and kept (subject `report/<report id>`, version 1): what it
+    covers, the hash of each format, and the ledger checkpoint its figures were computed from.
+    """
+
+    report_id: str
+    kind: Literal["service_report", "management_review"]
+    definition_id: str | None = None
+    definition_version: int | None = None
+    period_from: datetime
+    period_to: datetime
+    trigger: Literal["schedule", "on_demand"]
+    formats: dict[str, str] = Field(description="Format (json, csv, html, pdf) to hex SHA-256.")
+    tree_size: int = Field(ge=0, description="The checkpoint's size the figures stand on.")
+    root_hash: str = Field(description="Base64 of that checkpoint's root hash.")
