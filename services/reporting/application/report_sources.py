@@ -30,6 +30,13 @@ class KpiReader(Protocol):
 
     async def basis(self, conn: Connection, tenant: str) -> Basis | None: ...
 
+    async def series_across(
+        self, conn: Connection, tenants: Sequence[str], query: KpiQuery
+    ) -> list[KpiPoint]:
+        """The KPIs over the records of several tenants together (a provider's staff whose
+        token names them): computed over the union, not averaged per tenant."""
+        ...
+
 
 class ServiceLevelReader(Protocol):
     async def availability(
