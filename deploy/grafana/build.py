@@ -191,7 +191,12 @@ def _options(panel: Panel) -> dict[str, Any]:
     reduce = {"calcs": ["lastNotNull"], "fields": "", "values": False}
     if panel.kind == "timeseries":
         return {
-            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "legend": {
+                "calcs": [],
+                "displayMode": "list",
+                "placement": "bottom",
+                "showLegend": True,
+            },
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
     if panel.kind == "stat":
@@ -200,18 +205,33 @@ def _options(panel: Panel) -> dict[str, Any]:
             "graphMode": "none",
             "justifyMode": "auto",
             "orientation": "auto",
+            "percentChangeColorMode": "standard",
             "reduceOptions": reduce,
+            "showPercentChange": False,
             "textMode": "value_and_name",
+            "wideLayout": True,
         }
     if panel.kind == "bargauge":
         return {
             "displayMode": "basic",
+            "legend": {
+                "calcs": [],
+                "displayMode": "list",
+                "placement": "bottom",
+                "showLegend": False,
+            },
+            "maxVizHeight": 300,
+            "minVizHeight": 16,
+            "minVizWidth": 8,
+            "namePlacement": "auto",
             "orientation": "horizontal",
             "reduceOptions": reduce,
             "showUnfilled": True,
+            "sizing": "auto",
+            "valueMode": "color",
         }
     if panel.kind == "table":
-        return {"cellHeight": "sm", "showHeader": True}
+        return {"cellHeight": "sm", "frameIndex": 0, "showHeader": True}
     raise ValueError(f"{panel.title}: unknown panel kind {panel.kind!r}")
 
 
@@ -328,10 +348,13 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         "links": [
             {
                 "asDropdown": True,
+                "icon": "external link",
                 "includeVars": False,
                 "keepTime": True,
                 "tags": [TAG],
+                "targetBlank": False,
                 "title": "ITSM dashboards",
+                "tooltip": "",
                 "type": "dashboards",
             }
         ],
