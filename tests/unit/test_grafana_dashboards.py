@@ -1,24 +1,15 @@
 """The Grafana dashboards in deploy/grafana/ (issue 21, "Operators"): the committed JSON is what
 deploy/grafana/build.py makes; each dashboard has what Grafana needs to load it and names the
-provisioned datasource; every PromQL expression passes the real promtool; every metric and label
-a panel reads is one a service or relay process registers; docker-compose.yml provisions it all.
-
-promtool comes from Debian's `prometheus` package (deploy/local/install-system-packages.sh):
-these tests fail, never skip, when it is missing.
+provisioned datasource; every metric and label a panel reads is one a service or relay process
+registers; docker-compose.yml provisions it all. The real tools (promtool on every expression,
+Grafana's dashboard schema) check them in tests/integration/test_grafana_tooling.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
-import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,96 +18,25 @@ import yaml
 from shared.auth.local import LocalKeys
 from shared.service import RelayRuntime, ServiceRuntime
 from tests.conftest import DEFINITIONS
+from tests.grafana_support import (
+    DASHBOARD_DIR,
+    DASHBOARDS,
+    EXPRESSIONS,
+    GRAFANA,
+    LABEL_VALUES,
+    REPO,
+    build,
+    reads,
+    variable_query,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-GRAFANA = REPO / "deploy" / "grafana"
-DASHBOARD_DIR = GRAFANA / "dashboards"
 DATASOURCES = sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
 PROVIDERS = sorted((GRAFANA / "provisioning" / "dashboards").glob("*.yml"))
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 PROMETHEUS = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
 KPI_DOC = REPO / "docs" / "kpis.md"
-
-
-def _load_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_grafana_build", GRAFANA / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build()
-DASHBOARDS: dict[str, dict[str, Any]] = {
-    path.name: json.loads(path.read_text()) for path in sorted(DASHBOARD_DIR.glob("*.json"))
-}
 # Labels Prometheus attaches to every scraped series (deploy/prometheus/prometheus.yml).
 TARGET_LABELS = frozenset({"instance", "job"})
-# What the template variables stand for when promtool checks an expression: Grafana's own
-# ranges, and each variable's value when the dashboard opens (All: its allValue, a regex).
-GRAFANA_BUILTINS = {"__rate_interval": "1m", "__range": "6h", "__interval": "15s"}
-
-
-@dataclass(frozen=True)
-class Expression:
-    """One PromQL expression of a dashboard: a panel's target or a variable's label_values."""
-
-    dashboard: str
-    where: str  # "panel 7 (Latency p99) A" or "variable $instance"
-    promql: str
-    variables: dict[str, str]
-
-    def substituted(self) -> str:
-        def value(match: re.Match[str]) -> str:
-            name = match.group(1) or match.group(2)
-            if name in GRAFANA_BUILTINS:
-                return GRAFANA_BUILTINS[name]
-            if name not in self.variables:
-                raise AssertionError(f"{self}: ${name} is no variable of the dashboard")
-            return self.variables[name]
-
-        return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, self.promql)
-
-    def __str__(self) -> str:
-        return f"{self.dashboard}, {self.where}"
-
-
-def _variable_values(dashboard: dict[str, Any]) -> dict[str, str]:
-    values = {}
-    for variable in dashboard["templating"]["list"]:
-        current = variable["current"]["value"]
-        if variable.get("includeAll") and current in (["$__all"], "$__all"):
-            values[variable["name"]] = variable["allValue"]
-        else:
-            values[variable["name"]] = current if isinstance(current, str) else "|".join(current)
-    return values
-
-
-LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
-
-
-def _variable_query(variable: dict[str, Any]) -> str:
-    query = variable["query"]
-    return query["query"] if isinstance(query, dict) else query
-
-
-def expressions() -> Iterator[Expression]:
-    """Every PromQL expression of every committed dashboard."""
-    for name, dashboard in DASHBOARDS.items():
-        values = _variable_values(dashboard)
-        for panel in dashboard["panels"]:
-            for target in panel.get("targets", []):
-                where = f"panel {panel['id']} ({panel['title']}) {target['refId']}"
-                yield Expression(name, where, target["expr"], values)
-        for variable in dashboard["templating"]["list"]:
-            if variable["type"] == "query":
-                match = LABEL_VALUES.match(_variable_query(variable))
-                assert match, f"{name}: ${variable['name']} is not label_values(selector, label)"
-                yield Expression(name, f"variable ${variable['name']}", match["selector"], values)
-
-
-EXPRESSIONS = list(expressions())
 
 
 # --- the files are what build.py makes -------------------------------------------------------
@@ -252,53 +172,6 @@ def test_every_variable_an_expression_uses_is_defined_on_its_dashboard():
         expression.substituted()  # raises, naming the variable, when it is not defined
 
 
-# --- promtool --------------------------------------------------------------------------------
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run promtool; fail loudly when the machine lacks it."""
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.fail(
-            "promtool is not installed: run deploy/local/install-system-packages.sh"
-            " (Debian's prometheus package provides /usr/bin/promtool)"
-        )
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
-
-
-def check_with_promtool(exprs: list[Expression], folder: Path) -> subprocess.CompletedProcess[str]:
-    """`promtool check rules` on the expressions, each a recording rule named after its place."""
-    rules = [
-        {"record": f"grafana:expression_{index}", "expr": expression.substituted()}
-        for index, expression in enumerate(exprs)
-    ]
-    path = folder / "dashboard-expressions.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "grafana", "rules": rules}]}))
-    result = promtool("check", "rules", str(path))
-    # promtool names a failing rule by its position: say which panel it is.
-    for index, expression in enumerate(exprs):
-        result.stderr = result.stderr.replace(
-            f'grafana:expression_{index}"', f'grafana:expression_{index}" = {expression}'
-        )
-    return result
-
-
-def test_promtool_accepts_every_expression_of_every_dashboard(tmp_path):
-    assert len(EXPRESSIONS) > 50
-    result = check_with_promtool(EXPRESSIONS, tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(EXPRESSIONS)} rules found" in result.stdout
-
-
-def test_promtool_refuses_a_broken_expression_and_the_failure_names_its_panel(tmp_path):
-    broken = Expression(
-        "x.json", "panel 1 (Broken) A", "sum(rate(itsm_http_requests_total[5m])", {}
-    )
-    result = check_with_promtool([*EXPRESSIONS[:3], broken], tmp_path)
-    assert result.returncode != 0
-    assert "panel 1 (Broken) A" in result.stderr or "expression_3" in result.stderr
-
-
 # --- every metric and label a panel reads is registered --------------------------------------
 
 SAMPLE_SUFFIXES = {
@@ -346,51 +219,6 @@ def registered(tmp_path_factory) -> dict[str, frozenset[str]]:
     return {name: frozenset(labels) | TARGET_LABELS for name, labels in series.items()}
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_SELECTOR = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{(?P<matchers>[^}]*)\}")
-_MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
-_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
-_IDENTIFIER = re.compile(r"(?<![\w.$:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])(?!\s*\()")
-_KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "inf", "nan", "group_left", "group_right"}
-)
-
-
-@dataclass(frozen=True)
-class Reads:
-    """The metric names an expression reads, the labels its selectors match on and the labels
-    it groups by."""
-
-    metrics: frozenset[str]
-    matched: dict[str, frozenset[str]]
-    grouped: frozenset[str]
-
-
-def reads(promql: str) -> Reads:
-    matched: dict[str, set[str]] = {}
-    for selector in _SELECTOR.finditer(promql):
-        matchers = _STRING.sub('""', selector["matchers"])
-        labels = set(_MATCHER_LABEL.findall(matchers))
-        matched.setdefault(selector["name"], set()).update(labels)
-    grouped = {
-        label.strip()
-        for group in _GROUPING.findall(promql)
-        for label in group.split(",")
-        if label.strip()
-    }
-    bare = _STRING.sub("", promql)
-    bare = re.sub(r"\{[^}]*\}", "", bare)
-    bare = re.sub(r"\[[^\]]*\]", "", bare)
-    bare = _GROUPING.sub("", bare)
-    bare = re.sub(r"\$\w+", "", bare)
-    metrics = {name for name in _IDENTIFIER.findall(bare) if name not in _KEYWORDS}
-    return Reads(
-        frozenset(metrics),
-        {name: frozenset(labels) for name, labels in matched.items()},
-        frozenset(grouped),
-    )
-
-
 def test_the_reader_finds_metrics_matchers_and_grouping_labels():
     found = reads(
         'histogram_quantile(0.99, sum by (instance, le) (rate(itsm_x_bucket{status=~"5..",'
@@ -430,7 +258,7 @@ def test_every_label_a_dashboard_matches_or_groups_by_is_a_label_of_what_it_read
     for name, dashboard in DASHBOARDS.items():
         for variable in dashboard["templating"]["list"]:
             if variable["type"] == "query":
-                match = LABEL_VALUES.match(_variable_query(variable))
+                match = LABEL_VALUES.match(variable_query(variable))
                 assert match
                 metrics = reads(match["selector"]).metrics
                 if not any(match["label"] in known.get(m, ()) for m in metrics):
