@@ -266,6 +266,20 @@ def test_every_label_a_dashboard_matches_or_groups_by_is_a_label_of_what_it_read
     assert not wrong, sorted(wrong)
 
 
+def test_every_label_a_legend_shows_is_kept_by_its_expression(registered):
+    # A legend naming a label the aggregation drops shows an empty name for every series.
+    known = _known(registered)
+    wrong = []
+    for name, dashboard in DASHBOARDS.items():
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                shown = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target["legendFormat"]))
+                found = reads(target["expr"])
+                kept = found.grouped or set().union(*(known[m] for m in found.metrics))
+                wrong += [f"{name}: {panel['title']}: {{{{{label}}}}}" for label in shown - kept]
+    assert not wrong
+
+
 def test_the_metrics_awaited_from_the_kpi_and_availability_parts_are_not_registered_yet(
     registered,
 ):
