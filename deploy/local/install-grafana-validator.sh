@@ -14,6 +14,8 @@ command -v go >/dev/null || {
 }
 
 mkdir -p "$target"
-# -mod=readonly: exactly the versions and hashes of go.mod and go.sum, never an update.
-(cd "$root/deploy/grafana/validate" && GOFLAGS=-mod=readonly go build -o "$target/validate-dashboards" .)
+# -mod=readonly: exactly the versions and hashes of go.mod and go.sum, never an update;
+# -buildvcs=false: nothing to stamp from git (a worktree or an export builds the same).
+(cd "$root/deploy/grafana/validate" \
+  && GOFLAGS="-mod=readonly -buildvcs=false" go build -o "$target/validate-dashboards" .)
 touch "$target/.installed"
