@@ -6,7 +6,8 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger lint lock asyncapi clean
 
-install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
+install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
+		.state/grafana-validator/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
 
 # Python packages, pinned with hashes in requirements.lock.
@@ -28,6 +29,12 @@ $(VENV)/.installed: requirements.lock
 .state/asyncapi/.installed: deploy/asyncapi/package.json deploy/asyncapi/package-lock.json \
 		deploy/local/install-asyncapi-parser.sh .state/.system-packages
 	bash deploy/local/install-asyncapi-parser.sh
+
+# Grafana's dashboard schema (the Grafana Foundation SDK, pinned in deploy/grafana/validate/go.sum)
+# as a small Go program: the tests validate every dashboard in deploy/grafana/ with it.
+.state/grafana-validator/.installed: deploy/grafana/validate/main.go deploy/grafana/validate/go.mod \
+		deploy/grafana/validate/go.sum deploy/local/install-grafana-validator.sh
+	bash deploy/local/install-grafana-validator.sh
 
 run: install
 	$(PY) -m shared.devstack run

@@ -2,8 +2,9 @@
 # Installs, from Debian's packages, what the local platform needs and the machine lacks:
 # PostgreSQL's server binaries, a Java 17+ runtime, Maven (for Kafka's jars), promtool (from
 # the `prometheus` package: the tests check the Prometheus configuration, alert rules and every
-# process's /metrics with it) and Node.js with npm (the tests run the AsyncAPI project's parser on
-# the event contract: install-asyncapi-parser.sh). Idempotent: installs only what is missing.
+# process's /metrics with it, and run its server to evaluate the Grafana dashboards) and Node.js
+# with npm (the tests run the AsyncAPI project's parser on the event contract:
+# install-asyncapi-parser.sh). Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
