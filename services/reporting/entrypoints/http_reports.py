@@ -311,6 +311,7 @@ def _report(report: store.StoredReport) -> ReportOut:
     status_code=202,
     response_model=ReportOut,
     summary="Generate a report of a definition for a period (a job; follow its Location)",
+    responses={404: {"description": "No such report definition (`definition_id`)"}},
 )
 async def start_report(
     body: ReportRequest, context: Manager, runtime: Runtime, response: Response
