@@ -8,13 +8,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.reporting.application.reports import ReportBuilder
+from services.reporting.application.reports import ReportBuilder, ReportSources
 from services.reporting.domain import report_render
 from services.reporting.domain.reports import ReportSpec, ShownKpi
 from services.reporting.report_wiring import use_report_sources
 from tests.integration.report_browser import chromium, empty_charts, measure
 from tests.integration.test_service_reports import finished
-from tests.unit.fakes_reports import FakeKpiReader, FakeServiceLevelReader, fake_sources
+from tests.unit.fakes_reports import FakeKpiReader, FakeServiceLevelReader
 
 BROWSER = chromium()
 pytestmark = pytest.mark.skipif(
@@ -36,11 +36,19 @@ SPEC = {
 }
 
 
+def resolve_times(tenant: str) -> dict[tuple[str, str, date], float | None]:
+    """Median resolve times around the target (4000 s): June to November, every other one
+    missed."""
+    kpi = "incident.resolve_time.median"
+    return {(tenant, kpi, date(2026, m, 1)): 3000.0 + 2000.0 * (m % 2) for m in range(6, 12)}
+
+
 async def generated(service_client, auth, tenant, formats, **settings):
     reporting = await service_client(
         "reporting", checkpoint_interval_seconds=0.2, report_poll_seconds=0.2, **settings
     )
-    use_report_sources(reporting.runtime, fake_sources())
+    kpis = FakeKpiReader(values=resolve_times(tenant))
+    use_report_sources(reporting.runtime, ReportSources(kpis, FakeServiceLevelReader()))
     admin = auth(tenant, "tenant_admin")
     created = await reporting.post(
         "/report-definitions", json={**SPEC, "formats": formats}, headers=admin
@@ -80,6 +88,7 @@ async def test_a_generated_report_renders_in_chromium_with_every_chart_drawn_and
         assert sum(chart["lines"]) > 300
     # A breached period is drawn apart (red), the others not.
     resolve = drawn["charts"][0]
+    assert [p["breach"] for p in resolve["points"]] == [False, True] * 3  # June: 3000 s
     fills = {p["fill"] for p in resolve["points"] if p["breach"]}
     assert fills == {"rgb(220, 38, 38)"}
     assert {p["fill"] for p in resolve["points"] if not p["breach"]} == {"rgb(37, 99, 235)"}
