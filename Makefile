@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
 		.state/grafana-validator/.installed
@@ -76,6 +76,11 @@ bench-gate: install
 # inclusion proofs in a 1,000,000-entry log.
 bench-ledger: install
 	$(PY) -m tests.benchmarks.ledger
+
+# A service report generated (goal < 5 s) and the management-review pack, beside json.dumps and
+# a plain string template of the same figures; the PDF round when chromium is installed.
+bench-report: install
+	$(PY) -m tests.benchmarks.reports
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

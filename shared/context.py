@@ -18,3 +18,5 @@ class RequestContext:
     actor: str
     correlation_id: str
     roles: frozenset[str] = frozenset()
+    # Every tenant the caller's token serves (a provider's staff may serve several).
+    tenants: tuple[str, ...] = ()

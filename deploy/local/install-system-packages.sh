@@ -2,9 +2,11 @@
 # Installs, from Debian's packages, what the local platform needs and the machine lacks:
 # PostgreSQL's server binaries, a Java 17+ runtime, Maven (for Kafka's jars), promtool (from
 # the `prometheus` package: the tests check the Prometheus configuration, alert rules and every
-# process's /metrics with it, and run its server to evaluate the Grafana dashboards) and Node.js
+# process's /metrics with it, and run its server to evaluate the Grafana dashboards), Node.js
 # with npm (the tests run the AsyncAPI project's parser on the event contract:
-# install-asyncapi-parser.sh). Idempotent: installs only what is missing.
+# install-asyncapi-parser.sh) and Chromium (the tests render service reports in headless
+# Chromium; the reporting service prints reports' PDFs with it when REPORTING_REPORT_CHROMIUM
+# names it). Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -14,6 +16,7 @@ command -v mvn >/dev/null || missing+=(maven)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -10,11 +10,18 @@ from services.reporting.application.checkpoints import (
 )
 from services.reporting.application.completeness import run_completeness
 from services.reporting.application.evidence import ExportRunner
+from services.reporting.application.reports import (
+    PdfPrinter,
+    ReportRunner,
+    ReportScheduler,
+    ServiceReports,
+)
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_evidence, http_log, http_timeline
+from services.reporting.entrypoints import http_evidence, http_log, http_reports, http_timeline
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
+from services.reporting.report_wiring import report_sources
 from services.reporting.settings import SERVICE, ReportingSettings
 from shared.service import ServiceDefinition, ServiceRuntime
 from shared.supervision import BackgroundTask
@@ -26,8 +33,9 @@ def _background(
     """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
     entries against the newest checkpoints), the completeness task (gaps, the timeline's
     index) and the evidence export runner (takes queued export jobs, and those whose worker
-    died); all are safe in every replica. Serving needs the ledger's signing key: without it,
-    start-up fails here."""
+    died) and the service reports (queues scheduled reports once per definition and period,
+    builds queued ones); all are safe in every replica. Serving needs the ledger's signing
+    key: without it, start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
         runtime.pool,
@@ -47,6 +55,16 @@ def _background(
         ),
         settings.ledger_origin,
     )
+    service_reports = ServiceReports(
+        ReportScheduler(runtime.pool, catch_up_days=settings.report_catch_up_days),
+        ReportRunner(
+            runtime.pool,
+            lambda: report_sources(runtime),
+            runtime.service_metrics,
+            printer=PdfPrinter.found(settings.report_chromium),
+        ),
+        poll_seconds=settings.report_poll_seconds,
+    )
     selfcheck = SelfCheck(runtime.pool, runtime.service_metrics, settings.verify_interval_seconds)
     return [
         BackgroundTask("ledger-checkpointer", checkpointer.run_forever),
@@ -60,6 +78,7 @@ def _background(
             ),
         ),
         BackgroundTask("evidence-exports", exports.run_forever),
+        BackgroundTask("service-reports", service_reports.run_forever),
     ]
 
 
@@ -68,7 +87,13 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router, http_timeline.router, http_evidence.router],
+    routers=[
+        router,
+        http_log.router,
+        http_timeline.router,
+        http_evidence.router,
+        http_reports.router,
+    ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

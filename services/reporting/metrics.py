@@ -60,3 +60,18 @@ class ReportingMetrics:
             "Aggregates whose events the ledger is missing now.",
             registry=registry,
         )
+        # Service reports (README "Service reports").
+        self.reports_generated = Counter(
+            "itsm_reports_generated_total",
+            "Reports generated and kept, by kind (service_report, management_review) and"
+            " trigger (schedule, on_demand).",
+            ["kind", "trigger"],
+            registry=registry,
+        )
+        self.report_duration = Histogram(
+            "itsm_report_generation_duration_seconds",
+            "Time to generate one report (figures, every format, storing it), by kind.",
+            ["kind"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=registry,
+        )

@@ -50,3 +50,19 @@ class ReportingSettings(ServiceSettings):
 
     # How often the completeness task reads new ledger rows (gaps, the timeline's index).
     completeness_interval_seconds: float = 1.0
+
+    # Service reports (README "Service reports").
+    report_poll_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="How often a replica looks for reports to make."
+    )
+    report_catch_up_days: int = Field(
+        default=35,
+        ge=1,
+        le=400,
+        description="How far back the scheduler makes reports it missed (downtime).",
+    )
+    report_chromium: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Chromium to print reports' PDFs with (e.g. `chromium`); none: no PDF.",
+    )

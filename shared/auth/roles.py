@@ -61,6 +61,9 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "ledger:checkpoint": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         # Evidence exports (archives per ISO 20000 clause) and auditor samples of records.
         "evidence:export": frozenset({"auditor", "tenant_admin", "provider_admin"}),
+        # Service reports (9.4) and the management review (9.3): read them; define and make them.
+        "report:read": _READERS,
+        "report:manage": frozenset({"tenant_admin", "provider_admin"}),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
         "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),

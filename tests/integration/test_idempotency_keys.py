@@ -15,9 +15,11 @@ import jwt
 import pytest
 from fastapi.routing import APIRoute
 
+from services.reporting.report_wiring import use_report_sources
 from tests.conftest import DEFINITIONS
 from tests.integration import cab_support
 from tests.support import fetchval_as
+from tests.unit.fakes_reports import fake_sources
 
 Json = dict[str, Any]
 ROLES = ("tenant_admin", "integration", "problem_manager")
@@ -151,6 +153,30 @@ async def _cab_decision(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
 
 DIGEST = "sha256:" + "d" * 64
 WEBHOOK_SECRET = "an-idempotency-walk-secret"
+
+
+REPORT_DEFINITION: Json = {
+    "name": "Monthly",
+    "audience": "customer",
+    "kpis": [{"id": "incident.volume"}],
+}
+
+
+def _with_report_readers(path: str, body: Json) -> Setup:
+    """A report route, the reporting runtime given the readers' test doubles (no KPI part)."""
+
+    async def setup(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+        use_report_sources(api.runtime, fake_sources())  # type: ignore[attr-defined]
+        return path, body, {}
+
+    return setup
+
+
+async def _report(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    use_report_sources(api.runtime, fake_sources())  # type: ignore[attr-defined]
+    created = await api.post("/report-definitions", json=REPORT_DEFINITION, headers=headers)
+    assert created.status_code == 201, created.text
+    return "/reports", {"definition_id": created.json()["id"], "period_start": "2026-11-01"}, {}
 
 
 def _webhook(tool: str, body: Json, headers: Callable[[bytes], dict[str, str]]) -> Setup:
@@ -308,6 +334,13 @@ CREATING: dict[tuple[str, str], Setup] = {
     ),
     ("change", "/webhooks/{tenant}/argocd"): _webhook(
         "argocd", ARGOCD_SYNC, lambda raw: {"X-Argocd-Signature": WEBHOOK_SECRET}
+    ),
+    ("reporting", "/report-definitions"): _with_report_readers(
+        "/report-definitions", REPORT_DEFINITION
+    ),
+    ("reporting", "/reports"): _report,
+    ("reporting", "/management-reviews"): _with_report_readers(
+        "/management-reviews", {"period": "month", "period_start": "2026-11-01"}
     ),
     ("reporting", "/evidence-exports"): _fixed(
         "/evidence-exports",
