@@ -11,7 +11,17 @@ from services.reporting.application.checkpoints import (
 from services.reporting.application.completeness import run_completeness
 from services.reporting.application.evidence import ExportRunner
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_evidence, http_log, http_timeline
+from services.reporting.application.service_levels import (
+    ServiceLevels,
+    run_projections,
+    run_review,
+)
+from services.reporting.entrypoints import (
+    http_evidence,
+    http_log,
+    http_service_levels,
+    http_timeline,
+)
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -26,7 +36,9 @@ def _background(
     """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
     entries against the newest checkpoints), the completeness task (gaps, the timeline's
     index) and the evidence export runner (takes queued export jobs, and those whose worker
-    died); all are safe in every replica. Serving needs the ledger's signing key: without it,
+    died), and service level management's projections (from the ledger, up to each tenant's
+    newest checkpoint) and review (improvement actions for missed targets, availability
+    gauges); all are safe in every replica. Serving needs the ledger's signing key: without it,
     start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
@@ -60,6 +72,19 @@ def _background(
             ),
         ),
         BackgroundTask("evidence-exports", exports.run_forever),
+        BackgroundTask(
+            "service-level-projections",
+            lambda: run_projections(runtime.pool, interval=settings.service_level_interval_seconds),
+        ),
+        BackgroundTask(
+            "service-level-review",
+            lambda: run_review(
+                runtime.pool,
+                ServiceLevels(http_service_levels.defaults_of(settings)),
+                runtime.service_metrics,
+                interval=settings.service_level_review_seconds,
+            ),
+        ),
     ]
 
 
@@ -68,7 +93,13 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router, http_timeline.router, http_evidence.router],
+    routers=[
+        router,
+        http_log.router,
+        http_timeline.router,
+        http_evidence.router,
+        http_service_levels.router,
+    ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,
