@@ -14,6 +14,7 @@ from services.reporting.application.service_levels import (
     ServiceLevels,
     rebuild,
     review_tenant,
+    set_gauges,
 )
 from shared.events.envelope import new_envelope
 from tests.support import eventually, fetch_as, sample_value, send_event
@@ -264,6 +265,24 @@ async def test_outages_changes_and_clocks_become_figures_and_a_missed_target_ope
         registry, "itsm_reporting_improvement_actions_opened_total", {"source": "sla_target_missed"}
     )
     assert after == before + 1
+
+    # The gauge shows the month in progress as far as it has run (here: mid-October).
+    october = ServiceLevels(Defaults(), clock=lambda: datetime(2026, 10, 15, 12, tzinfo=UTC))
+    await set_gauges(pool, october, [tenant], metrics)
+    shown = sample_value(
+        registry,
+        "itsm_reporting_service_availability_ratio",
+        {"service": "Payments", "period": "month"},
+    )
+    assert shown == pytest.approx(1 - 7200 / (14.5 * 86400))
+    assert (
+        sample_value(
+            registry,
+            "itsm_reporting_service_availability_ratio",
+            {"service": "Payments", "period": "day"},
+        )
+        == 1.0
+    )
 
     async def opened_in_ledger():
         rows = await fetch_as(
