@@ -70,6 +70,11 @@ bench-gate: install
 bench-ledger: install
 	$(PY) -m tests.benchmarks.ledger
 
+# A month's availability of one business service over 20,000 outages beside a plain query.
+.PHONY: bench-service-levels
+bench-service-levels: install
+	$(PY) -m tests.benchmarks.service_levels
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

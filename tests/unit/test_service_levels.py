@@ -201,3 +201,39 @@ def test_an_open_action_past_its_due_date_is_overdue():
         due_date=date(2026, 11, 10),
     )
     assert not done.overdue(date(2026, 12, 1))
+
+
+def test_interval_subtraction_matches_a_minute_by_minute_count():
+    import random
+
+    rng = random.Random(3)
+    base = at(1, 0)
+
+    def intervals(n: int) -> list[tuple[datetime, datetime]]:
+        found = []
+        for _ in range(n):
+            start = rng.randrange(0, 1000)
+            found.append(
+                (
+                    base + timedelta(minutes=start),
+                    base + timedelta(minutes=start + rng.randrange(1, 60)),
+                )
+            )
+        return sl.union(found)
+
+    for _ in range(50):
+        a, b = intervals(20), intervals(20)
+        minutes = {
+            m
+            for m in range(1100)
+            if any(s <= base + timedelta(minutes=m) < e for s, e in a)
+            and not any(s <= base + timedelta(minutes=m) < e for s, e in b)
+        }
+        assert sl.seconds_of(sl.subtract(a, b)) == len(minutes) * 60
+        both = {
+            m
+            for m in range(1100)
+            if any(s <= base + timedelta(minutes=m) < e for s, e in a)
+            and any(s <= base + timedelta(minutes=m) < e for s, e in b)
+        }
+        assert sl.seconds_of(sl.intersect(a, b)) == len(both) * 60

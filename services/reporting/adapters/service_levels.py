@@ -199,16 +199,25 @@ async def save_policy(conn: Connection, tenant_id: str, data: dict[str, Any]) ->
 async def save_outage(
     conn: Connection, tenant_id: str, outage_id: str, outage: dict[str, Any], withdrawn: bool
 ) -> None:
-    """An outage record as it now stands."""
+    """An outage record as it now stands: a row per service it names (those it no longer
+    names are removed)."""
+    services = sorted(set(outage["services"]))
     await conn.execute(
-        "INSERT INTO sl_outages (tenant_id, outage_id, services, kind, started_at, ended_at,"
-        " incident_id, withdrawn) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " ON CONFLICT (tenant_id, outage_id) DO UPDATE SET services = excluded.services,"
-        " kind = excluded.kind, started_at = excluded.started_at, ended_at = excluded.ended_at,"
+        "DELETE FROM sl_outages WHERE tenant_id = $1 AND outage_id = $2"
+        " AND NOT service = ANY($3::text[])",
+        tenant_id,
+        outage_id,
+        services,
+    )
+    await conn.execute(
+        "INSERT INTO sl_outages (tenant_id, outage_id, service, kind, started_at, ended_at,"
+        " incident_id, withdrawn) SELECT $1, $2, s, $4, $5, $6, $7, $8 FROM unnest($3::text[]) s"
+        " ON CONFLICT (tenant_id, outage_id, service) DO UPDATE SET kind = excluded.kind,"
+        " started_at = excluded.started_at, ended_at = excluded.ended_at,"
         " incident_id = excluded.incident_id, withdrawn = excluded.withdrawn",
         tenant_id,
         outage_id,
-        list(outage["services"]),
+        services,
         outage["kind"],
         outage["start"],
         outage.get("end"),
@@ -344,7 +353,7 @@ async def outages(
     """The service's outage records overlapping [start, end), withdrawn ones included."""
     rows = await conn.fetch(
         "SELECT outage_id, kind, started_at, ended_at, withdrawn FROM sl_outages"
-        " WHERE tenant_id = $1 AND $2 = ANY(services) AND started_at < $4"
+        " WHERE tenant_id = $1 AND service = $2 AND started_at < $4"
         " AND (ended_at IS NULL OR ended_at > $3) ORDER BY started_at",
         tenant_id,
         service,
@@ -363,7 +372,7 @@ async def approved_windows(
     """The planned windows of approved changes to the service overlapping [start, end)."""
     rows = await conn.fetch(
         "SELECT planned_start, planned_end FROM sl_changes"
-        " WHERE tenant_id = $1 AND approved AND $2 = ANY(services)"
+        " WHERE tenant_id = $1 AND approved AND services @> ARRAY[$2::text]"
         " AND planned_start < $4 AND planned_end > $3",
         tenant_id,
         service,

@@ -18,6 +18,7 @@ Definitions (the README's "Availability" section says the same for readers):
 
 from __future__ import annotations
 
+import bisect
 import calendar as calendars
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -143,16 +144,19 @@ def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
 
 
 def subtract(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    """What of merged list `a` merged list `b` does not cover."""
+    """What of merged list `a` merged list `b` does not cover (one pass over both)."""
     found: list[Interval] = []
+    j = 0
     for start, end in a:
+        while j < len(b) and b[j][1] <= start:
+            j += 1
         cursor = start
-        for b_start, b_end in b:
-            if b_end <= cursor or b_start >= end:
-                continue
-            if b_start > cursor:
-                found.append((cursor, b_start))
-            cursor = max(cursor, b_end)
+        k = j
+        while k < len(b) and b[k][0] < end:
+            if b[k][0] > cursor:
+                found.append((cursor, b[k][0]))
+            cursor = max(cursor, b[k][1])
+            k += 1
         if cursor < end:
             found.append((cursor, end))
     return found
@@ -208,25 +212,28 @@ def availability_of(
     """The service's availability in the period, as far as it has run by `now`."""
     until = min(span.end, now)
     agreed = agreed_intervals(terms.calendar, span.start, until)
-    approved = union(planned)
-    down_by_outage: list[list[Interval]] = []
-    degraded_parts: list[Interval] = []
+    # Agreed time no approved window covers: where an outage is downtime.
+    exposed = subtract(agreed, union(planned))
+    exposed_ends = [end for _, end in exposed]
+    down: list[Interval] = []
+    degraded: list[Interval] = []
+    counted = 0
     for outage in outages:
         if outage.withdrawn:
             continue
-        end = min(outage.end or until, until)
-        piece = (
-            intersect(agreed, [(max(outage.start, span.start), end)]) if end > outage.start else []
-        )
-        if outage.kind == "outage":
-            down_by_outage.append(piece)
-        else:
-            degraded_parts.extend(piece)
-    all_down = union(p for parts in down_by_outage for p in parts)
-    unplanned = subtract(all_down, approved)
-    downtime = seconds_of(unplanned)
-    planned_seconds = seconds_of(intersect(all_down, approved))
-    counted = sum(1 for parts in down_by_outage if seconds_of(subtract(parts, approved)) > 0)
+        window = (max(outage.start, span.start), min(outage.end or until, until))
+        if window[1] <= window[0]:
+            continue
+        if outage.kind == "degradation":
+            degraded.append(window)
+            continue
+        down.append(window)
+        first = bisect.bisect_right(exposed_ends, window[0])
+        if first < len(exposed) and exposed[first][0] < window[1]:
+            counted += 1
+    all_down = union(down)
+    downtime = seconds_of(intersect(exposed, all_down))
+    planned_seconds = max(0.0, seconds_of(intersect(agreed, all_down)) - downtime)
     agreed_seconds = seconds_of(agreed)
     availability = (agreed_seconds - downtime) / agreed_seconds if agreed_seconds > 0 else None
     return AvailabilityPoint(
@@ -235,7 +242,7 @@ def availability_of(
         agreed_seconds=agreed_seconds,
         downtime_seconds=downtime,
         planned_downtime_seconds=planned_seconds,
-        degraded_seconds=seconds_of(union(degraded_parts)),
+        degraded_seconds=seconds_of(intersect(agreed, union(degraded))),
         outages=counted,
         availability=availability,
         mtbf_seconds=(agreed_seconds - downtime) / counted if counted else None,

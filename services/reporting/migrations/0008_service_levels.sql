@@ -43,20 +43,21 @@ CREATE TABLE sl_policies (
     PRIMARY KEY (tenant_id, name)
 );
 
--- Outages and degradations (incident's OutageRecordedV1 / OutageUpdatedV1), as they now stand.
+-- Outages and degradations (incident's OutageRecordedV1 / OutageUpdatedV1), as they now stand:
+-- one row per outage and service it names, so that a service's outages in a period are one
+-- range of an index.
 CREATE TABLE sl_outages (
     tenant_id   text        NOT NULL,
     outage_id   text        NOT NULL,
-    services    text[]      NOT NULL,
+    service     text        NOT NULL,
     kind        text        NOT NULL CHECK (kind IN ('outage', 'degradation')),
     started_at  timestamptz NOT NULL,
     ended_at    timestamptz,
     incident_id text,
     withdrawn   boolean     NOT NULL DEFAULT false,
-    PRIMARY KEY (tenant_id, outage_id)
+    PRIMARY KEY (tenant_id, outage_id, service)
 );
-CREATE INDEX sl_outages_services ON sl_outages USING gin (services);
-CREATE INDEX sl_outages_time ON sl_outages (tenant_id, started_at);
+CREATE INDEX sl_outages_service_time ON sl_outages (tenant_id, service, started_at);
 
 -- Changes with a planned window (change's created/updated/authorized/transitioned events).
 -- `approved`: authorized (or scheduled) and neither voided nor cancelled since.
