@@ -423,3 +423,38 @@ async def test_an_auditor_records_a_finding_that_opens_an_improvement_action(
         "/audit-findings", params={"status": "closed"}, headers=auth(tenant, "agent")
     )
     assert [f["id"] for f in listed.json()["items"]] == [found["id"]]
+
+
+async def test_a_tenant_sets_its_objective_and_time_zone_with_if_match(
+    service_client, auth, tenant
+):
+    reporting = await service_client("reporting", **FAST)
+    admin = auth(tenant, "tenant_admin")
+    defaults = await reporting.get("/service-level-settings", headers=auth(tenant, "agent"))
+    assert defaults.status_code == 200 and defaults.headers["ETag"] == '"0"'
+    assert defaults.json()["sla_objective"] == 0.95 and defaults.json()["time_zone"] == "UTC"
+
+    body = {"sla_objective": 0.9, "time_zone": "Europe/Berlin", "improvement_period": "week"}
+    refused = await reporting.put(
+        "/service-level-settings", json=body, headers={**auth(tenant, "agent"), "If-Match": '"0"'}
+    )
+    assert refused.status_code == 403
+    assert (
+        await reporting.put("/service-level-settings", json=body, headers=admin)
+    ).status_code == 428
+    unknown = await reporting.put(
+        "/service-level-settings",
+        json={**body, "time_zone": "Mars/Olympus"},
+        headers={**admin, "If-Match": '"0"'},
+    )
+    assert unknown.status_code == 422
+    assert [e["field"] for e in unknown.json()["errors"]] == ["time_zone"]
+    saved = await reporting.put(
+        "/service-level-settings", json=body, headers={**admin, "If-Match": '"0"'}
+    )
+    assert saved.status_code == 200 and saved.headers["ETag"] == '"1"'
+    assert saved.json()["improvement_period"] == "week" and saved.json()["updated_by"] == "tester"
+    stale = await reporting.put(
+        "/service-level-settings", json=body, headers={**admin, "If-Match": '"0"'}
+    )
+    assert stale.status_code == 412

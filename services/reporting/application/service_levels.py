@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from services.reporting.adapters import service_levels as store
 from services.reporting.application.completeness import row_of
+from services.reporting.application.report_sources import ServiceLevelReader
 from services.reporting.domain import service_levels as domain
 from services.reporting.domain.report_data import (
     AuditFinding,
@@ -938,3 +939,8 @@ async def run_review(
     while True:
         await review_round(pool, levels, metrics)
         await asyncio.sleep(interval)
+
+
+def as_reader(levels: ServiceLevels) -> ServiceLevelReader:
+    """`ServiceLevels` as the report builder takes it (checked by mypy against the protocol)."""
+    return levels
