@@ -164,13 +164,14 @@ CREATE TABLE audit_finding_history (
     PRIMARY KEY (tenant_id, finding_id, version)
 );
 
+-- Projections and progress: the projection task reads across tenants and a rebuild empties
+-- them across tenants (an all-tenants transaction), like the completeness task's tables.
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['sl_progress', 'sl_services', 'sl_policies', 'sl_outages',
-        'sl_changes', 'sl_clock_events', 'sl_settings', 'improvement_actions',
-        'improvement_action_history', 'audit_findings', 'audit_finding_history'] LOOP
+        'sl_changes', 'sl_clock_events'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format(
@@ -180,3 +181,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Records (actions, findings, their history, the settings): one tenant at a time, as every
+-- domain table; the platform only counts open and overdue actions (a read).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['sl_settings', 'improvement_actions', 'improvement_action_history',
+        'audit_findings', 'audit_finding_history'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format(
+            'CREATE POLICY tenant_isolation ON %I USING ('
+            'tenant_id = current_setting(''itsm.tenant_id'', true))', t);
+    END LOOP;
+END
+$$;
+CREATE POLICY all_tenants_read ON improvement_actions FOR SELECT
+    USING (current_setting('itsm.all_tenants', true) = 'on');
