@@ -124,7 +124,8 @@ async def outage(producer, tenant, service, start, end, *, withdrawn=False):
         )
 
 
-async def approved_change(producer, tenant, service, start, end):
+async def approved_change(producer, tenant, service, start, end, *, cis=()):
+    """An authorized change naming the service, or (with `cis`) only CIs."""
     change = str(uuid.uuid4())
     await send(
         producer,
@@ -140,7 +141,8 @@ async def approved_change(producer, tenant, service, start, end):
             "origin": "manual",
             "title": "Database upgrade",
             "requester": "bob",
-            "business_services": [service],
+            "business_services": [] if cis else [service],
+            "ci_ids": list(cis),
             "planned_start": start,
             "planned_end": end,
             "content_hash": "0" * 64,
@@ -204,6 +206,21 @@ async def test_outages_changes_and_clocks_become_figures_and_a_missed_target_ope
     await outage(
         producer, tenant, service, "2026-10-25T01:00:00Z", "2026-10-25T05:00:00Z", withdrawn=True
     )
+    # Half an hour more inside the window of an approved change that names a CI of the service.
+    ci = str(uuid.uuid4())
+    await send(
+        producer,
+        tenant,
+        "config",
+        "itsm.config.service_membership.changed.v1",
+        ci,
+        1,
+        {"ci_id": ci, "services": [service], "previous": [], "sequence": 1},
+    )
+    await approved_change(
+        producer, tenant, service, "2026-10-22T01:00:00Z", "2026-10-22T02:00:00Z", cis=[ci]
+    )
+    await outage(producer, tenant, service, "2026-10-22T01:00:00Z", "2026-10-22T01:30:00Z")
     await clock_stopped(producer, tenant, "met", "2026-10-06T08:00:00Z")
     await clock_stopped(producer, tenant, "breached", "2026-10-07T08:00:00Z")
     headers = auth(tenant, "agent")
@@ -219,7 +236,7 @@ async def test_outages_changes_and_clocks_become_figures_and_a_missed_target_ope
         availability,
         lambda b: (
             b["items"]
-            and b["items"][0]["planned_downtime_seconds"] == 3600
+            and b["items"][0]["planned_downtime_seconds"] == 5400
             and b["items"][0]["downtime_seconds"] == 7200
         ),
     )

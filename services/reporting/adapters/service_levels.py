@@ -131,7 +131,14 @@ async def entries(conn: Connection, tenant_id: str, start: int, end: int, limit:
 async def reset(conn: Connection, tenant_id: str | None) -> None:
     """Empty the projections of one tenant or of all (an all-tenants transaction), for a
     rebuild from the ledger. Improvement actions and findings are records, never emptied."""
-    for table in ("sl_services", "sl_policies", "sl_outages", "sl_changes", "sl_clock_events"):
+    for table in (
+        "sl_services",
+        "sl_policies",
+        "sl_outages",
+        "sl_changes",
+        "sl_ci_services",
+        "sl_clock_events",
+    ):
         await conn.execute(
             f"DELETE FROM {table} WHERE $1::text IS NULL OR tenant_id = $1",  # noqa: S608
             tenant_id,
@@ -232,19 +239,21 @@ async def save_change(
     change_id: str,
     *,
     services: Sequence[str] | None = None,
+    ci_ids: Sequence[str] | None = None,
     planned_start: datetime | None = None,
     planned_end: datetime | None = None,
     window_given: bool = False,
     approved: bool | None = None,
     state: str | None = None,
 ) -> None:
-    """Create or amend a change's planned window, services, approval and state."""
+    """Create or amend a change's planned window, services, CIs, approval and state."""
     await conn.execute(
-        "INSERT INTO sl_changes (tenant_id, change_id, services, planned_start, planned_end,"
-        " approved, state) VALUES ($1, $2, coalesce($3, '{}'::text[]), $4, $5,"
-        " coalesce($7, false), coalesce($8, 'new'))"
+        "INSERT INTO sl_changes (tenant_id, change_id, services, ci_ids, planned_start,"
+        " planned_end, approved, state) VALUES ($1, $2, coalesce($3, '{}'::text[]),"
+        " coalesce($9, '{}'::text[]), $4, $5, coalesce($7, false), coalesce($8, 'new'))"
         " ON CONFLICT (tenant_id, change_id) DO UPDATE SET"
         " services = coalesce($3, sl_changes.services),"
+        " ci_ids = coalesce($9, sl_changes.ci_ids),"
         " planned_start = CASE WHEN $6 THEN excluded.planned_start ELSE sl_changes.planned_start"
         " END,"
         " planned_end = CASE WHEN $6 THEN excluded.planned_end ELSE sl_changes.planned_end END,"
@@ -257,6 +266,20 @@ async def save_change(
         window_given,
         approved,
         state,
+        list(ci_ids) if ci_ids is not None else None,
+    )
+
+
+async def save_ci_services(
+    conn: Connection, tenant_id: str, ci_id: str, services: Sequence[str]
+) -> None:
+    """The business services a CI supports now."""
+    await conn.execute(
+        "INSERT INTO sl_ci_services (tenant_id, ci_id, services) VALUES ($1, $2, $3)"
+        " ON CONFLICT (tenant_id, ci_id) DO UPDATE SET services = excluded.services",
+        tenant_id,
+        ci_id,
+        list(services),
     )
 
 
@@ -369,11 +392,14 @@ async def outages(
 async def approved_windows(
     conn: Connection, tenant_id: str, service: str, start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime]]:
-    """The planned windows of approved changes to the service overlapping [start, end)."""
+    """The planned windows of approved changes overlapping [start, end) that name the service,
+    or a CI that supports it now."""
     rows = await conn.fetch(
-        "SELECT planned_start, planned_end FROM sl_changes"
-        " WHERE tenant_id = $1 AND approved AND services @> ARRAY[$2::text]"
-        " AND planned_start < $4 AND planned_end > $3",
+        "SELECT planned_start, planned_end FROM sl_changes c"
+        " WHERE tenant_id = $1 AND approved AND planned_start < $4 AND planned_end > $3"
+        " AND (services @> ARRAY[$2::text] OR EXISTS (SELECT 1 FROM sl_ci_services m"
+        "      WHERE m.tenant_id = c.tenant_id AND m.ci_id = ANY(c.ci_ids)"
+        "      AND m.services @> ARRAY[$2::text]))",
         tenant_id,
         service,
         start,

@@ -62,7 +62,11 @@ from shared.events.change import (
     ChangeTransitionedV1,
     ChangeUpdatedV1,
 )
-from shared.events.config import BusinessServiceDefinedV1, SlaPolicyDefinedV1
+from shared.events.config import (
+    BusinessServiceDefinedV1,
+    ServiceMembershipChangedV1,
+    SlaPolicyDefinedV1,
+)
 from shared.events.incident import (
     OutageRecordedV1,
     OutageUpdatedV1,
@@ -231,6 +235,10 @@ async def apply_entry(conn: Connection, tenant_id: str, row: Any) -> None:
                 "breach" if "breached" in kind else "warning",
                 alert.due_at,
             )
+    elif kind == "itsm.config.service_membership.changed.v1":
+        membership = _model(ServiceMembershipChangedV1, data)
+        if membership is not None:
+            await store.save_ci_services(conn, tenant_id, membership.ci_id, membership.services)
     elif kind.startswith("itsm.change."):
         await _apply_change(conn, tenant_id, kind, data)
 
@@ -244,6 +252,7 @@ async def _apply_change(conn: Connection, tenant_id: str, kind: str, data: Any) 
                 tenant_id,
                 created.change_id,
                 services=created.business_services,
+                ci_ids=created.ci_ids,
                 planned_start=created.planned_start,
                 planned_end=created.planned_end,
                 window_given=True,
@@ -256,11 +265,13 @@ async def _apply_change(conn: Connection, tenant_id: str, kind: str, data: Any) 
         window = {k: changes[k].get("to") for k in _WINDOW_FIELDS if k in changes}
         start, end = await store.change_window(conn, tenant_id, updated.change_id)
         services = changes.get("business_services", {}).get("to")
+        cis = changes.get("affected_cis", {}).get("to")
         await store.save_change(
             conn,
             tenant_id,
             updated.change_id,
-            services=list(services) if isinstance(services, list) else None,
+            services=[str(s) for s in services] if isinstance(services, list) else None,
+            ci_ids=[str(c) for c in cis] if isinstance(cis, list) else None,
             planned_start=_instant(window["planned_start"]) if "planned_start" in window else start,
             planned_end=_instant(window["planned_end"]) if "planned_end" in window else end,
             window_given=bool(window),

@@ -59,17 +59,28 @@ CREATE TABLE sl_outages (
 );
 CREATE INDEX sl_outages_service_time ON sl_outages (tenant_id, service, started_at);
 
--- Changes with a planned window (change's created/updated/authorized/transitioned events).
+-- Changes with a planned window (change's created/updated/authorized/transitioned events), the
+-- business services and CIs they name.
 -- `approved`: authorized (or scheduled) and neither voided nor cancelled since.
 CREATE TABLE sl_changes (
     tenant_id     text        NOT NULL,
     change_id     text        NOT NULL,
     services      text[]      NOT NULL DEFAULT '{}',
+    ci_ids        text[]      NOT NULL DEFAULT '{}',
     planned_start timestamptz,
     planned_end   timestamptz,
     approved      boolean     NOT NULL DEFAULT false,
     state         text        NOT NULL DEFAULT 'new',
     PRIMARY KEY (tenant_id, change_id)
+);
+
+-- The business services each CI supports (config's ServiceMembershipChangedV1): a change
+-- naming CIs, not services, plans downtime of the services its CIs support.
+CREATE TABLE sl_ci_services (
+    tenant_id text   NOT NULL,
+    ci_id     text   NOT NULL,
+    services  text[] NOT NULL,
+    PRIMARY KEY (tenant_id, ci_id)
 );
 
 -- Every SLA clock outcome and alert (incident's sla.clock_stopped / breached / warning_reached),
@@ -171,7 +182,7 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['sl_progress', 'sl_services', 'sl_policies', 'sl_outages',
-        'sl_changes', 'sl_clock_events'] LOOP
+        'sl_changes', 'sl_ci_services', 'sl_clock_events'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format(
