@@ -107,6 +107,16 @@ async def basis_of(conn: Connection, tenant_id: str) -> tuple[int, bytes] | None
     return int(row["basis_size"]), bytes(row["basis_root"])
 
 
+async def basis_signed_at(conn: Connection, tenant_id: str) -> datetime | None:
+    """When the checkpoint the tenant's projections stand on was signed (None before one)."""
+    value = await conn.fetchval(
+        "SELECT c.signed_at FROM sl_progress p JOIN ledger_checkpoints c"
+        " ON c.tenant_id = p.tenant_id AND c.tree_size = p.basis_size WHERE p.tenant_id = $1",
+        tenant_id,
+    )
+    return value if isinstance(value, datetime) else None
+
+
 async def projected_tenants(conn: Connection) -> list[str]:
     """Every tenant with projections (all tenants)."""
     return [r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM sl_progress")]

@@ -825,7 +825,13 @@ async def review_tenant(
         current = domain.span_at(kind, now, settings.time_zone)
         previous = domain.span_at(kind, current.start - timedelta(seconds=1), settings.time_zone)
         due = (now + timedelta(days=levels.defaults.improvement_due_days)).date()
-        for result, _ in await levels.sla_performance(conn, tenant_id, [previous]):
+        # A closed period is judged once the figures stand on a checkpoint signed after it
+        # ended: events of its last minutes are in by then (a late one can still open the
+        # action in a later round, as long as this period is the previous one).
+        signed = await store.basis_signed_at(conn, tenant_id)
+        closed = signed is not None and signed >= previous.end
+        sla = await levels.sla_performance(conn, tenant_id, [previous]) if closed else []
+        for result, _ in sla:
             if not result.missed:
                 continue
             action = await _open_once(
@@ -848,7 +854,8 @@ async def review_tenant(
             )
             opened += [action] if action else []
         services = await store.services(conn, tenant_id, None)
-        for span, certain_only in ((previous, False), (current, True)):
+        judged = [(previous, False)] if closed else []
+        for span, certain_only in [*judged, (current, True)]:
             points = await levels.availability_in(conn, tenant_id, None, [span])
             for service, point in zip(services, points, strict=True):
                 terms = _terms(service)
