@@ -237,3 +237,10 @@ def test_interval_subtraction_matches_a_minute_by_minute_count():
             and any(s <= base + timedelta(minutes=m) < e for s, e in b)
         }
         assert sl.seconds_of(sl.intersect(a, b)) == len(both) * 60
+
+
+def test_every_type_the_projections_read_is_in_the_event_catalogue():
+    from services.reporting.application.service_levels import PROJECTED_TYPES
+    from shared.events.catalogue import CATALOGUE
+
+    assert [t for t in PROJECTED_TYPES if t not in CATALOGUE] == []

@@ -122,17 +122,20 @@ async def projected_tenants(conn: Connection) -> list[str]:
     return [r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM sl_progress")]
 
 
-async def entries(conn: Connection, tenant_id: str, start: int, end: int, limit: int) -> list[Any]:
-    """The tenant's log entries [start, end), at most `limit`, in log order."""
+async def entries(
+    conn: Connection, tenant_id: str, start: int, end: int, types: Sequence[str], limit: int
+) -> list[Any]:
+    """The tenant's log entries of these types in [start, end), at most `limit`, in log order."""
     return list(
         await conn.fetch(
             "SELECT leaf_index AS position, tenant_id, type, subject, version, time,"
             " message_value, CASE WHEN message_value IS NULL THEN data END AS data"
             " FROM ledger WHERE tenant_id = $1 AND leaf_index >= $2 AND leaf_index < $3"
-            " ORDER BY leaf_index LIMIT $4",
+            " AND type = ANY($4::text[]) ORDER BY leaf_index LIMIT $5",
             tenant_id,
             start,
             end,
+            list(types),
             limit,
         )
     )

@@ -188,6 +188,22 @@ def _model(model: type[EventPayload], data: Any) -> Any:
         return None
 
 
+# The entries the projections fold in (`apply_entry`); the ledger's other entries are skipped
+# in the query.
+PROJECTED_TYPES = (
+    "itsm.config.business_service.defined.v1",
+    "itsm.config.sla_policy.defined.v1",
+    "itsm.config.service_membership.changed.v1",
+    "itsm.incident.outage.recorded.v1",
+    "itsm.incident.outage.updated.v1",
+    "itsm.incident.sla.clock_stopped.v1",
+    "itsm.incident.sla.breached.v1",
+    "itsm.incident.sla.warning_reached.v1",
+    "itsm.change.created.v1",
+    "itsm.change.updated.v1",
+    "itsm.change.authorized.v1",
+    "itsm.change.transitioned.v1",
+)
 _WINDOW_FIELDS = ("planned_start", "planned_end")
 _UNAPPROVED_STATES = frozenset({"new", "assess", "authorize", "cancelled"})
 
@@ -307,10 +323,14 @@ async def project_tenant(pool: asyncpg.Pool, behind: store.Behind, *, batch: int
         applied = await store.claim(conn, behind.tenant_id)
         if applied is None:
             return 0
-        records = await store.entries(conn, behind.tenant_id, applied, behind.tree_size, batch)
+        records = await store.entries(
+            conn, behind.tenant_id, applied, behind.tree_size, PROJECTED_TYPES, batch
+        )
         for record in records:
             await apply_entry(conn, behind.tenant_id, row_of(record))
-        reached = records[-1]["position"] + 1 if records else max(applied, behind.tree_size)
+        # Fewer than asked: no entry of these types is left below the checkpoint.
+        full = len(records) == batch
+        reached = records[-1]["position"] + 1 if full else max(applied, behind.tree_size)
         basis = (behind.tree_size, behind.root_hash) if reached >= behind.tree_size else None
         await store.save_progress(conn, behind.tenant_id, reached, basis)
     return len(records)
