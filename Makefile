@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
 		.state/grafana-validator/.installed
@@ -81,6 +81,10 @@ bench-ledger: install
 # a plain string template of the same figures; the PDF round when chromium is installed.
 bench-report: install
 	$(PY) -m tests.benchmarks.reports
+
+# A month's availability of one business service over 20,000 outages beside a plain query.
+bench-service-levels: install
+	$(PY) -m tests.benchmarks.service_levels
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -17,7 +17,18 @@ from services.reporting.application.reports import (
     ServiceReports,
 )
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_evidence, http_log, http_reports, http_timeline
+from services.reporting.application.service_levels import (
+    ServiceLevels,
+    run_projections,
+    run_review,
+)
+from services.reporting.entrypoints import (
+    http_evidence,
+    http_log,
+    http_reports,
+    http_service_levels,
+    http_timeline,
+)
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -32,10 +43,12 @@ def _background(
 ) -> Sequence[BackgroundTask]:
     """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
     entries against the newest checkpoints), the completeness task (gaps, the timeline's
-    index) and the evidence export runner (takes queued export jobs, and those whose worker
-    died) and the service reports (queues scheduled reports once per definition and period,
-    builds queued ones); all are safe in every replica. Serving needs the ledger's signing
-    key: without it, start-up fails here."""
+    index), the evidence export runner (takes queued export jobs, and those whose worker
+    died), service level management's projections (from the ledger, up to each tenant's
+    newest checkpoint) and review (improvement actions for missed targets, availability
+    gauges), and the service reports (queues scheduled reports once per definition and
+    period, builds queued ones); all are safe in every replica. Serving needs the ledger's
+    signing key: without it, start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
         runtime.pool,
@@ -79,6 +92,19 @@ def _background(
         ),
         BackgroundTask("evidence-exports", exports.run_forever),
         BackgroundTask("service-reports", service_reports.run_forever),
+        BackgroundTask(
+            "service-level-projections",
+            lambda: run_projections(runtime.pool, interval=settings.service_level_interval_seconds),
+        ),
+        BackgroundTask(
+            "service-level-review",
+            lambda: run_review(
+                runtime.pool,
+                ServiceLevels(http_service_levels.defaults_of(settings)),
+                runtime.service_metrics,
+                interval=settings.service_level_review_seconds,
+            ),
+        ),
     ]
 
 
@@ -93,6 +119,7 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
         http_timeline.router,
         http_evidence.router,
         http_reports.router,
+        http_service_levels.router,
     ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,

@@ -75,3 +75,32 @@ class ReportingMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
             registry=registry,
         )
+        # Service level management (application/service_levels.py).
+        self.availability = Gauge(
+            "itsm_reporting_service_availability_ratio",
+            "Availability (0..1) of a business service in the period in progress (day, week,"
+            " month), as far as it has run; the most critical services only"
+            " (REPORTING_AVAILABILITY_METRIC_SERVICES per period).",
+            ["service", "period"],
+            registry=registry,
+        )
+        self.improvement_opened = Counter(
+            "itsm_reporting_improvement_actions_opened_total",
+            "Improvement actions opened, by source (sla_target_missed, availability_target_missed,"
+            " audit_finding, manual).",
+            ["source"],
+            registry=registry,
+        )
+        self.improvement_closed = Counter(
+            "itsm_reporting_improvement_actions_closed_total",
+            "Improvement actions closed, by status (done, cancelled).",
+            ["status"],
+            registry=registry,
+        )
+        self.improvement_actions = Gauge(
+            "itsm_reporting_improvement_actions",
+            "Improvement actions of every tenant not closed (state=open: open or in progress) and"
+            " those of them past their due date (state=overdue).",
+            ["state"],
+            registry=registry,
+        )

@@ -66,3 +66,30 @@ class ReportingSettings(ServiceSettings):
         max_length=500,
         description="Chromium to print reports' PDFs with (e.g. `chromium`); none: no PDF.",
     )
+    # Service level management (README "Service level management").
+    service_level_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="How often the projections read new entries."
+    )
+    service_level_review_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="How often missed targets are looked for and the availability gauges set.",
+    )
+    sla_objective: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="The compliance share a target must reach when neither the policy nor the"
+        " tenant's settings name one.",
+    )
+    improvement_due_days: int = Field(
+        default=30, ge=1, le=366, description="Due date of an action opened for a missed target."
+    )
+    availability_metric_services: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="Services shown by itsm_reporting_service_availability_ratio per period"
+        " (the most critical first).",
+    )

@@ -119,6 +119,16 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "release:manage": frozenset(
             {"change_manager", "integration", "tenant_admin", "provider_admin"}
         ),
+        # --- service level management (reporting): availability, SLA results, actions ---
+        "service_level:read": _READERS,
+        # The tenant's objective, time zone and period for service-level figures.
+        "service_level:configure": frozenset({"tenant_admin", "provider_admin"}),
+        # Improvement actions: open by hand, assign, progress, close with the outcome.
+        "improvement:manage": frozenset(
+            {"problem_manager", "change_manager", "tenant_admin", "provider_admin"}
+        ),
+        # Internal-audit findings (9.2): the auditor records them and follows them up.
+        "audit_finding:manage": frozenset({"auditor", "tenant_admin", "provider_admin"}),
     }
 )
 

@@ -1,0 +1,38 @@
+"""`python -m services.reporting service-levels-rebuild [--tenant T]`: the service-level
+projections (services, policies, outages, changes, SLA clock outcomes) emptied and built again
+from the ledger, up to each tenant's newest signed checkpoint.
+
+Improvement actions and audit findings are records of their own and stay as they are. Progress
+(entries read of the checkpoints' sizes) is drawn on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from services.reporting.application.service_levels import rebuild
+from services.reporting.settings import SERVICE, ReportingSettings
+from shared.db import create_pool
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's options."""
+    parser.add_argument("--tenant", help="rebuild this tenant's projections only")
+
+
+async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
+    """Rebuild; 0 when done."""
+    pool = await create_pool(
+        settings.database_url.get_secret_value(),
+        schema=SERVICE.schema,
+        application_name="reporting-service-levels-rebuild",
+        min_size=1,
+        max_size=2,
+    )
+    try:
+        read = await rebuild(pool, args.tenant, sys.stderr)
+    finally:
+        await pool.close()
+    print(f"OK: {read} ledger entries folded into the service-level projections")
+    return 0
