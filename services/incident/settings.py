@@ -2,7 +2,7 @@
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.registry import service
@@ -25,4 +25,22 @@ class IncidentSettings(ServiceSettings):
     )
     census_interval_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="How often itsm_incident_open is refreshed."
+    )
+    # Customer-satisfaction surveys: the links callers answer without a login.
+    survey_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description=(
+            "The secret (32+ characters) that signs survey links (HMAC-SHA256); never the"
+            " access-token key. Unset: surveys are still offered and announced, but no link can"
+            " be made or answered. Changing it invalidates every link not yet answered."
+        ),
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description=(
+            "Where callers reach this service (e.g. https://itsm.example.com/incident): survey"
+            " links are built on it. Unset: the link is the path alone."
+        ),
     )
