@@ -80,9 +80,11 @@ async def save(conn: Connection, outage: Outage) -> None:
     status = await conn.execute(
         "UPDATE outages SET services = $3, kind = $4, start_at = $5, end_at = $6,"
         " incident_id = $7, summary = $8, withdrawn = $9, withdrawn_reason = $10, version = $11,"
-        " updated_at = $14, updated_by = $15"
+        " updated_at = $12, updated_by = $13"
         " WHERE tenant_id = $1 AND id = $2 AND version = $11 - 1",
-        *_values(outage),
+        *_values(outage)[:11],
+        outage.updated_at,
+        outage.updated_by,
     )
     if status != "UPDATE 1":
         raise StaleVersion("the outage", outage.version, outage.version - 1)
