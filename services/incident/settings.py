@@ -1,8 +1,8 @@
 """Incident service settings: environment variables prefixed INCIDENT_."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.registry import service
@@ -44,3 +44,9 @@ class IncidentSettings(ServiceSettings):
             " links are built on it. Unset: the link is the path alone."
         ),
     )
+
+    @field_validator("survey_key", "public_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set."""
+        return None if value == "" else value

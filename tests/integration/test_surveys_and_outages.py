@@ -422,3 +422,23 @@ async def test_another_tenant_neither_sees_nor_changes_an_outage(api, agent, aut
         headers=stranger,
     )
     assert foreign.status_code == 422
+
+
+async def test_a_tenant_sets_how_long_surveys_last_or_switches_them_off(api, agent, auth, tenant):
+    admin = auth(tenant, "tenant_admin", subject="ada")
+    saved = await api.put(
+        "/incident-settings", json={"survey_days": 3}, headers={**admin, "If-Match": '"0"'}
+    )
+    assert saved.status_code == 200 and saved.json()["survey_days"] == 3, saved.text
+    incident = await resolved_incident(api, agent)
+    shown = await link(api, agent, incident["id"])
+    resolved_at = datetime.fromisoformat(incident["resolved_at"])
+    expires_at = datetime.fromisoformat(shown["expires_at"])
+    assert timedelta(days=3) - timedelta(seconds=1) <= expires_at - resolved_at <= timedelta(days=3)
+
+    off = await api.put(
+        "/incident-settings", json={"surveys_enabled": False}, headers={**admin, "If-Match": '"1"'}
+    )
+    assert off.status_code == 200 and off.json()["surveys_enabled"] is False
+    quiet = await resolved_incident(api, agent)
+    assert (await api.get(f"/incidents/{quiet['id']}/survey", headers=agent)).status_code == 404
