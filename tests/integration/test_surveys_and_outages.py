@@ -241,6 +241,13 @@ async def test_survey_results_are_listed_to_the_tenant_only_and_an_answer_is_val
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "score"
     long = await api.post(path, json={"score": 3, "comment": "x" * 2001})
     assert long.status_code == 422 and long.json()["errors"][0]["field"] == "comment"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    nul = await api.post(path, content="score=3&comment=a%00b", headers=form)
+    assert nul.status_code == 422 and nul.json()["errors"][0]["field"] == "comment"
+    word = await api.post(path, content="score=good", headers=form)
+    assert word.status_code == 422 and word.json()["errors"][0]["field"] == "score"
+    text = await api.post(path, content="score=3", headers={"Content-Type": "text/plain"})
+    assert text.status_code == 422 and text.json()["errors"][0]["field"] == "Content-Type"
     assert (await api.post(path, json={"score": 3, "comment": "fine"})).status_code == 200
 
     manager = auth(tenant, "problem_manager")

@@ -265,8 +265,11 @@ async def _read_answer(request: Request) -> SurveyAnswer:
         if media == _FORM:
             text = raw.decode("utf-8")
             values: dict[str, Any] = dict(parse_qsl(text, keep_blank_values=True))
-            if any(NUL in k or NUL in v for k, v in values.items()):
-                raise ValidationFailed([FieldError(next(iter(values)), "contains U+0000")])
+            nul = [k for k, v in values.items() if NUL in k or NUL in v]
+            if nul:
+                raise ValidationFailed(
+                    [FieldError(k.replace(NUL, "\\u0000"), "contains U+0000") for k in nul]
+                )
             score = values.get("score")
             if isinstance(score, str) and score.strip().isdigit():
                 values["score"] = int(score.strip())
