@@ -47,6 +47,9 @@ class IncidentSettings(ServiceSettings):
 
     @field_validator("survey_key", "public_base_url", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set."""
+    def _empty_survey_setting_is_unset(cls, value: Any) -> Any:
+        """An empty variable (as docker-compose passes `${X:-}`) means the setting is not set.
+
+        (Named apart from the base class's validator, which a same-named method would replace.)
+        """
         return None if value == "" else value
