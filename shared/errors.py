@@ -83,6 +83,11 @@ class InvalidTransition(Conflict):
         self.allowed = allowed
 
 
+class Gone(DomainError):
+    """The object existed but no longer takes this request, for good (answered 410): an
+    expired survey link."""
+
+
 class PreconditionFailed(DomainError):
     """The caller's precondition does not hold (answered 412)."""
 

@@ -7,9 +7,11 @@ from services.incident.application.housekeeping import run_auto_close, run_censu
 from services.incident.application.sla import run_scheduler
 from services.incident.entrypoints import (
     alerts_http,
+    outages_http,
     problems_http,
     requests_http,
     settings_http,
+    surveys_http,
 )
 from services.incident.entrypoints.consumers import consumers
 from services.incident.entrypoints.http import router
@@ -50,6 +52,8 @@ DEFINITION = ServiceDefinition(
         problems_http.router,
         alerts_http.router,
         settings_http.router,
+        surveys_http.router,
+        outages_http.router,
     ],
     shared_components=("outbox", "inbox", "idempotency", "cmdb"),
     consumers=consumers,

@@ -141,6 +141,31 @@ class IncidentMetrics:
             "Incidents flagged as possibly caused by a recent change on their CI.",
             registry=registry,
         )
+        self.surveys_sent = Counter(
+            "itsm_surveys_sent",
+            "Satisfaction surveys offered, by record (incident, request).",
+            ["record"],
+            registry=registry,
+        )
+        self.surveys_answered = Counter(
+            "itsm_surveys_answered",
+            "Satisfaction surveys answered, by record (incident, request) and score (1-5).",
+            ["record", "score"],
+            registry=registry,
+        )
+        self.survey_refusals = Counter(
+            "itsm_survey_refusals",
+            "Survey link requests refused, by reason (invalid: unknown, tampered or another"
+            " key's token; expired; answered: a second answer).",
+            ["reason"],
+            registry=registry,
+        )
+        self.outages_recorded = Counter(
+            "itsm_outages_recorded",
+            "Outages of business services recorded, by kind (outage, degradation).",
+            ["kind"],
+            registry=registry,
+        )
 
     def sla_fired(self, event: str, record: str, kind: str, late: bool) -> None:
         """Count an SLA `warning` or `breach` event of a clock."""

@@ -56,6 +56,14 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "problem:read": _READERS,
         "problem:create": frozenset({"agent", "problem_manager", "tenant_admin", "provider_admin"}),
         "problem:manage": frozenset({"problem_manager", "tenant_admin", "provider_admin"}),
+        # Satisfaction survey results (answers come in by the survey link's token, no role).
+        "survey:read": _READERS,
+        # Outages of business services (availability, 8.7.1): those who work major incidents
+        # record them; monitoring tools may too.
+        "outage:read": _READERS | {"integration"},
+        "outage:record": frozenset(
+            {"agent", "problem_manager", "integration", "tenant_admin", "provider_admin"}
+        ),
         "ledger:read": frozenset({"auditor", "tenant_admin", "provider_admin"}),
         # Sign a checkpoint of the tenant's verifiable log now (besides the interval's).
         "ledger:checkpoint": frozenset({"auditor", "tenant_admin", "provider_admin"}),

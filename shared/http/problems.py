@@ -157,6 +157,7 @@ _DOMAIN: tuple[tuple[type[errors.DomainError], int, str, str | None], ...] = (
     (errors.PreconditionFailed, 412, "Precondition Failed", None),
     (errors.ValidationFailed, 422, "Request validation failed", "validation"),
     (errors.Forbidden, 403, "Forbidden", None),
+    (errors.Gone, 410, "Gone", None),
     (errors.Conflict, 409, "Conflict", None),
 )
 

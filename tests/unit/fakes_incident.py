@@ -20,17 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from services.incident.adapters.alerts import AlertGroup, Claimed
 from services.incident.adapters.changes import ImplementedChange
+from services.incident.adapters.outages import OutageFilter
 from services.incident.adapters.problems import ProblemFilter, TrendState
 from services.incident.adapters.projections import PolicySnapshot, ProjectedCi, ProjectedService
 from services.incident.adapters.repository import IncidentFilter
 from services.incident.adapters.requests import RequestFilter
 from services.incident.adapters.settings import TenantSettings
 from services.incident.adapters.sla import ClockRow
+from services.incident.adapters.surveys import SurveyFilter
 from services.incident.application.reactions import INCIDENT_REACTIONS
 from services.incident.application.uow import IncidentWork
 from services.incident.domain.incident import Incident
+from services.incident.domain.outage import Outage
 from services.incident.domain.problem import Problem
 from services.incident.domain.request import ServiceRequest
+from services.incident.domain.survey import Survey
 from services.incident.domain.workflow import Approval
 from services.incident.metrics import IncidentMetrics
 from shared.calendars import CalendarSpec
@@ -478,6 +482,78 @@ class FakeNumbers:
         return self.taken[kind]
 
 
+class FakeSurveys:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, uuid.UUID], Survey] = {}
+
+    async def get(
+        self, record: RecordKind, record_id: uuid.UUID, *, lock: bool = False
+    ) -> Survey | None:
+        return self.rows.get((record, record_id))
+
+    async def insert(self, survey: Survey) -> bool:
+        key = (survey.record, survey.record_id)
+        if key in self.rows:
+            return False
+        self.rows[key] = survey
+        return True
+
+    async def save_answer(self, survey: Survey) -> None:
+        assert not self.rows[(survey.record, survey.record_id)].answered
+        self.rows[(survey.record, survey.record_id)] = survey
+
+    async def search(
+        self, where: SurveyFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Survey]:
+        found = sorted(self.rows.values(), key=lambda s: (s.sent_at, s.record_id), reverse=True)
+        found = [
+            s
+            for s in found
+            if (where.record is None or s.record == where.record)
+            and (where.record_id is None or s.record_id == where.record_id)
+            and (not where.scores or s.score in where.scores)
+            and (where.answered is None or s.answered == where.answered)
+            and (after is None or (s.sent_at, s.record_id) < after)
+        ]
+        return found[:limit]
+
+
+class FakeOutages:
+    def __init__(self) -> None:
+        self.rows: dict[uuid.UUID, Outage] = {}
+
+    async def get(self, outage_id: uuid.UUID, *, lock: bool = False) -> Outage | None:
+        return self.rows.get(outage_id)
+
+    async def open_of_incident(self, incident_id: uuid.UUID) -> list[Outage]:
+        return sorted(
+            (o for o in self.rows.values() if o.incident_id == incident_id and o.open),
+            key=lambda o: (o.start, o.id),
+        )
+
+    async def insert(self, outage: Outage) -> None:
+        assert outage.id not in self.rows
+        self.rows[outage.id] = outage
+
+    async def save(self, outage: Outage) -> None:
+        assert self.rows[outage.id].version == outage.version - 1
+        self.rows[outage.id] = outage
+
+    async def search(
+        self, where: OutageFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Outage]:
+        found = sorted(self.rows.values(), key=lambda o: (o.start, o.id), reverse=True)
+        found = [
+            o
+            for o in found
+            if (where.kind is None or o.kind == where.kind)
+            and (where.incident_id is None or o.incident_id == where.incident_id)
+            and (where.open is None or o.open == where.open)
+            and (after is None or (o.start, o.id) < after)
+        ]
+        return found[:limit]
+
+
 class FakeIncidentUnitOfWork(IncidentWork):
     """The incident unit of work in memory. Its repositories outlive a block, so one instance
     can run several use cases in turn (`async with uow:` each); `written` gathers every
@@ -504,6 +580,8 @@ class FakeIncidentUnitOfWork(IncidentWork):
         self.settings = self.settings_row = FakeSettings(settings)
         self.alert_groups = self.alert_rows = FakeAlertGroups()
         self.numbers = FakeNumbers()
+        self.surveys = self.survey_rows = FakeSurveys()
+        self.outages = self.outage_rows = FakeOutages()
         self.written: list[Recorded] = []
         self.rolled_back = 0
 

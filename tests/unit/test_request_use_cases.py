@@ -90,6 +90,7 @@ async def test_fulfilling_stops_both_clocks_after_the_move() -> None:
         "SlaClockStoppedV1",
         "RequestTransitionedV1",
         "SlaClockStoppedV1",
+        "SurveySentV1",  # the requester's satisfaction survey, in the same transaction
     ]
 
 

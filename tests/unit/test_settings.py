@@ -111,3 +111,18 @@ def test_an_unknown_relay_mode_is_a_clear_error_naming_the_setting(monkeypatch):
     monkeypatch.setenv("INCIDENT_OUTBOX_RELAY", "sidecar")
     with pytest.raises(ValidationError, match="outbox_relay"):
         IncidentSettings()
+
+
+def test_empty_survey_variables_mean_unset_and_a_short_survey_key_is_refused(monkeypatch):
+    from services.incident.settings import IncidentSettings
+
+    monkeypatch.setenv("INCIDENT_SURVEY_KEY", "")
+    monkeypatch.setenv("INCIDENT_PUBLIC_BASE_URL", "")
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", "")
+    settings = IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    assert (settings.survey_key, settings.public_base_url) == (None, None)
+    assert settings.kafka_ssl_cafile is None  # the base class's own empty-is-unset still holds
+    monkeypatch.setenv("INCIDENT_SURVEY_KEY", "too-short-a-secret")
+    with pytest.raises(ValidationError, match="survey_key") as refused:
+        IncidentSettings(database_url="postgresql://x", auth_jwks_file="/dev/null")
+    assert "too-short-a-secret" not in str(refused.value)

@@ -22,6 +22,8 @@ class TenantSettings:
     trend_window_seconds: int = 86_400
     trend_opens_problem: bool = False
     change_window_seconds: int = 86_400
+    surveys_enabled: bool = True
+    survey_days: int = 14
     version: int = 0
 
 
@@ -37,7 +39,8 @@ async def read(conn: Connection, tenant_id: str) -> TenantSettings:
     """The tenant's settings, or the defaults (read in the caller's transaction)."""
     row = await conn.fetchrow(
         "SELECT priority_matrix, auto_close_days, alert_mapping, trend_threshold,"
-        " trend_window_seconds, trend_opens_problem, change_window_seconds, version, updated_at"
+        " trend_window_seconds, trend_opens_problem, change_window_seconds, surveys_enabled,"
+        " survey_days, version, updated_at"
         " FROM incident_settings WHERE tenant_id = $1",
         tenant_id,
     )
@@ -92,12 +95,14 @@ async def write(
         settings.version,
         at,
         actor,
+        settings.surveys_enabled,
+        settings.survey_days,
     ]
     await conn.execute(
         "INSERT INTO incident_settings (tenant_id, priority_matrix, auto_close_days,"
         " alert_mapping, trend_threshold, trend_window_seconds, trend_opens_problem,"
-        " change_window_seconds, version, updated_at, updated_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " change_window_seconds, version, updated_at, updated_by, surveys_enabled, survey_days)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         " ON CONFLICT (tenant_id) DO UPDATE SET priority_matrix = EXCLUDED.priority_matrix,"
         " auto_close_days = EXCLUDED.auto_close_days,"
         " alert_mapping = EXCLUDED.alert_mapping,"
@@ -105,6 +110,7 @@ async def write(
         " trend_window_seconds = EXCLUDED.trend_window_seconds,"
         " trend_opens_problem = EXCLUDED.trend_opens_problem,"
         " change_window_seconds = EXCLUDED.change_window_seconds,"
+        " surveys_enabled = EXCLUDED.surveys_enabled, survey_days = EXCLUDED.survey_days,"
         " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,"
         " updated_by = EXCLUDED.updated_by",
         *values,

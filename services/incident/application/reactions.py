@@ -7,6 +7,9 @@ They run inside the unit of work that recorded the event (`shared/uow.py`), befo
 | `IncidentCreatedV1`  | start the incident's SLA clocks; run the trend detector (suggest   |
 |                      | or open a problem, `application/trends.py`)                        |
 | `RequestSubmittedV1` | start the request's SLA clocks                                     |
+| `IncidentTransitionedV1` | resolved: offer the caller a survey; a major incident's open   |
+|                      | outages end (`application/resolution.py`)                          |
+| `RequestTransitionedV1` | fulfilled: offer the requester a survey                         |
 
 A known error's workaround is not a reaction: the created event carries it, so the incident
 use case reads it before building the incident.
@@ -20,12 +23,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.incident.application import sla, trends
+from services.incident.application import resolution, sla, trends
 from services.incident.application.uow import IncidentUnitOfWork, IncidentWork
 from services.incident.metrics import IncidentMetrics
 from shared.context import RequestContext
 from shared.db import Connection
-from shared.events.catalogue import IncidentCreatedV1, RequestSubmittedV1
+from shared.events.catalogue import (
+    IncidentCreatedV1,
+    IncidentTransitionedV1,
+    RequestSubmittedV1,
+    RequestTransitionedV1,
+)
 from shared.uow import Reactions, Recorded
 
 
@@ -70,6 +78,11 @@ INCIDENT_REACTIONS: Reactions[IncidentWork] = Reactions(
     {
         IncidentCreatedV1: [start_incident_clocks, detect_trend],
         RequestSubmittedV1: [start_request_clocks],
+        IncidentTransitionedV1: [
+            resolution.survey_resolved_incident,
+            resolution.end_outages_of_resolved_incident,
+        ],
+        RequestTransitionedV1: [resolution.survey_fulfilled_request],
     }
 )
 

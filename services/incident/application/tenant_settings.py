@@ -4,7 +4,7 @@ One row per tenant in `incident_settings`; a tenant without one runs on the defa
 (`TenantSettings()`), shown as version 0. A replacement is whole (PUT): fields left out return
 to their defaults, so what was sent is what is in force. Each replacement is an event carrying
 the settings in full (`itsm.incident.settings_changed.v1`), the audit trail of who configured
-priorities, auto-closure, alert mapping, trends and change correlation, and when.
+priorities, auto-closure, alert mapping, trends, change correlation and surveys, and when.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ class IncidentSettingsBody(RequestBody):
         le=30 * DAY,
         description="An incident on a CI changed this long before it flags the change.",
     )
+    surveys_enabled: bool = Field(
+        default=True,
+        description="Offer a satisfaction survey when an incident is resolved or a request "
+        "fulfilled (one per record).",
+    )
+    survey_days: int = Field(
+        default=14, ge=1, le=90, description="A survey takes its answer for this many days."
+    )
 
 
 def settings_view(settings: TenantSettings) -> dict[str, Any]:
@@ -70,6 +78,8 @@ def settings_view(settings: TenantSettings) -> dict[str, Any]:
         "trend_window_seconds": settings.trend_window_seconds,
         "trend_opens_problem": settings.trend_opens_problem,
         "change_window_seconds": settings.change_window_seconds,
+        "surveys_enabled": settings.surveys_enabled,
+        "survey_days": settings.survey_days,
         "version": settings.version,
     }
 
@@ -103,6 +113,8 @@ async def replace_settings_in(
             trend_window_seconds=body.trend_window_seconds,
             trend_opens_problem=body.trend_opens_problem,
             change_window_seconds=body.change_window_seconds,
+            surveys_enabled=body.surveys_enabled,
+            survey_days=body.survey_days,
             version=version,
         ),
         at=now or datetime.now(UTC),

@@ -2,7 +2,8 @@
 
 A use case opens one (`reactions.unit_of_work`), reads and writes through the repositories it
 gives (`uow.incidents`, `uow.requests`, `uow.problems`, `uow.trends`, `uow.clocks`,
-`uow.projection`, `uow.changes`, `uow.settings`, `uow.alert_groups`, `uow.numbers`), and
+`uow.projection`, `uow.changes`, `uow.settings`, `uow.alert_groups`, `uow.numbers`,
+`uow.surveys`, `uow.outages`), and
 records the events of its aggregates with `uow.record` (`store_new` and `store_change` below
 do it together with the row and its history). The unit of work writes them to the outbox once,
 at commit, after the service's reactions (`application/reactions.py`).
@@ -24,23 +25,29 @@ import asyncpg
 
 from services.incident.adapters import alerts as alert_store
 from services.incident.adapters import changes as change_store
+from services.incident.adapters import outages as outage_store
 from services.incident.adapters import problems as problem_store
 from services.incident.adapters import projections, repository
 from services.incident.adapters import requests as request_store
 from services.incident.adapters import settings as settings_store
 from services.incident.adapters import sla as clock_store
+from services.incident.adapters import surveys as survey_store
 from services.incident.adapters.alerts import AlertGroup, Claimed
 from services.incident.adapters.changes import ImplementedChange
+from services.incident.adapters.outages import OutageFilter
 from services.incident.adapters.problems import ProblemFilter, TrendState
 from services.incident.adapters.projections import PolicySnapshot, ProjectedCi, ProjectedService
 from services.incident.adapters.repository import IncidentFilter
 from services.incident.adapters.requests import RequestFilter
 from services.incident.adapters.settings import TenantSettings
 from services.incident.adapters.sla import ClockRow
+from services.incident.adapters.surveys import SurveyFilter
 from services.incident.domain.incident import Change, Incident
+from services.incident.domain.outage import Outage
 from services.incident.domain.problem import Problem, ProblemChange
 from services.incident.domain.request import Change as RequestChange
 from services.incident.domain.request import ServiceRequest
+from services.incident.domain.survey import Survey
 from services.incident.domain.workflow import Approval
 from services.incident.metrics import IncidentMetrics
 from shared.context import RequestContext
@@ -210,6 +217,31 @@ class Numbers(Protocol):
     async def next(self, kind: str) -> int: ...
 
 
+class Surveys(Protocol):
+    """The satisfaction surveys of the tenant's resolved incidents and fulfilled requests."""
+
+    async def get(
+        self, record: RecordKind, record_id: uuid.UUID, *, lock: bool = False
+    ) -> Survey | None: ...
+    async def insert(self, survey: Survey) -> bool: ...
+    async def save_answer(self, survey: Survey) -> None: ...
+    async def search(
+        self, where: SurveyFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Survey]: ...
+
+
+class Outages(Protocol):
+    """The tenant's outage records."""
+
+    async def get(self, outage_id: uuid.UUID, *, lock: bool = False) -> Outage | None: ...
+    async def open_of_incident(self, incident_id: uuid.UUID) -> list[Outage]: ...
+    async def insert(self, outage: Outage) -> None: ...
+    async def save(self, outage: Outage) -> None: ...
+    async def search(
+        self, where: OutageFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Outage]: ...
+
+
 class IncidentWork(UnitOfWork):
     """What the incident use cases work on: the repositories (real or fake) and the metrics."""
 
@@ -223,6 +255,8 @@ class IncidentWork(UnitOfWork):
     settings: Settings
     alert_groups: AlertGroups
     numbers: Numbers
+    surveys: Surveys
+    outages: Outages
     metrics: IncidentMetrics | None
     # The records as this unit of work last stored them, by event subject (their id): what a
     # reaction reads of the record whose event it reacts to, and what a use case answers with
@@ -604,6 +638,43 @@ class _Numbers(TransactionStore):
         return await repository.next_number(self._conn, self._tenant, kind)
 
 
+class _Surveys(TransactionStore):
+    async def get(
+        self, record: RecordKind, record_id: uuid.UUID, *, lock: bool = False
+    ) -> Survey | None:
+        return await survey_store.get(self._conn, self._tenant, record, record_id, lock=lock)
+
+    async def insert(self, survey: Survey) -> bool:
+        return await survey_store.insert(self._conn, survey)
+
+    async def save_answer(self, survey: Survey) -> None:
+        await survey_store.save_answer(self._conn, survey)
+
+    async def search(
+        self, where: SurveyFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Survey]:
+        return await survey_store.search(self._conn, self._tenant, where, after=after, limit=limit)
+
+
+class _Outages(TransactionStore):
+    async def get(self, outage_id: uuid.UUID, *, lock: bool = False) -> Outage | None:
+        return await outage_store.get(self._conn, self._tenant, outage_id, lock=lock)
+
+    async def open_of_incident(self, incident_id: uuid.UUID) -> list[Outage]:
+        return await outage_store.open_of_incident(self._conn, self._tenant, incident_id)
+
+    async def insert(self, outage: Outage) -> None:
+        await outage_store.insert(self._conn, outage)
+
+    async def save(self, outage: Outage) -> None:
+        await outage_store.save(self._conn, outage)
+
+    async def search(
+        self, where: OutageFilter, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Outage]:
+        return await outage_store.search(self._conn, self._tenant, where, after=after, limit=limit)
+
+
 class IncidentUnitOfWork(PostgresUnitOfWork, IncidentWork):
     """The incident service's unit of work on PostgreSQL.
 
@@ -636,6 +707,8 @@ class IncidentUnitOfWork(PostgresUnitOfWork, IncidentWork):
         self.settings = _Settings(self)
         self.alert_groups = _AlertGroups(self)
         self.numbers = _Numbers(self)
+        self.surveys = _Surveys(self)
+        self.outages = _Outages(self)
 
     @classmethod
     def joining(
@@ -681,10 +754,12 @@ __all__ = [
     "IncidentWork",
     "Incidents",
     "Numbers",
+    "Outages",
     "Problems",
     "Projection",
     "Requests",
     "Settings",
+    "Surveys",
     "TenantSettings",
     "Trends",
     "store_change",
