@@ -34,7 +34,6 @@ TAG = "itsm"
 # registered: then remove it from here so that its labels are checked against the real gauge.
 PENDING_METRICS: dict[str, frozenset[str]] = {
     "itsm_reporting_kpi_value": frozenset({"kpi", "period", "service", "priority"}),
-    "itsm_reporting_service_availability_ratio": frozenset({"service", "period"}),
 }
 
 # The KPI ids the dashboards select, as PromQL regular expressions (the `kpi` label of
