@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -157,10 +157,14 @@ class Announced:
 
 
 def deployment_view(deployment: Deployment) -> dict[str, Any]:
-    """The deployment as the API shows it (JSON-ready)."""
-    view = asdict(deployment)
+    """The deployment as the API shows it (JSON-ready). Built field by field: `asdict`'s deep
+    copy was a few per cent of a gate decision's CPU."""
+    view = {f.name: getattr(deployment, f.name) for f in fields(deployment)}
     view.pop("fingerprint")
     view.pop("tenant_id")
+    view["artifacts"] = [dict(a) for a in deployment.artifacts]
+    view["reasons"] = [dict(r) for r in deployment.reasons]
+    view["external"] = dict(deployment.external)
     for name, value in view.items():
         if isinstance(value, datetime):
             view[name] = value.isoformat()
