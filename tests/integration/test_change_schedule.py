@@ -515,3 +515,75 @@ async def test_a_window_named_after_a_business_calendar_is_read_in_the_calendar_
         lambda r: r.status_code == 201,
     )
     assert made.json()["time_zone"] == "Asia/Kolkata" and made.json()["calendar"] == "ops-hours"
+
+
+async def test_the_one_statement_read_around_a_window_finds_what_the_separate_reads_find(
+    tenant, pools
+):
+    """`Schedule.around` (one round trip, what the gate and the conflicts read every call)
+    against the reads it stands for: neighbourhood, services, booked changes, major incidents
+    on a CI, on a service a CI supports and on a service the change names; resolved and
+    minor incidents, and changes outside the window or the hops, are left out."""
+    app, db, disk, mail, far = ids(5)
+    await seed_cmdb(
+        pools["change"],
+        tenant,
+        [app, db, disk, mail, far],
+        depends=[(app, db), (db, disk), (disk, far)],
+        services={db: ["payroll"], mail: ["mail"]},
+    )
+    at = DAY + timedelta(days=10)
+    mine = await new_change(pools["change"], tenant, [app, db], at, implementer="ivan")
+    on_disk = await new_change(pools["change"], tenant, [disk], at + timedelta(hours=1))
+    on_far = await new_change(pools["change"], tenant, [far], at)
+    by_ivan = await new_change(pools["change"], tenant, [mail], at, implementer="ivan")
+    await new_change(pools["change"], tenant, [db], at + timedelta(hours=3))  # after the window
+    incidents = {
+        "on app": (True, None, [], app),
+        "on payroll": (True, None, ["payroll"], None),
+        "on hr (named)": (True, None, ["hr"], None),
+        "resolved": (True, datetime.now(UTC), ["payroll"], None),
+        "minor": (False, None, ["payroll"], app),
+        "elsewhere": (True, None, ["mail"], None),
+    }
+    async with tenant_transaction(pools["change"], tenant) as conn:
+        for title, (major, resolved, services, ci) in incidents.items():
+            await conn.execute(
+                "INSERT INTO proj_incidents (tenant_id, id, number, title, state, major, services,"
+                " ci_id, declared_at, resolved_at, version, updated_at) VALUES ($1, $2, 1, $3,"
+                " 'in_progress', $4, $5, $6, now(), $7, 1, now())",
+                tenant,
+                uuid.uuid4(),
+                title,
+                major,
+                services,
+                uuid.UUID(ci) if ci else None,
+                resolved,
+            )
+    cis = [app, db]
+    async with ChangeUnitOfWork(pools["change"], RequestContext(tenant, "rita", "")) as uow:
+        for hops in (0, 1, 2, 3):
+            found = await uow.schedule.around(
+                cis, hops, at, at + timedelta(hours=2), services=["hr"], implementer="ivan"
+            )
+            near = await uow.schedule.neighbourhood(cis, hops)
+            reachable = sorted({ci for reach in near.values() for ci in reach})
+            services = await uow.schedule.services_of(cis)
+            assert found.near == near
+            assert found.services == services == {app: (), db: ("payroll",)}
+            assert found.changes == await uow.schedule.booked_changes(
+                at, at + timedelta(hours=2), ci_ids=reachable, implementer="ivan"
+            )
+            assert found.major_incidents == await uow.schedule.major_incidents(
+                ["hr", "payroll"], cis
+            )
+            booked = {c.id for c in found.changes}
+            # disk is one hop down from db, far two.
+            assert booked == {mine.id, by_ivan.id} | ({on_disk.id} if hops >= 1 else set()) | (
+                {on_far.id} if hops >= 2 else set()
+            )
+        assert sorted(i.title for i in found.major_incidents) == [
+            "on app",
+            "on hr (named)",
+            "on payroll",
+        ]

@@ -194,6 +194,25 @@ class PostgresCab(TransactionStore):
         )
         return int(found or 0)
 
+    async def authorization_inputs(
+        self, change_id: uuid.UUID, kind: str
+    ) -> tuple[list[Step], list[Decision], RuleSet]:
+        """What the change's authorization is computed from, in one round trip (the gate asks
+        it on every decision): the steps of its latest round (`round_steps`), every decision
+        on it (`decisions`) and the latest rule set of `kind` (`rule_set`)."""
+        row = await self._conn.fetchrow(_AUTHORIZATION_INPUTS, self._tenant, change_id, kind)
+        assert row is not None  # one row, always
+        rule_set = (
+            RuleSet(kind, 0, None)
+            if row["version"] is None
+            else RuleSet(kind, row["version"], row["body"], row["created_at"], row["created_by"])
+        )
+        return (
+            [_step(_typed(s, _STEP_UUIDS, _STEP_INSTANTS)) for s in row["steps"]],
+            [_decision(_typed(d, _DECISION_UUIDS, ("at",))) for d in row["decisions"]],
+            rule_set,
+        )
+
     async def round_steps(self, change_id: uuid.UUID, round: int | None = None) -> list[Step]:
         """The steps of a round (the latest when None), in order."""
         rows = await self._conn.fetch(
@@ -377,7 +396,37 @@ def _assessment(r: asyncpg.Record) -> StoredAssessment:
     )
 
 
-def _step(r: asyncpg.Record) -> Step:
+# `authorization_inputs`: the three reads of `round_steps`, `decisions` and `rule_set` as one
+# statement; the steps and decisions travel as JSON (`_typed` restores their ids and instants).
+_AUTHORIZATION_INPUTS = (
+    "SELECT coalesce((SELECT jsonb_agg(s ORDER BY s.position) FROM approval_steps s"
+    " WHERE s.tenant_id = $1 AND s.change_id = $2 AND s.round = (SELECT max(round)"
+    " FROM approval_steps WHERE tenant_id = $1 AND change_id = $2)), '[]') AS steps,"
+    " coalesce((SELECT jsonb_agg(d ORDER BY d.at, d.id) FROM approval_decisions d"
+    " WHERE d.tenant_id = $1 AND d.change_id = $2), '[]') AS decisions,"
+    " r.version, r.body, r.created_at, r.created_by"
+    " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT version, body, created_at, created_by"
+    " FROM change_rule_sets WHERE tenant_id = $1 AND kind = $3 ORDER BY version DESC LIMIT 1)"
+    " AS r ON true"
+)
+_STEP_UUIDS = ("id", "change_id")
+_STEP_INSTANTS = ("opened_at", "deadline_at", "escalate_at", "completed_at")
+_DECISION_UUIDS = ("id", "step_id", "change_id", "cab_meeting_id")
+
+
+def _typed(row: dict[str, Any], uuids: Sequence[str], instants: Sequence[str]) -> dict[str, Any]:
+    """A row read as JSON with its UUIDs and instants as asyncpg reads them."""
+    typed = dict(row)
+    for name in uuids:
+        if typed[name] is not None:
+            typed[name] = uuid.UUID(typed[name])
+    for name in instants:
+        if typed[name] is not None:
+            typed[name] = datetime.fromisoformat(typed[name])
+    return typed
+
+
+def _step(r: asyncpg.Record | dict[str, Any]) -> Step:
     return Step(
         id=r["id"],
         tenant_id=r["tenant_id"],
@@ -400,7 +449,7 @@ def _step(r: asyncpg.Record) -> Step:
     )
 
 
-def _decision(r: asyncpg.Record) -> Decision:
+def _decision(r: asyncpg.Record | dict[str, Any]) -> Decision:
     return Decision(
         id=r["id"],
         step_id=r["step_id"],

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
+from services.change.adapters.changes import CHANGES
+from services.change.domain.change import Change
 from shared.db import Connection
 
 DEFAULT_PRODUCTION: Final = ("production", "prod")
@@ -127,8 +129,60 @@ async def lock_key(
     so two concurrent retries make one deployment (and at most one registered change)."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        f"deployment\x1f{tenant_id}\x1f{pipeline}\x1f{environment}\x1f{sequence}",
+        _lock_name(tenant_id, pipeline, environment, sequence),
     )
+
+
+def _lock_name(tenant_id: str, pipeline: str, environment: str, sequence: int) -> str:
+    return f"deployment\x1f{tenant_id}\x1f{pipeline}\x1f{environment}\x1f{sequence}"
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """What `gate_context` reads with the key's lock: the tenant's gate settings and the
+    change the announcement names (None when it names none or it does not exist)."""
+
+    settings: GateSettings
+    change: Change | None
+
+
+# `gate_context`'s one statement: the change's columns as `CHANGES` selects them, beside the
+# settings and the lock (names that no column of a change takes).
+_GATE_CONTEXT: Final = (
+    "SELECT pg_advisory_xact_lock(hashtextextended($2, 0)) AS gate_key_locked,"  # noqa: S608 (fixed names)
+    " s.production_environments AS gate_production, s.release_environments AS gate_release,"
+    " c.* FROM (SELECT 1) AS one LEFT JOIN gate_settings AS s ON s.tenant_id = $1"
+    f" LEFT JOIN LATERAL ({CHANGES.select} WHERE r.tenant_id = $1 AND r.id = $3) AS c ON true"
+)
+
+
+async def gate_context(
+    conn: Connection,
+    tenant_id: str,
+    pipeline: str,
+    environment: str,
+    sequence: int,
+    *,
+    change_id: uuid.UUID | None,
+) -> GateContext:
+    """`lock_key`, `gate_settings` and the change named, in one round trip: what every
+    announcement starts with. (The deployment itself is read after, under the lock.)"""
+    row = await conn.fetchrow(
+        _GATE_CONTEXT,
+        tenant_id,
+        _lock_name(tenant_id, pipeline, environment, sequence),
+        change_id,
+    )
+    assert row is not None  # one row, always
+    settings = (
+        GateSettings()
+        if row["gate_production"] is None
+        else GateSettings(tuple(row["gate_production"]), tuple(row["gate_release"]))
+    )
+    change = None
+    if row["id"] is not None:
+        change = CHANGES.from_row({name: row[name] for name in CHANGES.fields})
+    return GateContext(settings, change)
 
 
 async def announced_at_commit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -66,12 +67,18 @@ async def active_windows(conn: Connection, tenant_id: str) -> list[ChangeWindow]
 
 
 async def neighbourhood(
-    conn: Connection, tenant_id: str, ci_ids: Sequence[str], hops: int
+    conn: Connection,
+    tenant_id: str,
+    ci_ids: Sequence[str],
+    hops: int,
+    *,
+    first_step: Sequence[tuple[str, str, bool]] | None = None,
 ) -> dict[str, dict[str, int]]:
     """For each CI, the CIs within `hops` relationships up or downstream and their distance
     (the CI itself at 0). Up and down are walked apart, never mixed: siblings that share a
     dependency are not neighbours. One query per direction and hop for all the CIs at once
-    (`shared.cmdb.walks.walk` is one CI's walk: a round trip per CI here)."""
+    (`shared.cmdb.walks.walk` is one CI's walk: a round trip per CI here); `first_step`: the
+    edges (ci, next, up) of the first hop when the caller has read them already (`around`)."""
     near: dict[str, dict[str, int]] = {ci: {ci: 0} for ci in ci_ids}
     # direction (up?) -> origin -> the CIs reached at the last depth in that direction
     frontier: dict[bool, dict[str, set[str]]] = {
@@ -86,8 +93,13 @@ async def neighbourhood(
         if not wanted[True] and not wanted[False]:
             break
         edges: dict[tuple[bool, str], list[str]] = {}
-        for row in await conn.fetch(_STEP, tenant_id, wanted[True], wanted[False]):
-            edges.setdefault((row["up"], row["ci"]), []).append(row["next"])
+        if depth == 1 and first_step is not None:
+            step = first_step
+        else:
+            rows = await conn.fetch(_STEP, tenant_id, wanted[True], wanted[False])
+            step = [(r["ci"], r["next"], r["up"]) for r in rows]
+        for ci, following_ci, up in step:
+            edges.setdefault((up, ci), []).append(following_ci)
         for up, by_origin in frontier.items():
             following: dict[str, set[str]] = {}
             for origin, reached in by_origin.items():
@@ -180,6 +192,91 @@ async def overlapping_changes(
         end,
     )
     return [_booked(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Around:
+    """What the schedule reads around a planned window (`around`): each CI's neighbourhood,
+    its business services, the changes overlapping the window on the CIs reached or by the
+    implementer, and the open major incidents on the CIs or their services."""
+
+    near: dict[str, dict[str, int]]
+    services: dict[str, tuple[str, ...]]
+    changes: list[BookedChange]
+    major_incidents: list[OpenMajorIncident]
+
+
+# `around`'s one statement: the first hop of `neighbourhood` ($2 both ways), `services_of`,
+# `overlapping_changes` and `open_major_incidents` (on the CIs' services and the ones named),
+# each as a JSON array of arrays.
+_AROUND = (
+    "SELECT coalesce((SELECT jsonb_agg(jsonb_build_array(e.ci, e.next, e.up)) FROM ("  # noqa: S608 (fixed text)
+    + _STEP.replace("$3", "$2")
+    + ") AS e), '[]') AS step,"
+    " coalesce((SELECT jsonb_agg(jsonb_build_array(ci_id, services)) FROM cmdb_ci_services"
+    " WHERE tenant_id = $1 AND ci_id = ANY($2::text[])), '[]') AS services,"
+    " coalesce((SELECT jsonb_agg(jsonb_build_array(id, number, state, planned_start,"
+    " planned_end, affected_cis, implementer) ORDER BY planned_start, number) FROM changes"
+    " WHERE tenant_id = $1 AND planned_start < $4 AND planned_end > $3"
+    " AND state <> ALL('{cancelled,closed}'::text[])), '[]') AS changes,"
+    " coalesce((SELECT jsonb_agg(jsonb_build_array(id, title, services, ci_id)"
+    " ORDER BY declared_at NULLS LAST, id) FROM proj_incidents"
+    " WHERE tenant_id = $1 AND major AND resolved_at IS NULL"
+    " AND (services && ($5::text[] || (SELECT coalesce(array_agg(s), '{}') FROM"
+    " cmdb_ci_services AS c, unnest(c.services) AS s WHERE c.tenant_id = $1"
+    " AND c.ci_id = ANY($2::text[]))) OR ci_id = ANY($6::uuid[]))), '[]') AS incidents"
+)
+
+
+async def around(
+    conn: Connection,
+    tenant_id: str,
+    ci_ids: Sequence[str],
+    hops: int,
+    start: datetime,
+    end: datetime,
+    *,
+    services: Sequence[str],
+    implementer: str | None,
+) -> Around:
+    """`neighbourhood`, `services_of`, `booked_changes` and the open major incidents of a
+    planned window in one round trip (and one more per hop beyond the first): what the
+    conflict detection and the deployment gate read on every call."""
+    wanted = sorted(set(ci_ids))
+    row = await conn.fetchrow(
+        _AROUND, tenant_id, wanted, start, end, sorted(set(services)), as_uuids(ci_ids)
+    )
+    assert row is not None  # one row, always
+    first_step = [(ci, following, up) for ci, following, up in row["step"]]
+    near = await neighbourhood(conn, tenant_id, ci_ids, hops, first_step=first_step)
+    found = {ci: tuple(names) for ci, names in row["services"]}
+    reachable = {ci for reach in near.values() for ci in reach}
+    booked = [
+        BookedChange(
+            id=uuid.UUID(id_),
+            number=number,
+            state=state,
+            start=datetime.fromisoformat(planned_start),
+            end=datetime.fromisoformat(planned_end),
+            ci_ids=tuple(cis or ()),
+            implementer=who,
+        )
+        for id_, number, state, planned_start, planned_end, cis, who in row["changes"]
+    ]
+    return Around(
+        near=near,
+        services={ci: found.get(ci, ()) for ci in ci_ids},
+        changes=[
+            change
+            for change in booked
+            if (implementer is not None and change.implementer == implementer)
+            or not reachable.isdisjoint(change.ci_ids)
+        ],
+        major_incidents=[
+            OpenMajorIncident(id=id_, title=title, services=tuple(names), ci_id=ci)
+            for id_, title, names, ci in row["incidents"]
+        ],
+    )
 
 
 async def last_conflicts(
@@ -310,6 +407,27 @@ class PostgresSchedule(TransactionStore):
 
     async def services_of(self, ci_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         return await services_of(self._conn, self._tenant, ci_ids)
+
+    async def around(
+        self,
+        ci_ids: Sequence[str],
+        hops: int,
+        start: datetime,
+        end: datetime,
+        *,
+        services: Sequence[str],
+        implementer: str | None,
+    ) -> Around:
+        return await around(
+            self._conn,
+            self._tenant,
+            ci_ids,
+            hops,
+            start,
+            end,
+            services=services,
+            implementer=implementer,
+        )
 
     async def known_cis(self, ci_ids: Sequence[str]) -> set[str]:
         return await known_cis(self._conn, self._tenant, ci_ids)

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from services.change.adapters.approvals import CabMeeting, due_escalations
+from services.change.adapters.approvals import CabMeeting, RuleSet, due_escalations
 from services.change.application import schedule
 from services.change.application.uow import ChangeUnitOfWork, ChangeWork, store_change
 from services.change.domain.approvals import (
@@ -79,9 +79,14 @@ QUEUE_SCAN = 1000
 async def approval_policies(uow: ChangeWork) -> tuple[int, ApprovalPolicies]:
     """The tenant's approval policies in force and their version (0: the defaults)."""
     stored = await uow.cab.rule_set(POLICY_KIND)
+    return stored.version, _policies_of(stored)
+
+
+def _policies_of(stored: RuleSet) -> ApprovalPolicies:
+    """The policies a stored rule set holds (the defaults for version 0)."""
     if stored.body is None:
-        return 0, ApprovalPolicies.default()
-    return stored.version, ApprovalPolicies.model_validate(stored.body)
+        return ApprovalPolicies.default()
+    return ApprovalPolicies.model_validate(stored.body)
 
 
 async def replace_approval_policies(
@@ -175,9 +180,8 @@ class Authorization:
 async def authorization(uow: ChangeWork, change: Change) -> Authorization:
     """The change's authorization status, steps, approvers and every decision (void ones
     marked), valid only while the decisions' content hash equals the change's."""
-    steps = await uow.cab.round_steps(change.id)
-    decisions = await uow.cab.decisions(change.id)
-    _, policies = await approval_policies(uow)
+    steps, decisions, stored = await uow.cab.authorization_inputs(change.id, POLICY_KIND)
+    policies = _policies_of(stored)
     party = party_of(change)
     status, outcomes = status_of(steps, decisions, change.content_hash, party, policies.groups)
     in_round = {s.id for s in steps}

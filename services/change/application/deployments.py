@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -157,10 +157,14 @@ class Announced:
 
 
 def deployment_view(deployment: Deployment) -> dict[str, Any]:
-    """The deployment as the API shows it (JSON-ready)."""
-    view = asdict(deployment)
+    """The deployment as the API shows it (JSON-ready). Built field by field: `asdict`'s deep
+    copy was a few per cent of a gate decision's CPU."""
+    view = {f.name: getattr(deployment, f.name) for f in fields(deployment)}
     view.pop("fingerprint")
     view.pop("tenant_id")
+    view["artifacts"] = [dict(a) for a in deployment.artifacts]
+    view["reasons"] = [dict(r) for r in deployment.reasons]
+    view["external"] = dict(deployment.external)
     for name, value in view.items():
         if isinstance(value, datetime):
             view[name] = value.isoformat()
@@ -217,13 +221,17 @@ async def decide_for(
     *,
     production: bool,
     now: datetime,
+    change: Change | None = None,
 ) -> Decision:
     """The gate's decision on an announcement against the change it names (or none); a
     deployment of a release is also prevented when its digests did not succeed in the
-    environment before this one (`promotion`)."""
+    environment before this one (`promotion`). `change`: that change, when the caller read it
+    in this transaction already."""
+    if change is not None and change.id != change_id:
+        change = None
     if change_id is None:
         decision = decide(announcement, None, production=production, now=now)
-    elif (change := await uow.changes.get(change_id)) is None:
+    elif change is None and (change := await uow.changes.get(change_id)) is None:
         decision = decide(announcement, None, production=production, now=now, change_missing=True)
     else:
         facts = await _facts(gate, uow, change)
@@ -301,7 +309,10 @@ async def announce(
     now = now or datetime.now(UTC)
     check_artifacts(announcement.artifacts)
     key = (announcement.pipeline, announcement.environment, announcement.sequence)
-    await store.lock_key(uow.conn, uow.tenant_id, *key)
+    # One round trip takes the key's lock and reads the settings and the change named.
+    context = await store.gate_context(
+        uow.conn, uow.tenant_id, *key, change_id=announcement.change_id
+    )
     existing = await store.by_key(uow.conn, uow.tenant_id, *key)
     if existing is not None:
         if existing.fingerprint != announcement.fingerprint:
@@ -310,8 +321,7 @@ async def announce(
                 fields=[FieldError("sequence", "already announced with other content")],
             )
         return Announced(await _refresh(gate, uow, existing, now), created=False)
-    settings = await store.gate_settings(uow.conn, uow.tenant_id)
-    production = settings.is_production(announcement.environment)
+    production = context.settings.is_production(announcement.environment)
     release_id = announcement.release_id
     if (
         release_id is not None
@@ -322,7 +332,15 @@ async def announce(
     if change_id is None and production:
         change, registered = await _register_change(gate, uow, announcement, now)
         change_id = change.id
-    decision = await decide_for(gate, uow, announcement, change_id, production=production, now=now)
+    decision = await decide_for(
+        gate,
+        uow,
+        announcement,
+        change_id,
+        production=production,
+        now=now,
+        change=context.change if registered is None else None,
+    )
     deployment = Deployment(
         tenant_id=uow.tenant_id,
         id=new_id(),

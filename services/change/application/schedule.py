@@ -212,25 +212,24 @@ async def surroundings(uow: ChangeWork, planned: PlannedWork, *, hops: int) -> S
     them or by the implementer, the active windows' occurrences, open major incidents."""
     if not 0 <= hops <= MAX_HOPS:
         raise invalid_field("hops", f"from 0 to {MAX_HOPS}", "query")
-    ci_ids = planned.ci_ids
-    near = await uow.schedule.neighbourhood(ci_ids, hops)
-    services = await uow.schedule.services_of(ci_ids)
-    reachable = sorted({ci for reach in near.values() for ci in reach})
-    booked = await uow.schedule.booked_changes(
-        planned.start, planned.end, ci_ids=reachable, implementer=planned.implementer
+    # Two round trips, whatever the number of CIs: the neighbourhood, services, changes and
+    # major incidents together (`Schedule.around`), then the active windows.
+    found = await uow.schedule.around(
+        planned.ci_ids,
+        hops,
+        planned.start,
+        planned.end,
+        services=planned.services,
+        implementer=planned.implementer,
     )
     windows = await uow.schedule.active_windows()
     occurring = [(w, w.occurrences(planned.start, planned.end)) for w in windows]
-    all_services = sorted({s for each in services.values() for s in each} | set(planned.services))
-    incidents = (
-        await uow.schedule.major_incidents(all_services, ci_ids) if ci_ids or all_services else []
-    )
     return Surroundings(
-        services=services,
-        near=near,
-        changes=booked,
+        services=found.services,
+        near=found.near,
+        changes=found.changes,
         windows=occurring,
-        major_incidents=incidents,
+        major_incidents=found.major_incidents,
     )
 
 

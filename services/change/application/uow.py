@@ -23,7 +23,7 @@ from services.change.adapters import change_records
 from services.change.adapters.approvals import PostgresCab
 from services.change.adapters.changes import CHANGES
 from services.change.adapters.unauthorized import PostgresUnauthorizedDetections
-from services.change.adapters.windows import PostgresSchedule
+from services.change.adapters.windows import Around, PostgresSchedule
 from services.change.application.ports import ChangeSettingsStore, Evidence, Projection, Templates
 from services.change.domain.change import Change, ChangeChange
 from services.change.domain.schedule import BookedChange, OpenMajorIncident
@@ -93,6 +93,16 @@ class Schedule(Protocol):
         self, ci_ids: Sequence[str], hops: int
     ) -> dict[str, dict[str, int]]: ...
     async def services_of(self, ci_ids: Sequence[str]) -> dict[str, tuple[str, ...]]: ...
+    async def around(
+        self,
+        ci_ids: Sequence[str],
+        hops: int,
+        start: datetime,
+        end: datetime,
+        *,
+        services: Sequence[str],
+        implementer: str | None,
+    ) -> Around: ...
     async def known_cis(self, ci_ids: Sequence[str]) -> set[str]: ...
     async def service_known(self, service: str) -> bool: ...
     async def cis_of_service(self, service: str) -> list[str]: ...
