@@ -108,6 +108,18 @@ class ChangeSettingsChangedV1(EventPayload):
     version: int = Field(ge=1)
 
 
+@event("itsm.change.gate_settings_changed.v1", topic=CHANGE_EVENTS, source="itsm/change")
+class ChangeGateSettingsChangedV1(EventPayload):
+    """A tenant changed its deployment gate's settings (subject `gate-settings`, itsmversion the
+    version): which environments are production (what the gate guards) and the order releases
+    are promoted in. Carries them in full, as `GET /gate-settings` shows them, and what changed
+    as `{field: {"from", "to"}}` (from the defaults the first time)."""
+
+    settings: dict[str, Any]
+    changes: dict[str, dict[str, Any]]
+    version: int = Field(ge=1)
+
+
 @event("itsm.change.template_defined.v1", topic=CHANGE_EVENTS, source="itsm/change")
 class ChangeTemplateDefinedV1(EventPayload):
     """A standard change template was defined or redefined (subject: the template id);

@@ -16,9 +16,17 @@ import pytest
 
 from services.change.application.uow import ChangeUnitOfWork, store_change, store_new_change
 from services.change.domain import change as changes
+from services.reporting.domain.clauses import CLAUSES
 from shared.context import RequestContext
 from shared.events.catalogue import CHANGE_EVENTS
-from tests.support import end_offsets, fetch_as, published_so_far, read_topic, sample_value
+from tests.support import (
+    end_offsets,
+    eventually,
+    fetch_as,
+    published_so_far,
+    read_topic,
+    sample_value,
+)
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -172,7 +180,7 @@ async def test_production_environments_are_the_tenants_setting(api, pipeline, ad
     put = await api.put(
         "/gate-settings",
         json={"production_environments": ["live"], "release_environments": ["test", "live"]},
-        headers=admin,
+        headers={**admin, "If-Match": '"0"'},
     )
     assert put.status_code == 200, put.text
     live = await api.post("/deployments", json=announcement(environment="live"), headers=pipeline)
@@ -181,6 +189,115 @@ async def test_production_environments_are_the_tenants_setting(api, pipeline, ad
         "/deployments", json=announcement(environment="production"), headers=pipeline
     )
     assert prod.json()["decision"] == "allowed" and prod.json()["change_id"] is None
+
+
+GATE_SETTINGS_CHANGED = "itsm.change.gate_settings_changed.v1"
+LIVE = {"production_environments": ["live"], "release_environments": ["test", "live"]}
+
+
+async def test_gate_settings_are_the_defaults_as_version_0_until_a_tenant_saves_its_own(
+    api, pipeline
+):
+    response = await api.get("/gate-settings", headers=pipeline)
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] == '"0"'
+    assert response.json() == {
+        "production_environments": ["production", "prod"],
+        "release_environments": ["test", "staging", "production"],
+        "version": 0,
+    }
+
+
+async def test_changing_the_gate_settings_needs_if_match_and_a_stale_one_changes_nothing(
+    api, admin, pipeline
+):
+    missing = await api.put("/gate-settings", json=LIVE, headers=admin)
+    assert missing.status_code == 428, missing.text
+    assert missing.json()["errors"][0]["field"] == "If-Match"
+    saved = await api.put("/gate-settings", json=LIVE, headers={**admin, "If-Match": '"0"'})
+    assert saved.status_code == 200, saved.text
+    assert saved.headers["etag"] == '"1"' and saved.json()["version"] == 1
+    stale = await api.put(
+        "/gate-settings",
+        json={**LIVE, "production_environments": ["prod-eu"]},
+        headers={**admin, "If-Match": '"0"'},
+    )
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["etag"] == '"1"'
+    read = await api.get("/gate-settings", headers=pipeline)
+    assert read.headers["etag"] == '"1"'
+    assert read.json() == {**LIVE, "version": 1}
+    again = await api.put(
+        "/gate-settings",
+        json={**LIVE, "production_environments": ["live", "dr"]},
+        headers={**admin, "If-Match": read.headers["etag"]},
+    )
+    assert again.status_code == 200, again.text
+    assert again.headers["etag"] == '"2"' and again.json()["version"] == 2
+
+
+async def test_each_gate_settings_version_is_announced_with_the_settings_and_what_changed(
+    api, admin, infra, pools, tenant
+):
+    start = await end_offsets(infra.bootstrap_servers, CHANGE_EVENTS)
+    first = await api.put("/gate-settings", json=LIVE, headers={**admin, "If-Match": '"0"'})
+    assert first.status_code == 200, first.text
+    second_body = {**LIVE, "production_environments": ["live", "dr"]}
+    second = await api.put("/gate-settings", json=second_body, headers={**admin, "If-Match": '"1"'})
+    assert second.status_code == 200, second.text
+    end = await published_so_far(infra.bootstrap_servers, CHANGE_EVENTS, pools["change"], tenant)
+    records = await read_topic(infra.bootstrap_servers, start, to=end)
+    mine = [
+        r
+        for r in records
+        if dict(r.headers)["ce_type"] == GATE_SETTINGS_CHANGED.encode()
+        and dict(r.headers)["ce_tenantid"].decode() == tenant
+    ]
+    assert [r.key for r in mine] == [b"gate-settings", b"gate-settings"]
+    assert [dict(r.headers)["ce_itsmversion"] for r in mine] == [b"1", b"2"]
+    assert dict(mine[0].headers)["ce_actor"] == b"ada"
+    announced = [json.loads(r.value) for r in mine]
+    assert announced[0]["settings"] == LIVE and announced[0]["version"] == 1
+    assert announced[0]["changes"] == {
+        "production_environments": {"from": ["production", "prod"], "to": ["live"]},
+        "release_environments": {
+            "from": ["test", "staging", "production"],
+            "to": LIVE["release_environments"],
+        },
+    }
+    assert announced[1]["settings"] == second_body and announced[1]["version"] == 2
+    assert announced[1]["changes"] == {
+        "production_environments": {"from": ["live"], "to": ["live", "dr"]}
+    }
+
+
+async def test_the_ledger_records_each_gate_settings_version_as_change_evidence(
+    api, admin, service_client, pools, tenant
+):
+    await service_client("reporting")
+    for version in (0, 1):
+        environments = ["live"] if version == 0 else ["live", "dr"]
+        body = {**LIVE, "production_environments": environments}
+        put = await api.put(
+            "/gate-settings", json=body, headers={**admin, "If-Match": f'"{version}"'}
+        )
+        assert put.status_code == 200, put.text
+    rows = await eventually(
+        lambda: fetch_as(
+            pools["reporting"],
+            tenant,
+            "SELECT subject, version, data FROM ledger WHERE type = $1 ORDER BY position",
+            GATE_SETTINGS_CHANGED,
+        ),
+        lambda rows: len(rows) == 2,
+    )
+    assert [(r["subject"], r["version"]) for r in rows] == [
+        ("gate-settings", 1),
+        ("gate-settings", 2),
+    ]
+    assert rows[1]["data"]["settings"]["production_environments"] == ["live", "dr"]
+    filed = [c.clause for c in CLAUSES if c.matches(GATE_SETTINGS_CHANGED)]
+    assert filed == ["8.5.1"]
 
 
 async def test_an_awaiting_deployment_is_allowed_when_polled_after_its_change_is_approved(

@@ -151,6 +151,7 @@ class GateContext:
 _GATE_CONTEXT: Final = (
     "SELECT pg_advisory_xact_lock(hashtextextended($2, 0)) AS gate_key_locked,"  # noqa: S608 (fixed names)
     " s.production_environments AS gate_production, s.release_environments AS gate_release,"
+    " s.version AS gate_version,"
     " c.* FROM (SELECT 1) AS one LEFT JOIN gate_settings AS s ON s.tenant_id = $1"
     f" LEFT JOIN LATERAL ({CHANGES.select} WHERE r.tenant_id = $1 AND r.id = $3) AS c ON true"
 )
@@ -177,7 +178,9 @@ async def gate_context(
     settings = (
         GateSettings()
         if row["gate_production"] is None
-        else GateSettings(tuple(row["gate_production"]), tuple(row["gate_release"]))
+        else GateSettings(
+            tuple(row["gate_production"]), tuple(row["gate_release"]), row["gate_version"]
+        )
     )
     change = None
     if row["id"] is not None:
@@ -232,6 +235,14 @@ class GateSettings:
 
     production_environments: tuple[str, ...] = DEFAULT_PRODUCTION
     release_environments: tuple[str, ...] = DEFAULT_RELEASE_ORDER
+    version: int = 0  # 0: the defaults, never saved
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as `GET /gate-settings` shows them and their event carries them."""
+        return {
+            "production_environments": list(self.production_environments),
+            "release_environments": list(self.release_environments),
+        }
 
     def is_production(self, environment: str) -> bool:
         """Whether the environment is one of the tenant's production ones (case-insensitive)."""
@@ -241,29 +252,39 @@ class GateSettings:
 async def gate_settings(conn: Connection, tenant_id: str) -> GateSettings:
     """The tenant's gate settings (the defaults until a tenant admin sets them)."""
     row = await conn.fetchrow(
-        "SELECT production_environments, release_environments FROM gate_settings"
+        "SELECT production_environments, release_environments, version FROM gate_settings"
         " WHERE tenant_id = $1",
         tenant_id,
     )
     if row is None:
         return GateSettings()
-    return GateSettings(tuple(row["production_environments"]), tuple(row["release_environments"]))
+    return GateSettings(
+        tuple(row["production_environments"]), tuple(row["release_environments"]), row["version"]
+    )
+
+
+async def lock_gate_settings(conn: Connection, tenant_id: str) -> None:
+    """Serialise the tenant's writers of its gate settings (the first one has no row to lock)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('gate_settings:' || $1, 0))", tenant_id
+    )
 
 
 async def put_gate_settings(
     conn: Connection, tenant_id: str, settings: GateSettings, *, actor: str, now: datetime
 ) -> None:
-    """Replace the tenant's gate settings."""
+    """Replace the tenant's gate settings with this version of them."""
     await conn.execute(
         "INSERT INTO gate_settings (tenant_id, production_environments, release_environments,"
-        " updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO UPDATE"
-        " SET production_environments = $2, release_environments = $3, updated_at = $4,"
-        " updated_by = $5",
+        " updated_at, updated_by, version) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET production_environments = $2,"
+        " release_environments = $3, updated_at = $4, updated_by = $5, version = $6",
         tenant_id,
         list(settings.production_environments),
         list(settings.release_environments),
         now,
         actor,
+        settings.version,
     )
 
 

@@ -12,6 +12,9 @@
   and a changed decision is announced again.
 - `record_status`: succeeded / failed / rolled back, with its time and log URL; a deployment
   of a release is also recorded on the release (`application/releases.py`).
+- `put_settings`: the gate settings (which environments are production) are versioned like the
+  change settings: If-Match on the version ("0" the first time), each version announced by
+  `itsm.change.gate_settings_changed.v1` in the same transaction.
 """
 
 from __future__ import annotations
@@ -42,10 +45,17 @@ from services.change.domain.deployments import (
     check_status_move,
     decide,
 )
-from shared.errors import Conflict, FieldError, NotFound
-from shared.events.catalogue import DeploymentRecordedV1, GateDecidedV1, GateReasonV1
+from shared.errors import Conflict, FieldError, NotFound, StaleVersion
+from shared.events.catalogue import (
+    ChangeGateSettingsChangedV1,
+    DeploymentRecordedV1,
+    GateDecidedV1,
+    GateReasonV1,
+)
 from shared.ids import new_id
 
+# The subject of the gate settings' events (one per tenant; itsmversion is the version).
+GATE_SETTINGS_SUBJECT = "gate-settings"
 # How long the window of a change registered by a deployment is: the deployment is now.
 REGISTERED_WINDOW = timedelta(hours=4)
 
@@ -489,12 +499,28 @@ async def change_deployments(uow: GateWork, change_id: uuid.UUID) -> list[Deploy
     return await store.deployments_of_change(uow.conn, uow.tenant_id, change_id)
 
 
-async def put_settings(uow: GateWork, settings: GateSettings) -> GateSettings:
-    """Replace the tenant's gate settings."""
+async def put_settings(
+    uow: GateWork,
+    settings: GateSettings,
+    *,
+    expected_version: int,
+    now: datetime | None = None,
+) -> GateSettings:
+    """Replace the tenant's gate settings if it read the current version (412 otherwise), and
+    announce the new version with what changed, in the same transaction."""
+    await store.lock_gate_settings(uow.conn, uow.tenant_id)
+    current = await store.gate_settings(uow.conn, uow.tenant_id)
+    if current.version != expected_version:
+        raise StaleVersion("the gate settings", current.version, expected_version)
+    stored = replace(settings, version=current.version + 1)
     await store.put_gate_settings(
-        uow.conn, uow.tenant_id, settings, actor=uow.context.actor, now=datetime.now(UTC)
+        uow.conn, uow.tenant_id, stored, actor=uow.context.actor, now=now or datetime.now(UTC)
     )
-    return settings
+    before, after = current.as_json(), stored.as_json()
+    changed = {k: {"from": before[k], "to": v} for k, v in after.items() if before[k] != v}
+    event = ChangeGateSettingsChangedV1(settings=after, changes=changed, version=stored.version)
+    uow.record(GATE_SETTINGS_SUBJECT, stored.version, [event])
+    return stored
 
 
 async def tool_event(

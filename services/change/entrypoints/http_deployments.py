@@ -21,6 +21,7 @@ from services.change.domain.deployments import Announcement, Artifact
 from shared.context import RequestContext
 from shared.http import records
 from shared.http.context import authorize
+from shared.http.etags import IfMatch, etag, if_match_version
 from shared.http.models import RequestBody
 
 router = APIRouter(tags=["deployments"])
@@ -110,10 +111,11 @@ class GateSettingsIn(RequestBody):
 
 
 class GateSettingsOut(BaseModel):
-    """The tenant's gate settings."""
+    """The tenant's gate settings in force, with their version (0: the defaults, never saved)."""
 
     production_environments: list[str]
     release_environments: list[str]
+    version: int
 
 
 class SecretIn(RequestBody):
@@ -251,35 +253,45 @@ async def list_change_deployments(
     return [_out(d) for d in found]
 
 
-@router.get("/gate-settings", response_model=GateSettingsOut, summary="The gate's settings")
+def _settings_response(settings: GateSettings) -> JSONResponse:
+    body = {**settings.as_json(), "version": settings.version}
+    return JSONResponse(body, headers={"ETag": etag(settings.version)})
+
+
+@router.get(
+    "/gate-settings",
+    response_model=GateSettingsOut,
+    summary="The gate's settings (the defaults, version 0, until the tenant saves its own)",
+)
 async def get_gate_settings(
     context: Annotated[RequestContext, authorize("deployment:read")],
     runtime: Runtime,
-) -> dict[str, Any]:
+) -> JSONResponse:
     async with ChangeUnitOfWork(runtime.pool, context) as uow:
         settings = await store.gate_settings(uow.conn, uow.tenant_id)
-    return {
-        "production_environments": list(settings.production_environments),
-        "release_environments": list(settings.release_environments),
-    }
+    return _settings_response(settings)
 
 
-@router.put("/gate-settings", response_model=GateSettingsOut, summary="Set the gate's settings")
+@router.put(
+    "/gate-settings",
+    response_model=GateSettingsOut,
+    summary='Set the gate\'s settings (If-Match required; "0" the first time)',
+)
 async def put_gate_settings(
     body: GateSettingsIn,
     context: Annotated[RequestContext, authorize("integration:configure")],
     runtime: Runtime,
-) -> dict[str, Any]:
+    if_match: IfMatch = None,
+) -> JSONResponse:
+    expected = if_match_version(if_match, required=True)
+    assert expected is not None
     settings = GateSettings(
         tuple(dict.fromkeys(body.production_environments)),
         tuple(dict.fromkeys(body.release_environments)),
     )
     async with ChangeUnitOfWork(runtime.pool, context) as uow:
-        await gate.put_settings(uow, settings)
-    return {
-        "production_environments": list(settings.production_environments),
-        "release_environments": list(settings.release_environments),
-    }
+        stored = await gate.put_settings(uow, settings, expected_version=expected)
+    return _settings_response(stored)
 
 
 def _integration(tenant_id: str, tool: str, found: store.ToolSecret | None) -> dict[str, Any]:
