@@ -18,6 +18,7 @@ from shared.logging import configure_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "rebuild": ("rebuild", "Rebuild every tenant's verifiable log from Kafka; check or fill."),
     "export": ("export", "export a tenant's evidence for a period to an archive (.tar.gz)"),
+    "kpis": ("kpis", "KPI projection: `kpis rebuild` folds it again from the ledger"),
     "verify": (
         "verify",
         "Verify the stored ledger against its signed checkpoints (or an export: --bundle DIR)",

@@ -10,8 +10,9 @@ from services.reporting.application.checkpoints import (
 )
 from services.reporting.application.completeness import run_completeness
 from services.reporting.application.evidence import ExportRunner
+from services.reporting.application.kpis import run_kpi_metrics, run_kpis
 from services.reporting.application.selfcheck import SelfCheck
-from services.reporting.entrypoints import http_evidence, http_log, http_timeline
+from services.reporting.entrypoints import http_evidence, http_kpis, http_log, http_timeline
 from services.reporting.entrypoints.consumers import consumers
 from services.reporting.entrypoints.http import router
 from services.reporting.metrics import ReportingMetrics
@@ -26,7 +27,8 @@ def _background(
     """The checkpointer (signs each tenant's log as it grows), the self-check (verifies new
     entries against the newest checkpoints), the completeness task (gaps, the timeline's
     index) and the evidence export runner (takes queued export jobs, and those whose worker
-    died); all are safe in every replica. Serving needs the ledger's signing key: without it,
+    died), the KPI projection (folds each new checkpoint's entries) and the KPI gauge; all are
+    safe in every replica. Serving needs the ledger's signing key: without it,
     start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
@@ -60,6 +62,22 @@ def _background(
             ),
         ),
         BackgroundTask("evidence-exports", exports.run_forever),
+        BackgroundTask(
+            "kpi-projection",
+            lambda: run_kpis(
+                runtime.pool, runtime.service_metrics, interval=settings.kpi_interval_seconds
+            ),
+        ),
+        BackgroundTask(
+            "kpi-metrics",
+            lambda: run_kpi_metrics(
+                runtime.pool,
+                runtime.service_metrics.kpi_value,
+                settings.kpi_zone,
+                settings.kpi_metrics_services,
+                interval=settings.kpi_metrics_interval_seconds,
+            ),
+        ),
     ]
 
 
@@ -68,7 +86,13 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
     settings_class=ReportingSettings,
     migrations=Path(__file__).parent / "migrations",
     service_metrics=ReportingMetrics,
-    routers=[router, http_log.router, http_timeline.router, http_evidence.router],
+    routers=[
+        router,
+        http_log.router,
+        http_timeline.router,
+        http_evidence.router,
+        http_kpis.router,
+    ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,
     background=_background,

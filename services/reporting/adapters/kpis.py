@@ -1,0 +1,195 @@
+"""The KPI projection's tables (migration 0007): facts per record and each tenant's progress.
+
+Writes are one statement per batch (unnest). A read of figures is one statement (its facts and
+its basis from one snapshot), so a figure never mixes two checkpoints.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from services.reporting.adapters.evidence import logged_event
+from services.reporting.domain.clauses import LoggedEvent
+from services.reporting.domain.kpis import Fact, Key
+from services.reporting.domain.report_data import Basis
+from shared.db import Connection
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a tenant's facts stand: the checkpoint folded up to, the newest event time."""
+
+    tree_size: int
+    root_hash: bytes | None
+    as_of: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A tenant's facts for a range, with the basis they stand on."""
+
+    facts: list[Fact]
+    progress: Progress | None
+
+
+async def lock_progress(conn: Connection, tenant_id: str) -> Progress | None:
+    """Lock the tenant's progress row for this transaction (made at first); None when another
+    replica (or a rebuild) holds it."""
+    await conn.execute(
+        "INSERT INTO kpi_progress (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING", tenant_id
+    )
+    row = await conn.fetchrow(
+        "SELECT tree_size, root_hash, as_of FROM kpi_progress WHERE tenant_id = $1"
+        " FOR UPDATE SKIP LOCKED",
+        tenant_id,
+    )
+    return None if row is None else Progress(row["tree_size"], row["root_hash"], row["as_of"])
+
+
+async def save_progress(conn: Connection, tenant_id: str, progress: Progress) -> None:
+    await conn.execute(
+        "UPDATE kpi_progress SET tree_size = $2, root_hash = $3, as_of = $4, updated_at = now()"
+        " WHERE tenant_id = $1",
+        tenant_id,
+        progress.tree_size,
+        progress.root_hash,
+        progress.as_of,
+    )
+
+
+async def reset(conn: Connection, tenant_id: str) -> None:
+    """Forget the tenant's facts (a rebuild folds them again in the same transaction)."""
+    await conn.execute("DELETE FROM kpi_facts WHERE tenant_id = $1", tenant_id)
+    await save_progress(conn, tenant_id, Progress(0, None, 0.0))
+
+
+async def behind(conn: Connection) -> list[tuple[str, int]]:
+    """Tenants whose newest checkpoint is beyond their folded size, with that size (an
+    all-tenants transaction)."""
+    rows = await conn.fetch(
+        "SELECT c.tenant_id, max(c.tree_size) AS size FROM ledger_checkpoints c"
+        " LEFT JOIN kpi_progress p USING (tenant_id)"
+        " GROUP BY c.tenant_id, p.tree_size"
+        " HAVING max(c.tree_size) > coalesce(p.tree_size, 0) ORDER BY c.tenant_id"
+    )
+    return [(r["tenant_id"], r["size"]) for r in rows]
+
+
+async def tenants_with_checkpoints(conn: Connection) -> list[tuple[str, int]]:
+    """Every tenant with a signed checkpoint and its newest size (an all-tenants transaction)."""
+    rows = await conn.fetch(
+        "SELECT tenant_id, max(tree_size) AS size FROM ledger_checkpoints"
+        " GROUP BY tenant_id ORDER BY tenant_id"
+    )
+    return [(r["tenant_id"], r["size"]) for r in rows]
+
+
+_EVENT_COLUMNS = (
+    "leaf_index, event_id, type, subject, version, time, actor, message_value,"
+    " CASE WHEN message_value IS NULL THEN data END AS data"
+)
+
+
+async def events(conn: Connection, tenant_id: str, start: int, end: int) -> list[LoggedEvent]:
+    """The tenant's logged events at indexes [start, end), in log order, data as sent."""
+    rows = await conn.fetch(
+        f"SELECT {_EVENT_COLUMNS} FROM ledger"  # noqa: S608 - constant column list
+        " WHERE tenant_id = $1 AND leaf_index >= $2 AND leaf_index < $3 ORDER BY leaf_index",
+        tenant_id,
+        start,
+        end,
+    )
+    return [logged_event(row) for row in rows]
+
+
+async def load(conn: Connection, tenant_id: str, keys: Iterable[Key]) -> dict[Key, Fact]:
+    """The stored facts of these keys (missing ones are absent)."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT f.body FROM kpi_facts f"
+        " JOIN unnest($2::text[], $3::text[]) AS k(kind, record_id) USING (kind, record_id)"
+        " WHERE f.tenant_id = $1",
+        tenant_id,
+        [k for k, _ in wanted],
+        [r for _, r in wanted],
+    )
+    facts = (Fact.from_json(row["body"]) for row in rows)
+    return {fact.key: fact for fact in facts}
+
+
+async def save(conn: Connection, tenant_id: str, facts: Sequence[Fact]) -> None:
+    """Insert or replace these facts."""
+    if not facts:
+        return
+    await conn.execute(
+        "INSERT INTO kpi_facts (tenant_id, kind, record_id, first_at, last_at, services, body)"
+        " SELECT $1, u.body->>'kind', u.body->>'id', u.first_at, u.last_at,"
+        " ARRAY(SELECT jsonb_array_elements_text(coalesce(u.body->'services', '[]'))), u.body"
+        " FROM unnest($2::jsonb[], $3::float8[], $4::float8[]) AS u(body, first_at, last_at)"
+        " ON CONFLICT (tenant_id, kind, record_id) DO UPDATE SET first_at = excluded.first_at,"
+        " last_at = excluded.last_at, services = excluded.services, body = excluded.body",
+        tenant_id,
+        [fact.to_json() for fact in facts],
+        [fact.first_at() for fact in facts],
+        [fact.last_at() for fact in facts],
+    )
+
+
+async def snapshot(
+    conn: Connection,
+    tenant_id: str,
+    kinds: Sequence[str],
+    start: float,
+    end: float,
+    services: Sequence[str] | None,
+) -> Snapshot:
+    """The tenant's facts of these kinds placed anywhere in [start, end) (and of these
+    services), with the progress they stand on: one statement, one snapshot."""
+    row = await conn.fetchrow(
+        "SELECT p.tree_size, p.root_hash, p.as_of, ARRAY("
+        "  SELECT f.body FROM kpi_facts f WHERE f.tenant_id = $1 AND f.kind = ANY($2::text[])"
+        "  AND f.last_at >= $3 AND f.first_at < $4"
+        "  AND ($5::text[] IS NULL OR f.services && $5::text[])"
+        " ) AS bodies"
+        " FROM (SELECT $1::text AS tenant_id) t LEFT JOIN kpi_progress p USING (tenant_id)",
+        tenant_id,
+        list(kinds),
+        start,
+        end,
+        list(services) if services else None,
+    )
+    assert row is not None
+    progress = (
+        None
+        if row["tree_size"] is None
+        else Progress(row["tree_size"], row["root_hash"], row["as_of"])
+    )
+    return Snapshot([Fact.from_json(body) for body in row["bodies"]], progress)
+
+
+async def all_facts(
+    conn: Connection, kinds: Sequence[str], start: float, end: float
+) -> tuple[list[Fact], float]:
+    """Every tenant's facts of these kinds placed in [start, end), and the newest `as_of`
+    (an all-tenants transaction: the metrics)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT coalesce(max(as_of), 0) FROM kpi_progress) AS as_of, ARRAY("
+        "  SELECT f.body FROM kpi_facts f WHERE f.kind = ANY($1::text[])"
+        "  AND f.last_at >= $2 AND f.first_at < $3) AS bodies",
+        list(kinds),
+        start,
+        end,
+    )
+    assert row is not None
+    return [Fact.from_json(body) for body in row["bodies"]], float(row["as_of"])
+
+
+def basis_of(progress: Progress | None) -> Basis | None:
+    """The checkpoint a tenant's figures stand on (None before the first is folded)."""
+    if progress is None or progress.tree_size == 0 or progress.root_hash is None:
+        return None
+    return Basis(progress.tree_size, base64.b64encode(bytes(progress.root_hash)).decode())
