@@ -473,3 +473,20 @@ def test_folding_in_stored_chunks_gives_the_facts_of_folding_the_whole_log(log, 
         )
 
     assert figures(_stored_fold(log, chunk)) == figures(whole)
+
+
+def test_the_gauge_has_a_series_for_the_busiest_services_only_and_no_record_or_tenant_label():
+    from services.reporting.application.kpis import metric_samples
+
+    log = Log()
+    for n, service in ((3, "busy"), (2, "steady"), (1, "quiet")):
+        for i in range(n):
+            log.incident(i, priority=1 + i, services=[service])
+    as_of = max(e.time.timestamp() for e in log.events)
+    samples = metric_samples(list(log.facts().values()), as_of, T0.date(), UTC_ZONE, 2)
+    assert {service for (_, _, service, _) in samples} == {"", "busy", "steady"}
+    assert {period for (_, period, _, _) in samples} == {"day", "week", "month"}
+    assert {priority for (_, _, _, priority) in samples} == {"", "P1", "P2", "P3"}
+    assert samples[("incident.volume", "month", "", "")] == 6
+    assert samples[("incident.volume", "day", "busy", "")] == 3
+    assert samples[("incident.volume", "week", "", "P1")] == 3

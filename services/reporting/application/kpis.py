@@ -25,6 +25,7 @@ from prometheus_client import Gauge
 
 from services.reporting.adapters import checkpoints as checkpoint_store
 from services.reporting.adapters import kpis as store
+from services.reporting.application.report_sources import KpiReader
 from services.reporting.domain import kpis
 from services.reporting.domain.report_data import (
     Basis,
@@ -224,6 +225,11 @@ class KpiProjection:
             if snapshot.progress is not None:
                 as_of = max(as_of, snapshot.progress.as_of)
         return self._evaluate(facts, as_of, query), bases
+
+
+def reader_of(zone: ZoneInfo) -> KpiReader:
+    """The KPI reader the report builder takes (`report_sources.KpiReader`)."""
+    return KpiProjection(zone)
 
 
 # --- Prometheus -------------------------------------------------------------------------------
