@@ -28,6 +28,10 @@ Reader = Annotated[RequestContext, authorize("kpi:read")]
 
 MAX_PERIODS = 120
 MAX_TENANTS = 50
+MAX_VALUES = 100
+# Periods are computed in epoch seconds: far from the years a KPI can have data, refused.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9000, 12, 31)
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 _projections: weakref.WeakKeyDictionary[ReportingRuntime, KpiProjection] = (
@@ -179,6 +183,11 @@ async def read_kpis(
         raise invalid_field("kpi", f"unknown KPI: {', '.join(unknown[:5])}", "query")
     reader = projection_of(runtime)
     zone = runtime.settings.kpi_zone
+    if start is not None and not FIRST_DAY <= start <= LAST_DAY:
+        raise invalid_field("start", f"a day from {FIRST_DAY} to {LAST_DAY}", "query")
+    for name, listed in (("value", _listed(value)), ("service", _listed(service))):
+        if len(listed) > MAX_VALUES:
+            raise invalid_field(name, f"at most {MAX_VALUES} values", "query")
     query = KpiQuery(
         kpis=ids,
         period=period,
