@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-kpi lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
@@ -69,6 +69,10 @@ bench-gate: install
 # inclusion proofs in a 1,000,000-entry log.
 bench-ledger: install
 	$(PY) -m tests.benchmarks.ledger
+
+# KPIs: a month's figures for one service over 1,000,000 incidents; rebuild from 1,000,000 events.
+bench-kpi: install
+	$(PY) -m tests.benchmarks.kpis
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
