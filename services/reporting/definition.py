@@ -72,9 +72,10 @@ def _background(
             "kpi-metrics",
             lambda: run_kpi_metrics(
                 runtime.pool,
-                runtime.service_metrics.kpi_value,
+                runtime.service_metrics,
                 settings.kpi_zone,
                 settings.kpi_metrics_services,
+                runtime.metrics.tenant.listed,
                 interval=settings.kpi_metrics_interval_seconds,
             ),
         ),

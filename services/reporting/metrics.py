@@ -69,6 +69,13 @@ class ReportingMetrics:
             ["kpi", "period", "service", "priority"],
             registry=registry,
         )
+        self.kpi_tenant_value = Gauge(
+            "itsm_reporting_kpi_tenant_value",
+            "A KPI's value for the current day, week or month of one tenant: only the tenants"
+            " METRICS_TENANTS lists (none by default).",
+            ["tenant", "kpi", "period"],
+            registry=registry,
+        )
         self.kpi_entries = Counter(
             "itsm_reporting_kpi_entries_folded_total",
             "Ledger entries folded into the KPI projection.",

@@ -423,7 +423,36 @@ async def test_kpis_are_exposed_as_a_gauge_with_bounded_labels_and_no_tenant(
     exposition = await reporting.get("/metrics")
     assert f'service="{service}"' in exposition.text
     assert tenant not in exposition.text
+    assert "itsm_reporting_kpi_tenant_value{" not in exposition.text
 
 
 async def _async(value):
     return value
+
+
+async def test_a_tenant_listed_in_metrics_tenants_gets_kpi_series_of_its_own(
+    service_client, pools, producer, tenant
+):
+    other = f"t-{uuid.uuid4().hex[:12]}"
+    reporting = await service_client(
+        "reporting",
+        checkpoint_interval_seconds=0.2,
+        kpi_interval_seconds=0.2,
+        kpi_metrics_interval_seconds=0.2,
+        metrics_tenants=tenant,
+    )
+    now = datetime.now(UTC)
+    for who, n in ((tenant, 2), (other, 1)):
+        sender = Sender(producer, who)
+        for _ in range(n):
+            await sender.incident(now - timedelta(seconds=2))
+        await in_ledger(pools, who, n)
+    registry = reporting.runtime.registry
+    labels = {"tenant": tenant, "kpi": "incident.volume", "period": "day"}
+    await eventually(
+        lambda: _async(sample_value(registry, "itsm_reporting_kpi_tenant_value", labels)),
+        lambda value: value == 2,
+    )
+    exposition = (await reporting.get("/metrics")).text
+    assert f'tenant="{tenant}"' in exposition
+    assert other not in exposition  # not listed: only in the figures over every tenant

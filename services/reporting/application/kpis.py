@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from prometheus_client import Gauge
 
 from services.reporting.adapters import checkpoints as checkpoint_store
 from services.reporting.adapters import kpis as store
@@ -285,10 +284,17 @@ def metric_samples(
 
 
 async def publish_metrics(
-    pool: asyncpg.Pool, gauge: Gauge, zone: ZoneInfo, top_services: int, now: float | None = None
+    pool: asyncpg.Pool,
+    metrics: ReportingMetrics,
+    zone: ZoneInfo,
+    top_services: int,
+    tenants: Iterable[str] = (),
+    now: float | None = None,
 ) -> int:
     """Compute the current periods' KPIs over every tenant's facts and replace the gauge's
-    samples with them (labels gone from the top services disappear). The samples set."""
+    samples with them (labels gone from the top services disappear); and, for the tenants
+    METRICS_TENANTS lists (`tenants`), each one's own figures in the per-tenant gauge. The
+    samples set."""
     instant = time.time() if now is None else now
     today = datetime.fromtimestamp(instant, zone).date()
     month = kpis.period_of("month", today)
@@ -299,16 +305,35 @@ async def publish_metrics(
     async with all_tenants_transaction(pool) as conn:
         facts, as_of = await store.all_facts(conn, kinds, start, end)
     samples = metric_samples(facts, as_of, today, zone, top_services)
-    gauge.clear()
+    metrics.kpi_value.clear()
     for labels, value in samples.items():
-        gauge.labels(*labels).set(value)
-    return len(samples)
+        metrics.kpi_value.labels(*labels).set(value)
+    own: dict[tuple[str, str, str], float] = {}
+    for tenant in sorted(tenants):
+        async with tenant_transaction(pool, tenant, readonly=True) as conn:
+            snapshot = await store.snapshot(conn, tenant, kinds, start, end, None)
+        if snapshot.progress is None:
+            continue
+        mine = metric_samples(snapshot.facts, snapshot.progress.as_of, today, zone, 0)
+        for (kpi, period, service, priority), value in mine.items():
+            if service == "" and priority == "":
+                own[(tenant, kpi, period)] = value
+    metrics.kpi_tenant_value.clear()
+    for labels3, value in own.items():
+        metrics.kpi_tenant_value.labels(*labels3).set(value)
+    return len(samples) + len(own)
 
 
 async def run_kpi_metrics(
-    pool: asyncpg.Pool, gauge: Gauge, zone: ZoneInfo, top_services: int, *, interval: float
+    pool: asyncpg.Pool,
+    metrics: ReportingMetrics,
+    zone: ZoneInfo,
+    top_services: int,
+    tenants: Iterable[str] = (),
+    *,
+    interval: float,
 ) -> None:
-    """Refresh the KPI gauge every `interval` seconds (supervised)."""
+    """Refresh the KPI gauges every `interval` seconds (supervised)."""
     while True:
-        await publish_metrics(pool, gauge, zone, top_services)
+        await publish_metrics(pool, metrics, zone, top_services, tenants)
         await asyncio.sleep(interval)
