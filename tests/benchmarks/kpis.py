@@ -108,8 +108,13 @@ async def load_facts(admin: asyncpg.Connection, tenant: str, n: int) -> float:
     facts = sorted((incident_fact(i, rng) for i in range(n)), key=lambda f: f.last)
     for start in range(0, n, 100_000):
         rows = []
+        served = []
         for fact in facts[start : start + 100_000]:
             as_of = max(as_of, fact.last)
+            served.extend(
+                (tenant, "incident", service, fact.id, fact.first_at(), fact.last_at())
+                for service in fact.services
+            )
             rows.append(
                 (
                     tenant,
@@ -127,6 +132,12 @@ async def load_facts(admin: asyncpg.Connection, tenant: str, n: int) -> float:
             columns=["tenant_id", "kind", "record_id", "first_at", "last_at", "services", "body"],
             schema_name="reporting",
         )
+        await admin.copy_records_to_table(
+            "kpi_fact_services",
+            records=served,
+            columns=["tenant_id", "kind", "service", "record_id", "first_at", "last_at"],
+            schema_name="reporting",
+        )
     await admin.execute(
         "INSERT INTO reporting.kpi_progress (tenant_id, tree_size, root_hash, as_of)"
         " VALUES ($1, $2, $3, $4)",
@@ -136,6 +147,7 @@ async def load_facts(admin: asyncpg.Connection, tenant: str, n: int) -> float:
         as_of,
     )
     await admin.execute("ANALYZE reporting.kpi_facts")
+    await admin.execute("ANALYZE reporting.kpi_fact_services")
     return time.perf_counter() - began
 
 
@@ -377,10 +389,13 @@ async def measure(infra: Infra, args: argparse.Namespace) -> None:
     )
     try:
         tenant = "bench-facts"
+        if args.only == "rebuild":
+            args.incidents = 0
         print(f"writing {args.incidents:,} incidents' facts (COPY)", flush=True)
         seconds = await load_facts(admin, tenant, args.incidents)
         print(f"  written in {seconds:.1f} s", flush=True)
-        for label, month in (("newest month", NEWEST_MONTH), ("a middle month", MIDDLE_MONTH)):
+        months = [] if args.only == "rebuild" else [NEWEST_MONTH, MIDDLE_MONTH]
+        for label, month in zip(("newest month", "a middle month"), months, strict=False):
             reader, plain, facts = await query_rounds(pool, tenant, month, args.rounds)
             print(
                 f"a month's {len(INCIDENT_KPIS)} incident and workload KPIs for one service"
@@ -394,6 +409,8 @@ async def measure(infra: Infra, args: argparse.Namespace) -> None:
                 flush=True,
             )
 
+        if args.only == "queries":
+            return
         tenant = "bench-ledger"
         print(f"writing {args.events:,} ledger events and a checkpoint (COPY)", flush=True)
         seconds = await load_ledger(admin, tenant, args.events)
@@ -428,6 +445,7 @@ def main() -> None:
     parser.add_argument("--incidents", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=200, help="queries per month measured")
+    parser.add_argument("--only", choices=["queries", "rebuild"], help="one part only")
     parser.add_argument("--state-dir", type=Path, default=REPO_ROOT / ".state" / "bench-kpi")
     args = parser.parse_args()
     platform = LocalPlatform(

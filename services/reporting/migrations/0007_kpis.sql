@@ -6,7 +6,7 @@
 -- classification and outcomes as `services/reporting/domain/kpis.py` `Fact` (the JSON in
 -- `body`). `first_at` and `last_at` (epoch seconds; `last_at` is infinity while the record is
 -- in a backlog) bound the times any KPI places the record at, so the facts a range of periods
--- needs are one index range; `services` serves the per-service filter.
+-- needs are one index range (`kpi_fact_services` below for some services only).
 CREATE TABLE kpi_facts (
     tenant_id text             NOT NULL,
     kind      text             NOT NULL,
@@ -18,7 +18,20 @@ CREATE TABLE kpi_facts (
     PRIMARY KEY (tenant_id, kind, record_id)
 );
 CREATE INDEX kpi_facts_by_time ON kpi_facts (tenant_id, kind, last_at, first_at);
-CREATE INDEX kpi_facts_by_service ON kpi_facts USING gin (services);
+
+-- The same range per business service of a fact (a fact of two services has two rows): a
+-- query for some services reads only their facts' index entries, then only those facts.
+CREATE TABLE kpi_fact_services (
+    tenant_id text             NOT NULL,
+    kind      text             NOT NULL,
+    service   text             NOT NULL,
+    record_id text             NOT NULL,
+    first_at  double precision NOT NULL,
+    last_at   double precision NOT NULL,
+    PRIMARY KEY (tenant_id, kind, record_id, service)
+);
+CREATE INDEX kpi_fact_services_by_time
+    ON kpi_fact_services (tenant_id, kind, service, last_at, first_at) INCLUDE (record_id);
 
 -- How far each tenant's facts are folded: exactly up to a signed checkpoint (`tree_size`,
 -- `root_hash`: the basis of every figure), and the newest event time folded (`as_of`: a
@@ -37,7 +50,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['kpi_facts', 'kpi_progress'] LOOP
+    FOREACH t IN ARRAY ARRAY['kpi_facts', 'kpi_fact_services', 'kpi_progress'] LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format(
