@@ -9,7 +9,7 @@ Prints, each beside a baseline of the same run:
   one of ten services, through `KpiProjection.series` (the API's and the report builder's
   code path: one statement for the facts and their basis, the values computed by the domain's
   `evaluate`), median and p99 of N rounds (goal p99 < 200 ms); beside a plain aggregate query
-  over the same rows (count and mean time to resolve of the same facts, in SQL);
+  over the same rows (count and mean time to resolve of the same facts, in SQL, planned alike);
 - the projection rebuilt from 1,000,000 ledger events (incident lifecycles with their SLA
   clocks, changes, deployments and surveys) through the `kpis rebuild` command (goal < 2 min),
   beside a plain `COPY (SELECT message_value ...) TO STDOUT` of the same rows.
@@ -171,6 +171,8 @@ async def query_rounds(
         reader_ms = (time.perf_counter() - began) * 1000
         began = time.perf_counter()
         async with tenant_transaction(pool, tenant, readonly=True) as conn:
+            # Planned as the reader's statement is (for its parameters, no JIT).
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
             row = await conn.fetchrow(
                 "SELECT count(*) AS n, avg((body->>'resolved')::float8 - (body->>'opened')::float8)"
                 " FILTER (WHERE (body->>'resolved')::float8 >= $3"

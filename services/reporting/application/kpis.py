@@ -58,6 +58,7 @@ async def fold_tenant(
     progress = await store.lock_progress(conn, tenant_id)
     if progress is None:
         return None
+    await store.plan_for_parameters(conn)
     if reset:
         await store.reset(conn, tenant_id)
         progress = store.Progress(0, None, 0.0)
