@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels lint lock asyncapi clean
+.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
 		.state/grafana-validator/.installed
@@ -85,6 +85,10 @@ bench-report: install
 # A month's availability of one business service over 20,000 outages beside a plain query.
 bench-service-levels: install
 	$(PY) -m tests.benchmarks.service_levels
+
+# KPIs: a month's figures for one service over 1,000,000 incidents; rebuild from 1,000,000 events.
+bench-kpi: install
+	$(PY) -m tests.benchmarks.kpis
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

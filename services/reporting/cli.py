@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "service_levels",
         "Rebuild the availability and SLA projections from the ledger",
     ),
+    "kpis": ("kpis", "KPI projection: `kpis rebuild` folds it again from the ledger"),
     "verify": (
         "verify",
         "Verify the stored ledger against its signed checkpoints (or an export: --bundle DIR)",

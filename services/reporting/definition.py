@@ -10,6 +10,7 @@ from services.reporting.application.checkpoints import (
 )
 from services.reporting.application.completeness import run_completeness
 from services.reporting.application.evidence import ExportRunner
+from services.reporting.application.kpis import run_kpi_metrics, run_kpis
 from services.reporting.application.reports import (
     PdfPrinter,
     ReportRunner,
@@ -24,6 +25,7 @@ from services.reporting.application.service_levels import (
 )
 from services.reporting.entrypoints import (
     http_evidence,
+    http_kpis,
     http_log,
     http_reports,
     http_service_levels,
@@ -46,8 +48,9 @@ def _background(
     index), the evidence export runner (takes queued export jobs, and those whose worker
     died), service level management's projections (from the ledger, up to each tenant's
     newest checkpoint) and review (improvement actions for missed targets, availability
-    gauges), and the service reports (queues scheduled reports once per definition and
-    period, builds queued ones); all are safe in every replica. Serving needs the ledger's
+    gauges), the KPI projection (folds each new checkpoint's entries) and the KPI gauge, and the
+    service reports (queues scheduled reports once per definition and period, builds queued
+    ones); all are safe in every replica. Serving needs the ledger's
     signing key: without it, start-up fails here."""
     settings = runtime.settings
     checkpointer = Checkpointer(
@@ -105,6 +108,23 @@ def _background(
                 interval=settings.service_level_review_seconds,
             ),
         ),
+        BackgroundTask(
+            "kpi-projection",
+            lambda: run_kpis(
+                runtime.pool, runtime.service_metrics, interval=settings.kpi_interval_seconds
+            ),
+        ),
+        BackgroundTask(
+            "kpi-metrics",
+            lambda: run_kpi_metrics(
+                runtime.pool,
+                runtime.service_metrics,
+                settings.kpi_zone,
+                settings.kpi_metrics_services,
+                runtime.metrics.tenant.listed,
+                interval=settings.kpi_metrics_interval_seconds,
+            ),
+        ),
     ]
 
 
@@ -120,6 +140,7 @@ DEFINITION: ServiceDefinition[ReportingSettings, ReportingMetrics] = ServiceDefi
         http_evidence.router,
         http_reports.router,
         http_service_levels.router,
+        http_kpis.router,
     ],
     shared_components=("outbox", "inbox", "idempotency"),
     consumers=consumers,

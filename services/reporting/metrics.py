@@ -104,3 +104,24 @@ class ReportingMetrics:
             ["state"],
             registry=registry,
         )
+        self.kpi_value = Gauge(
+            "itsm_reporting_kpi_value",
+            "A KPI's value for the current day, week or month over every tenant (docs/kpis.md):"
+            " per KPI id and period, for the whole (service and priority empty), per business"
+            " service (the REPORTING_KPI_METRICS_SERVICES with the most records) and per"
+            " priority (P1..P5, incident and request KPIs). No tenant label.",
+            ["kpi", "period", "service", "priority"],
+            registry=registry,
+        )
+        self.kpi_tenant_value = Gauge(
+            "itsm_reporting_kpi_tenant_value",
+            "A KPI's value for the current day, week or month of one tenant: only the tenants"
+            " METRICS_TENANTS lists (none by default).",
+            ["tenant", "kpi", "period"],
+            registry=registry,
+        )
+        self.kpi_entries = Counter(
+            "itsm_reporting_kpi_entries_folded_total",
+            "Ledger entries folded into the KPI projection.",
+            registry=registry,
+        )

@@ -1,8 +1,9 @@
 """Reporting service settings: environment variables prefixed REPORTING_."""
 
 from typing import ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.registry import service
@@ -93,3 +94,37 @@ class ReportingSettings(ServiceSettings):
         description="Services shown by itsm_reporting_service_availability_ratio per period"
         " (the most critical first).",
     )
+    # KPIs (README "KPIs"): the projection's task, the periods' time zone and the gauge.
+    kpi_interval_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="How often the KPI task folds new checkpoints."
+    )
+    kpi_time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone whose calendar days, ISO weeks and months the KPI periods are.",
+    )
+    kpi_metrics_interval_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="How often itsm_reporting_kpi_value is computed."
+    )
+    kpi_metrics_services: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="Business services with a `service` label of their own in"
+        " itsm_reporting_kpi_value: those with the most records this month.",
+    )
+
+    @field_validator("kpi_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone") from None
+        return value
+
+    @property
+    def kpi_zone(self) -> ZoneInfo:
+        """The time zone of the KPI periods."""
+        return ZoneInfo(self.kpi_time_zone)

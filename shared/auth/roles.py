@@ -72,6 +72,18 @@ PERMISSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         # Service reports (9.4) and the management review (9.3): read them; define and make them.
         "report:read": _READERS,
         "report:manage": frozenset({"tenant_admin", "provider_admin"}),
+        # KPIs of every process (reporting): process managers, auditors and admins; not agents,
+        # since the figures show each colleague's workload.
+        "kpi:read": frozenset(
+            {
+                "problem_manager",
+                "change_manager",
+                "config_manager",
+                "auditor",
+                "tenant_admin",
+                "provider_admin",
+            }
+        ),
         "token:revoke": frozenset({"tenant_admin", "provider_admin"}),
         "ci:read": _READERS | {"cab_member", "config_manager", "integration"},
         "ci:write": frozenset({"config_manager", "integration", "tenant_admin", "provider_admin"}),

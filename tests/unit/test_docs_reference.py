@@ -17,6 +17,7 @@ import pytest
 
 from services.config.domain.classes import BUILTIN_CLASSES
 from services.incident.domain.workflow import HOLD_REASONS, RESOLUTION_CODES
+from services.reporting.domain.kpis import DEFINITIONS as KPI_DEFINITIONS
 from shared.calendars import WEEKDAYS, CalendarSpec, OpeningInterval
 from shared.events.catalogue import CATALOGUE, CiStatus
 
@@ -126,6 +127,20 @@ def event_types() -> str:
     return "\n".join(rows)
 
 
+def kpi_definitions() -> str:
+    """Every KPI's versioned definition (services/reporting/domain/kpis.py)."""
+    rows = [
+        "| id | version | title | unit | better | process | definition |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in KPI_DEFINITIONS:
+        rows.append(
+            f"| `{d.id}` | {d.version} | {d.title} | {d.unit} | {d.better} | {d.process} |"
+            f" {d.description} |"
+        )
+    return "\n".join(rows)
+
+
 # (file, block name, renderer): each block sits between `<!-- BEGIN GENERATED name -->` and
 # `<!-- END GENERATED name -->` in its file.
 BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
@@ -135,6 +150,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("services/incident/README.md", "resolution-codes", resolution_codes),
     ("services/incident/README.md", "hold-reasons", hold_reasons),
     ("docs/events.md", "event-types", event_types),
+    ("docs/kpis.md", "kpi-definitions", kpi_definitions),
 ]
 
 

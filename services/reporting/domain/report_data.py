@@ -14,7 +14,9 @@ from datetime import date, datetime
 from typing import Literal
 
 PeriodKind = Literal["day", "week", "month"]
-Dimension = Literal["tenant", "service", "group", "agent", "priority"]
+# `category`: the record's classification (incident category, change type, CI class, request
+# item, deployment environment).
+Dimension = Literal["tenant", "service", "group", "agent", "priority", "category"]
 Unit = Literal["count", "seconds", "ratio", "score", "per_day"]
 # Which way is better: a target is met when the value is at or above it ("higher") or at or
 # below it ("lower"); "none" for figures without a better direction (volumes, backlog).
