@@ -74,10 +74,6 @@ MAX_ATTEMPTS = 5
 EMPTY_ROOT = base64.b64encode(hashlib.sha256(b"").digest()).decode("ascii")
 
 
-class ReportSourcesNotWired(RuntimeError):
-    """The KPI or service-level reader is not wired into this build of the service."""
-
-
 @dataclass(frozen=True)
 class ReportSources:
     """The readers a report takes its figures through."""
@@ -598,7 +594,7 @@ class ReportRunner:
             logger.exception("report generation failed", extra={"report_id": str(report_id)})
             async with tenant_transaction(self.pool, tenant_id) as conn:
                 reason = f"{type(exc).__name__}: {exc}"
-                if report.attempts >= MAX_ATTEMPTS or isinstance(exc, ReportSourcesNotWired):
+                if report.attempts >= MAX_ATTEMPTS:
                     await store.fail(conn, report_id, reason)
                 else:
                     await store.release(conn, report_id, reason)
