@@ -8,6 +8,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,7 +16,10 @@ import jwt
 import pytest
 from fastapi.routing import APIRoute
 
+from services.incident.adapters import projections
 from services.reporting.report_wiring import use_report_sources
+from shared.db import tenant_transaction
+from shared.events.catalogue import BusinessServiceDefinedV1
 from tests.conftest import DEFINITIONS
 from tests.integration import cab_support
 from tests.support import fetchval_as
@@ -45,6 +49,9 @@ ACTING = {
     # Signs the tenant's log as it stands (test_ledger_checkpoints.py replays it with its key).
     ("reporting", "/ledger/checkpoints"),
 }
+# Public POSTs with no caller to key a retry to: a survey link is single use (its second answer
+# is a 409, tests/integration/test_surveys_and_outages.py), so a retry never answers twice.
+PUBLIC_SINGLE_USE = {("incident", "/surveys/{token}")}
 
 
 @pytest.fixture
@@ -177,6 +184,52 @@ async def _report(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
     created = await api.post("/report-definitions", json=REPORT_DEFINITION, headers=headers)
     assert created.status_code == 201, created.text
     return "/reports", {"definition_id": created.json()["id"], "period_start": "2026-11-01"}, {}
+
+
+AUDIT_FINDING = {
+    "audit": "Internal audit 2026-Q4",
+    "clause": "8.5.1",
+    "finding": "Emergency changes lack a post-implementation review.",
+    "severity": "minor_nonconformity",
+}
+
+
+async def _finding_action(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    recorded = await api.post("/audit-findings", json=AUDIT_FINDING, headers=headers)
+    assert recorded.status_code == 201, recorded.text
+    return f"/audit-findings/{recorded.json()['id']}/improvement-actions", {}, {}
+
+
+async def _payroll_service(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    """A business service in the incident service's projection of the catalogue."""
+    tenant = _tenant_of(headers)
+    async with tenant_transaction(api.runtime.pool, tenant) as conn:  # type: ignore[attr-defined]
+        await projections.upsert_business_services(
+            conn,
+            tenant,
+            [
+                BusinessServiceDefinedV1(
+                    id=str(uuid.uuid4()), name="payroll", status="active", criticality=2, version=1
+                )
+            ],
+        )
+
+
+def _outage_body() -> Json:
+    return {"services": ["payroll"], "kind": "outage", "start": datetime.now(UTC).isoformat()}
+
+
+async def _outage(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    await _payroll_service(api, headers)
+    return "/outages", _outage_body(), {}
+
+
+async def _major_incident_outage(api: httpx.AsyncClient, headers: dict[str, str]) -> Any:
+    await _payroll_service(api, headers)
+    body = {"title": "Payroll down", "impact": 1, "urgency": 1}
+    major = await api.post("/incidents", json=body, headers=headers)
+    assert major.status_code == 201 and major.json()["major"], major.text
+    return f"/incidents/{major.json()['id']}/outages", _outage_body(), {}
 
 
 def _webhook(tool: str, body: Json, headers: Callable[[bytes], dict[str, str]]) -> Setup:
@@ -342,6 +395,13 @@ CREATING: dict[tuple[str, str], Setup] = {
     ("reporting", "/management-reviews"): _with_report_readers(
         "/management-reviews", {"period": "month", "period_start": "2026-11-01"}
     ),
+    ("reporting", "/improvement-actions"): _fixed(
+        "/improvement-actions", {"title": "Shorten P1 resolution", "owner": "dana"}
+    ),
+    ("reporting", "/audit-findings"): _fixed("/audit-findings", AUDIT_FINDING),
+    ("reporting", "/audit-findings/{finding_id}/improvement-actions"): _finding_action,
+    ("incident", "/outages"): _outage,
+    ("incident", "/incidents/{incident_id}/outages"): _major_incident_outage,
     ("reporting", "/evidence-exports"): _fixed(
         "/evidence-exports",
         {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z", "clauses": ["8.6.1"]},
@@ -358,7 +418,7 @@ def test_every_post_of_every_service_is_listed_here():
         for route in router.routes
         if isinstance(route, APIRoute) and "POST" in (route.methods or ())
     }
-    assert posts == set(CREATING) | ACTING
+    assert posts == set(CREATING) | ACTING | PUBLIC_SINGLE_USE
 
 
 @pytest.mark.parametrize("route", sorted(CREATING), ids="-".join)
