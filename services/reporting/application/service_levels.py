@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, Generic, TextIO, TypeVar
 
 import asyncpg
 from pydantic import ValidationError
@@ -83,7 +83,9 @@ from shared.events.reporting import (
     ImprovementActionV1,
 )
 from shared.progress import ProgressBar
-from shared.records.record import Changes, apply_change
+from shared.records.record import Changes, VersionedRecord, apply_change
+from shared.records.sql import RecordTable
+from shared.records.workflow import StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -665,33 +667,25 @@ async def update_action(
 ) -> ImprovementActionRecord:
     """Change an action's fields and status (If-Match: `expected`); done needs an outcome."""
     domain.refuse_blank(values, ("title",))
-    values = dict(values)
-    async with tenant_transaction(pool, context.tenant_id) as conn:
-        action = await ACTIONS_TABLE.locked(conn, context.tenant_id, action_id, expected)
-        if action.state not in domain.OPEN_ACTION:
-            raise invalid_field("status", f"the action is {action.state}: it changes no more")
-        wanted = values.pop("status", None)
-        if wanted is not None and wanted != action.state:
-            outcome = values.get("outcome", action.outcome)
-            domain.check_status_details(
-                domain.ACTIONS, action.state, wanted, {"outcome": outcome or None}
-            )
-            values["state"] = wanted
-        after, changes = apply_change(action, values, actor=context.actor, now=now)
-        if not changes:
-            return action
-        await ACTIONS_TABLE.save(conn, after)
-        shown = _as_status(changes)
-        await ACTIONS_TABLE.record_history(conn, after, action="updated", changes=shown)
-        await outbox.append(
-            conn,
-            ImprovementActionUpdatedV1(action=action_payload(after), changes=shown),
-            subject=action_subject(after.id),
-            tenant_id=context.tenant_id,
-            sequence=after.version,
-            actor=context.actor,
-            correlation_id=context.correlation_id,
-        )
+    after = await _update_tracked(
+        pool,
+        context,
+        TrackedKind(
+            ACTIONS_TABLE,
+            domain.ACTIONS,
+            domain.OPEN_ACTION,
+            "the action is {state}: it changes no more",
+            "outcome",
+            lambda record, shown: ImprovementActionUpdatedV1(
+                action=action_payload(record), changes=shown
+            ),
+            action_subject,
+        ),
+        action_id,
+        values,
+        expected,
+        now,
+    )
     if metrics is not None and after.state not in domain.OPEN_ACTION:
         metrics.improvement_closed.labels(after.state).inc()
     return after
@@ -744,28 +738,78 @@ async def update_finding(
 ) -> AuditFindingRecord:
     """Change a finding's fields and status (If-Match); closing needs a corrective action."""
     domain.refuse_blank(values, ("audit", "clause", "finding"))
+    return await _update_tracked(
+        pool,
+        context,
+        TrackedKind(
+            FINDINGS_TABLE,
+            domain.FINDINGS,
+            domain.OPEN_FINDING,
+            "the finding is {state}: it changes no more",
+            "corrective_action",
+            lambda record, shown: AuditFindingUpdatedV1(
+                finding=finding_payload(record), changes=shown
+            ),
+            finding_subject,
+        ),
+        finding_id,
+        values,
+        expected,
+        now,
+    )
+
+
+T = TypeVar("T", bound=VersionedRecord)
+
+
+@dataclass(frozen=True)
+class TrackedKind(Generic[T]):
+    """What differs between the records tracked until closed (improvement actions, audit
+    findings): their table, state machine and open states, the message once closed, the field a
+    move needs, and their update event and subject."""
+
+    table: RecordTable[T]
+    machine: StateMachine[Any]
+    open_states: tuple[str, ...]
+    closed: str
+    needs: str
+    event: Callable[[T, Changes], EventPayload]
+    subject: Callable[[uuid.UUID], str]
+
+
+async def _update_tracked(
+    pool: asyncpg.Pool,
+    context: RequestContext,
+    kind: TrackedKind[T],
+    record_id: uuid.UUID,
+    values: Mapping[str, Any],
+    expected: int,
+    now: datetime,
+) -> T:
+    """Change a tracked record's fields and status under If-Match: a closed one changes no
+    more, a move is checked against the state machine with the field it needs, and the new
+    version is saved with its history row and its event in one transaction."""
     values = dict(values)
     async with tenant_transaction(pool, context.tenant_id) as conn:
-        finding = await FINDINGS_TABLE.locked(conn, context.tenant_id, finding_id, expected)
-        if finding.state == "closed":
-            raise invalid_field("status", "the finding is closed: it changes no more")
+        record = await kind.table.locked(conn, context.tenant_id, record_id, expected)
+        state = record.state
+        if state not in kind.open_states:
+            raise invalid_field("status", kind.closed.format(state=state))
         wanted = values.pop("status", None)
-        if wanted is not None and wanted != finding.state:
-            corrective = values.get("corrective_action", finding.corrective_action)
-            domain.check_status_details(
-                domain.FINDINGS, finding.state, wanted, {"corrective_action": corrective or None}
-            )
+        if wanted is not None and wanted != state:
+            detail = values.get(kind.needs, getattr(record, kind.needs))
+            domain.check_status_details(kind.machine, state, wanted, {kind.needs: detail or None})
             values["state"] = wanted
-        after, changes = apply_change(finding, values, actor=context.actor, now=now)
+        after, changes = apply_change(record, values, actor=context.actor, now=now)
         if not changes:
-            return finding
-        await FINDINGS_TABLE.save(conn, after)
+            return record
+        await kind.table.save(conn, after)
         shown = _as_status(changes)
-        await FINDINGS_TABLE.record_history(conn, after, action="updated", changes=shown)
+        await kind.table.record_history(conn, after, action="updated", changes=shown)
         await outbox.append(
             conn,
-            AuditFindingUpdatedV1(finding=finding_payload(after), changes=shown),
-            subject=finding_subject(after.id),
+            kind.event(after, shown),
+            subject=kind.subject(after.id),
             tenant_id=context.tenant_id,
             sequence=after.version,
             actor=context.actor,
