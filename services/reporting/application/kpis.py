@@ -5,7 +5,9 @@ signed checkpoint is beyond their folded size and folds each one's entries up to
 checkpoint, in log order, in one transaction: the facts touched, then the progress row that
 names the checkpoint. So the projection always stands exactly on a checkpoint, and every figure
 names it (`basis`). A replica holding a tenant's progress row makes the others skip the tenant
-(`FOR UPDATE SKIP LOCKED`); the rebuild command holds it while it resets and folds again.
+(`FOR UPDATE SKIP LOCKED`); the rebuild command holds it while it resets and folds again
+(in memory: from nothing, each fact written once when the log is folded), in one transaction,
+so readers keep seeing the old figures and their basis until it commits.
 
 `KpiProjection` implements `report_sources.KpiReader`: the figures are computed by the domain's
 `evaluate` from the facts of the periods asked, read in one statement with their basis.
@@ -65,6 +67,12 @@ async def fold_tenant(
     checkpoint = await checkpoint_store.latest(conn, tenant_id)
     if checkpoint is None or checkpoint.tree_size <= progress.tree_size:
         return 0
+    if reset:
+        done, as_of = await _fold_afresh(conn, tenant_id, checkpoint.tree_size, on_progress)
+        await store.save_progress(
+            conn, tenant_id, store.Progress(checkpoint.tree_size, checkpoint.root_hash, as_of)
+        )
+        return done
     as_of = progress.as_of
     done = 0
     for start in range(progress.tree_size, checkpoint.tree_size, CHUNK):
@@ -88,6 +96,35 @@ async def fold_tenant(
         conn, tenant_id, store.Progress(checkpoint.tree_size, checkpoint.root_hash, as_of)
     )
     return done
+
+
+async def _fold_afresh(
+    conn: Connection, tenant_id: str, size: int, on_progress: OnProgress | None
+) -> tuple[int, float]:
+    """A rebuild's fold (the tenant's facts just deleted): every entry below `size` folded in
+    memory, chunk by chunk, then each fact changed written once (plain inserts: nothing is
+    there to replace). Storing and re-reading the facts every chunk left a dead row version per
+    rewrite in the rebuild's one transaction; this is `kpis.fold_all` over the log, which
+    folding in stored chunks equals. The entries folded and the newest event time."""
+    facts: dict[kpis.Key, kpis.Fact] = {}
+    changed: set[kpis.Key] = set()
+    as_of = 0.0
+    done = 0
+    for start in range(0, size, CHUNK):
+        end = min(start + CHUNK, size)
+        events = await store.events(conn, tenant_id, start, end)
+        if len(events) != end - start:
+            raise RuntimeError(f"the log of {tenant_id} lacks entries in [{start}, {end})")
+        for event in events:
+            changed.update(kpis.fold(facts, event))
+            as_of = max(as_of, event.time.timestamp())
+        done += len(events)
+        if on_progress is not None:
+            shown = on_progress(done)
+            if shown is not None:
+                await shown
+    await store.insert_new(conn, tenant_id, [facts[key] for key in changed])
+    return done, as_of
 
 
 async def fold_round(pool: asyncpg.Pool, metrics: ReportingMetrics | None = None) -> int:
