@@ -307,12 +307,19 @@ async def test_a_rebuild_over_many_chunks_stores_exactly_the_facts_the_kpi_task_
     assert len(folded[0]) == 5  # three incidents, a change and a survey
     assert folded[1]
 
-    # Two entries per chunk and three facts per insert: the rebuild's fold in memory across
-    # chunks and its batched writes give the rows the task's upserts gave, row for row.
+    # Two entries per chunk, three facts per insert and room for two facts in memory (so
+    # facts are written, dropped and read again mid-rebuild): the rebuild's fold gives the
+    # rows the task's upserts gave, row for row.
     monkeypatch.setattr(kpi_projection, "CHUNK", 2)
     monkeypatch.setattr(kpi_store, "INSERT_BATCH", 3)
+    monkeypatch.setattr(kpi_projection, "REBUILD_FACTS_IN_MEMORY", 2)
     counts = await kpi_projection.rebuild(pools["reporting"], [tenant])
     assert counts[tenant] >= sender.sent
+    assert await stored_facts(pools["reporting"], tenant) == folded
+
+    # With room for every fact: written once, at the end.
+    monkeypatch.setattr(kpi_projection, "REBUILD_FACTS_IN_MEMORY", 100)
+    await kpi_projection.rebuild(pools["reporting"], [tenant])
     assert await stored_facts(pools["reporting"], tenant) == folded
 
 

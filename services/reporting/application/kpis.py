@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
+from itertools import islice
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -98,16 +99,24 @@ async def fold_tenant(
     return done
 
 
+# A rebuild keeps at most this many facts in memory (about 2.5 KB each in Python: ~250 MB);
+# beyond it, the changed ones are written and the least recently touched half dropped.
+REBUILD_FACTS_IN_MEMORY = 100_000
+
+
 async def _fold_afresh(
     conn: Connection, tenant_id: str, size: int, on_progress: OnProgress | None
 ) -> tuple[int, float]:
-    """A rebuild's fold (the tenant's facts just deleted): every entry below `size` folded in
-    memory, chunk by chunk, then each fact changed written once (plain inserts: nothing is
-    there to replace). Storing and re-reading the facts every chunk left a dead row version per
-    rewrite in the rebuild's one transaction; this is `kpis.fold_all` over the log, which
-    folding in stored chunks equals. The entries folded and the newest event time."""
-    facts: dict[kpis.Key, kpis.Fact] = {}
+    """A rebuild's fold (the tenant's facts just deleted): every entry below `size` folded with
+    the facts kept in memory across chunks, each changed fact written when the log is folded
+    (plain inserts: nothing is there to replace) or when memory is full. Storing and re-reading
+    the facts every chunk left a dead row version per rewrite in the rebuild's one transaction.
+    Folding from stored facts equals folding the whole log (`kpis.fold_all`), so the facts
+    dropped from memory are read again if a later entry touches them. The entries folded and
+    the newest event time."""
+    facts: dict[kpis.Key, kpis.Fact] = {}  # in order of last touch
     changed: set[kpis.Key] = set()
+    stored: set[kpis.Key] = set()
     as_of = 0.0
     done = 0
     for start in range(0, size, CHUNK):
@@ -115,16 +124,40 @@ async def _fold_afresh(
         events = await store.events(conn, tenant_id, start, end)
         if len(events) != end - start:
             raise RuntimeError(f"the log of {tenant_id} lacks entries in [{start}, {end})")
+        keys = {key for event in events for key in kpis.touches(event)}
+        facts.update(
+            await store.load(conn, tenant_id, (k for k in keys - facts.keys() if k in stored))
+        )
+        for key in keys & facts.keys():
+            facts[key] = facts.pop(key)
         for event in events:
             changed.update(kpis.fold(facts, event))
             as_of = max(as_of, event.time.timestamp())
+        if len(facts) > REBUILD_FACTS_IN_MEMORY:
+            await _write(conn, tenant_id, facts, changed, stored)
+            for key in list(islice(facts, len(facts) - REBUILD_FACTS_IN_MEMORY // 2)):
+                del facts[key]
         done += len(events)
         if on_progress is not None:
             shown = on_progress(done)
             if shown is not None:
                 await shown
-    await store.insert_new(conn, tenant_id, [facts[key] for key in changed])
+    await _write(conn, tenant_id, facts, changed, stored)
     return done, as_of
+
+
+async def _write(
+    conn: Connection,
+    tenant_id: str,
+    facts: dict[kpis.Key, kpis.Fact],
+    changed: set[kpis.Key],
+    stored: set[kpis.Key],
+) -> None:
+    """Write the changed facts (inserted when new to the table, else replaced)."""
+    await store.insert_new(conn, tenant_id, [facts[k] for k in changed if k not in stored])
+    await store.save(conn, tenant_id, [facts[k] for k in changed if k in stored])
+    stored.update(changed)
+    changed.clear()
 
 
 async def fold_round(pool: asyncpg.Pool, metrics: ReportingMetrics | None = None) -> int:
