@@ -16,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.reporting.adapters import kpis as kpi_store
+from services.reporting.application import kpis as kpi_projection
 from services.reporting.commands import kpis as kpis_command
 from services.reporting.domain import kpis
+from shared.db import tenant_transaction
 from shared.events.catalogue import CHANGE_EVENTS, INCIDENT_EVENTS
 from shared.events.envelope import new_envelope
 from tests.support import eventually, fetch_as, sample_value, send_event
@@ -270,6 +273,54 @@ async def test_published_events_become_kpis_that_name_their_checkpoint_and_a_reb
     again = await figures(reporting, manager, *ids)
     assert again["points"] == body["points"]
     assert again["basis"]["tree_size"] >= body["basis"]["tree_size"]
+
+
+async def stored_facts(pool, tenant: str) -> tuple[list, list]:
+    """The tenant's fact rows and per-service rows, in key order (one snapshot)."""
+    async with tenant_transaction(pool, tenant, readonly=True) as conn:
+        facts = await conn.fetch(
+            "SELECT kind, record_id, first_at, last_at, services, body FROM kpi_facts"
+            " ORDER BY kind, record_id"
+        )
+        served = await conn.fetch(
+            "SELECT kind, service, record_id, first_at, last_at FROM kpi_fact_services"
+            " ORDER BY kind, record_id, service"
+        )
+    return [tuple(r) for r in facts], [tuple(r) for r in served]
+
+
+async def test_a_rebuild_over_many_chunks_stores_exactly_the_facts_the_kpi_task_stored(
+    service_client, pools, producer, auth, tenant, monkeypatch
+):
+    reporting = await service_client(
+        "reporting", checkpoint_interval_seconds=0.2, kpi_interval_seconds=0.2
+    )
+    sender = Sender(producer, tenant)
+    await send_month(sender, f"svc-{uuid.uuid4().hex[:8]}")
+    await in_ledger(pools, tenant, sender.sent)
+    manager = auth(tenant, "change_manager")
+    await eventually(
+        lambda: figures(reporting, manager, "incident.volume", "csat.score.mean"),
+        lambda b: value_of(b, "incident.volume") == 3 and value_of(b, "csat.score.mean") == 4,
+    )
+    folded = await stored_facts(pools["reporting"], tenant)
+    assert len(folded[0]) == 5  # three incidents, a change and a survey
+    assert folded[1]
+
+    # Two entries per chunk, three facts per insert and room for two facts in memory (so
+    # facts are written, dropped and read again mid-rebuild): the rebuild's fold gives the
+    # rows the task's upserts gave, row for row.
+    monkeypatch.setattr(kpi_projection, "CHUNK", 2)
+    monkeypatch.setattr(kpi_store, "INSERT_BATCH", 3)
+    monkeypatch.setattr(kpi_projection, "REBUILD_FACTS_IN_MEMORY", 2)
+    counts = await kpi_projection.rebuild(pools["reporting"], [tenant])
+    assert counts[tenant] >= sender.sent
+    assert await stored_facts(pools["reporting"], tenant) == folded
+
+    # With room for every fact: written once, at the end.
+    monkeypatch.setattr(kpi_projection, "REBUILD_FACTS_IN_MEMORY", 100)
+    await kpi_projection.rebuild(pools["reporting"], [tenant])
+    assert await stored_facts(pools["reporting"], tenant) == folded
 
 
 async def test_kpis_recomputed_from_an_evidence_export_equal_the_apis(

@@ -5,7 +5,9 @@ signed checkpoint is beyond their folded size and folds each one's entries up to
 checkpoint, in log order, in one transaction: the facts touched, then the progress row that
 names the checkpoint. So the projection always stands exactly on a checkpoint, and every figure
 names it (`basis`). A replica holding a tenant's progress row makes the others skip the tenant
-(`FOR UPDATE SKIP LOCKED`); the rebuild command holds it while it resets and folds again.
+(`FOR UPDATE SKIP LOCKED`); the rebuild command holds it while it resets and folds again
+(in memory: from nothing, each fact written once when the log is folded), in one transaction,
+so readers keep seeing the old figures and their basis until it commits.
 
 `KpiProjection` implements `report_sources.KpiReader`: the figures are computed by the domain's
 `evaluate` from the facts of the periods asked, read in one statement with their basis.
@@ -18,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date, datetime
+from itertools import islice
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -65,6 +68,12 @@ async def fold_tenant(
     checkpoint = await checkpoint_store.latest(conn, tenant_id)
     if checkpoint is None or checkpoint.tree_size <= progress.tree_size:
         return 0
+    if reset:
+        done, as_of = await _fold_afresh(conn, tenant_id, checkpoint.tree_size, on_progress)
+        await store.save_progress(
+            conn, tenant_id, store.Progress(checkpoint.tree_size, checkpoint.root_hash, as_of)
+        )
+        return done
     as_of = progress.as_of
     done = 0
     for start in range(progress.tree_size, checkpoint.tree_size, CHUNK):
@@ -88,6 +97,67 @@ async def fold_tenant(
         conn, tenant_id, store.Progress(checkpoint.tree_size, checkpoint.root_hash, as_of)
     )
     return done
+
+
+# A rebuild keeps at most this many facts in memory (about 2.5 KB each in Python: ~250 MB);
+# beyond it, the changed ones are written and the least recently touched half dropped.
+REBUILD_FACTS_IN_MEMORY = 100_000
+
+
+async def _fold_afresh(
+    conn: Connection, tenant_id: str, size: int, on_progress: OnProgress | None
+) -> tuple[int, float]:
+    """A rebuild's fold (the tenant's facts just deleted): every entry below `size` folded with
+    the facts kept in memory across chunks, each changed fact written when the log is folded
+    (plain inserts: nothing is there to replace) or when memory is full. Storing and re-reading
+    the facts every chunk left a dead row version per rewrite in the rebuild's one transaction.
+    Folding from stored facts equals folding the whole log (`kpis.fold_all`), so the facts
+    dropped from memory are read again if a later entry touches them. The entries folded and
+    the newest event time."""
+    facts: dict[kpis.Key, kpis.Fact] = {}  # in order of last touch
+    changed: set[kpis.Key] = set()
+    stored: set[kpis.Key] = set()
+    as_of = 0.0
+    done = 0
+    for start in range(0, size, CHUNK):
+        end = min(start + CHUNK, size)
+        events = await store.events(conn, tenant_id, start, end)
+        if len(events) != end - start:
+            raise RuntimeError(f"the log of {tenant_id} lacks entries in [{start}, {end})")
+        keys = {key for event in events for key in kpis.touches(event)}
+        facts.update(
+            await store.load(conn, tenant_id, (k for k in keys - facts.keys() if k in stored))
+        )
+        for key in keys & facts.keys():
+            facts[key] = facts.pop(key)
+        for event in events:
+            changed.update(kpis.fold(facts, event))
+            as_of = max(as_of, event.time.timestamp())
+        if len(facts) > REBUILD_FACTS_IN_MEMORY:
+            await _write(conn, tenant_id, facts, changed, stored)
+            for key in list(islice(facts, len(facts) - REBUILD_FACTS_IN_MEMORY // 2)):
+                del facts[key]
+        done += len(events)
+        if on_progress is not None:
+            shown = on_progress(done)
+            if shown is not None:
+                await shown
+    await _write(conn, tenant_id, facts, changed, stored)
+    return done, as_of
+
+
+async def _write(
+    conn: Connection,
+    tenant_id: str,
+    facts: dict[kpis.Key, kpis.Fact],
+    changed: set[kpis.Key],
+    stored: set[kpis.Key],
+) -> None:
+    """Write the changed facts (inserted when new to the table, else replaced)."""
+    await store.insert_new(conn, tenant_id, [facts[k] for k in changed if k not in stored])
+    await store.save(conn, tenant_id, [facts[k] for k in changed if k in stored])
+    stored.update(changed)
+    changed.clear()
 
 
 async def fold_round(pool: asyncpg.Pool, metrics: ReportingMetrics | None = None) -> int:
