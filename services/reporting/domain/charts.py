@@ -16,7 +16,7 @@ from html import escape
 WIDTH = 640
 HEIGHT = 240
 LEFT = 64
-RIGHT = 16
+RIGHT = 36
 TOP = 16
 BOTTOM = 44
 TICKS = 5
