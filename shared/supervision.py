@@ -243,3 +243,46 @@ class Supervisor:
         exponent = min(state.consecutive_failures - 1, 30)
         delay = min(self.policy.max_backoff, self.policy.first_backoff * 2.0**exponent)
         return delay * random.uniform(0.8, 1.0)
+
+
+class PerTenant:
+    """One tenant's failure stays that tenant's: a loop's round over many tenants (a projection
+    catching each tenant up to its log) runs each tenant's share through `run`, which logs a
+    failure (at ERROR with the traceback the first time, then at WARNING while it fails the same
+    way), counts it in `failures` (labelled with the task) and lets the round go on with the
+    other tenants. Without it one tenant's broken data would stop every tenant's work and, past
+    the supervisor's limits, the process. Keep one instance per loop, across its rounds."""
+
+    def __init__(self, task: str, failures: Counter | None = None) -> None:
+        self.task = task
+        self.failures = failures
+        self._last: dict[str, str] = {}
+
+    @property
+    def failing(self) -> frozenset[str]:
+        """The tenants whose last attempt failed."""
+        return frozenset(self._last)
+
+    async def run(self, tenant_id: str, work: Callable[[], Awaitable[int | None]]) -> int:
+        """`work`'s result (None counts as 0), or 0 when it failed."""
+        try:
+            done = await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            said = f"{type(exc).__name__}: {exc}"
+            extra = {"task": self.task, "tenant_id": tenant_id}
+            if self._last.get(tenant_id) == said:
+                log.warning(
+                    "%s: tenant %s still fails: %s", self.task, tenant_id, said, extra=extra
+                )
+            else:
+                log.exception(
+                    "%s: tenant %s failed; the others go on", self.task, tenant_id, extra=extra
+                )
+            self._last[tenant_id] = said
+            if self.failures is not None:
+                self.failures.labels(self.task).inc()
+            return 0
+        self._last.pop(tenant_id, None)
+        return done or 0

@@ -97,7 +97,11 @@ def _background(
         BackgroundTask("service-reports", service_reports.run_forever),
         BackgroundTask(
             "service-level-projections",
-            lambda: run_projections(runtime.pool, interval=settings.service_level_interval_seconds),
+            lambda: run_projections(
+                runtime.pool,
+                runtime.service_metrics,
+                interval=settings.service_level_interval_seconds,
+            ),
         ),
         BackgroundTask(
             "service-level-review",

@@ -104,6 +104,14 @@ class ReportingMetrics:
             ["state"],
             registry=registry,
         )
+        self.projection_failures = Counter(
+            "itsm_reporting_projection_failures_total",
+            "A tenant's share of a projection round that failed (projection: kpi-projection,"
+            " service-level-projections, service-level-review); the other tenants' went on. The"
+            " log names the tenant.",
+            ["projection"],
+            registry=registry,
+        )
         self.kpi_value = Gauge(
             "itsm_reporting_kpi_value",
             "A KPI's value for the current day, week or month over every tenant (docs/kpis.md):"

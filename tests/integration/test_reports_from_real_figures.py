@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import uuid
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.provision import DEFAULT_DATABASE, dsn_for_admin_database
+from shared.registry import service as service_of
 from tests.integration.test_kpis import Sender, figures, in_ledger, send_month, value_of
 from tests.integration.test_service_reports import definition, finished
-from tests.support import eventually, fetch_as
+from tests.support import eventually, fetch_as, sample_value
 
 FAST = {
     "checkpoint_interval_seconds": 0.2,
@@ -143,3 +146,50 @@ async def test_the_management_review_pack_takes_every_process_from_the_real_read
     assert [f["clause"] for f in document["audit_findings"]] == ["8.5.1"]
     # SLA performance from the clocks the month stopped (gold: one met, one breached).
     assert any(r["policy"] == "gold" for r in document["sla"]), document["sla"]
+
+
+@pytest.fixture
+async def superuser(infra):
+    """A database superuser's session on the reporting schema, triggers off."""
+    conn = await asyncpg.connect(dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE))
+    await conn.execute(f"SET search_path = {service_of('reporting').schema}")
+    await conn.execute("SET session_replication_role = replica")
+    yield conn
+    await conn.close()
+
+
+async def test_a_tenant_whose_log_is_broken_holds_up_no_other_tenants_figures(
+    service_client, pools, producer, auth, tenant, superuser
+):
+    # Another tenant's log claims 16 signed entries it does not hold (as after a superuser
+    # deleted its rows); it sorts before every test tenant, so its KPI projection fails first on
+    # every round, and every other tenant's figures must still come.
+    broken = f"t-0-broken-{uuid.uuid4().hex[:8]}"
+    await superuser.execute("INSERT INTO ledger_heads (tenant_id, size) VALUES ($1, 16)", broken)
+    await superuser.execute(
+        "INSERT INTO ledger_checkpoints (tenant_id, tree_size, root_hash, note, key_id)"
+        " VALUES ($1, 16, $2, 'forged', '00000000')",
+        broken,
+        bytes(32),
+    )
+    reporting = await service_client("reporting", **FAST)
+    sender = Sender(producer, tenant)
+    await send_month(sender, f"svc-{uuid.uuid4().hex[:8]}")
+    await in_ledger(pools, tenant, sender.sent)
+    await eventually(
+        lambda: figures(reporting, auth(tenant, "change_manager"), "incident.volume"),
+        lambda b: value_of(b, "incident.volume") == 3,
+    )
+    failures = await eventually(lambda: _value(reporting, "kpi-projection"), lambda n: n >= 1)
+    assert failures >= 1
+
+
+async def _value(reporting, projection: str) -> float:
+    return (
+        sample_value(
+            reporting.runtime.registry,
+            "itsm_reporting_projection_failures_total",
+            {"projection": projection},
+        )
+        or 0.0
+    )

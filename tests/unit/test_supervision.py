@@ -6,9 +6,15 @@ import asyncio
 import logging
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
-from shared.supervision import BackgroundTask, SupervisionMetrics, SupervisionPolicy, Supervisor
+from shared.supervision import (
+    BackgroundTask,
+    PerTenant,
+    SupervisionMetrics,
+    SupervisionPolicy,
+    Supervisor,
+)
 
 FAST = SupervisionPolicy(first_backoff=0.01, max_backoff=0.02, healthy_after=60, grace=60)
 
@@ -185,3 +191,40 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():  # type: ignore[operator]  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+
+
+async def test_one_tenants_failure_is_logged_once_counted_and_the_other_tenants_go_on(caplog):
+    registry = CollectorRegistry()
+    failures = Counter("x_failures_total", "failures", ["projection"], registry=registry)
+    apart = PerTenant("kpi-projection", failures)
+    broken = {"t-b"}
+
+    async def share(tenant: str) -> int:
+        if tenant in broken:
+            raise RuntimeError(f"the log of {tenant} lacks entries in [0, 16)")
+        return 2
+
+    def round_() -> list[int]:
+        return [apart.run(t, lambda t=t: share(t)) for t in ("t-a", "t-b", "t-c")]
+
+    with caplog.at_level(logging.WARNING, logger="shared.supervision"):
+        assert await asyncio.gather(*round_()) == [2, 0, 2]
+        assert await asyncio.gather(*round_()) == [2, 0, 2]
+    assert apart.failing == {"t-b"}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is not None and "t-b" in errors[0].message
+    assert len(warnings) == 1 and "still fails" in warnings[0].message
+    assert registry.get_sample_value("x_failures_total", {"projection": "kpi-projection"}) == 2
+
+    broken.clear()
+    assert await asyncio.gather(*round_()) == [2, 2, 2]
+    assert apart.failing == frozenset()
+
+
+async def test_a_cancelled_tenant_share_cancels_the_round():
+    async def cancelled() -> int:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await PerTenant("kpi-projection").run("t-a", cancelled)

@@ -38,6 +38,7 @@ from services.reporting.domain.report_data import (
 )
 from services.reporting.metrics import ReportingMetrics
 from shared.db import Connection, all_tenants_transaction, set_tenant, tenant_transaction
+from shared.supervision import PerTenant
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +161,25 @@ async def _write(
     changed.clear()
 
 
-async def fold_round(pool: asyncpg.Pool, metrics: ReportingMetrics | None = None) -> int:
+async def fold_round(
+    pool: asyncpg.Pool,
+    metrics: ReportingMetrics | None = None,
+    tenants_apart: PerTenant | None = None,
+) -> int:
     """One round of the task: every tenant behind its newest checkpoint is caught up (one
-    transaction each). The entries folded."""
+    transaction each; a tenant that fails is logged and counted, and the others go on). The
+    entries folded."""
+    apart = tenants_apart or PerTenant("kpi-projection")
     async with all_tenants_transaction(pool) as conn:
         tenants = await store.behind(conn)
     folded = 0
     for tenant_id, _ in tenants:
-        async with tenant_transaction(pool, tenant_id) as conn:
-            folded += await fold_tenant(conn, tenant_id) or 0
+
+        async def fold(tenant_id: str = tenant_id) -> int | None:
+            async with tenant_transaction(pool, tenant_id) as conn:
+                return await fold_tenant(conn, tenant_id)
+
+        folded += await apart.run(tenant_id, fold)
     if metrics is not None and folded:
         metrics.kpi_entries.inc(folded)
     return folded
@@ -179,8 +190,11 @@ async def run_kpis(
 ) -> None:
     """Fold new checkpoints every `interval` seconds. Supervised: an error ends the loop and
     the supervisor restarts it; safe in every replica."""
+    apart = PerTenant(
+        "kpi-projection", metrics.projection_failures if metrics is not None else None
+    )
     while True:
-        await fold_round(pool, metrics)
+        await fold_round(pool, metrics, apart)
         await asyncio.sleep(interval)
 
 

@@ -86,6 +86,7 @@ from shared.progress import ProgressBar
 from shared.records.record import Changes, VersionedRecord, apply_change
 from shared.records.sql import RecordTable
 from shared.records.workflow import StateMachine
+from shared.supervision import PerTenant
 
 log = logging.getLogger(__name__)
 
@@ -338,13 +339,21 @@ async def project_tenant(pool: asyncpg.Pool, behind: store.Behind, *, batch: int
     return len(records)
 
 
-async def project_round(pool: asyncpg.Pool, *, batch: int = BATCH) -> int:
-    """One round over every tenant behind its newest checkpoint; entries read."""
+async def project_round(
+    pool: asyncpg.Pool, *, batch: int = BATCH, tenants_apart: PerTenant | None = None
+) -> int:
+    """One round over every tenant behind its newest checkpoint (a tenant that fails is logged
+    and counted, and the others go on); entries read."""
+    apart = tenants_apart or PerTenant("service-level-projections")
     async with all_tenants_transaction(pool) as conn:
         behind = await store.tenants_behind(conn)
     read = 0
     for tenant in behind:
-        read += await project_tenant(pool, tenant, batch=batch)
+
+        async def project(tenant: store.Behind = tenant) -> int:
+            return await project_tenant(pool, tenant, batch=batch)
+
+        read += await apart.run(tenant.tenant_id, project)
     return read
 
 
@@ -377,10 +386,17 @@ async def rebuild(
     return done
 
 
-async def run_projections(pool: asyncpg.Pool, *, interval: float = 1.0) -> None:
-    """Keep the projections up to each tenant's newest checkpoint (supervised; every replica)."""
+async def run_projections(
+    pool: asyncpg.Pool, metrics: ReportingMetrics | None = None, *, interval: float = 1.0
+) -> None:
+    """Keep the projections up to each tenant's newest checkpoint (supervised; every replica;
+    one tenant's failure does not hold up the others)."""
+    apart = PerTenant(
+        "service-level-projections",
+        metrics.projection_failures if metrics is not None else None,
+    )
     while True:
-        read = await project_round(pool)
+        read = await project_round(pool, tenants_apart=apart)
         await asyncio.sleep(0 if read >= BATCH else interval)
 
 
@@ -955,14 +971,23 @@ async def review_tenant(
 
 
 async def review_round(
-    pool: asyncpg.Pool, levels: ServiceLevels, metrics: ReportingMetrics | None = None
+    pool: asyncpg.Pool,
+    levels: ServiceLevels,
+    metrics: ReportingMetrics | None = None,
+    tenants_apart: PerTenant | None = None,
 ) -> int:
-    """Review every tenant; set the gauges; the number of actions opened."""
+    """Review every tenant (a tenant that fails is logged and counted, and the others go on);
+    set the gauges; the number of actions opened."""
+    apart = tenants_apart or PerTenant("service-level-review")
     async with all_tenants_transaction(pool) as conn:
         tenants = await store.projected_tenants(conn)
     opened = 0
     for tenant in tenants:
-        opened += len(await review_tenant(pool, levels, tenant, metrics))
+
+        async def review(tenant: str = tenant) -> int:
+            return len(await review_tenant(pool, levels, tenant, metrics))
+
+        opened += await apart.run(tenant, review)
     if metrics is not None:
         await set_gauges(pool, levels, tenants, metrics)
     return opened
@@ -1018,8 +1043,11 @@ async def run_review(
 ) -> None:
     """Review every `interval` seconds (supervised; every replica: a tenant's review holds its
     progress row)."""
+    apart = PerTenant(
+        "service-level-review", metrics.projection_failures if metrics is not None else None
+    )
     while True:
-        await review_round(pool, levels, metrics)
+        await review_round(pool, levels, metrics, apart)
         await asyncio.sleep(interval)
 
 
