@@ -70,8 +70,6 @@ def _resolve(
         raise _unauthenticated(request, exc.reason) from None
     # For the access log (of a 403 too), and idempotency keys are the caller's own.
     request.state.subject = principal.subject
-    # Every tenant the token serves (a provider's staff asking for several tenants' figures).
-    request.state.token_tenants = principal.tenants
     if tenant is None:
         if len(principal.tenants) != 1:
             raise HttpProblem(
