@@ -35,6 +35,9 @@ class RegisteredService:
     # Whether it keeps the CMDB graph projection (shared/cmdb/) in its schema: the `cmdb`
     # migration component and the `<name>-cmdb-projection` consumer.
     keeps_cmdb: bool = False
+    # The names of its event consumers, each a Kafka consumer group of its own (what the
+    # per-service Kafka ACLs, the KEDA lag triggers and the dashboards name).
+    consumer_groups: tuple[str, ...] = ()
 
     @property
     def relay(self) -> bool:
@@ -55,6 +58,12 @@ SERVICES: tuple[RegisteredService, ...] = (
         publishes=INCIDENT_EVENTS,
         consumes=(CONFIG_EVENTS, CHANGE_EVENTS),
         keeps_cmdb=True,
+        consumer_groups=(
+            "incident-cmdb-projection",
+            "incident-config-projection",
+            "incident-change-correlation",
+            "incident-problem-changes",
+        ),
     ),
     RegisteredService(
         "change",
@@ -63,6 +72,13 @@ SERVICES: tuple[RegisteredService, ...] = (
         publishes=CHANGE_EVENTS,
         consumes=(CONFIG_EVENTS, INCIDENT_EVENTS),
         keeps_cmdb=True,
+        consumer_groups=(
+            "change-cmdb-projection",
+            "change-incident-projection",
+            "change-unauthorized",
+            "change-problem-requests",
+            "change-calendar-projection",
+        ),
     ),
     RegisteredService(
         "config",
@@ -70,6 +86,7 @@ SERVICES: tuple[RegisteredService, ...] = (
         http_port=8003,
         publishes=CONFIG_EVENTS,
         consumes=(CHANGE_EVENTS,),
+        consumer_groups=("config-change-projection",),
     ),
     RegisteredService(
         "reporting",
@@ -83,6 +100,7 @@ SERVICES: tuple[RegisteredService, ...] = (
             REPORTING_EVENTS,
             AUTH_REVOCATIONS,
         ),
+        consumer_groups=("reporting-ledger",),
     ),
 )
 SERVICE_NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -231,7 +231,10 @@ class LocalKafka:
         scram_users: dict[str, str] | None = None,
         heap_mb: int = 512,
         partitions_default: int = 6,
+        extra_properties: Mapping[str, str] | None = None,
     ) -> None:
+        """`extra_properties` are written into server.properties last, over the defaults (an
+        authorizer, say)."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
         if scram_users is not None:
@@ -249,6 +252,7 @@ class LocalKafka:
         self.scram_users = dict(scram_users) if scram_users is not None else None
         self.heap_mb = heap_mb
         self.partitions_default = partitions_default
+        self.extra_properties = dict(extra_properties or {})
         self.data_dir = self.state_dir / "data"
         self.logs_dir = self.state_dir / "logs"
         self.properties_file = self.state_dir / "server.properties"
@@ -495,6 +499,7 @@ class LocalKafka:
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{name}" password="{password}";'
             )
+        props.update(self.extra_properties)
         text = "".join(f"{key}={_escape_property(value)}\n" for key, value in props.items())
         self.properties_file.write_text(
             "# Written by shared/devstack/kafka.py on every start; edits are overwritten.\n" + text

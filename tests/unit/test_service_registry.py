@@ -71,6 +71,20 @@ def test_each_service_consumes_exactly_the_topics_its_registry_entry_names(entry
     assert subscribed == set(entry.consumes)
 
 
+@pytest.mark.parametrize("entry", SERVICES, ids=SERVICE_NAMES)
+def test_each_services_consumer_groups_are_exactly_its_consumers_names(entry):
+    runtime: Any = SimpleNamespace(
+        pool=None,
+        producer=None,
+        metrics=None,
+        service_metrics=None,
+        settings=SimpleNamespace(consumer_max_records=100),
+    )
+    names = [consumer.name for consumer in DEFINITIONS[entry.name].consumers(runtime)]
+    assert sorted(names) == sorted(entry.consumer_groups)
+    assert len(set(names)) == len(names)
+
+
 def test_every_catalogued_event_goes_to_its_services_registered_topic_or_a_shared_one():
     for spec in CATALOGUE.values():
         entry = service(spec.source.removeprefix("itsm/"))
