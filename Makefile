@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 .PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
-		.state/grafana-validator/.installed
+		.state/grafana-validator/.installed .state/k8s-tools/.installed
 	$(PY) -m shared.devstack.kafka fetch-jars
 
 # Python packages, pinned with hashes in requirements.lock.
@@ -35,6 +35,12 @@ $(VENV)/.installed: requirements.lock
 .state/grafana-validator/.installed: deploy/grafana/validate/main.go deploy/grafana/validate/go.mod \
 		deploy/grafana/validate/go.sum deploy/local/install-grafana-validator.sh
 	bash deploy/local/install-grafana-validator.sh
+
+# kustomize and kubeconform (pinned in deploy/k8s/tools/go.sum): the tests build every overlay
+# of deploy/k8s/ and validate it against the schemas kept in deploy/k8s/schemas/.
+.state/k8s-tools/.installed: deploy/k8s/tools/go.mod deploy/k8s/tools/go.sum \
+		deploy/k8s/tools/tools.go deploy/local/install-k8s-tools.sh
+	bash deploy/local/install-k8s-tools.sh
 
 run: install
 	$(PY) -m shared.devstack run
