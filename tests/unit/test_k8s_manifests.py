@@ -354,3 +354,56 @@ def test_network_policies_deny_by_default_and_open_kafka_postgresql_dns_http_and
     listener = of_kind("Kafka")["itsm"]["spec"]["kafka"]["listeners"][0]
     assert listener["port"] == build.KAFKA_LISTENER_PORT
     assert build.KAFKA_BOOTSTRAP.endswith(f":{build.KAFKA_LISTENER_PORT}")
+
+
+def _load_schema_update() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "deploy_k8s_schemas_update", K8S / "schemas" / "update.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+schema_update = _load_schema_update()
+
+
+def test_the_schema_conversion_refuses_unknown_fields_unless_the_crd_preserves_them():
+    crd_schema = {
+        "type": "object",
+        "description": "a resource",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    # A field called `description` is a field, not an annotation.
+                    "description": {"type": "string", "description": "free text"},
+                    "port": {"x-kubernetes-int-or-string": True, "anyOf": []},
+                    "config": {
+                        "type": "object",
+                        "properties": {"known": {"type": "string"}},
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    },
+                },
+            }
+        },
+    }
+    converted = schema_update.strict(crd_schema)
+    spec = converted["properties"]["spec"]
+    assert converted["additionalProperties"] is False and "description" not in converted
+    assert spec["additionalProperties"] is False
+    assert spec["properties"]["description"] == {"type": "string"}
+    assert spec["properties"]["port"] == {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    assert "additionalProperties" not in spec["properties"]["config"]
+
+
+def test_the_schemas_kept_are_exactly_those_of_the_kinds_the_manifests_use():
+    kinds = {(m["apiVersion"], m["kind"]) for m in BASE} | {("v1", "Namespace")}
+    listed = {
+        (f"{group}/{version}" if group else version, kind)
+        for group, version, kind in schema_update.KUBERNETES_KINDS + schema_update.CUSTOM_KINDS
+    }
+    assert kinds == listed
+    kept = {p for p in (K8S / "schemas").glob("*/*.json")}
+    assert len(kept) == len(listed)
