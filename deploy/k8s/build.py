@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:  # `python deploy/k8s/build.py` from anywhere
 from shared.kafka import DEFAULT_PARTITIONS, TOPIC_CONFIGS, TOPICS  # noqa: E402
 from shared.kafka_acl import ADMIN_USER, KafkaAcl, admin_acls, kafka_user, service_acls  # noqa: E402
 from shared.registry import SERVICES, RegisteredService  # noqa: E402
+from shared.service import STOP_STEP_SECONDS  # noqa: E402
 
 BASE_DIR = HERE / "base"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -69,6 +70,12 @@ JOB_LABEL = "itsm.io/prometheus-job"
 KEDA_NAMESPACE = "keda"
 # A writable /tmp (an emptyDir of the pod): the root filesystem is read-only.
 TMP = "/tmp"  # noqa: S108 (the pod's own emptyDir)
+
+# A process's graceful stop (shared/service.py ServiceRuntime.stop): background tasks, the
+# revocation listener, the consumers, the producer and the pool, each bounded by
+# STOP_STEP_SECONDS, and uvicorn's own shutdown before them.
+SHUTDOWN_STEPS = 5
+TERMINATION_GRACE_SECONDS = int(SHUTDOWN_STEPS * STOP_STEP_SECONDS) + 15
 
 # Container ports, as in docker-compose.yml: every service on 8000, its relay on 8100.
 HTTP_PORT = 8000
@@ -288,6 +295,8 @@ def pod_template(
         "automountServiceAccountToken": False,
         "securityContext": pod_security(),
     }
+    if restart_policy is None:  # a long-running process: let it stop gracefully
+        spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
     init = list(init_containers)
     if init:
         spec["initContainers"] = init
@@ -516,6 +525,10 @@ def jobs() -> list[Manifest]:
 # --- network policies ------------------------------------------------------------------------
 
 
+# The components of the pods the platform runs itself (not the operators' pods).
+OWN_COMPONENTS = ("service", "relay", "migration", "provisioning")
+
+
 def components(*names: str) -> dict[str, Any]:
     """A pod selector for the platform's pods of these components."""
     return {
@@ -548,7 +561,9 @@ def network_policies() -> list[Manifest]:
     """Deny everything to and from the platform's pods, then allow the flows it has: clients to
     the services' HTTP, services and relays to Kafka's brokers, every process to PostgreSQL,
     Prometheus to the metrics ports, DNS."""
-    everything = {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}}
+    # The platform's own pods only: operators may copy the part-of label of their resources
+    # (the Kafka, the Cluster) onto the pods they run, which these policies must not catch.
+    everything = components(*OWN_COMPONENTS)
     tcp = "TCP"
     return [
         network_policy(

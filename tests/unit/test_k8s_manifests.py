@@ -341,6 +341,10 @@ def test_network_policies_deny_by_default_and_open_kafka_postgresql_dns_http_and
     deny = policies["itsm-default-deny"]["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"]
     assert "ingress" not in deny and "egress" not in deny
+    # Only the platform's own pods: an operator's pod that inherits `part-of: itsm` from the
+    # Kafka or the Cluster resource is not cut off.
+    (components,) = deny["podSelector"]["matchExpressions"]
+    assert set(components["values"]) == {"service", "relay", "migration", "provisioning"}
     egress_ports: dict[str, set[int | str]] = defaultdict(set)
     for policy in policies.values():
         for rule in policy["spec"].get("egress", []):
