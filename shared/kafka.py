@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -292,21 +293,12 @@ async def ensure_topics(
         await admin.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m shared.kafka create-topics`: create every platform topic that is missing.
-
-    The connection comes from flags or the installation-wide variables KAFKA_BOOTSTRAP_SERVERS,
-    KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SSL_CAFILE; the
-    password only from KAFKA_SASL_PASSWORD (a flag would show it in the process list).
-    """
-    import argparse
-    import asyncio
-
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The connection flags of the deploy commands, defaulting to the installation-wide
+    variables KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
+    KAFKA_SASL_USERNAME and KAFKA_SSL_CAFILE (the password has no flag: see connection_from)."""
     env = os.environ
-    parser = argparse.ArgumentParser(prog="python -m shared.kafka")
-    parser.add_argument("command", choices=["create-topics"])
     parser.add_argument("--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"))
-    parser.add_argument("--replication-factor", type=int, default=1)
     parser.add_argument(
         "--security-protocol",
         choices=SECURITY_PROTOCOLS,
@@ -323,7 +315,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="SCRAM user (its password is read from KAFKA_SASL_PASSWORD)",
     )
     parser.add_argument("--ssl-cafile", default=env.get("KAFKA_SSL_CAFILE") or None)
-    args = parser.parse_args(argv)
+
+
+def connection_from(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[str, KafkaOptions]:
+    """The bootstrap servers and security options from add_connection_arguments()' flags and
+    KAFKA_SASL_PASSWORD (a flag would show the password in the process list); a setting that
+    cannot work exits through parser.error() naming what to fix."""
     if not args.bootstrap_servers:
         parser.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
     try:
@@ -331,13 +330,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.security_protocol,
             sasl_mechanism=args.sasl_mechanism,
             username=args.sasl_username,
-            password=env.get("KAFKA_SASL_PASSWORD"),
+            password=os.environ.get("KAFKA_SASL_PASSWORD"),
             cafile=args.ssl_cafile,
         )
     except KafkaConfigError as exc:
         parser.error(str(exc))
+    return str(args.bootstrap_servers), security
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m shared.kafka create-topics`: create every platform topic that is missing.
+
+    The connection comes from flags or the installation-wide variables KAFKA_BOOTSTRAP_SERVERS,
+    KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SSL_CAFILE; the
+    password only from KAFKA_SASL_PASSWORD (a flag would show it in the process list).
+    """
+    import asyncio
+
+    parser = argparse.ArgumentParser(prog="python -m shared.kafka")
+    parser.add_argument("command", choices=["create-topics"])
+    parser.add_argument("--replication-factor", type=int, default=1)
+    add_connection_arguments(parser)
+    args = parser.parse_args(argv)
+    bootstrap, security = connection_from(parser, args)
     created = asyncio.run(
-        ensure_topics(args.bootstrap_servers, None, args.replication_factor, security=security)
+        ensure_topics(bootstrap, None, args.replication_factor, security=security)
     )
     print("created: " + (", ".join(created) or "nothing (all topics exist)"))
 

@@ -16,13 +16,14 @@ from shared.devstack.supervisor import Supervisor
 from shared.registry import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES
 
 
-def run(state_dir: Path, kafka_scram: bool = False) -> int:
+def run(state_dir: Path, kafka_scram: bool = False, kafka_acls: bool = False) -> int:
     """Start Kafka, PostgreSQL, the registry's services and the outbox relays of those that
     publish (each a process of its own, as deployed) under a supervisor that restarts any that dies;
     print where they listen and every restart as it happens; stop everything on Ctrl-C.
 
     With kafka_scram the broker requires SASL/SCRAM-SHA-512 and each service logs in as its own
-    user (passwords in the state folder's kafka-users.json), as in production.
+    user (passwords in the state folder's kafka-users.json), as in production; with kafka_acls
+    also KRaft's authorizer and the ACLs of shared.kafka_acl (each user only what it needs).
     """
     logging.basicConfig(
         level=logging.WARNING,
@@ -30,7 +31,7 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stdout,
     )
-    platform = LocalPlatform(state_dir, kafka_scram=kafka_scram)
+    platform = LocalPlatform(state_dir, kafka_scram=kafka_scram, kafka_acls=kafka_acls)
     supervisor = Supervisor(report=lambda message: print(_stamp(message), flush=True))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -39,7 +40,7 @@ def run(state_dir: Path, kafka_scram: bool = False) -> int:
         infra, services = platform.supervise(
             supervisor, DEFAULT_HTTP_PORTS, separate_relays=PUBLISHING_SERVICES
         )
-        print(banner(platform, infra, services, supervisor, kafka_scram), flush=True)
+        print(banner(platform, infra, services, supervisor, kafka_scram or kafka_acls), flush=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
@@ -59,6 +60,8 @@ def banner(
     """Where everything listens, demo tokens, and whether every part is running right now."""
     lines = [""]
     mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
+    if platform.kafka is not None and platform.kafka.acls:
+        mode += ", ACLs"
     if platform.kafka is not None:
         lines.append(
             f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
@@ -112,8 +115,13 @@ def main() -> None:
         action="store_true",
         help="require SCRAM logins on Kafka, one user per service (needs a fresh --state-dir)",
     )
+    parser.add_argument(
+        "--kafka-acls",
+        action="store_true",
+        help="--kafka-scram plus the authorizer and each user's ACLs (needs a fresh --state-dir)",
+    )
     args = parser.parse_args()
-    sys.exit(run(args.state_dir, kafka_scram=args.kafka_scram))
+    sys.exit(run(args.state_dir, kafka_scram=args.kafka_scram, kafka_acls=args.kafka_acls))
 
 
 if __name__ == "__main__":

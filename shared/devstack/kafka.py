@@ -232,9 +232,14 @@ class LocalKafka:
         heap_mb: int = 512,
         partitions_default: int = 6,
         extra_properties: Mapping[str, str] | None = None,
+        acls: bool = False,
     ) -> None:
         """`extra_properties` are written into server.properties last, over the defaults (an
-        authorizer, say)."""
+        authorizer, say).
+
+        With `acls` (which needs `scram_users`), the broker runs KRaft's StandardAuthorizer and
+        allows nothing that no ACL allows; the first SCRAM user, the broker's own login, is the
+        only super user (see _authorizer_properties)."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
         if scram_users is not None:
@@ -246,6 +251,9 @@ class LocalKafka:
                         f"SCRAM user {name!r}: names and passwords must be non-empty and free of "
                         'whitespace and , [ ] " \\ ; ='
                     )
+        if acls and scram_users is None:
+            raise ValueError("acls needs scram_users: ACLs name SCRAM users")
+        self.acls = acls
         self.state_dir = state_dir.resolve()
         self.port = port
         self.controller_port = controller_port
@@ -499,6 +507,7 @@ class LocalKafka:
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{name}" password="{password}";'
             )
+        props.update(self._authorizer_properties())
         props.update(self.extra_properties)
         text = "".join(f"{key}={_escape_property(value)}\n" for key, value in props.items())
         self.properties_file.write_text(
@@ -506,6 +515,37 @@ class LocalKafka:
         )
         # It may hold a SCRAM password.
         self.properties_file.chmod(0o600)
+
+    def _authorizer_properties(self) -> dict[str, str]:
+        """KRaft's StandardAuthorizer, denying what no ACL allows, when `acls` is on.
+
+        Every request the node makes to itself must come from a super user: the raft Vote and
+        Fetch, the broker's registration and heartbeats (ClusterAction) and the Envelope of
+        each forwarded admin request arrive on the controller listener, and the inter-broker
+        requests on the client listener. A PLAINTEXT controller listener would make that
+        principal `User:ANONYMOUS`, a super user anyone reaching the port could be; SCRAM
+        cannot serve there (its credentials live in the metadata the controller serves), so the
+        controller listener authenticates the node with SASL PLAIN as the broker's SCRAM user,
+        with the same password, from this file only. That one user is `super.users`.
+        """
+        credentials = self.credentials
+        if not self.acls or credentials is None:
+            return {}
+        name, password = credentials
+        return {
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{name}",
+            "listener.security.protocol.map": (
+                f"CONTROLLER:SASL_PLAINTEXT,{self.security_protocol}:{self.security_protocol}"
+            ),
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{name}" password="{password}" user_{name}="{password}";'
+            ),
+        }
 
     def _format_fingerprint(self) -> str:
         users = json.dumps(self.scram_users, sort_keys=True)

@@ -23,9 +23,13 @@ from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
 from shared.devstack.postgres import LocalPostgres
 from shared.devstack.supervisor import Part, Supervisor, stop_process
 from shared.kafka import ensure_topics, security_options
+from shared.kafka_acl import ADMIN_USER, apply_acls
 from shared.provision import DEFAULT_DATABASE, dsn_for, provision
 from shared.registry import DEFAULT_HTTP_PORTS, SERVICE_NAMES
 from shared.settings import RELAY_PORT_OFFSET
+
+# With kafka_acls, the broker's own login and only super user (it applies the ACLs).
+BROKER_USER = "itsm-broker"
 
 
 @dataclass
@@ -119,6 +123,10 @@ class LocalPlatform:
 
     With kafka_scram, the broker it starts requires SASL/SCRAM-SHA-512: a user `itsm-admin`
     (topics) and one `itsm-<service>` per service, handed to each service by service_env().
+
+    With kafka_acls (implying kafka_scram), the broker also runs KRaft's StandardAuthorizer and
+    refuses what no ACL allows: its own login is a further user, `itsm-broker`, the only super
+    user, which applies the ACLs of shared.kafka_acl before `itsm-admin` creates the topics.
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class LocalPlatform:
         postgres_port: int = 55432,
         environ: Mapping[str, str] | None = None,
         kafka_scram: bool = False,
+        kafka_acls: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.environ = dict(os.environ if environ is None else environ)
@@ -140,8 +149,10 @@ class LocalPlatform:
                 self.state_dir / "kafka",
                 port=kafka_port,
                 controller_port=kafka_controller_port,
-                # The first user is the admin: the broker's own inter-broker login.
-                scram_users=self._kafka_users() if kafka_scram else None,
+                # The first user is the broker's own inter-broker login: the admin, or with ACLs
+                # a super user of its own (the admin may only create topics).
+                scram_users=self._kafka_users(kafka_acls) if kafka_scram or kafka_acls else None,
+                acls=kafka_acls,
             )
         if not self.environ.get("DATABASE_URL"):
             self.postgres = LocalPostgres(self.state_dir / "postgres", port=postgres_port)
@@ -158,16 +169,20 @@ class LocalPlatform:
         path.chmod(0o600)
         return stored
 
-    def _kafka_users(self) -> dict[str, str]:
-        """SCRAM users and passwords, kept with the broker's state (it is formatted with them)."""
+    def _kafka_users(self, acls: bool = False) -> dict[str, str]:
+        """SCRAM users and passwords, kept with the broker's state (it is formatted with them);
+        with `acls`, the broker's own `itsm-broker` comes first."""
         path = self.state_dir / "kafka-users.json"
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        for user in ("itsm-admin", *(f"itsm-{service}" for service in SERVICE_NAMES)):
+        users = (ADMIN_USER, *(f"itsm-{service}" for service in SERVICE_NAMES))
+        if acls:
+            users = (BROKER_USER, *users)
+        for user in users:
             stored.setdefault(user, secrets.token_urlsafe(18))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(stored, indent=2))
         path.chmod(0o600)
-        return stored
+        return {user: stored[user] for user in users}
 
     def start_infra(self) -> Infra:
         """Start Kafka and PostgreSQL as needed, provision roles and schemas, create topics."""
@@ -185,6 +200,7 @@ class LocalPlatform:
             admin_dsn = self.environ["DATABASE_URL"]
         kafka_users: dict[str, tuple[str, str]] = {}
         admin_security = None
+        acl_security = None
         if self.kafka is not None:
             bootstrap = self.kafka.bootstrap_servers
             users = self.kafka.scram_users
@@ -192,9 +208,15 @@ class LocalPlatform:
                 kafka_users = {s: (f"itsm-{s}", users[f"itsm-{s}"]) for s in SERVICE_NAMES}
                 admin_security = security_options(
                     self.kafka.security_protocol,
-                    username="itsm-admin",
-                    password=users["itsm-admin"],
+                    username=ADMIN_USER,
+                    password=users[ADMIN_USER],
                 )
+                if self.kafka.acls:
+                    acl_security = security_options(
+                        self.kafka.security_protocol,
+                        username=BROKER_USER,
+                        password=users[BROKER_USER],
+                    )
         else:
             bootstrap = self.environ["KAFKA_BOOTSTRAP_SERVERS"]
         keys = LocalKeys(self.state_dir / "auth")
@@ -202,6 +224,9 @@ class LocalPlatform:
         ledger_key_file = ensure_ledger_key(self.state_dir / "ledger" / "signing-key.pem")
         passwords = self._passwords()
         asyncio.run(provision(admin_dsn, passwords))
+        if acl_security is not None:
+            # Before the topics: the admin may create them only once its ACL exists.
+            asyncio.run(apply_acls(bootstrap, security=acl_security))
         asyncio.run(ensure_topics(bootstrap, security=admin_security))
         return Infra(
             bootstrap_servers=bootstrap,

@@ -20,6 +20,7 @@ from services.incident.domain.workflow import HOLD_REASONS, RESOLUTION_CODES
 from services.reporting.domain.kpis import DEFINITIONS as KPI_DEFINITIONS
 from shared.calendars import WEEKDAYS, CalendarSpec, OpeningInterval
 from shared.events.catalogue import CATALOGUE, CiStatus
+from shared.kafka_acl import markdown as kafka_acls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,6 +152,7 @@ BLOCKS: list[tuple[str, str, Callable[[], str]]] = [
     ("services/incident/README.md", "hold-reasons", hold_reasons),
     ("docs/events.md", "event-types", event_types),
     ("docs/kpis.md", "kpi-definitions", kpi_definitions),
+    ("deploy/kafka/PRODUCTION.md", "kafka-acls", kafka_acls),
 ]
 
 
