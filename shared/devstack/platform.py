@@ -328,7 +328,9 @@ class LocalPlatform:
             for node in self.kafka.nodes:
                 # Added at once: each part's thread starts its node, and no node is ready
                 # before a majority of them runs.
-                supervisor.add(self._kafka_part(node, self.kafka.node_name(node)))
+                # The supervisor stops them one after another: the last one, alone, waits for
+                # a quorum that is gone, so its clean shutdown is not waited for long.
+                supervisor.add(self._kafka_part(node, self.kafka.node_name(node), 10.0))
                 infra_parts.append(self.kafka.node_name(node))
         elif self.kafka is not None:
             supervisor.add(self._kafka_part(self.kafka))
@@ -363,14 +365,16 @@ class LocalPlatform:
             stop=lambda process: stop_process(process, 60.0, signal.SIGINT),
         )
 
-    def _kafka_part(self, kafka: LocalKafka, name: str = "kafka") -> Part:
+    def _kafka_part(
+        self, kafka: LocalKafka, name: str = "kafka", stop_timeout: float = 30.0
+    ) -> Part:
         def start() -> subprocess.Popen[bytes]:
             kafka.start()
             if kafka.process is None:
                 raise RuntimeError("the broker did not start")
             return kafka.process
 
-        return Part(name, start=start, stop=lambda _process: kafka.stop())
+        return Part(name, start=start, stop=lambda _process: kafka.stop(stop_timeout))
 
     def _service_part(
         self,
