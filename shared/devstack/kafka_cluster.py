@@ -32,6 +32,12 @@ from shared.devstack.kafka import (
 DEFAULT_CLUSTER_STATE_DIR: Path = DEFAULT_STATE_DIR.parent / "kafka-cluster"
 
 
+# A node restarted after a kill -9 recovers every partition it holds, one after another, before
+# it serves again, and every node holds every partition: the consumer offsets topic's default 50
+# were most of them (56 of 86). A handful of consumer groups needs only a few.
+_CLUSTER_PROPERTIES = {"offsets.topic.num.partitions": "6"}
+
+
 class LocalKafkaCluster:
     """`nodes` combined broker+controller KRaft nodes on 127.0.0.1, a quorum of all of them."""
 
@@ -71,7 +77,7 @@ class LocalKafkaCluster:
                 scram_users=scram_users,
                 heap_mb=heap_mb,
                 partitions_default=partitions_default,
-                extra_properties=extra_properties,
+                extra_properties={**_CLUSTER_PROPERTIES, **(extra_properties or {})},
                 node_id=node_id,
                 quorum_voters=voters,
                 cluster_id=None,  # read (or made) on start: see _cluster_id()

@@ -98,13 +98,13 @@ def _listening_port() -> int:
     return _PORTS.randrange(low, high)
 
 
-def _free_port_pair(width: int = 1, taken: Collection[int] = ()) -> int:
+def _free_port_pair(width: int = 1) -> int:
     """A port p with p .. p + width - 1 and the same past RELAY_PORT_OFFSET all free (a
-    service's replicas and its relays), none of them in `taken`."""
+    service's replicas and its relays), and none handed out before."""
     for _ in range(500):
         port = _listening_port()
         wanted = [p + off for p in range(port, port + width) for off in (0, RELAY_PORT_OFFSET)]
-        if max(wanted) >= _EPHEMERAL[0] or any(p in taken or p in _HANDED_OUT for p in wanted):
+        if max(wanted) >= _EPHEMERAL[0] or any(p in _HANDED_OUT for p in wanted):
             continue
         if all(_port_free(p) for p in wanted):
             _HANDED_OUT.update(wanted)
@@ -354,10 +354,7 @@ class FaultPlatform:
             self.platform.kafka.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         width = max(self.replicas, self.relays)
-        ports: dict[str, int] = {}
-        for name in SERVICE_NAMES:
-            taken = [p + i for p in ports.values() for i in range(width)]
-            ports[name] = _free_port_pair(width, taken)
+        ports = {name: _free_port_pair(width) for name in SERVICE_NAMES}
         self.infra, self.services = self.platform.supervise(
             self.supervisor,
             ports,
