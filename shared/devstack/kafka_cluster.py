@@ -34,7 +34,7 @@ DEFAULT_CLUSTER_STATE_DIR: Path = DEFAULT_STATE_DIR.parent / "kafka-cluster"
 
 # A node restarted after a kill -9 recovers every partition it holds, one after another, before
 # it serves again, and every node holds every partition: the consumer offsets topic's default 50
-# were most of them (56 of 86). A handful of consumer groups needs only a few.
+# were most of them. A handful of consumer groups needs only a few.
 _CLUSTER_PROPERTIES = {"offsets.topic.num.partitions": "6"}
 
 
