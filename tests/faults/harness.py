@@ -141,6 +141,8 @@ class Kill:
     part: str
     pid: int
     at: float
+    # The same moment on the wall clock (events carry wall-clock times).
+    wall: float = 0.0
     # Seconds until the supervisor had the part running (ready) again.
     part_back: float | None = None
     # Seconds until every service and relay answered /health/ready with 200 again.
@@ -196,6 +198,8 @@ class Verdict:
     republished: int = 0
     ledger_rows: int = 0
     publish_delays: list[float] = field(default_factory=list)
+    # When each of those events was written (epoch seconds), in the same order.
+    written_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -267,10 +271,34 @@ class Report:
                 f"publish delay (event time -> Kafka record time): p50 {_pct(delays, 50):.3f}s"
                 f"  p99 {_pct(delays, 99):.3f}s  max {delays[-1]:.3f}s"
             )
+            for kind, during in self.delays_during_outages().items():
+                during.sort()
+                lines.append(
+                    f"  the {len(during)} written while a {kind} was down or recovering:"
+                    f" p50 {_pct(during, 50):.3f}s  p99 {_pct(during, 99):.3f}s"
+                    f"  max {during[-1]:.3f}s"
+                )
         problems = failures(self)
         lines.append("verdict: " + ("all checks held" if not problems else "FAILED"))
         lines.extend(f"  {p}" for p in problems)
         return "\n".join(lines)
+
+    def delays_during_outages(self) -> dict[str, list[float]]:
+        """Publish delays of the events written while a part of each kind was down (from its
+        kill until every part was ready again, or its partitions in sync for a broker)."""
+        found: dict[str, list[float]] = defaultdict(list)
+        v = self.verdict
+        for kill in self.kills:
+            recovered = kill.in_sync if kill.in_sync is not None else kill.all_ready
+            if recovered is None:
+                continue
+            start, end = kill.wall, kill.wall + recovered
+            found[kill.kind] += [
+                delay
+                for written, delay in zip(v.written_at, v.publish_delays, strict=True)
+                if start <= written <= end
+            ]
+        return {kind: delays for kind, delays in found.items() if delays}
 
 
 def _s(value: float | None) -> str:
@@ -651,7 +679,7 @@ async def _kill_and_recover(
     at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     print(f"[faults] {time.strftime('%H:%M:%S')} kill -9 {part} (pid {pid})", flush=True)
-    kill = Kill(kind, part, pid, at)
+    kill = Kill(kind, part, pid, at, wall=time.time())
 
     async def part_back() -> bool:
         fresh = [e for e in platform.supervisor.events()[events_before:] if e.part == part]
@@ -893,6 +921,7 @@ async def _verify_with(
                     seen[(tp.topic, subject)].append(_version(record.headers))
                     written = datetime.fromisoformat(values["ce_time"].decode())
                     verdict.publish_delays.append(record.timestamp / 1000 - written.timestamp())
+                    verdict.written_at.append(written.timestamp())
             positions = [await consumer.position(tp) for tp in ends]
             caught_up = all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
             if caught_up and complete():
