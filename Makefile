@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi lint lock asyncapi clean
+.PHONY: install run test test-unit chaos chaos-cluster bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
 		.state/grafana-validator/.installed .state/k8s-tools/.installed
@@ -52,9 +52,18 @@ test: install
 # The fault tier's long run: 20+ kill -9s of services, relays, the broker and PostgreSQL under
 # load, then a report (kills, recovery per part, counts, publish delay). `make test` runs a
 # short one. CHAOS_ARGS="--seed N --kills M" repeats or resizes a run.
+# Then the same at cluster shape (`make chaos-cluster` alone): three KRaft brokers (replication
+# 3, min.insync.replicas 2), two replicas of every service, two relays per publishing service;
+# CHAOS_CLUSTER_ARGS resizes it.
 CHAOS_ARGS ?= --kills 24
+CHAOS_CLUSTER_ARGS ?= --kills 16
+CHAOS_CLUSTER := $(PY) -m tests.faults.harness --brokers 3 --replicas 2 --relays 2
 chaos: install
 	$(PY) -m tests.faults.harness $(CHAOS_ARGS)
+	$(CHAOS_CLUSTER) $(CHAOS_CLUSTER_ARGS)
+
+chaos-cluster: install
+	$(CHAOS_CLUSTER) $(CHAOS_CLUSTER_ARGS)
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

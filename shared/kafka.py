@@ -176,7 +176,7 @@ def kafka_options(settings: ServiceSettings) -> KafkaOptions:
 
         consumer = AIOKafkaConsumer(topic, **kafka_options(settings), group_id="...")
         producer = create_producer(bootstrap, client_id, security=kafka_options(settings))
-        broker = KafkaBroker(bootstrap, security=broker_security(kafka_options(settings)))
+        broker = KafkaBroker(bootstrap_list(bootstrap), security=broker_security(...))
 
     Raises KafkaConfigError, naming the variables to fix, for settings that cannot work (for
     example SASL_SSL without a username or password). The result's repr hides the password.
@@ -217,6 +217,12 @@ def broker_security(options: Mapping[str, Any]) -> BaseSecurity | None:
         ssl_context=context if use_ssl else None,
         use_ssl=use_ssl,
     )
+
+
+def bootstrap_list(bootstrap_servers: str) -> list[str]:
+    """ "host:port,host:port" as a list of "host:port": faststream's KafkaBroker hands a string
+    to aiokafka as one host, so a cluster's comma-separated servers must be split first."""
+    return [server.strip() for server in bootstrap_servers.split(",") if server.strip()]
 
 
 def client_config(

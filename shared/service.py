@@ -36,7 +36,7 @@ from shared.http.app import create_app
 from shared.http.idempotency import purge_expired
 from shared.http.server import server_config
 from shared.inbox import EventConsumer
-from shared.kafka import broker_security, create_producer, kafka_options
+from shared.kafka import bootstrap_list, broker_security, create_producer, kafka_options
 from shared.logging import configure_logging
 from shared.metrics import PlatformMetrics, TenantLabel
 from shared.outbox import OutboxRelay
@@ -220,7 +220,7 @@ class ServiceRuntime(Generic[SettingsT, MetricsT]):
         await self.revocation_listener.start()
         supervisor.start(BackgroundTask("revocation-listener", self.revocation_listener.follow))
         self.broker = KafkaBroker(
-            s.kafka_bootstrap_servers,
+            bootstrap_list(s.kafka_bootstrap_servers),
             client_id=s.client_id,
             security=broker_security(kafka),
             allow_auto_create_topics=False,

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from shared.devstack.kafka import REPO_ROOT
+from shared.devstack.kafka import REPO_ROOT, LocalKafka
 from shared.devstack.platform import Infra, LocalPlatform, SupervisedService
 from shared.devstack.supervisor import Supervisor
 from shared.registry import DEFAULT_HTTP_PORTS, PUBLISHING_SERVICES
@@ -60,13 +60,16 @@ def banner(
     """Where everything listens, demo tokens, and whether every part is running right now."""
     lines = [""]
     mode = "SASL_PLAINTEXT, SCRAM-SHA-512 users" if kafka_scram else "PLAINTEXT"
-    if platform.kafka is not None and platform.kafka.acls:
-        mode += ", ACLs"
-    if platform.kafka is not None:
+    if isinstance(platform.kafka, LocalKafka):
+        if platform.kafka.acls:
+            mode += ", ACLs"
         lines.append(
             f"  Kafka       {infra.bootstrap_servers}  ({mode}; "
             f"controller 127.0.0.1:{platform.kafka.controller_port})"
         )
+    elif platform.kafka is not None:
+        nodes = len(platform.kafka.nodes)
+        lines.append(f"  Kafka       {infra.bootstrap_servers}  ({mode}; {nodes} nodes)")
     else:
         lines.append(f"  Kafka       {infra.bootstrap_servers}  ({mode}; not started here)")
     lines.append(

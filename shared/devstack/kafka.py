@@ -148,6 +148,11 @@ def _new_cluster_id() -> str:
             return cluster_id
 
 
+def new_cluster_id() -> str:
+    """A fresh KRaft cluster id, as `kafka-storage random-uuid` makes (for formatting nodes)."""
+    return _new_cluster_id()
+
+
 def _tail_text(text: str, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -233,13 +238,23 @@ class LocalKafka:
         partitions_default: int = 6,
         extra_properties: Mapping[str, str] | None = None,
         acls: bool = False,
+        *,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        replication_factor: int = 1,
+        min_insync_replicas: int = 1,
     ) -> None:
         """`extra_properties` are written into server.properties last, over the defaults (an
         authorizer, say).
 
         With `acls` (which needs `scram_users`), the broker runs KRaft's StandardAuthorizer and
         allows nothing that no ACL allows; the first SCRAM user, the broker's own login, is the
-        only super user (see _authorizer_properties)."""
+        only super user (see _authorizer_properties).
+
+        One node of a cluster (shared/devstack/kafka_cluster.py) names its `node_id`, the
+        cluster's `quorum_voters` ("1@127.0.0.1:port,2@..."), the `cluster_id` every node is
+        formatted with, and the replication of new topics and of Kafka's internal ones."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
         if scram_users is not None:
@@ -261,6 +276,11 @@ class LocalKafka:
         self.heap_mb = heap_mb
         self.partitions_default = partitions_default
         self.extra_properties = dict(extra_properties or {})
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters or f"{node_id}@127.0.0.1:{controller_port}"
+        self.cluster_id = cluster_id
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.data_dir = self.state_dir / "data"
         self.logs_dir = self.state_dir / "logs"
         self.properties_file = self.state_dir / "server.properties"
@@ -463,12 +483,12 @@ class LocalKafka:
         listener = self.security_protocol  # the listener is named after its protocol
         props: dict[str, str] = {
             "process.roles": "broker,controller",
-            "node.id": "1",
+            "node.id": str(self.node_id),
             # Static voters rather than `controller.quorum.bootstrap.servers` + `--standalone`:
             # the voter's endpoint is then read from this file on every start instead of being
             # recorded in the metadata log at format time, so a state dir can be restarted on
             # other ports.
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": self.quorum_voters,
             "controller.listener.names": "CONTROLLER",
             "listeners": (
                 f"{listener}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
@@ -478,15 +498,19 @@ class LocalKafka:
             "inter.broker.listener.name": listener,
             "log.dirs": str(self.data_dir),
             "num.partitions": str(self.partitions_default),
-            "default.replication.factor": "1",
+            "default.replication.factor": str(self.replication_factor),
             "auto.create.topics.enable": "false",
-            # A single node cannot hold more than one replica of the internal topics.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "min.insync.replicas": "1",
+            # A single node cannot hold more than one replica of the internal topics; a cluster
+            # replicates them as it does the platform's topics.
+            "offsets.topic.replication.factor": str(self.replication_factor),
+            "transaction.state.log.replication.factor": str(self.replication_factor),
+            "transaction.state.log.min.isr": str(self.min_insync_replicas),
+            "share.coordinator.state.topic.replication.factor": str(self.replication_factor),
+            "share.coordinator.state.topic.min.isr": str(self.min_insync_replicas),
+            "min.insync.replicas": str(self.min_insync_replicas),
+            # Kafka's default, said out loud: a replica that was not in sync never becomes
+            # leader, so an acknowledged (acks=all) record is never lost to an election.
+            "unclean.leader.election.enable": "false",
             # Tests start consumer groups constantly; the 3 s default only slows each one down.
             "group.initial.rebalance.delay.ms": "0",
             "num.recovery.threads.per.data.dir": "1",
@@ -574,7 +598,7 @@ class LocalKafka:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            _new_cluster_id(),
+            self.cluster_id or _new_cluster_id(),
             "-c",
             str(self.properties_file),
         ]
@@ -610,6 +634,10 @@ class LocalKafka:
             cluster = await asyncio.wait_for(admin.describe_cluster(), limit_s)
             if not cluster.get("brokers"):
                 return "metadata lists no brokers yet"
+            # In a cluster, the metadata may come from a peer: this node counts once it is
+            # registered and unfenced (a fenced broker is left out of the metadata).
+            if self.node_id not in {broker["node_id"] for broker in cluster["brokers"]}:
+                return f"node {self.node_id} is not among the cluster's live brokers yet"
             return None
         finally:
             with contextlib.suppress(Exception):

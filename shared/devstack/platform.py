@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -20,6 +20,7 @@ from typing import IO
 from shared.auth.local import DEFAULT_AUDIENCE, DEFAULT_ISSUER, LocalKeys
 from shared.auth.tokens import new_signing_key, save_private_key
 from shared.devstack.kafka import REPO_ROOT, SCRAM_MECHANISM, LocalKafka
+from shared.devstack.kafka_cluster import LocalKafkaCluster
 from shared.devstack.postgres import LocalPostgres
 from shared.devstack.supervisor import Part, Supervisor, stop_process
 from shared.kafka import ensure_topics, security_options
@@ -127,6 +128,11 @@ class LocalPlatform:
     With kafka_acls (implying kafka_scram), the broker also runs KRaft's StandardAuthorizer and
     refuses what no ACL allows: its own login is a further user, `itsm-broker`, the only super
     user, which applies the ACLs of shared.kafka_acl before `itsm-admin` creates the topics.
+
+    With kafka_brokers=3 (or more) it starts a LocalKafkaCluster instead of one broker, its
+    nodes on `kafka_node_ports` (client, controller) or else on kafka_port + 2i and + 2i + 1,
+    and creates the platform's topics replicated to every node (without ACLs: the authorizer
+    test runs on one broker).
     """
 
     def __init__(
@@ -139,12 +145,26 @@ class LocalPlatform:
         environ: Mapping[str, str] | None = None,
         kafka_scram: bool = False,
         kafka_acls: bool = False,
+        kafka_brokers: int = 1,
+        kafka_node_ports: Sequence[tuple[int, int]] | None = None,
     ) -> None:
+        if kafka_acls and kafka_brokers > 1:
+            raise ValueError("kafka_acls runs on one broker; a cluster runs without an authorizer")
         self.state_dir = state_dir.resolve()
         self.environ = dict(os.environ if environ is None else environ)
-        self.kafka: LocalKafka | None = None
+        self.kafka: LocalKafka | LocalKafkaCluster | None = None
         self.postgres: LocalPostgres | None = None
-        if not self.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        if self.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            pass  # a Kafka named from outside
+        elif kafka_brokers > 1:
+            self.kafka = LocalKafkaCluster(
+                self.state_dir / "kafka-cluster",
+                kafka_node_ports,
+                port=kafka_port,
+                nodes=kafka_brokers,
+                scram_users=self._kafka_users() if kafka_scram else None,
+            )
+        else:
             self.kafka = LocalKafka(
                 self.state_dir / "kafka",
                 port=kafka_port,
@@ -211,7 +231,7 @@ class LocalPlatform:
                     username=ADMIN_USER,
                     password=users[ADMIN_USER],
                 )
-                if self.kafka.acls:
+                if isinstance(self.kafka, LocalKafka) and self.kafka.acls:
                     acl_security = security_options(
                         self.kafka.security_protocol,
                         username=BROKER_USER,
@@ -227,7 +247,12 @@ class LocalPlatform:
         if acl_security is not None:
             # Before the topics: the admin may create them only once its ACL exists.
             asyncio.run(apply_acls(bootstrap, security=acl_security))
-        asyncio.run(ensure_topics(bootstrap, security=admin_security))
+        replication = (
+            self.kafka.replication_factor if isinstance(self.kafka, LocalKafkaCluster) else 1
+        )
+        asyncio.run(
+            ensure_topics(bootstrap, replication_factor=replication, security=admin_security)
+        )
         return Infra(
             bootstrap_servers=bootstrap,
             admin_dsn=admin_dsn,
@@ -306,18 +331,36 @@ class LocalPlatform:
         separate_relays: Collection[str] = (),
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 180.0,
+        replicas: int = 1,
+        relays: int = 1,
     ) -> tuple[Infra, list[SupervisedService]]:
         """Start PostgreSQL, Kafka, the services and their separate relays as parts of the
         supervisor (which restarts any that dies); return once every part is ready.
 
         Each service and relay is started as start_services() does, in a session of its own
         so that a terminal's Ctrl-C reaches only the supervisor, which stops them in order.
+        A cluster's nodes are parts of their own, `kafka-1`, `kafka-2`, ...
+
+        With `replicas` > 1 each service runs that many processes, each a part: replica r
+        (from 0) on its port + r, named `<name>` then `<name>-2`, ...; they share the database
+        and the consumer groups. With `relays` > 1 each service in `separate_relays` runs that
+        many relays: relay j on its port + RELAY_PORT_OFFSET + j, named `<name>-relay` then
+        `<name>-relay-2`, ... The ports map must leave those ports free.
         """
         infra_parts = []
         if self.postgres is not None:
             supervisor.add(self._postgres_part(self.postgres))
             infra_parts.append("postgres")
-        if self.kafka is not None:
+        if isinstance(self.kafka, LocalKafkaCluster):
+            self.kafka.prepare()
+            for node in self.kafka.nodes:
+                # Added at once: each part's thread starts its node, and no node is ready
+                # before a majority of them runs.
+                # The supervisor stops them one after another: the last one, alone, waits for
+                # a quorum that is gone, so its clean shutdown is not waited for long.
+                supervisor.add(self._kafka_part(node, self.kafka.node_name(node), 10.0))
+                infra_parts.append(self.kafka.node_name(node))
+        elif self.kafka is not None:
             supervisor.add(self._kafka_part(self.kafka))
             infra_parts.append("kafka")
         supervisor.wait_running(infra_parts, timeout)
@@ -326,14 +369,19 @@ class LocalPlatform:
         services = []
         for name, port in ports.items():
             extra = _process_env(name, extra_env, separate=name in separate_relays)
-            env = infra.service_env(name, port, extra)
-            services.append(self._service_part(supervisor, name, name, port, env))
+            for replica in range(replicas):
+                label = name if replica == 0 else f"{name}-{replica + 1}"
+                env = infra.service_env(name, port + replica, extra)
+                services.append(self._service_part(supervisor, name, label, port + replica, env))
             if name in separate_relays:
-                services.append(
-                    self._service_part(
-                        supervisor, name, f"{name}-relay", port + RELAY_PORT_OFFSET, env, "relay"
+                env = infra.service_env(name, port, extra)
+                for relay in range(relays):
+                    label = f"{name}-relay" if relay == 0 else f"{name}-relay-{relay + 1}"
+                    relay_port = port + RELAY_PORT_OFFSET + relay
+                    relay_env = {**env, f"{name.upper()}_OUTBOX_RELAY_HTTP_PORT": str(relay_port)}
+                    services.append(
+                        self._service_part(supervisor, name, label, relay_port, relay_env, "relay")
                     )
-                )
         supervisor.wait_running([s.name for s in services], timeout)
         return infra, services
 
@@ -345,14 +393,16 @@ class LocalPlatform:
             stop=lambda process: stop_process(process, 60.0, signal.SIGINT),
         )
 
-    def _kafka_part(self, kafka: LocalKafka) -> Part:
+    def _kafka_part(
+        self, kafka: LocalKafka, name: str = "kafka", stop_timeout: float = 30.0
+    ) -> Part:
         def start() -> subprocess.Popen[bytes]:
             kafka.start()
             if kafka.process is None:
                 raise RuntimeError("the broker did not start")
             return kafka.process
 
-        return Part("kafka", start=start, stop=lambda _process: kafka.stop())
+        return Part(name, start=start, stop=lambda _process: kafka.stop(stop_timeout))
 
     def _service_part(
         self,

@@ -10,6 +10,13 @@ and every service and relay answers /health/ready with 200. Afterwards it checks
 acknowledged write exists exactly once, that the outboxes drained, that every event reached
 Kafka and the reporting ledger, and that each aggregate's versions are gap-free and in order.
 
+At cluster shape (`--brokers 3 --replicas 2 --relays 2`) Kafka is a three-node KRaft cluster
+(replication 3, min.insync.replicas 2), every service runs two replicas and every publishing
+service two relays, each a supervised part of its own (`incident-2`, `incident-relay-2`,
+`kafka-1`..`kafka-3`); the clients spread their writes over the replicas, a kill hits one
+replica, relay or broker, and a broker is killed only once the cluster has every replica of
+every partition in sync again (so two brokers are never down at once).
+
 `python -m tests.faults.harness --kills 24` (`make chaos`) runs a long one and prints a report.
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -27,7 +35,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,9 +45,11 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.db import create_pool, tenant_transaction
 from shared.devstack.kafka import REPO_ROOT
+from shared.devstack.kafka_cluster import LocalKafkaCluster
 from shared.devstack.platform import Infra, LocalPlatform, SupervisedService
 from shared.devstack.supervisor import Supervisor
 from shared.events.catalogue import CONFIG_EVENTS, INCIDENT_EVENTS, REPORTING_EVENTS
@@ -52,7 +62,7 @@ KINDS = ("service", "relay", "broker", "postgres")
 # The topics whose events the ledger records in this run: the load's (incident, config) and the
 # ledger's own (its keys, configuration and checkpoints, published by the reporting relay).
 KAFKA_TOPICS = (INCIDENT_EVENTS, CONFIG_EVENTS, REPORTING_EVENTS)
-# The parts a kill of each kind may hit.
+# The parts a kill of each kind may hit (each replica of these, at cluster shape).
 TARGETS = {
     "service": ("incident", "config", "reporting"),
     "relay": ("incident-relay", "config-relay"),
@@ -65,27 +75,59 @@ VERSION_HEADERS = ("ce_itsmversion", "ce_sequence")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + RELAY_PORT_OFFSET both free (a service and its relay)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + RELAY_PORT_OFFSET > 65535:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_PORTS = random.SystemRandom()
+# Ports handed out in this process: the platform binds them only later, one part at a time.
+_HANDED_OUT: set[int] = set()
+
+
+def _listening_port() -> int:
+    """A port below the system's ephemeral range: one picked by bind(0) lies inside it, and
+    while a killed part is down any outgoing connection of the others' (this run makes
+    thousands) may take its port, and the part cannot listen there again."""
+    low = 10_000 if _EPHEMERAL[0] > 12_000 else 1024
+    high = _EPHEMERAL[0] - 1 if _EPHEMERAL[0] > 12_000 else 65535 - RELAY_PORT_OFFSET - 8
+    return _PORTS.randrange(low, high)
+
+
+def _free_port_pair(width: int = 1) -> int:
+    """A port p with p .. p + width - 1 and the same past RELAY_PORT_OFFSET all free (a
+    service's replicas and its relays), and none handed out before."""
+    for _ in range(500):
+        port = _listening_port()
+        wanted = [p + off for p in range(port, port + width) for off in (0, RELAY_PORT_OFFSET)]
+        if max(wanted) >= _EPHEMERAL[0] or any(p in _HANDED_OUT for p in wanted):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + RELAY_PORT_OFFSET))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports found")
+        if all(_port_free(p) for p in wanted):
+            _HANDED_OUT.update(wanted)
+            return port
+    raise RuntimeError("no free block of ports found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(500):
+        port = _listening_port()
+        if port not in _HANDED_OUT and _port_free(port):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 # --------------------------------------------------------------------------- results
@@ -99,10 +141,14 @@ class Kill:
     part: str
     pid: int
     at: float
+    # The same moment on the wall clock (events carry wall-clock times).
+    wall: float = 0.0
     # Seconds until the supervisor had the part running (ready) again.
     part_back: float | None = None
     # Seconds until every service and relay answered /health/ready with 200 again.
     all_ready: float | None = None
+    # A cluster's broker: seconds until every partition had all its replicas in sync again.
+    in_sync: float | None = None
     # What the parts that were still not ready at the limit said.
     not_ready: dict[str, str] = field(default_factory=dict)
 
@@ -129,6 +175,8 @@ class LoadStats:
     replayed: int = 0
     conflicts_resolved: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    # Acknowledged creates and updates by the replica that answered (its base URL's name).
+    by_replica: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -150,6 +198,8 @@ class Verdict:
     republished: int = 0
     ledger_rows: int = 0
     publish_delays: list[float] = field(default_factory=list)
+    # When each of those events was written (epoch seconds), in the same order.
+    written_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -164,18 +214,21 @@ class Report:
     restarts: dict[str, int]
     unplanned_exits: list[str]
     seconds: float
+    shape: str = "1 broker, 1 replica per service, 1 relay per publishing service"
 
     def text(self) -> str:
         """The human-readable report `make chaos` prints."""
         v = self.verdict
         lines = [
             f"fault run: seed {self.seed}, {len(self.kills)} kills, {self.seconds:.0f}s",
-            "kills (part, pid, part running again, all ready again):",
+            f"shape: {self.shape}",
+            "kills (part, pid, part running again, all ready again[, partitions in sync again]):",
         ]
         for k in self.kills:
             lines.append(
-                f"  {k.kind:<8} {k.part:<15} pid {k.pid:<7} back {_s(k.part_back)}"
+                f"  {k.kind:<8} {k.part:<18} pid {k.pid:<7} back {_s(k.part_back)}"
                 f"  all ready {_s(k.all_ready)}"
+                + (f"  in sync {_s(k.in_sync)}" if k.kind == "broker" and k.in_sync else "")
             )
         by_kind: dict[str, list[float]] = defaultdict(list)
         for k in self.kills:
@@ -189,6 +242,12 @@ class Report:
                     f"  {kind:<8} n={len(times):<3} mean {statistics.mean(times):5.1f}s"
                     f"  max {max(times):5.1f}s"
                 )
+        in_sync = [k.in_sync for k in self.kills if k.in_sync is not None]
+        if in_sync:
+            lines.append(
+                f"  broker kill -> every partition's replicas in sync: mean "
+                f"{statistics.mean(in_sync):5.1f}s  max {max(in_sync):5.1f}s"
+            )
         lines.append(f"restarts by the supervisor: {dict(sorted(self.restarts.items()))}")
         if self.unplanned_exits:
             lines.append(f"exits nobody caused: {self.unplanned_exits}")
@@ -199,6 +258,9 @@ class Report:
             f"{load.conflicts_resolved} updates confirmed by re-reading, {load.gave_up} gave up; "
             f"answers {dict(sorted(load.statuses.items()))}"
         )
+        if len(load.by_replica) > 2:
+            per_replica = dict(sorted(load.by_replica.items()))
+            lines.append(f"acknowledged writes per replica: {per_replica}")
         lines.append(
             f"events: {v.aggregates} aggregates, {v.events_on_kafka} distinct events on Kafka "
             f"({v.republished} re-published duplicates), {v.ledger_rows} ledger rows"
@@ -209,10 +271,34 @@ class Report:
                 f"publish delay (event time -> Kafka record time): p50 {_pct(delays, 50):.3f}s"
                 f"  p99 {_pct(delays, 99):.3f}s  max {delays[-1]:.3f}s"
             )
+            for kind, during in self.delays_during_outages().items():
+                during.sort()
+                lines.append(
+                    f"  the {len(during)} written while a {kind} was down or recovering:"
+                    f" p50 {_pct(during, 50):.3f}s  p99 {_pct(during, 99):.3f}s"
+                    f"  max {during[-1]:.3f}s"
+                )
         problems = failures(self)
         lines.append("verdict: " + ("all checks held" if not problems else "FAILED"))
         lines.extend(f"  {p}" for p in problems)
         return "\n".join(lines)
+
+    def delays_during_outages(self) -> dict[str, list[float]]:
+        """Publish delays of the events written while a part of each kind was down (from its
+        kill until every part was ready again, or its partitions in sync for a broker)."""
+        found: dict[str, list[float]] = defaultdict(list)
+        v = self.verdict
+        for kill in self.kills:
+            recovered = kill.in_sync if kill.in_sync is not None else kill.all_ready
+            if recovered is None:
+                continue
+            start, end = kill.wall, kill.wall + recovered
+            found[kill.kind] += [
+                delay
+                for written, delay in zip(v.written_at, v.publish_delays, strict=True)
+                if start <= written <= end
+            ]
+        return {kind: delays for kind, delays in found.items() if delays}
 
 
 def _s(value: float | None) -> str:
@@ -253,10 +339,14 @@ def _short(value: object, limit: int = 600) -> str:
 
 
 class FaultPlatform:
-    """The platform as supervised processes on free ports, in a state folder of its own."""
+    """The platform as supervised processes on free ports, in a state folder of its own:
+    `brokers` Kafka nodes (1, or a cluster of 3+), `replicas` processes of every service and
+    `relays` relays of every publishing service."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, brokers: int = 1, replicas: int = 1, relays: int = 1):
         self.state_dir = state_dir.resolve()
+        self.replicas = replicas
+        self.relays = relays
         # Servers named by the environment cannot be killed: this platform starts its own.
         environ = {
             k: v
@@ -269,6 +359,10 @@ class FaultPlatform:
             kafka_controller_port=_free_port(),
             postgres_port=_free_port(),
             environ=environ,
+            kafka_brokers=brokers,
+            kafka_node_ports=[(_free_port(), _free_port()) for _ in range(brokers)]
+            if brokers > 1
+            else None,
         )
         self.reports: list[str] = []
         self.supervisor = Supervisor(report=self._report)
@@ -287,10 +381,47 @@ class FaultPlatform:
         if self.platform.kafka is not None:
             self.platform.kafka.stop()
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        ports = {name: _free_port_pair() for name in SERVICE_NAMES}
+        width = max(self.replicas, self.relays)
+        ports = {name: _free_port_pair(width) for name in SERVICE_NAMES}
         self.infra, self.services = self.platform.supervise(
-            self.supervisor, ports, separate_relays=PUBLISHING_SERVICES, timeout=240.0
+            self.supervisor,
+            ports,
+            separate_relays=PUBLISHING_SERVICES,
+            timeout=300.0,
+            replicas=self.replicas,
+            relays=self.relays,
         )
+
+    @property
+    def shape(self) -> str:
+        """What runs, in words, for the report."""
+        kafka = self.platform.kafka
+        brokers = len(kafka.nodes) if isinstance(kafka, LocalKafkaCluster) else 1
+        return (
+            f"{brokers} broker{'s' if brokers > 1 else ''}, {self.replicas} "
+            f"replica{'s' if self.replicas > 1 else ''} per service, {self.relays} "
+            f"relay{'s' if self.relays > 1 else ''} per publishing service"
+        )
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether Kafka is a cluster of several nodes."""
+        return isinstance(self.platform.kafka, LocalKafkaCluster)
+
+    def targets(self, kind: str) -> list[str]:
+        """The supervised parts a kill of this kind may hit: each replica of a service or relay
+        that TARGETS names, each node of a Kafka cluster."""
+        if kind == "broker" and self.is_cluster:
+            return [n for n in self.supervisor.names if n.startswith("kafka-")]
+        return [
+            n
+            for n in self.supervisor.names
+            if any(n == base or _replica_of(n, base) for base in TARGETS[kind])
+        ]
+
+    def replica_urls(self, name: str) -> list[str]:
+        """Base URLs of every replica of a service, first replica first."""
+        return [s.url for s in self.services if s.name == name or _replica_of(s.name, name)]
 
     def stop(self) -> None:
         """Stop every part (the supervisor stops them in reverse order)."""
@@ -312,10 +443,18 @@ class FaultPlatform:
         return "\n".join(out)
 
 
+def _replica_of(label: str, base: str) -> bool:
+    """Whether a part's label names a further replica of `base` (`incident-2` of `incident`)."""
+    head, _, number = label.rpartition("-")
+    return head == base and number.isdigit()
+
+
 @contextmanager
-def running_platform(state_dir: Path) -> Iterator[FaultPlatform]:
+def running_platform(
+    state_dir: Path, brokers: int = 1, replicas: int = 1, relays: int = 1
+) -> Iterator[FaultPlatform]:
     """A started FaultPlatform, stopped on exit."""
-    platform = FaultPlatform(state_dir)
+    platform = FaultPlatform(state_dir, brokers, replicas, relays)
     try:
         platform.start()
         yield platform
@@ -454,6 +593,10 @@ class Plan:
 
     kills: list[str]
     seed: int
+    # The platform's shape: Kafka nodes, processes per service, relays per publishing service.
+    brokers: int = 1
+    replicas: int = 1
+    relays: int = 1
     workers: int = 4
     # Each worker's mean pause between writes: about workers / pace writes a second, enough to
     # meet every outage without loading a small machine so much that recovery slows down.
@@ -499,10 +642,36 @@ async def _poll(
     return None
 
 
+async def _out_of_sync(infra: Infra) -> list[str]:
+    """Each partition (the platform's and Kafka's internal ones) with a replica out of sync."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap_servers, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        topics = await admin.describe_topics()
+    except Exception as exc:  # a cluster in the middle of an election: not in sync yet
+        return [f"metadata: {exc!r}"]
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return [
+        f"{topic['topic']}[{p['partition']}] isr {sorted(p['isr'])} of {sorted(p['replicas'])}"
+        for topic in topics
+        for p in topic["partitions"]
+        if p["error_code"] or set(p["isr"]) != set(p["replicas"])
+    ]
+
+
 async def _kill_and_recover(
-    platform: FaultPlatform, http: httpx.AsyncClient, kind: str, rng: random.Random, limit: float
+    platform: FaultPlatform,
+    http: httpx.AsyncClient,
+    kind: str,
+    rng: random.Random,
+    limit: float,
+    spare: Collection[str] = (),
 ) -> Kill:
-    part = rng.choice(TARGETS[kind])
+    """Kill one part of the kind (not one of `spare` if another is left) and time its return."""
+    targets = platform.targets(kind)
+    part = rng.choice([t for t in targets if t not in spare] or targets)
     pid = platform.supervisor.pid(part)
     if pid is None:
         raise AssertionError(f"{part} is not running before its kill")
@@ -510,7 +679,7 @@ async def _kill_and_recover(
     at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     print(f"[faults] {time.strftime('%H:%M:%S')} kill -9 {part} (pid {pid})", flush=True)
-    kill = Kill(kind, part, pid, at)
+    kill = Kill(kind, part, pid, at, wall=time.time())
 
     async def part_back() -> bool:
         fresh = [e for e in platform.supervisor.events()[events_before:] if e.part == part]
@@ -526,8 +695,26 @@ async def _kill_and_recover(
 
         settled = await _poll(ready, max(remaining, 1.0))
         kill.all_ready = None if settled is None else kill.part_back + settled
+    if kind == "broker" and platform.is_cluster and kill.all_ready is not None:
+        # The next broker kill waits for this: with a partition's replicas not all in sync, a
+        # second dead broker could leave it below min.insync.replicas, or leaderless.
+        infra = platform.infra
+        assert infra is not None
+        lagging: list[str] = []
+
+        async def in_sync() -> bool:
+            nonlocal lagging
+            lagging = await _out_of_sync(infra)
+            return not lagging
+
+        caught_up = await _poll(in_sync, limit, interval=0.5)
+        kill.in_sync = None if caught_up is None else time.monotonic() - at
+        if caught_up is None:
+            kill.all_ready = None
+            kill.not_ready = {"partitions out of sync": "; ".join(lagging[:5])}
     print(
-        f"[faults] {part} back after {_s(kill.part_back)}, all ready after {_s(kill.all_ready)}",
+        f"[faults] {part} back after {_s(kill.part_back)}, all ready after {_s(kill.all_ready)}"
+        + (f", in sync after {_s(kill.in_sync)}" if kill.in_sync is not None else ""),
         flush=True,
     )
     return kill
@@ -543,7 +730,15 @@ async def _drive(
     kills: list[Kill] = []
     faults_done = asyncio.Event()
     writes_after = 0
-    urls = {"incident": platform.url("incident"), "ci": platform.url("config")}
+    # Every replica of each service; the clients take turns, as a load balancer would.
+    urls = {"incident": platform.replica_urls("incident"), "ci": platform.replica_urls("config")}
+    turns = Counter[str]()
+
+    def pick(kind: str) -> str:
+        turns[kind] += 1
+        return urls[kind][turns[kind] % len(urls[kind])]
+
+    replica_names = {s.url: s.name for s in platform.services}
 
     async with httpx.AsyncClient(timeout=10.0) as http:
         client = Client(http, token, stats, deadline=plan.recovery_limit + 60.0)
@@ -558,15 +753,19 @@ async def _drive(
                     if roll < 0.4 or not free:
                         kind = "incident" if wrng.random() < 0.5 else "ci"
                         key = str(uuid.UUID(int=wrng.getrandbits(128)))
+                        base = pick(kind)
                         if kind == "incident":
-                            ack = await client.create_incident(urls["incident"], key)
+                            ack = await client.create_incident(base, key)
                         else:
-                            ack = await client.create_ci(urls["ci"], key)
+                            ack = await client.create_ci(base, key)
                         acks.append(ack)
+                        stats.by_replica[replica_names[base]] += 1
                     else:
                         ack = wrng.choice(free)
                         busy.add(ack.id)
-                        await client.update(urls[ack.kind], ack)
+                        base = pick(ack.kind)
+                        await client.update(base, ack)
+                        stats.by_replica[replica_names[base]] += 1
                         # One that gave up stays busy: whether it applied is unknown, so its
                         # version is, and it is not updated again (the verdict reads the DB).
                         busy.discard(ack.id)
@@ -582,7 +781,11 @@ async def _drive(
                 for kind in plan.kills:
                     # The fault schedule: a seeded random pause, then the next kill.
                     await asyncio.sleep(rng.uniform(*plan.pause))
-                    kill = await _kill_and_recover(platform, http, kind, rng, plan.recovery_limit)
+                    # A broker kill hits another node than the last one did.
+                    spare = [k.part for k in kills if k.kind == kind][-1:]
+                    kill = await _kill_and_recover(
+                        platform, http, kind, rng, plan.recovery_limit, spare
+                    )
                     kills.append(kill)
                     if kill.all_ready is None:
                         break  # the platform did not recover: the verdict says so
@@ -718,6 +921,7 @@ async def _verify_with(
                     seen[(tp.topic, subject)].append(_version(record.headers))
                     written = datetime.fromisoformat(values["ce_time"].decode())
                     verdict.publish_delays.append(record.timestamp / 1000 - written.timestamp())
+                    verdict.written_at.append(written.timestamp())
             positions = [await consumer.position(tp) for tp in ends]
             caught_up = all(pos >= end for pos, end in zip(positions, ends.values(), strict=True))
             if caught_up and complete():
@@ -761,7 +965,7 @@ def run_faults(state_dir: Path, plan: Plan) -> Report:
     """Start the platform, drive load while killing parts as planned, stop, and judge."""
     began = time.monotonic()
     print(f"[faults] seed {plan.seed}; kills planned: {', '.join(plan.kills)}", flush=True)
-    with running_platform(state_dir) as platform:
+    with running_platform(state_dir, plan.brokers, plan.replicas, plan.relays) as platform:
         infra = platform.infra
         assert infra is not None
         tenant = f"faults-{uuid.UUID(int=random.Random(plan.seed).getrandbits(128)).hex[:10]}"
@@ -799,6 +1003,7 @@ def run_faults(state_dir: Path, plan: Plan) -> Report:
             restarts={k: v for k, v in restarts.items() if v},
             unplanned_exits=unplanned,
             seconds=time.monotonic() - began,
+            shape=platform.shape,
         )
         if failures(report):
             print(platform.log_tails(), flush=True)
@@ -822,15 +1027,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="kinds of part to kill"
     )
     parser.add_argument(
+        "--brokers", type=int, default=1, help="Kafka nodes: 1, or a KRaft cluster of 3 or more"
+    )
+    parser.add_argument("--replicas", type=int, default=1, help="processes per service")
+    parser.add_argument("--relays", type=int, default=1, help="relays per publishing service")
+    parser.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(os.environ.get("ITSM_TEST_STATE") or REPO_ROOT / ".state" / "test") / "chaos",
+        default=None,
+        help="default: $ITSM_TEST_STATE/chaos (chaos-cluster with --brokers > 1)",
     )
     args = parser.parse_args(argv)
+    if args.brokers == 2:
+        parser.error("--brokers: 1, or 3 or more (a quorum that survives a dead node)")
+    state_dir = args.state_dir or (
+        Path(os.environ.get("ITSM_TEST_STATE") or REPO_ROOT / ".state" / "test")
+        / ("chaos-cluster" if args.brokers > 1 else "chaos")
+    )
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     kills = schedule(args.kills, random.Random(seed), args.kinds)
-    plan = Plan(kills=kills, seed=seed, tail_writes=40)
-    report = run_faults(args.state_dir, plan)
+    plan = Plan(
+        kills=kills,
+        seed=seed,
+        tail_writes=40,
+        brokers=args.brokers,
+        replicas=args.replicas,
+        relays=args.relays,
+    )
+    report = run_faults(state_dir, plan)
     print("\n" + report.text(), flush=True)
     return 1 if failures(report) else 0
 

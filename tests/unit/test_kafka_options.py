@@ -19,6 +19,7 @@ from shared.auth.local import LocalKeys
 from shared.devstack.platform import Infra
 from shared.kafka import (
     KafkaConfigError,
+    bootstrap_list,
     broker_security,
     client_config,
     kafka_options,
@@ -260,3 +261,11 @@ def test_empty_credentials_as_docker_compose_passes_them_mean_none(monkeypatch):
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     with pytest.raises(KafkaConfigError, match="INCIDENT_KAFKA_SASL_USERNAME and"):
         kafka_options(IncidentSettings())
+
+
+def test_a_clusters_comma_separated_servers_reach_the_broker_as_one_host_each():
+    # faststream's KafkaBroker passes a string on as a single host: "a:1,b:2" would not resolve.
+    servers = " 127.0.0.1:9101,127.0.0.1:9103 ,127.0.0.1:9105,"
+
+    assert bootstrap_list(servers) == ["127.0.0.1:9101", "127.0.0.1:9103", "127.0.0.1:9105"]
+    assert bootstrap_list("127.0.0.1:19092") == ["127.0.0.1:19092"]
