@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -246,10 +247,12 @@ async def apply_acls(
     *,
     security: Mapping[str, Any] | None = None,
     prune: bool = False,
+    settle_timeout: float = 30.0,
 ) -> AclChanges:
     """Make the cluster hold the ACLs (default all_acls()): create the missing bindings; with
     `prune`, delete any other binding of the same users, so they hold exactly these.
 
+    Returns once the broker shows the changes (AclError after `settle_timeout` seconds).
     Idempotent: a second run creates nothing. `security` (see shared.kafka.client_config) must
     log in as a user that may alter the cluster's ACLs (a super user, or Alter on the cluster).
     A broker without an authorizer answers SecurityDisabled, raised as AclError.
@@ -276,9 +279,27 @@ async def apply_acls(
                 _raise_for(code, message, f"deleting {binding.describe()}")
             deleted = others
             log.info("deleted ACLs", extra={"acls": [b.describe() for b in deleted]})
+        if missing or deleted:
+            await _until_in_effect(client, set(wanted), set(deleted), settle_timeout)
         return AclChanges(missing, deleted, [] if prune else others)
     finally:
         await client.close()
+
+
+async def _until_in_effect(
+    client: AIOKafkaClient, present: set[AclBinding], absent: set[AclBinding], limit_s: float
+) -> None:
+    # The controller commits a change before it answers; the broker's authorizer, which
+    # DescribeAcls reads, applies it a moment later. A caller that goes on to use the rules (the
+    # admin creating topics right after) must not race that.
+    deadline = time.monotonic() + limit_s
+    while True:
+        held = set(await _existing(client))
+        if present <= held and not absent & held:
+            return
+        if time.monotonic() > deadline:
+            raise AclError(f"the broker did not show the ACL changes within {limit_s:.0f}s")
+        await asyncio.sleep(0.1)
 
 
 async def current_acls(
