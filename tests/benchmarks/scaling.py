@@ -42,11 +42,12 @@ from shared.db import create_pool
 from shared.devstack.kafka import REPO_ROOT
 from shared.devstack.platform import Infra, LocalPlatform, ServiceProcess
 from shared.events.catalogue import INCIDENT_EVENTS
+from shared.kafka import create_producer
 from shared.provision import DEFAULT_DATABASE, dsn_for_admin_database
 from shared.registry import service as registered
 from tests.benchmarks.incident import incident_bodies, raw_inserts
 from tests.benchmarks.ledger import SERVICE_ENV as LEDGER_ENV
-from tests.benchmarks.ledger import produce
+from tests.benchmarks.ledger import Variants, produce, template
 from tests.benchmarks.loadgen import (
     _TICKS,
     CpuMeter,
@@ -262,9 +263,13 @@ class Round:
     cpu_ms: dict[str, float]  # per event
 
     def marginal(self, idle: dict[str, float]) -> dict[str, float]:
-        """CPU ms per event less what each part spends idle (`idle`: CPU s per second)."""
+        """CPU ms per event less what each part spends idle (`idle`: CPU s per second). The
+        broker's compiler and this process are left as they are: the JIT compiles in bursts,
+        and this process's idle is the probing, not a part of the platform."""
         return {
-            name: ms - idle.get(name, 0.0) * self.seconds / self.events * 1000
+            name: ms
+            if name in ("kafka JIT", "load generator")
+            else ms - idle.get(name, 0.0) * self.seconds / self.events * 1000
             for name, ms in self.cpu_ms.items()
         }
 
@@ -321,6 +326,25 @@ async def idle_cpu(meter: CpuMeter, seconds: float) -> dict[str, float]:
     meter.start()
     await asyncio.sleep(seconds)  # a measuring window, not a wait for something to happen
     return {name: spent / seconds for name, spent in meter.stop().items()}
+
+
+async def settled_idle(
+    meter: CpuMeter, seconds: float, *, least: int = 2, windows: int = 10
+) -> dict[str, float]:
+    """Idle CPU once it stops falling: the projections and the completeness task catch up on
+    what came before for a while, which is not what an idle tenant costs. Windows of `seconds`
+    until one is within 20 % of the one before, `least` of them at least and `windows` at most;
+    prints their totals."""
+    totals: list[float] = []
+    rates: dict[str, float] = {}
+    for _ in range(windows):
+        rates = await idle_cpu(meter, seconds)
+        totals.append(sum(v for k, v in rates.items() if k != "load generator"))
+        if len(totals) >= least and totals[-1] >= 0.8 * totals[-2]:
+            break
+    shown = ", ".join(f"{t * 1000:.0f}" for t in totals)
+    print(f"    idle CPU ms per second, window by window: {shown}")
+    return rates
 
 
 def cpu_line(cpu_ms: dict[str, float]) -> str:
@@ -413,6 +437,15 @@ async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
         await admin.close()
 
 
+@dataclass
+class Ingest:
+    recording: float  # events/s from the first row to the last
+    wall: float  # events/s from the first record produced to the last row
+    cpu_ms: dict[str, float]  # per event
+    lock_waits: float  # share of samples with a reporting backend waiting on a lock
+    assignments: int  # partition assignments logged by the replicas while measured
+
+
 async def ingestion(
     platform: LocalPlatform,
     infra: Infra,
@@ -420,15 +453,17 @@ async def ingestion(
     replicas: int,
     backlog: int,
     tenants: int,
-) -> tuple[float, float, dict[str, float]]:
+) -> Ingest:
     """Start `replicas` reporting services, wait until the group is stable with all of them,
-    then produce a backlog for `tenants` tenants at once; (events/s over the recording,
-    events/s from the first record produced to the last row, CPU ms per event)."""
+    then produce a backlog for `tenants` tenants at once and time its recording. Samples how
+    often a reporting backend waits on a lock (each batch locks its tenants' tree heads until it
+    commits) and counts the rebalances the replicas log meanwhile."""
     services = platform.start_services(
         infra, {"reporting": REPORTING_PORT}, replicas=replicas, extra_env=LEDGER_ENV
     )
     parts = Parts(incident=[], relays=[], reporting=services)
     meter = meter_for(platform, parts)
+    admin = await asyncpg.connect(dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE))
     try:
         deadline = time.monotonic() + 120
         while (await group_members(infra.bootstrap_servers, LEDGER_GROUP)) != ("Stable", replicas):
@@ -436,23 +471,133 @@ async def ingestion(
                 raise RuntimeError(f"{LEDGER_GROUP} never stable with {replicas} members")
             await asyncio.sleep(0.2)
         names = [f"t-backlog-{uuid.uuid4().hex[:8]}" for _ in range(tenants)]
+        logged = {s.log_path: s.log_path.stat().st_size for s in services}
         meter.start()
         began = time.time()
         for name in names:
             await produce(infra.bootstrap_servers, name, backlog // tenants)
         expected = (backlog // tenants) * tenants
         deadline = time.monotonic() + 600
+        samples = waiting = 0
         while (await ledger_span_count(reporting_pool, names)) < expected:
             if time.monotonic() > deadline:
                 raise RuntimeError("the backlog was not recorded in 600 s")
+            samples += 1
+            waiting += bool(
+                await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE usename = 'reporting' AND wait_event_type = 'Lock'"
+                )
+            )
             await asyncio.sleep(0.1)
         spent = meter.stop()
         count, first, last = await ledger_span(reporting_pool, names)
-        cpu = {name: seconds / count * 1000 for name, seconds in spent.items()}
-        recording = count / max((last - first).total_seconds(), 1e-6)
-        return recording, count / (last.timestamp() - began), cpu
+        assignments = 0
+        for path, size in logged.items():
+            with path.open("rb") as log:
+                log.seek(size)
+                assignments += log.read().count(b"assigned to partitions")
+        return Ingest(
+            recording=count / max((last - first).total_seconds(), 1e-6),
+            wall=count / (last.timestamp() - began),
+            cpu_ms={name: seconds / count * 1000 for name, seconds in spent.items()},
+            lock_waits=waiting / max(samples, 1),
+            assignments=assignments,
+        )
     finally:
+        await admin.close()
         stop_all(platform, services)
+
+
+async def many_tenants(
+    platform: LocalPlatform,
+    infra: Infra,
+    reporting_pool: asyncpg.Pool,
+    tenants: int,
+    checkpoint_seconds: float,
+) -> None:
+    """What a tenant costs the reporting service by being there: its idle CPU with the tenants
+    so far, then `tenants` new tenants each given one event (each a log, a first checkpoint and
+    the projections' rounds), the CPU until all of them are checkpointed, and the idle CPU
+    again with them all present."""
+    env = {**LEDGER_ENV, "REPORTING_CHECKPOINT_INTERVAL_SECONDS": str(checkpoint_seconds)}
+    [service] = platform.start_services(infra, {"reporting": REPORTING_PORT}, extra_env=env)
+    meter = meter_for(platform, Parts(incident=[], relays=[], reporting=[service]))
+    # Windows of a checkpoint interval at least, so that each holds the checkpointer's rounds.
+    idle = max(checkpoint_seconds, 3.0)
+    admin = await asyncpg.connect(dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE))
+    try:
+        before = await settled_idle(meter, idle, least=2)
+        known = int(await admin.fetchval("SELECT count(*) FROM reporting.ledger_heads"))
+        names = [f"t-many-{uuid.uuid4().hex[:8]}" for _ in range(tenants)]
+        meter.start()
+        began = time.time()
+        await produce_one_each(infra.bootstrap_servers, names)
+        deadline = time.monotonic() + 600
+        checkpointed = 0
+        while checkpointed < tenants:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{checkpointed}/{tenants} new tenants checkpointed in 600 s")
+            await asyncio.sleep(0.2)
+            checkpointed = int(
+                await admin.fetchval(
+                    "SELECT count(DISTINCT tenant_id) FROM reporting.ledger_checkpoints"
+                    " WHERE tenant_id = ANY($1::text[])",
+                    names,
+                )
+            )
+        spent = meter.stop()
+        took = time.time() - began
+        after = await settled_idle(meter, idle, least=3)
+    finally:
+        await admin.close()
+        stop_all(platform, [service])
+    service_ms = {k: v / tenants * 1000 for k, v in spent.items() if v}
+    print(
+        f"  {tenants:,} new tenants (beside {known:,}), one event each, all checkpointed in"
+        f" {took:.1f} s; CPU ms per new tenant: {cpu_line(service_ms)}"
+    )
+    for label, rates in (("before", before), ("after", after)):
+        print(
+            f"  idle {label}, CPU ms per second:"
+            f" {cpu_line({k: v * 1000 for k, v in rates.items() if k != 'load generator'})}"
+        )
+
+
+async def storage(infra: Infra) -> None:
+    """Bytes per ledger entry of the reporting schema's largest tables (with their indexes and
+    TOAST), for sizing the database: a ledger entry is kept for as long as the evidence is."""
+    admin = await asyncpg.connect(dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE))
+    try:
+        entries = int(await admin.fetchval("SELECT count(*) FROM reporting.ledger"))
+        rows = await admin.fetch(
+            "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
+            " WHERE c.relnamespace = 'reporting'::regnamespace AND c.relkind = 'r'"
+            " ORDER BY bytes DESC LIMIT 6"
+        )
+    finally:
+        await admin.close()
+    if not entries:
+        print("  the ledger is empty: no storage figure")
+        return
+    parts = ", ".join(f"{r['relname']} {r['bytes'] / entries:,.0f}" for r in rows)
+    total = sum(r["bytes"] for r in rows) / entries
+    print(f"  {entries:,} ledger entries; bytes per entry: {parts}; these {total:,.0f}")
+
+
+async def produce_one_each(bootstrap: str, tenants: list[str]) -> None:
+    """One incident event for each tenant on the incident topic."""
+    producer = create_producer(bootstrap, "bench-scaling-tenants")
+    await producer.start()
+    try:
+        pending = []
+        for tenant in tenants:
+            envelope, value, headers = Variants(template(tenant)).make()
+            key = envelope.subject.encode()
+            pending.append(await producer.send(INCIDENT_EVENTS, value, key=key, headers=headers))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
 
 
 async def ledger_span_count(reporting: asyncpg.Pool, tenants: list[str]) -> int:
@@ -512,7 +657,7 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
         print(
             f"\nledger ingestion over a backlog of {args.backlog:,} events, {args.tenants} tenants"
         )
-        ingest: dict[int, list[tuple[float, float, dict[str, float]]]] = {}
+        ingest: dict[int, list[Ingest]] = {}
         for replicas in (1, 2):
             for r in range(args.ingest_rounds):
                 result = await ingestion(
@@ -520,11 +665,20 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
                 )
                 ingest.setdefault(replicas, []).append(result)
                 print(
-                    f"  {replicas} consumer replica(s), round {r + 1}: {result[0]:7.0f} events/s"
-                    f" recording ({result[1]:7.0f} from the first produce)\n"
-                    f"    CPU ms per event: {cpu_line(result[2])}",
+                    f"  {replicas} consumer replica(s), round {r + 1}: {result.recording:7.0f}"
+                    f" events/s recording ({result.wall:7.0f} from the first produce);"
+                    f" a backend waiting on a lock in {result.lock_waits:.0%} of samples;"
+                    f" {result.assignments} partition assignment(s) logged\n"
+                    f"    CPU ms per event: {cpu_line(result.cpu_ms)}",
                     flush=True,
                 )
+        print("\nstorage")
+        await storage(infra)
+        if args.many_tenants:
+            print(f"\nmany tenants: the reporting service with {args.many_tenants:,} more")
+            await many_tenants(
+                platform, infra, reporting, args.many_tenants, args.tenant_checkpoint_seconds
+            )
     finally:
         await reporting.close()
 
@@ -540,34 +694,46 @@ async def measure(platform: LocalPlatform, infra: Infra, args: argparse.Namespac
             f" {cpu_line(median_marginal(rounds, idles[(replicas, relays)]))}"
         )
     for replicas, results in ingest.items():
-        cpu = {name: statistics.median(r[2][name] for r in results) for name in results[0][2]}
+        cpu = {
+            name: statistics.median(r.cpu_ms[name] for r in results) for name in results[0].cpu_ms
+        }
         print(
             f"  ledger ingestion, {replicas} consumer replica(s):"
-            f" {statistics.median(r[0] for r in results):7.0f} events/s\n"
+            f" {statistics.median(r.recording for r in results):7.0f} events/s\n"
             f"    CPU ms per event: {cpu_line(cpu)}"
         )
     print(f"  load average at the end: {os.getloadavg()[0]:.1f} (cores: {os.cpu_count()})")
 
 
 def configs(text: str) -> list[tuple[int, int]]:
-    """`1x1,1x2,2x1,2x2`: incident replicas x relays."""
-    return [(int(a), int(b)) for a, b in (item.split("x") for item in text.split(","))]
+    """`1x1,1x2,2x1,2x2`: incident replicas x relays (empty: no end-to-end phase)."""
+    return [(int(a), int(b)) for a, b in (item.split("x") for item in text.split(",") if item)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=1500, help="creations per e2e round")
+    parser.add_argument("--requests", type=int, default=1000, help="creations per e2e round")
     parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP connections")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--configs", type=configs, default=configs("1x1,1x2,2x1,2x2"), help="replicas x relays"
     )
-    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
-    parser.add_argument("--backlog", type=int, default=30_000, help="events for ingestion")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measured")
+    parser.add_argument("--backlog", type=int, default=20_000, help="events for ingestion")
     parser.add_argument("--tenants", type=int, default=6, help="tenants the backlog spreads over")
     parser.add_argument("--ingest-rounds", type=int, default=2)
+    parser.add_argument(
+        "--many-tenants", type=int, default=1000, help="new tenants of the last phase (0: skip)"
+    )
+    parser.add_argument(
+        "--tenant-checkpoint-seconds",
+        type=float,
+        default=5.0,
+        help="the reporting service's checkpoint interval in the many-tenants phase (default:"
+        " the service's own default; the other phases use 1 s, as make bench-ledger does)",
+    )
     state = os.environ.get("ITSM_TEST_STATE")
     default_state = (
         Path(state) / "bench-scaling" if state else REPO_ROOT / ".state" / "bench-scaling"
