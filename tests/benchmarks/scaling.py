@@ -528,6 +528,7 @@ async def many_tenants(
     admin = await asyncpg.connect(dsn_for_admin_database(infra.admin_dsn, DEFAULT_DATABASE))
     try:
         before = await settled_idle(meter, idle, least=2)
+        commits_before = await commits_per_second(admin, 3 * idle)
         known = int(await admin.fetchval("SELECT count(*) FROM reporting.ledger_heads"))
         names = [f"t-many-{uuid.uuid4().hex[:8]}" for _ in range(tenants)]
         meter.start()
@@ -549,6 +550,7 @@ async def many_tenants(
         spent = meter.stop()
         took = time.time() - began
         after = await settled_idle(meter, idle, least=3)
+        commits_after = await commits_per_second(admin, 3 * idle)
     finally:
         await admin.close()
         stop_all(platform, [service])
@@ -562,6 +564,10 @@ async def many_tenants(
             f"  idle {label}, CPU ms per second:"
             f" {cpu_line({k: v * 1000 for k, v in rates.items() if k != 'load generator'})}"
         )
+    print(
+        f"  transactions committed a second while idle: {commits_before:.0f} before,"
+        f" {commits_after:.0f} after (the whole database; each backend reports every second or so)"
+    )
 
 
 async def storage(infra: Infra) -> None:
@@ -583,6 +589,15 @@ async def storage(infra: Infra) -> None:
     parts = ", ".join(f"{r['relname']} {r['bytes'] / entries:,.0f}" for r in rows)
     total = sum(r["bytes"] for r in rows) / entries
     print(f"  {entries:,} ledger entries; bytes per entry: {parts}; these {total:,.0f}")
+
+
+async def commits_per_second(admin: asyncpg.Connection, seconds: float) -> float:
+    """Transactions committed a second in the platform's database over a window."""
+    query = "SELECT xact_commit FROM pg_stat_database WHERE datname = $1"
+    first = int(await admin.fetchval(query, DEFAULT_DATABASE))
+    await asyncio.sleep(seconds)  # a measuring window
+    await admin.execute("SELECT pg_stat_clear_snapshot()")
+    return (int(await admin.fetchval(query, DEFAULT_DATABASE)) - first) / seconds
 
 
 async def produce_one_each(bootstrap: str, tenants: list[str]) -> None:
