@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install run test test-unit chaos chaos-cluster bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi lint lock asyncapi clean
+.PHONY: install run test test-unit chaos chaos-cluster bench bench-cmdb bench-incident bench-change bench-gate bench-ledger bench-report bench-service-levels bench-kpi bench-scaling lint lock asyncapi clean
 
 install: $(VENV)/.installed .state/.system-packages .state/asyncapi/.installed \
 		.state/grafana-validator/.installed .state/k8s-tools/.installed
@@ -104,6 +104,11 @@ bench-service-levels: install
 # KPIs: a month's figures for one service over 1,000,000 incidents; rebuild from 1,000,000 events.
 bench-kpi: install
 	$(PY) -m tests.benchmarks.kpis
+
+# What grows with what (docs/scaling.md): end to end with 1-2 incident replicas and 1-2 relays,
+# ledger ingestion with 1-2 consumer replicas, CPU per event per part; beside raw baselines.
+bench-scaling: install
+	$(PY) -m tests.benchmarks.scaling
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
