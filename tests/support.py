@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from shared.db import tenant_transaction
@@ -17,6 +18,7 @@ from shared.events.binding import to_kafka
 from shared.events.envelope import Envelope, new_envelope
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
@@ -208,3 +210,18 @@ def ledger_received(envelope: Envelope, offset: int, topic: str = "itsm.incident
     wire = to_kafka(envelope)
     record = ConsumerRecord(topic, 0, offset, 0, 0, wire.key, wire.value, None, 0, 0, wire.headers)
     return ReceivedEvent(envelope, parse_payload(envelope), record)
+
+
+async def refusal(
+    attempt: Callable[[], Awaitable[object]], error: type[E], limit_s: float, allowed: str
+) -> E:
+    """The `error` that `attempt()` is refused with; success (failing with `allowed`) or no
+    answer within `limit_s` seconds fails the test."""
+    try:
+        async with asyncio.timeout(limit_s):
+            await attempt()
+    except error as refused:
+        return refused
+    except TimeoutError:
+        pytest.fail(f"no answer after {limit_s} s instead of a refusal")
+    pytest.fail(allowed)

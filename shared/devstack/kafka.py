@@ -32,7 +32,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -719,28 +719,44 @@ def main(argv: list[str] | None = None) -> int:
         partitions_default=args.partitions,
     )
 
-    # SIGTERM (e.g. from a process manager) should stop the broker as cleanly as Ctrl-C does.
+    return run_until_interrupted(
+        broker,
+        lambda seconds: (
+            f"Kafka ready on {broker.bootstrap_servers} ({broker.security_protocol}) after "
+            f"{seconds:.1f}s; logs in {broker.server_log}; Ctrl-C stops it"
+        ),
+        exited=f"Kafka exited on its own; see {broker.server_log}",
+    )
+
+
+class _Server(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def is_running(self) -> bool: ...
+
+
+def run_until_interrupted(server: _Server, ready: Callable[[float], str], exited: str) -> int:
+    """A command line's `run`: start the server, print `ready(seconds it took)`, and keep it up
+    until Ctrl-C or SIGTERM (exit 0) or until it dies by itself (print `exited`, exit 1)."""
+
+    # SIGTERM (e.g. from a process manager) should stop the server as cleanly as Ctrl-C does.
     def on_sigterm(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
-    broker.start()
-    print(
-        f"Kafka ready on {broker.bootstrap_servers} ({broker.security_protocol}) after "
-        f"{time.monotonic() - started:.1f}s; logs in {broker.server_log}; Ctrl-C stops it",
-        flush=True,
-    )
+    server.start()
+    print(ready(time.monotonic() - started), flush=True)
     try:
-        while broker.is_running():
+        while server.is_running():
             time.sleep(1.0)
-        print(f"Kafka exited on its own; see {broker.server_log}", file=sys.stderr)
+        print(exited, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stopping Kafka ...", flush=True)
         return 0
     finally:
-        broker.stop()
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +25,7 @@ from shared.devstack.kafka import (
     SCRAM_MECHANISM,
     LocalKafka,
     new_cluster_id,
+    run_until_interrupted,
 )
 
 DEFAULT_CLUSTER_STATE_DIR: Path = DEFAULT_STATE_DIR.parent / "kafka-cluster"
@@ -182,27 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         args.state_dir, port=args.port, nodes=args.nodes, heap_mb=args.heap_mb
     )
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.monotonic()
-    cluster.start()
-    print(
-        f"Kafka cluster ready on {cluster.bootstrap_servers} after "
-        f"{time.monotonic() - started:.1f}s; Ctrl-C stops it",
-        flush=True,
+    return run_until_interrupted(
+        cluster,
+        lambda seconds: (
+            f"Kafka cluster ready on {cluster.bootstrap_servers} after {seconds:.1f}s; "
+            "Ctrl-C stops it"
+        ),
+        exited="a Kafka node exited on its own; see its logs",
     )
-    try:
-        while cluster.is_running():
-            time.sleep(1.0)
-        print("a Kafka node exited on its own; see its logs", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("stopping the Kafka cluster ...", flush=True)
-        return 0
-    finally:
-        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -330,6 +330,23 @@ def failures(report: Report) -> list[str]:
     return found
 
 
+def assert_nothing_lost_or_doubled(report: Report) -> None:
+    """The fault tier's invariants, as test assertions that print the report when one fails:
+    every part recovered, the load was real, every acknowledged write is stored once, the
+    outboxes drained, and every committed event is on Kafka and in the ledger once, in order."""
+    verdict = report.verdict
+    assert not verdict.unrecovered, report.text()
+    assert all(k.all_ready is not None for k in report.kills), report.text()
+    assert report.load.creates >= 20 and report.load.updates >= 5, report.text()
+    assert not verdict.duplicated and not verdict.missing and not verdict.stale, report.text()
+    assert not verdict.outbox_left, report.text()
+    assert not verdict.kafka_wrong, report.text()
+    assert not verdict.ledger_wrong and not verdict.ledger_not_on_kafka, report.text()
+    assert not verdict.kafka_not_in_ledger, report.text()
+    assert verdict.events_on_kafka >= report.load.creates + report.load.updates, report.text()
+    assert failures(report) == []
+
+
 def _short(value: object, limit: int = 600) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + " ..."

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from tests.conftest import STATE_DIR
-from tests.faults.harness import Plan, failures, run_faults
+from tests.faults.harness import Plan, assert_nothing_lost_or_doubled, run_faults
 
 pytestmark = pytest.mark.faults
 
@@ -33,8 +33,6 @@ def test_at_cluster_shape_killing_two_brokers_a_replica_and_a_relay_loses_and_do
     report = run_faults(STATE_DIR / "faults-cluster", plan)
     print(report.text())
 
-    verdict = report.verdict
-    assert not verdict.unrecovered, report.text()
     assert [k.kind for k in report.kills] == plan.kills, report.text()
     brokers = [k.part for k in report.kills if k.kind == "broker"]
     assert len(set(brokers)) == 2 and all(b.startswith("kafka-") for b in brokers), report.text()
@@ -43,11 +41,4 @@ def test_at_cluster_shape_killing_two_brokers_a_replica_and_a_relay_loses_and_do
     assert first.in_sync is not None and first.at + first.in_sync < second.at, report.text()
     # Both replicas of each service under load took acknowledged writes.
     assert {"incident", "incident-2", "config", "config-2"} <= set(report.load.by_replica)
-    assert report.load.creates >= 20 and report.load.updates >= 5, report.text()
-    assert not verdict.duplicated and not verdict.missing and not verdict.stale, report.text()
-    assert not verdict.outbox_left, report.text()
-    assert not verdict.kafka_wrong, report.text()
-    assert not verdict.ledger_wrong and not verdict.ledger_not_on_kafka, report.text()
-    assert not verdict.kafka_not_in_ledger, report.text()
-    assert verdict.events_on_kafka >= report.load.creates + report.load.updates
-    assert failures(report) == []
+    assert_nothing_lost_or_doubled(report)

@@ -51,7 +51,7 @@ from shared.kafka_acl import (
 )
 from shared.registry import PUBLISHING_SERVICES, SERVICE_NAMES, SERVICES, service
 from tests.conftest import STATE_DIR, free_port
-from tests.support import eventually
+from tests.support import eventually, refusal
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +114,7 @@ def acl_kafka() -> Iterator[LocalKafka]:
 
 async def _refusal(attempt: Callable[[], Awaitable[object]]) -> KafkaError:
     """The Kafka error `attempt()` is refused with; success or a hang fails the test."""
-    try:
-        async with asyncio.timeout(REFUSAL_LIMIT_S):
-            await attempt()
-    except KafkaError as refused:
-        return refused
-    except TimeoutError:
-        pytest.fail(f"no answer after {REFUSAL_LIMIT_S} s instead of a refusal")
-    pytest.fail("allowed, but no ACL allows it")
+    return await refusal(attempt, KafkaError, REFUSAL_LIMIT_S, "allowed, but no ACL allows it")
 
 
 async def _produce(broker: LocalKafka, user: str, topic: str) -> None:

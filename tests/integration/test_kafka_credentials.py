@@ -29,7 +29,7 @@ from shared.http.app import create_app
 from shared.kafka import TOPICS, client_config, security_options
 from shared.service import ServiceRuntime
 from tests.conftest import DEFINITIONS
-from tests.support import eventually, header
+from tests.support import eventually, header, refusal
 
 pytestmark = pytest.mark.integration
 
@@ -146,14 +146,9 @@ def _client(runtime: ServiceRuntime) -> httpx.AsyncClient:
 
 async def _refusal(start: Callable[[], Awaitable[object]]) -> KafkaConnectionError:
     """The error `start()` is refused with; a hang (no answer in REFUSAL_LIMIT_S) fails."""
-    try:
-        async with asyncio.timeout(REFUSAL_LIMIT_S):
-            await start()
-    except KafkaConnectionError as refused:
-        return refused
-    except TimeoutError:
-        pytest.fail(f"still connecting after {REFUSAL_LIMIT_S} s instead of being refused")
-    pytest.fail("connected without valid credentials")
+    return await refusal(
+        start, KafkaConnectionError, REFUSAL_LIMIT_S, "connected without valid credentials"
+    )
 
 
 async def _records_with_key(bootstrap: str, security: dict[str, object], topic: str, key: bytes):
