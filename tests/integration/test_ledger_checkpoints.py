@@ -8,6 +8,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from services.reporting.adapters.checkpoints import candidates
 from services.reporting.application.checkpoints import Checkpointer, LedgerConfiguration
 from services.reporting.domain.checkpoints import load_signer
 from services.reporting.verifier import (
@@ -19,6 +20,7 @@ from services.reporting.verifier import (
     verify_inclusion,
 )
 from shared.auth.tokens import new_signing_key, save_private_key
+from shared.db import all_tenants_transaction
 from shared.events.catalogue import INCIDENT_EVENTS
 from tests.support import eventually, fetch_as, incident_event, send_event
 
@@ -59,6 +61,11 @@ async def quiet_state(pools, tenant):
 def is_quiet(state) -> bool:
     types, sizes = state
     return bool(sizes) and types.count(CHECKPOINT) == len(sizes) and sizes[-1] == len(types) - 1
+
+
+async def candidate_tenants(pools, key_id, configuration):
+    async with all_tenants_transaction(pools["reporting"]) as conn:
+        return [c.tenant_id for c in await candidates(conn, key_id, configuration)]
 
 
 async def send_incidents(producer, tenant, n):
@@ -110,6 +117,13 @@ async def test_a_growing_log_is_signed_after_its_key_and_configuration_and_then_
     )
     assert [c for c in await quiet.round("interval") if c.tenant_id == tenant] == []
     assert await checkpoint_sizes(pools, tenant) == sizes
+    # Nor is it visited: a round opens no transaction for a log that holds nothing new, so an
+    # idle tenant costs nothing; a configuration it has not been told of is news to it.
+    configured = quiet.configuration.as_json()
+    assert tenant not in await candidate_tenants(pools, signer.key_id, configured)
+    changed = {**configured, "checkpoint_interval_seconds": 60}
+    assert tenant in await candidate_tenants(pools, signer.key_id, changed)
+    assert tenant in await candidate_tenants(pools, "another-key", configured)
 
     # More events: more checkpoints, whose events say where their entries came from.
     await send_incidents(producer, tenant, 2)

@@ -98,14 +98,28 @@ class Candidate:
     adopted: bool
 
 
-async def candidates(conn: Connection) -> list[Candidate]:
-    """Every tenant whose log is not covered by a checkpoint (an all-tenants transaction)."""
+async def candidates(
+    conn: Connection, key_id: str, configuration: dict[str, Any]
+) -> list[Candidate]:
+    """Every tenant whose log calls for a checkpoint round (an all-tenants transaction): not
+    adopted yet, never checkpointed, not told of this key or configuration yet, or holding an
+    entry beyond its newest checkpoint that is not a checkpoint's own event.
+
+    A tenant whose log grew only by the event of its own last checkpoint is left out: without
+    that, every tenant that ever had a checkpoint cost a transaction every round, forever."""
     rows = await conn.fetch(
         "SELECT h.tenant_id, h.size, c.tree_size, c.signed_at, h.adopted FROM ledger_heads h"
         " LEFT JOIN LATERAL (SELECT tree_size, signed_at FROM ledger_checkpoints"
         "   WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) c ON true"
-        " WHERE NOT h.adopted OR c.tree_size IS NULL OR h.size > c.tree_size"
-        " ORDER BY h.tenant_id"
+        " WHERE NOT h.adopted OR c.tree_size IS NULL"
+        "   OR h.key_id IS DISTINCT FROM $1 OR h.configuration IS DISTINCT FROM $2"
+        "   OR (h.size > c.tree_size AND EXISTS (SELECT 1 FROM ledger l"
+        "     WHERE l.tenant_id = h.tenant_id AND l.leaf_index >= c.tree_size"
+        "     AND l.type <> $3))"
+        " ORDER BY h.tenant_id",
+        key_id,
+        configuration,
+        CHECKPOINT_TYPE,
     )
     return [Candidate(*row) for row in rows]
 

@@ -122,7 +122,7 @@ class Checkpointer:
         started = time.perf_counter()
         await self.register_key()
         async with all_tenants_transaction(self.pool) as conn:
-            pending = await store.candidates(conn)
+            pending = await store.candidates(conn, self.signer.key_id, self.configuration.as_json())
             sizes = await store.sizes(conn)
         signed: list[StoredCheckpoint] = []
         ages: dict[str, float] = {}
