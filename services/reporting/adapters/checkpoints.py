@@ -98,6 +98,16 @@ class Candidate:
     adopted: bool
 
 
+# Each tenant's newest checkpoint (tenant_id, size, root_hash): one probe of the primary key per
+# log, never a scan of every checkpoint ever signed. The projections' rounds find the tenants
+# they are behind on with it (an all-tenants transaction).
+NEWEST_CHECKPOINTS = (
+    "SELECT h.tenant_id, c.tree_size AS size, c.root_hash FROM ledger_heads h"
+    " CROSS JOIN LATERAL (SELECT tree_size, root_hash FROM ledger_checkpoints"
+    "  WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) c"
+)
+
+
 async def candidates(
     conn: Connection, key_id: str, configuration: dict[str, Any]
 ) -> list[Candidate]:

@@ -10,6 +10,7 @@ import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from services.reporting.adapters.checkpoints import NEWEST_CHECKPOINTS
 from services.reporting.adapters.evidence import logged_event
 from services.reporting.domain.clauses import LoggedEvent
 from services.reporting.domain.kpis import Fact, Key
@@ -70,23 +71,15 @@ async def behind(conn: Connection) -> list[tuple[str, int]]:
     """Tenants whose newest checkpoint is beyond their folded size, with that size (an
     all-tenants transaction)."""
     rows = await conn.fetch(
-        f"{_NEWEST} LEFT JOIN kpi_progress p ON p.tenant_id = h.tenant_id"
+        f"{NEWEST_CHECKPOINTS} LEFT JOIN kpi_progress p ON p.tenant_id = h.tenant_id"
         " WHERE c.tree_size > coalesce(p.tree_size, 0) ORDER BY h.tenant_id"
     )
     return [(r["tenant_id"], r["size"]) for r in rows]
 
 
-# Each tenant's newest checkpoint: one index probe per log (never a scan of every checkpoint).
-_NEWEST = (
-    "SELECT h.tenant_id, c.tree_size AS size FROM ledger_heads h"
-    " CROSS JOIN LATERAL (SELECT tree_size FROM ledger_checkpoints"
-    "  WHERE tenant_id = h.tenant_id ORDER BY tree_size DESC LIMIT 1) c"
-)
-
-
 async def tenants_with_checkpoints(conn: Connection) -> list[tuple[str, int]]:
     """Every tenant with a signed checkpoint and its newest size (an all-tenants transaction)."""
-    rows = await conn.fetch(f"{_NEWEST} ORDER BY h.tenant_id")
+    rows = await conn.fetch(f"{NEWEST_CHECKPOINTS} ORDER BY h.tenant_id")
     return [(r["tenant_id"], r["size"]) for r in rows]
 
 
