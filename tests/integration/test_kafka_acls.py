@@ -36,6 +36,7 @@ from aiokafka.protocol.fetch import FetchRequest
 
 from shared.devstack.kafka import REPO_ROOT, LocalKafka
 from shared.devstack.platform import BROKER_USER, LocalPlatform
+from shared.devstack.postgres import LocalPostgres
 from shared.events.catalogue import AUTH_REVOCATIONS, CHANGE_EVENTS, REPORTING_EVENTS
 from shared.kafka import TOPICS, client_config, create_producer, security_options
 from shared.kafka_acl import (
@@ -280,22 +281,27 @@ async def test_the_admin_user_creates_platform_topics_and_no_others(acl_kafka):
 
 
 @pytest.fixture(scope="module")
-def acl_platform(migrated) -> Iterator[tuple[LocalPlatform, Any]]:
-    """The whole platform on a broker of its own with ACLs on: its users, the ACLs applied by
-    the devstack, the topics made by `itsm-admin`; every service and the outbox relays of the
-    publishing ones as processes, on the session's PostgreSQL (with the session's role
-    passwords, which provisioning sets)."""
+def acl_platform() -> Iterator[tuple[LocalPlatform, Any]]:
+    """The whole platform on a broker and a PostgreSQL of its own with ACLs on: its users, the
+    ACLs applied by the devstack, the topics made by `itsm-admin`; every service and the outbox
+    relays of the publishing ones as processes. Its own database, not the session's: its
+    reporting service signs with a key of its own and would otherwise list that key as the
+    current one, and sign other tests' tenants with it."""
     state = STATE_DIR / "acl-platform"
     LocalKafka(state / "kafka").stop()
+    LocalPostgres(state / "postgres").destroy()
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
-    shutil.copy(STATE_DIR / "service-passwords.json", state / "service-passwords.json")
-    environ = {k: v for k, v in os.environ.items() if "KAFKA_" not in k}
-    environ["DATABASE_URL"] = migrated.admin_dsn
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if "KAFKA_" not in k and k != "DATABASE_URL" and not k.startswith("REPORTING_LEDGER_")
+    }
     platform = LocalPlatform(
         state,
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
+        postgres_port=free_port(),
         environ=environ,
         kafka_acls=True,
     )
