@@ -43,7 +43,7 @@ from services.reporting.application.kpis import KpiProjection
 from services.reporting.commands import kpis as kpis_command
 from services.reporting.definition import DEFINITION
 from services.reporting.domain import kpis
-from services.reporting.domain.report_data import KpiQuery
+from services.reporting.domain.report_data import KpiQuery, period_of
 from services.reporting.settings import ReportingSettings
 from shared.db import create_pool, tenant_transaction
 from shared.devstack.kafka import REPO_ROOT
@@ -158,7 +158,7 @@ async def query_rounds(
     and of the plain aggregate over the same rows; the facts the month reads."""
     projection = KpiProjection(ZoneInfo("UTC"))
     ids = INCIDENT_KPIS
-    period = kpis.period_of("month", month)
+    period = period_of("month", month)
     lo, hi = kpis.bounds(period, ZoneInfo("UTC"))
     reader, plain = [], []
     facts = 0

@@ -48,8 +48,9 @@ from services.reporting.domain.report_data import (
     KpiQuery,
     PeriodKind,
     SlaTargetResult,
+    period_of,
 )
-from services.reporting.domain.reports import ReportSpec, ShownKpi, period_of, shift
+from services.reporting.domain.reports import ReportSpec, ShownKpi, shift
 from shared.context import RequestContext
 from shared.db import create_pool, migrate, tenant_transaction
 from shared.devstack.kafka import REPO_ROOT

@@ -21,8 +21,9 @@ from services.reporting.domain.report_data import (
     KpiQuery,
     PeriodKind,
     SlaTargetResult,
+    period_of,
 )
-from services.reporting.domain.reports import period_of, shift
+from services.reporting.domain.reports import shift
 
 DEFINITIONS = (
     KpiDefinition(

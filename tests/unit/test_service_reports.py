@@ -20,15 +20,13 @@ from services.reporting.application.reports import (
     checked_definition,
 )
 from services.reporting.domain import charts, report_render
-from services.reporting.domain.report_data import Basis, KpiPoint, Period
+from services.reporting.domain.report_data import Basis, KpiPoint, Period, instants_of, period_of
 from services.reporting.domain.reports import (
     ReportContent,
     ReportSpec,
     ShownKpi,
-    instants_of,
     parse_period,
     period_due,
-    period_of,
     run_instants,
     series_of,
     shift,

@@ -35,6 +35,7 @@ from services.reporting.domain.report_data import (
     KpiPoint,
     KpiQuery,
     PeriodKind,
+    period_of,
 )
 from services.reporting.metrics import ReportingMetrics
 from shared.db import Connection, all_tenants_transaction, set_tenant, tenant_transaction
@@ -330,7 +331,7 @@ def metric_samples(
     the `top_services` services with the most records of the month, per priority for the
     incident and request KPIs. Empty values (no data) are left out."""
     ids = [d.id for d in kpis.DEFINITIONS]
-    month = kpis.period_of("month", today)
+    month = period_of("month", today)
     lo, hi = kpis.bounds(month, zone)
     counts: dict[str, int] = {}
     for fact in facts:
@@ -382,8 +383,8 @@ async def publish_metrics(
     samples set."""
     instant = time.time() if now is None else now
     today = datetime.fromtimestamp(instant, zone).date()
-    month = kpis.period_of("month", today)
-    week = kpis.period_of("week", today)
+    month = period_of("month", today)
+    week = period_of("week", today)
     start = min(kpis.bounds(month, zone)[0], kpis.bounds(week, zone)[0])
     end = max(kpis.bounds(month, zone)[1], kpis.bounds(week, zone)[1])
     kinds = sorted({k.measure.kind for k in kpis.KPIS})

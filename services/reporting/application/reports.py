@@ -38,7 +38,13 @@ from services.reporting.adapters import reports as store
 from services.reporting.adapters.reports import StoredDefinition, StoredReport
 from services.reporting.application.report_sources import KpiReader, ServiceLevelReader
 from services.reporting.domain import report_render
-from services.reporting.domain.report_data import Basis, KpiDefinition, KpiQuery, PeriodKind
+from services.reporting.domain.report_data import (
+    Basis,
+    KpiDefinition,
+    KpiQuery,
+    PeriodKind,
+    instants_of,
+)
 from services.reporting.domain.reports import (
     MAX_TREND,
     MEDIA_TYPES,
@@ -49,7 +55,6 @@ from services.reporting.domain.reports import (
     ReportSpec,
     Schedule,
     ShownKpi,
-    instants_of,
     parse_period,
     period_due,
     run_instants,

@@ -42,6 +42,7 @@ from services.reporting.domain.report_data import (
     ImprovementAction,
     PeriodKind,
     SlaTargetResult,
+    period_of,
 )
 from services.reporting.domain.service_levels import (
     AuditFindingRecord,
@@ -435,7 +436,7 @@ class ServiceLevels:
             current = domain.span_at(period, self.clock(), settings.time_zone)
             first = current.period.start
             for _ in range(count - 1):
-                first = domain.period_start(period, first - timedelta(days=1))
+                first = period_of(period, first - timedelta(days=1)).start
             start = first
         return domain.spans(period, start, count, settings.time_zone)
 
@@ -493,7 +494,7 @@ class ServiceLevels:
         outcomes: dict[tuple[str, str, str], tuple[int, int]] = {}
         alerts: dict[tuple[str, str, str], dict[str, int]] = {}
         for policy, target, outcome, first, n in counts:
-            key = (policy, target, domain.label_of(kind, first))
+            key = (policy, target, period_of(kind, first).label)
             if outcome in ("met", "breached"):
                 met, breached = outcomes.get(key, (0, 0))
                 outcomes[key] = (met + n, breached) if outcome == "met" else (met, breached + n)

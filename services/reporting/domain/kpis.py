@@ -35,7 +35,7 @@ import json
 import statistics
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,9 @@ from services.reporting.domain.report_data import (
     Period,
     PeriodKind,
     Unit,
+    instants_of,
+    period_end,
+    period_of,
 )
 
 FactKind = Literal["incident", "request", "problem", "change", "deployment", "survey", "ci"]
@@ -678,40 +681,17 @@ def fold_all(events: Iterable[LoggedEvent]) -> dict[Key, Fact]:
 # --- periods ----------------------------------------------------------------------------------
 
 
-def period_of(kind: PeriodKind, day: date) -> Period:
-    """The period of this kind that contains the day."""
-    if kind == "day":
-        return Period("day", day, day.isoformat())
-    if kind == "week":
-        start = day - timedelta(days=day.weekday())
-        year, week, _ = start.isocalendar()
-        return Period("week", start, f"{year}-W{week:02d}")
-    start = day.replace(day=1)
-    return Period("month", start, f"{start.year}-{start.month:02d}")
-
-
-def next_start(period: Period) -> date:
-    """The first day of the next period."""
-    if period.kind == "day":
-        return period.start + timedelta(days=1)
-    if period.kind == "week":
-        return period.start + timedelta(days=7)
-    year, month = period.start.year, period.start.month
-    return date(year + month // 12, month % 12 + 1, 1)
-
-
 def periods(kind: PeriodKind, start: date, count: int) -> list[Period]:
     """`count` consecutive periods, the first containing `start`."""
     out = [period_of(kind, start)]
     while len(out) < count:
-        out.append(period_of(kind, next_start(out[-1])))
+        out.append(period_of(kind, period_end(out[-1])))
     return out
 
 
 def bounds(period: Period, zone: ZoneInfo) -> tuple[float, float]:
     """The period's [start, end) in epoch seconds, its days read in the time zone."""
-    start = datetime.combine(period.start, datetime.min.time(), zone)
-    end = datetime.combine(next_start(period), datetime.min.time(), zone)
+    start, end = instants_of(period, zone)
     return start.timestamp(), end.timestamp()
 
 

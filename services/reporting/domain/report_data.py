@@ -8,10 +8,12 @@ checkpoint it was computed from (`Basis`), so a report can say which entries it 
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 PeriodKind = Literal["day", "week", "month"]
 # `category`: the record's classification (incident category, change type, CI class, request
@@ -38,6 +40,35 @@ class Period:
     kind: PeriodKind
     start: date
     label: str  # e.g. "2026-11", "2026-W48", "2026-11-30"
+
+
+def period_of(kind: PeriodKind, day: date) -> Period:
+    """The period of `kind` that contains `day` (weeks start on Monday, ISO-numbered)."""
+    if kind == "day":
+        return Period("day", day, day.isoformat())
+    if kind == "week":
+        start = day - timedelta(days=day.weekday())
+        year, week, _ = start.isocalendar()
+        return Period("week", start, f"{year}-W{week:02d}")
+    start = day.replace(day=1)
+    return Period("month", start, f"{start.year}-{start.month:02d}")
+
+
+def period_end(period: Period) -> date:
+    """The first day after the period."""
+    if period.kind == "day":
+        return period.start + timedelta(days=1)
+    if period.kind == "week":
+        return period.start + timedelta(days=7)
+    days = calendar.monthrange(period.start.year, period.start.month)[1]
+    return period.start + timedelta(days=days)
+
+
+def instants_of(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The period as [from, to) instants (UTC), its days read in the time zone."""
+    start = datetime.combine(period.start, time(0), zone).astimezone(UTC)
+    end = datetime.combine(period_end(period), time(0), zone).astimezone(UTC)
+    return start, end
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from. Pure: no I/O; the figures come in through `report_data`'s types.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,6 +21,7 @@ from services.reporting.domain.report_data import (
     Period,
     PeriodKind,
     SlaTargetResult,
+    period_of,
 )
 
 PERIOD_KINDS: tuple[PeriodKind, ...] = ("day", "week", "month")
@@ -42,28 +42,6 @@ MAX_TREND = 36
 # --- periods ------------------------------------------------------------------------------------
 
 
-def period_of(kind: PeriodKind, day: date) -> Period:
-    """The period of `kind` that contains `day`."""
-    if kind == "day":
-        return Period("day", day, day.isoformat())
-    if kind == "week":
-        start = day - timedelta(days=day.weekday())
-        year, week, _ = start.isocalendar()
-        return Period("week", start, f"{year}-W{week:02d}")
-    start = day.replace(day=1)
-    return Period("month", start, f"{start.year}-{start.month:02d}")
-
-
-def period_end(period: Period) -> date:
-    """The first day after the period."""
-    if period.kind == "day":
-        return period.start + timedelta(days=1)
-    if period.kind == "week":
-        return period.start + timedelta(days=7)
-    days = calendar.monthrange(period.start.year, period.start.month)[1]
-    return period.start + timedelta(days=days)
-
-
 def shift(period: Period, n: int) -> Period:
     """The period `n` periods later (earlier when negative)."""
     if period.kind == "day":
@@ -77,13 +55,6 @@ def shift(period: Period, n: int) -> Period:
 def trend(period: Period, previous: int) -> list[Period]:
     """The `previous` periods before `period`, then `period` itself, oldest first."""
     return [shift(period, n) for n in range(-previous, 1)]
-
-
-def instants_of(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """The period as [from, to) instants (UTC) in the time zone."""
-    start = datetime.combine(period.start, time(0), zone).astimezone(UTC)
-    end = datetime.combine(period_end(period), time(0), zone).astimezone(UTC)
-    return start, end
 
 
 def parse_period(kind: PeriodKind, start: date) -> Period:

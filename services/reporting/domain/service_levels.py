@@ -19,11 +19,10 @@ Definitions (the README's "Availability" section says the same for readers):
 from __future__ import annotations
 
 import bisect
-import calendar as calendars
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -32,6 +31,8 @@ from services.reporting.domain.report_data import (
     Period,
     PeriodKind,
     SlaTargetResult,
+    period_end,
+    period_of,
 )
 from shared.calendars import BusinessCalendar, CalendarSpec, Interval, first_instant_showing
 from shared.errors import invalid_field
@@ -55,35 +56,6 @@ class PeriodSpan:
     end: datetime
 
 
-def period_start(kind: PeriodKind, day: date) -> date:
-    """The first day of the period of `kind` that holds `day` (weeks start on Monday)."""
-    if kind == "day":
-        return day
-    if kind == "week":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
-
-
-def next_start(kind: PeriodKind, first: date) -> date:
-    """The first day of the period after the one starting on `first`."""
-    if kind == "day":
-        return first + timedelta(days=1)
-    if kind == "week":
-        return first + timedelta(days=7)
-    days = calendars.monthrange(first.year, first.month)[1]
-    return first + timedelta(days=days)
-
-
-def label_of(kind: PeriodKind, first: date) -> str:
-    """`2026-11-30`, `2026-W48` or `2026-11`."""
-    if kind == "day":
-        return first.isoformat()
-    if kind == "week":
-        year, week, _ = first.isocalendar()
-        return f"{year}-W{week:02d}"
-    return f"{first.year:04d}-{first.month:02d}"
-
-
 def _midnight(day: date, zone: ZoneInfo) -> datetime:
     return first_instant_showing(datetime(day.year, day.month, day.day), zone).astimezone(UTC)
 
@@ -94,17 +66,11 @@ def spans(kind: PeriodKind, start: date, count: int, time_zone: str) -> list[Per
         raise invalid_field("count", f"from 1 to {MAX_PERIODS}", "query")
     zone = ZoneInfo(time_zone)
     found = []
-    first = period_start(kind, start)
+    period = period_of(kind, start)
     for _ in range(count):
-        after = next_start(kind, first)
-        found.append(
-            PeriodSpan(
-                Period(kind, first, label_of(kind, first)),
-                _midnight(first, zone),
-                _midnight(after, zone),
-            )
-        )
-        first = after
+        after = period_end(period)
+        found.append(PeriodSpan(period, _midnight(period.start, zone), _midnight(after, zone)))
+        period = period_of(kind, after)
     return found
 
 
