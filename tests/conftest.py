@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.change.definition import DEFINITION as CHANGE
 from services.config.definition import DEFINITION as CONFIG
@@ -101,6 +102,15 @@ async def pools(migrated: Infra) -> AsyncIterator[dict[str, asyncpg.Pool]]:
     yield created
     for pool in created.values():
         await pool.close()
+
+
+@pytest.fixture
+async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain producer on the session's broker, for tests that send events themselves."""
+    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
+    await producer.start()
+    yield producer
+    await producer.stop()
 
 
 @pytest.fixture

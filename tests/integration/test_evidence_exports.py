@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.reporting.commands import export as export_command
 from services.reporting.verifier import VerifierKey, verify_inclusion
@@ -29,14 +28,6 @@ from tests.support import eventually, fetch_as, incident_event, send_event
 
 EXPORTED = "itsm.reporting.evidence.exported.v1"
 FAST = {"checkpoint_interval_seconds": 0.2}
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def ci_event(tenant: str, ci_id: str, version: int, change_id: str | None) -> object:

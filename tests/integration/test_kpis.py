@@ -13,9 +13,6 @@ import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from aiokafka import AIOKafkaProducer
-
 from services.reporting.adapters import kpis as kpi_store
 from services.reporting.application import kpis as kpi_projection
 from services.reporting.commands import kpis as kpis_command
@@ -27,14 +24,6 @@ from tests.support import eventually, fetch_as, sample_value, send_event
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 NOVEMBER = {"period": "month", "start": "2026-11-01"}
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 class Sender:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import uuid
 
-import pytest
-from aiokafka import AIOKafkaProducer
-
 from services.reporting.adapters.checkpoints import candidates
 from services.reporting.application.checkpoints import Checkpointer, LedgerConfiguration
 from services.reporting.domain.checkpoints import load_signer
@@ -28,14 +25,6 @@ CHECKPOINT = "itsm.reporting.ledger.checkpoint_signed.v1"
 KEY_ADDED = "itsm.reporting.ledger.key_added.v1"
 CONFIGURED = "itsm.reporting.ledger.configuration_changed.v1"
 FAST = {"checkpoint_interval_seconds": 0.2}
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def b64(text: str) -> bytes:

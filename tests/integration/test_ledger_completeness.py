@@ -8,9 +8,6 @@ outbox (the event comes back into the ledger) and indexes the references of the 
 import uuid
 from datetime import UTC, datetime
 
-import pytest
-from aiokafka import AIOKafkaProducer
-
 from services.reporting.adapters import ledger
 from services.reporting.application.completeness import index_round
 from shared.db import all_tenants_transaction, set_tenant, tenant_transaction
@@ -18,14 +15,6 @@ from shared.events.envelope import new_envelope
 from tests.support import eventually, fetch_as, ledger_received, sample_value, send_event
 
 INTERVAL = {"completeness_interval_seconds": 0.2}
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def incident_updated(tenant, subject, version):

@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.reporting.adapters import log
 from services.reporting.adapters.ledger import canonical_of_row, encode_headers
@@ -16,15 +15,6 @@ from services.reporting.verifier import complete_subtrees, leaf_hash, root_of
 from shared.db import tenant_transaction
 from shared.events.catalogue import INCIDENT_EVENTS
 from tests.support import eventually, fetch_as, incident_event, send_event
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
 
 _ROWS = (
     "SELECT position, leaf_index, leaf_hash, event_id, type, source, subject, version, time,"

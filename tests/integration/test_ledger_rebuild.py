@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
-from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from services.reporting.adapters import log
@@ -28,14 +26,6 @@ from shared.registry import SERVICE_NAMES
 from tests.support import eventually, fetch_as, send_event
 
 CHECKPOINT_TYPE = "itsm.reporting.ledger.checkpoint_signed.v1"
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def events_of(tenant):

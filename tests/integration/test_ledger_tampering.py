@@ -13,7 +13,6 @@ import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,14 +29,6 @@ from shared.registry import service
 from tests.support import eventually, fetch_as, incident_event, sample_value, send_event
 
 CHECKPOINT = "itsm.reporting.ledger.checkpoint_signed.v1"
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import uuid
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from shared.provision import DEFAULT_DATABASE, dsn_for_admin_database
 from shared.registry import service as service_of
@@ -26,14 +25,6 @@ FAST = {
     "service_level_interval_seconds": 0.2,
     "report_poll_seconds": 0.2,
 }
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def figure(document: dict, kpi: str, label: str) -> float | None:

@@ -7,7 +7,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.reporting.application.service_levels import (
     Defaults,
@@ -33,14 +32,6 @@ ALWAYS_OPEN = {
     },
 }
 OCTOBER_SECONDS = 31 * 86400
-
-
-@pytest.fixture
-async def producer(infra):
-    producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap_servers)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 def envelope(tenant, source, type, subject, version, data):
