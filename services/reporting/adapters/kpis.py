@@ -141,20 +141,28 @@ async def save(conn: Connection, tenant_id: str, facts: Sequence[Fact]) -> None:
         [fact.kind for fact in facts],
         [fact.id for fact in facts],
     )
-    served = [(fact, service) for fact in facts for service in fact.services]
-    if served:
-        await conn.execute(
-            "INSERT INTO kpi_fact_services"
-            " (tenant_id, kind, service, record_id, first_at, last_at)"
-            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[],"
-            " $6::float8[])",
-            tenant_id,
-            [fact.kind for fact, _ in served],
-            [service for _, service in served],
-            [fact.id for fact, _ in served],
-            [fact.first_at() for fact, _ in served],
-            [fact.last_at() for fact, _ in served],
-        )
+    served = [(f.kind, svc, f.id, f.first_at(), f.last_at()) for f in facts for svc in f.services]
+    await _insert_services(conn, tenant_id, served)
+
+
+async def _insert_services(
+    conn: Connection, tenant_id: str, rows: Sequence[tuple[str, str, str, float, float]]
+) -> None:
+    """One row per (fact, service it touches): kind, service, record id, first_at, last_at."""
+    if not rows:
+        return
+    kinds, services, ids, firsts, lasts = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO kpi_fact_services (tenant_id, kind, service, record_id, first_at, last_at)"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[],"
+        " $6::float8[])",
+        tenant_id,
+        kinds,
+        services,
+        ids,
+        firsts,
+        lasts,
+    )
 
 
 # Facts per statement of a rebuild's inserts (a statement's arrays stay a few megabytes).
@@ -177,24 +185,15 @@ async def insert_new(conn: Connection, tenant_id: str, facts: Sequence[Fact]) ->
             [first for first, _ in bounds],
             [last for _, last in bounds],
         )
-        served = [
-            (fact, service, first, last)
-            for fact, (first, last) in zip(batch, bounds, strict=True)
-            for service in fact.services
-        ]
-        if served:
-            await conn.execute(
-                "INSERT INTO kpi_fact_services"
-                " (tenant_id, kind, service, record_id, first_at, last_at)"
-                " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[],"
-                " $6::float8[])",
-                tenant_id,
-                [fact.kind for fact, _, _, _ in served],
-                [service for _, service, _, _ in served],
-                [fact.id for fact, _, _, _ in served],
-                [first for _, _, first, _ in served],
-                [last for _, _, _, last in served],
-            )
+        await _insert_services(
+            conn,
+            tenant_id,
+            [
+                (fact.kind, service, fact.id, first, last)
+                for fact, (first, last) in zip(batch, bounds, strict=True)
+                for service in fact.services
+            ],
+        )
 
 
 # For these reads only (this transaction): a plan made for the actual period and services (the
