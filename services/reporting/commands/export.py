@@ -21,10 +21,10 @@ from services.reporting.application.checkpoints import (
     LedgerConfiguration,
     signer_of,
 )
+from services.reporting.commands import command_pool
 from services.reporting.domain.clauses import CLAUSE_IDS
 from services.reporting.metrics import ReportingMetrics
-from services.reporting.settings import SERVICE, ReportingSettings
-from shared.db import create_pool
+from services.reporting.settings import ReportingSettings
 from shared.metrics import TenantLabel
 from shared.progress import ProgressBar
 
@@ -54,13 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
     """Export; 0 with the archive written, 1 when the export failed."""
     wanted = [c.strip() for c in args.clauses.split(",") if c.strip()] if args.clauses else None
-    pool = await create_pool(
-        settings.database_url.get_secret_value(),
-        schema=SERVICE.schema,
-        application_name="reporting-export",
-        min_size=1,
-        max_size=2,
-    )
+    pool = await command_pool(settings, "export")
     try:
         signer = None
         if settings.ledger_signing_key_file:

@@ -14,8 +14,8 @@ import sys
 import time
 
 from services.reporting.application import kpis
-from services.reporting.settings import SERVICE, ReportingSettings
-from shared.db import create_pool
+from services.reporting.commands import command_pool
+from services.reporting.settings import ReportingSettings
 from shared.progress import ProgressBar
 
 
@@ -32,13 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
     """Rebuild; 0 when done."""
-    pool = await create_pool(
-        settings.database_url.get_secret_value(),
-        schema=SERVICE.schema,
-        application_name="reporting-kpis",
-        min_size=1,
-        max_size=2,
-    )
+    pool = await command_pool(settings, "kpis")
     try:
         bar: ProgressBar | None = None
 

@@ -38,9 +38,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.reporting.adapters import ledger, log
+from services.reporting.commands import command_pool
 from services.reporting.domain import merkle
 from services.reporting.entrypoints.consumers import LEDGER_CONSUMER, LEDGER_TOPICS
-from services.reporting.settings import SERVICE, ReportingSettings
+from services.reporting.settings import ReportingSettings
 from services.reporting.verifier import (
     VerificationError,
     VerifierKey,
@@ -50,7 +51,7 @@ from services.reporting.verifier import (
     parse_checkpoint,
     root_of,
 )
-from shared.db import Connection, all_tenants_transaction, create_pool, set_tenant
+from shared.db import Connection, all_tenants_transaction, set_tenant
 from shared.events.binding import DecodeError, from_kafka, parse_payload
 from shared.events.reporting import (
     LEDGER_SUBJECT,
@@ -98,13 +99,7 @@ async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
         out.write(f"tenant {missing}: FAILED: no event of this tenant is on Kafka\n")
     if not (args.check or args.into_empty):
         return 1 if failed else 0
-    pool = await create_pool(
-        settings.database_url.get_secret_value(),
-        schema=SERVICE.schema,
-        application_name="reporting-rebuild",
-        min_size=1,
-        max_size=2,
-    )
+    pool = await command_pool(settings, "rebuild")
     try:
         if args.check:
             failed |= await check_stored(pool, logs, out, only=args.tenant)

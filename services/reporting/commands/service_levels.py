@@ -12,8 +12,8 @@ import argparse
 import sys
 
 from services.reporting.application.service_levels import rebuild
-from services.reporting.settings import SERVICE, ReportingSettings
-from shared.db import create_pool
+from services.reporting.commands import command_pool
+from services.reporting.settings import ReportingSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,13 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
     """Rebuild; 0 when done."""
-    pool = await create_pool(
-        settings.database_url.get_secret_value(),
-        schema=SERVICE.schema,
-        application_name="reporting-service-levels-rebuild",
-        min_size=1,
-        max_size=2,
-    )
+    pool = await command_pool(settings, "service-levels-rebuild")
     try:
         read = await rebuild(pool, args.tenant, sys.stderr)
     finally:

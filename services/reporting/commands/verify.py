@@ -30,9 +30,10 @@ import asyncpg
 from services.reporting.adapters import checkpoints as store
 from services.reporting.adapters import ledger, log
 from services.reporting.adapters.checkpoints import KEY_ADDED_TYPE, StoredCheckpoint
+from services.reporting.commands import command_pool
 from services.reporting.domain import merkle
 from services.reporting.domain.checkpoints import load_signer
-from services.reporting.settings import SERVICE, ReportingSettings
+from services.reporting.settings import ReportingSettings
 from services.reporting.verifier import (
     Checkpoint,
     VerificationError,
@@ -48,7 +49,7 @@ from services.reporting.verifier import (
     verify_consistency,
 )
 from services.reporting.verifier import main as verify_bundle
-from shared.db import Connection, all_tenants_transaction, create_pool, tenant_transaction
+from shared.db import Connection, all_tenants_transaction, tenant_transaction
 from shared.progress import ProgressBar
 
 # Entries read per query: bounded round trips, a few MB at a time.
@@ -98,13 +99,7 @@ async def run(args: argparse.Namespace, settings: ReportingSettings) -> int:
     except (OSError, ValueError) as exc:
         print(f"verify: {exc}", file=sys.stderr)
         return 2
-    pool = await create_pool(
-        settings.database_url.get_secret_value(),
-        schema=SERVICE.schema,
-        application_name="reporting-verify",
-        min_size=1,
-        max_size=2,
-    )
+    pool = await command_pool(settings, "verify")
     try:
         tenants = [args.tenant] if args.tenant else await all_tenants(pool)
         for tenant_id in tenants:
